@@ -1,0 +1,183 @@
+"""The Exchange: one client request and what answered it, as stored by the proxy and read by the parser.
+
+The JSON form is documented in docs/exchange-format.md. Large exchanges are split into store items
+of at most 1 MB (Cosmos DB items are limited to 2 MB) and joined again by `from_items`.
+"""
+
+from __future__ import annotations
+
+import base64
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Literal
+
+import orjson
+
+SCHEMA_VERSION = 1
+MAX_ITEM_BYTES = 1_000_000
+#: Raw bytes per split piece, so that its base64 text stays within MAX_ITEM_BYTES.
+_PIECE_BYTES = MAX_ITEM_BYTES // 4 * 3 - 3000
+
+BodyEncoding = Literal["json", "base64", "empty"]
+
+
+def encode_body(raw: bytes, content_type: str | None) -> tuple[Any, BodyEncoding]:
+    """A body in its stored form: parsed JSON when it is JSON, else {"base64": ...}."""
+    if not raw:
+        return None, "empty"
+    if content_type is None or "json" in content_type.lower():
+        try:
+            return orjson.loads(raw), "json"
+        except orjson.JSONDecodeError:
+            pass
+    return {"base64": base64.b64encode(raw).decode("ascii")}, "base64"
+
+
+def decode_body(body: Any, encoding: BodyEncoding) -> bytes:
+    """The original bytes of a stored body (JSON bodies come back re-serialized)."""
+    if encoding == "empty" or body is None:
+        return b""
+    if encoding == "base64":
+        return base64.b64decode(body["base64"])
+    return orjson.dumps(body)
+
+
+def utc_now_iso() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(slots=True)
+class Identity:
+    """Who called, as APIM (or the dev host) stated it in `x-gateway-*` headers."""
+
+    subscription_id: str = "unknown"
+    subscription_name: str = "unknown"
+    product: str = "unknown"
+    user_id: str | None = None
+    client_ip: str | None = None
+
+
+@dataclass(slots=True)
+class CapturedRequest:
+    method: str
+    path: str
+    query: dict[str, str]
+    headers: dict[str, str]
+    body: Any = None
+    body_encoding: BodyEncoding = "empty"
+    body_bytes: int = 0
+
+
+@dataclass(slots=True)
+class CapturedResponse:
+    status: int
+    headers: dict[str, str]
+    body: Any = None
+    body_encoding: BodyEncoding = "empty"
+    body_bytes: int = 0
+    #: The raw event-stream text in arrival order, when the response was `text/event-stream`.
+    sse: str | None = None
+
+
+@dataclass(slots=True)
+class Timings:
+    """Milliseconds since the proxy received the request (monotonic clock)."""
+
+    received_at: str
+    upstream_first_byte_ms: float | None = None
+    last_byte_ms: float | None = None
+
+
+@dataclass(slots=True)
+class Attempt:
+    """One try against one backend."""
+
+    backend: str
+    status: int | None
+    duration_ms: float
+    #: "served" for the attempt whose answer reached the client, else why the proxy moved on.
+    outcome: str
+    error: str | None = None
+
+
+@dataclass(slots=True)
+class Exchange:
+    request_id: str
+    request: CapturedRequest
+    timings: Timings
+    identity: Identity = field(default_factory=Identity)
+    response: CapturedResponse | None = None
+    backend: str | None = None
+    attempts: list[Attempt] = field(default_factory=list)
+    client_disconnected: bool = False
+    #: Set when the gateway answered by itself: {"code": ..., "message": ...}.
+    gateway_error: dict[str, str] | None = None
+    #: The proxy added `stream_options.include_usage` and held the usage chunk back from the client.
+    usage_injected: bool = False
+    schema_version: int = SCHEMA_VERSION
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Exchange:
+        d = dict(data)
+        response = d.get("response")
+        return cls(
+            request_id=d["request_id"],
+            request=CapturedRequest(**d["request"]),
+            timings=Timings(**d["timings"]),
+            identity=Identity(**(d.get("identity") or {})),
+            response=CapturedResponse(**response) if response else None,
+            backend=d.get("backend"),
+            attempts=[Attempt(**a) for a in d.get("attempts") or []],
+            client_disconnected=bool(d.get("client_disconnected", False)),
+            gateway_error=d.get("gateway_error"),
+            usage_injected=bool(d.get("usage_injected", False)),
+            schema_version=int(d.get("schema_version", SCHEMA_VERSION)),
+        )
+
+    def to_json(self) -> bytes:
+        return orjson.dumps(self.to_dict())
+
+    @classmethod
+    def from_json(cls, raw: bytes | str) -> Exchange:
+        return cls.from_dict(orjson.loads(raw))
+
+
+def to_items(exchange: Exchange, max_item_bytes: int = MAX_ITEM_BYTES) -> list[dict[str, Any]]:
+    """Store items for one exchange: one readable item when it fits, else base64 pieces in order."""
+    rid = exchange.request_id
+    data = exchange.to_dict()
+    raw = orjson.dumps(data)
+    if len(raw) <= max_item_bytes - 1000:
+        return [{"id": f"{rid}.0", "requestId": rid, "seq": 0, "count": 1, "exchange": data}]
+    piece = min(_PIECE_BYTES, (max_item_bytes - 1000) // 4 * 3)
+    pieces = [raw[i : i + piece] for i in range(0, len(raw), piece)]
+    return [
+        {
+            "id": f"{rid}.{seq}",
+            "requestId": rid,
+            "seq": seq,
+            "count": len(pieces),
+            "part": base64.b64encode(p).decode("ascii"),
+        }
+        for seq, p in enumerate(pieces)
+    ]
+
+
+class IncompleteExchange(ValueError):
+    """Some store items of an exchange are missing (or it has none)."""
+
+
+def from_items(items: list[dict[str, Any]]) -> Exchange:
+    """Join store items (in any order) back into the exchange."""
+    if not items:
+        raise IncompleteExchange("no items")
+    ordered = sorted(items, key=lambda it: int(it["seq"]))
+    count = int(ordered[0]["count"])
+    if [int(it["seq"]) for it in ordered] != list(range(count)):
+        raise IncompleteExchange(f"expected {count} items, have seq {[it['seq'] for it in ordered]}")
+    if count == 1 and "exchange" in ordered[0]:
+        return Exchange.from_dict(ordered[0]["exchange"])
+    return Exchange.from_json(b"".join(base64.b64decode(it["part"]) for it in ordered))

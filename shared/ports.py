@@ -1,0 +1,60 @@
+"""The I/O boundaries, as small protocols. Each has an Azure adapter and an embedded one.
+
+Azure: Cosmos DB (stores), Event Hubs (channel), Application Insights (sink).
+Embedded: SQLite (stores), an in-process queue (channel), SQLite (sink).
+Wiring picks one of each from app settings, in one place (`shared/wiring.py`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+from shared.exchange import Exchange
+
+UsageRecord = dict[str, Any]
+
+
+class ExchangeStore(Protocol):
+    """Raw exchanges, keyed by request id (split into <= 1 MB items by `shared.exchange.to_items`)."""
+
+    async def save(self, exchange: Exchange) -> None: ...
+
+    async def load(self, request_id: str) -> Exchange | None: ...
+
+
+class EventChannel(Protocol):
+    """Announces that an exchange is stored. Delivery is at least once."""
+
+    async def publish(self, request_id: str) -> None: ...
+
+
+class RecordStore(Protocol):
+    """Usage records with the normalized request and consolidated response beside them.
+
+    `add` is idempotent on `record["request_id"]`: it returns False when the record exists.
+    """
+
+    async def add(self, record: UsageRecord, details: Mapping[str, Any]) -> bool: ...
+
+    async def get(self, request_id: str) -> UsageRecord | None: ...
+
+
+class UsageSink(Protocol):
+    """Where finished usage records are emitted (Application Insights `customEvents`)."""
+
+    async def emit(self, record: UsageRecord) -> None: ...
+
+
+class DeadLetterStore(Protocol):
+    """Events or exchanges the parser could not turn into a record, with the reason."""
+
+    async def put(self, key: str, reason: str, payload: str) -> None: ...
+
+
+class AffinityStore(Protocol):
+    """Responses API response id -> backend name that created it, with a time to live."""
+
+    async def remember(self, response_id: str, backend: str, ttl_seconds: int) -> None: ...
+
+    async def lookup(self, response_id: str) -> str | None: ...
