@@ -1,0 +1,1 @@
+"""The streaming proxy: the HTTP trigger's side of the gateway."""
