@@ -58,3 +58,26 @@ class AffinityStore(Protocol):
     async def remember(self, response_id: str, backend: str, ttl_seconds: int) -> None: ...
 
     async def lookup(self, response_id: str) -> str | None: ...
+
+
+class Ports:
+    """One of each port, as chosen by the wiring (`shared/wiring.py`) from app settings."""
+
+    __slots__ = ("exchanges", "channel", "records", "sink", "deadletters", "affinity")
+
+    def __init__(
+        self,
+        *,
+        exchanges: ExchangeStore,
+        channel: EventChannel,
+        records: RecordStore,
+        sink: UsageSink,
+        deadletters: DeadLetterStore,
+        affinity: AffinityStore,
+    ) -> None:
+        self.exchanges = exchanges
+        self.channel = channel
+        self.records = records
+        self.sink = sink
+        self.deadletters = deadletters
+        self.affinity = affinity

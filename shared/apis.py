@@ -1,0 +1,92 @@
+"""Which AOAI API a request path calls, and for which deployment, for both URL shapes.
+
+`/openai/deployments/{deployment}/{operation}` (dated api-versions) and `/openai/v1/{operation}` or
+`/openai/responses` (where the deployment is the body's `model`). Detection looks at the path only,
+never at the body text (the seed's substring search misread prompts that mentioned a path).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+ApiKind = Literal[
+    "chat.completions",
+    "completions",
+    "embeddings",
+    "images.generations",
+    "audio.transcriptions",
+    "audio.translations",
+    "audio.speech",
+    "responses",
+    "other",
+]
+Surface = Literal["deployments", "v1"]
+
+_OPERATIONS: dict[str, ApiKind] = {
+    "chat/completions": "chat.completions",
+    "completions": "completions",
+    "embeddings": "embeddings",
+    "images/generations": "images.generations",
+    "audio/transcriptions": "audio.transcriptions",
+    "audio/translations": "audio.translations",
+    "audio/speech": "audio.speech",
+    "responses": "responses",
+}
+_DEPLOYMENT_PATH = re.compile(r"^/openai/deployments/(?P<deployment>[^/]+)/(?P<op>.+?)/?$")
+_V1_PATH = re.compile(r"^/openai/(?:v1/)?(?P<op>.+?)/?$")
+_RESPONSE_ID = re.compile(r"^responses/(?P<id>[^/]+)(?:/.*)?$")
+
+
+@dataclass(frozen=True, slots=True)
+class ApiRoute:
+    api: ApiKind
+    surface: Surface
+    #: The deployment named in the path (None on the v1 surface: see `deployment_for`).
+    deployment: str | None
+    #: For GET/DELETE `/responses/{id}` and its sub-resources.
+    response_id: str | None = None
+
+
+def classify(path: str) -> ApiRoute | None:
+    """The API a path calls, or None when the path is not an AOAI data-plane path at all."""
+    m = _DEPLOYMENT_PATH.match(path)
+    if m:
+        op = m["op"]
+        return ApiRoute(api=_OPERATIONS.get(op, "other"), surface="deployments", deployment=m["deployment"])
+    if path.startswith("/openai/deployments"):
+        return None
+    m = _V1_PATH.match(path)
+    if not m:
+        return None
+    op = m["op"]
+    rid = _RESPONSE_ID.match(op)
+    if rid:
+        return ApiRoute(api="responses", surface="v1", deployment=None, response_id=rid["id"])
+    return ApiRoute(api=_OPERATIONS.get(op, "other"), surface="v1", deployment=None)
+
+
+def deployment_for(route: ApiRoute, body: Any) -> str | None:
+    """The deployment: from the path, else the JSON body's `model` (v1 surface, `/openai/responses`)."""
+    if route.deployment is not None:
+        return route.deployment
+    if isinstance(body, Mapping):
+        model = body.get("model")
+        if isinstance(model, str) and model:
+            return model
+    return None
+
+
+def api_version(query: Mapping[str, str]) -> str | None:
+    return query.get("api-version") or None
+
+
+def version_at_least(version: str | None, minimum: str) -> bool:
+    """Compare dated api-versions (YYYY-MM-DD[-preview]); 'v1', 'preview' and 'latest' count as newest."""
+    if version is None:
+        return False
+    if not version[:4].isdigit():
+        return True
+    return version[:10] >= minimum[:10]
