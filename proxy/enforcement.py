@@ -95,36 +95,27 @@ async def enforce(
         return
 
     run = _Run(api, analyser, config)
-    upstream = upstream_events.__aiter__()
-    reader: asyncio.Future[bytes | None] | None = asyncio.ensure_future(_next(upstream))
+    # The pump reads upstream on its own, so a window being analysed (or a slow client) never stalls
+    # the AOAI read; it feeds the decoder and wakes this loop, as finished analyses do.
+    pump = asyncio.ensure_future(_pump(upstream_events, run))
     try:
-        while not run.finished:
-            waits: set[asyncio.Future[Any]] = {reader} if reader is not None else set()
-            head = run.head_task()
-            if head is not None:
-                waits.add(head)
-            if waits:
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-            if reader is not None and reader.done():
-                chunk = reader.result()
-                if chunk is None:
-                    reader = None
-                    run.end_of_stream()
-                else:
-                    reader = asyncio.ensure_future(_next(upstream))
-                    run.feed(chunk)
+        while True:
+            await run.wake.wait()
+            run.wake.clear()
+            if pump.done() and pump.exception() is not None:
+                raise pump.exception()  # type: ignore[misc]  # an upstream failure surfaces as without enforcement
             run.apply_finished()
             out = run.take_output()
             if out:
                 yield out
-            if reader is None and not waits:
-                break  # nothing left to wait for (defensive: `finished` should already be set)
+            if run.finished:
+                break
         run.completed = True
     finally:
-        if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(BaseException):
-                await reader
+        if not pump.done():
+            pump.cancel()
+        with contextlib.suppress(BaseException):
+            await pump
         run.cancel_windows()
         aclose = getattr(upstream_events, "aclose", None)
         if aclose is not None:
@@ -133,11 +124,16 @@ async def enforce(
         on_verdict(run.outcome_for_end())
 
 
-async def _next(upstream: AsyncIterator[bytes]) -> bytes | None:
+async def _pump(upstream_events: AsyncIterator[bytes], run: _Run) -> None:
     try:
-        return await upstream.__anext__()
-    except StopAsyncIteration:
-        return None
+        async for chunk in upstream_events:
+            run.feed(chunk)
+            run.wake.set()
+            if run.blocked:
+                return
+        run.end_of_stream()
+    finally:
+        run.wake.set()
 
 
 @dataclass(slots=True)
@@ -189,6 +185,7 @@ class _Run:
         self.running = 0
         self.out: list[bytes] = []
         self.outcome = EnforcementOutcome()
+        self.wake = asyncio.Event()
         self.eof = False
         self.blocked = False
         self.completed = False
@@ -248,7 +245,9 @@ class _Run:
 
     def _chunk_event(self, obj: dict[str, Any], held: _Held) -> list[Hashable]:
         if obj.get("id") and not self.chunk_meta:
-            self.chunk_meta = {k: obj[k] for k in ("id", "object", "created", "model", "system_fingerprint") if k in obj}
+            self.chunk_meta = {
+                k: obj[k] for k in ("id", "object", "created", "model", "system_fingerprint") if k in obj
+            }
         flush: list[Hashable] = []
         finishes: list[int] = []
         for choice in obj.get("choices") or []:
@@ -309,6 +308,7 @@ class _Run:
                 return
             if window.task is None:
                 window.task = asyncio.ensure_future(self._analyse(window.text))
+                window.task.add_done_callback(self._wake)
                 self.running += 1
 
     async def _analyse(self, text: str) -> TextAnalysis:
@@ -319,8 +319,8 @@ class _Run:
         results = await asyncio.gather(*(self.analyser.analyze_text(p.text, self.policy.blocklists) for p in parts))
         return TextAnalysis(most_severe(r.categories for r in results), [h for r in results for h in r.blocklist_hits])
 
-    def head_task(self) -> asyncio.Task[TextAnalysis] | None:
-        return self.windows[0].task if self.windows and not self.blocked else None
+    def _wake(self, _task: object) -> None:
+        self.wake.set()
 
     def apply_finished(self) -> None:
         """Apply window verdicts in window order, as far as they are in."""
@@ -399,9 +399,13 @@ class _Run:
         meta.setdefault("model", "")
         open_choices = sorted(self.choices_seen - self.choices_finished) or [0]
         if self.api == "chat.completions":
-            choices = [{"index": i, "delta": {}, "logprobs": None, "finish_reason": "content_filter"} for i in open_choices]
+            choices = [
+                {"index": i, "delta": {}, "logprobs": None, "finish_reason": "content_filter"} for i in open_choices
+            ]
         else:
-            choices = [{"index": i, "text": "", "logprobs": None, "finish_reason": "content_filter"} for i in open_choices]
+            choices = [
+                {"index": i, "text": "", "logprobs": None, "finish_reason": "content_filter"} for i in open_choices
+            ]
         chunk = {**meta, "choices": choices}
         return b"data: " + orjson.dumps(chunk) + end + end + b"data: [DONE]" + end + end
 

@@ -24,7 +24,11 @@ def test_windows_cover_text_within_limit_and_honour_overlap(length, overlap):
 
 
 def test_25000_characters_make_three_windows():
-    assert [(w.start, w.end) for w in split_windows("x" * 25_000, 10_000, 0)] == [(0, 10_000), (10_000, 20_000), (20_000, 25_000)]
+    assert [(w.start, w.end) for w in split_windows("x" * 25_000, 10_000, 0)] == [
+        (0, 10_000),
+        (10_000, 20_000),
+        (20_000, 25_000),
+    ]
     assert window_count(25_000, 10_000, 200) == 3
 
 

@@ -95,9 +95,13 @@ class FakeContentSafety:
 
     async def _common(self, request: web.Request, operation: str, api_version: str) -> dict[str, Any] | web.Response:
         if request.headers.get("Ocp-Apim-Subscription-Key") != self.key and not _bearer(request):
-            return _error(401, "401", "Access denied due to invalid subscription key or wrong API endpoint. "
-                          "Make sure to provide a valid key for an active subscription and use a correct "
-                          "regional API endpoint for your resource.")
+            return _error(
+                401,
+                "401",
+                "Access denied due to invalid subscription key or wrong API endpoint. "
+                "Make sure to provide a valid key for an active subscription and use a correct "
+                "regional API endpoint for your resource.",
+            )
         try:
             body = await request.json()
         except ValueError:
@@ -111,8 +115,12 @@ class FakeContentSafety:
             code = "TooManyRequests" if failure.status == 429 else "InternalServerError"
             return _error(failure.status, code, f"Scripted failure {failure.status}.", headers)
         if request.query.get("api-version") != api_version:
-            return _error(404, "UnsupportedApiVersion", f"The api-version {request.query.get('api-version')!r} is not "
-                          f"supported by this fake; use {api_version}.")
+            return _error(
+                404,
+                "UnsupportedApiVersion",
+                f"The api-version {request.query.get('api-version')!r} is not "
+                f"supported by this fake; use {api_version}.",
+            )
         if not isinstance(body, dict):
             return _error(400, "InvalidRequestBody", "The request body is not valid JSON.")
         return body
@@ -125,8 +133,11 @@ class FakeContentSafety:
         if not isinstance(text, str) or not text:
             return _error(400, "InvalidRequestBody", "The text field is required and must be a non-empty string.")
         if len(text) > MAX_TEXT:
-            return _error(400, "InvalidRequestBody", f"The text exceeds the maximum length of {MAX_TEXT} characters "
-                          f"(got {len(text)}).")
+            return _error(
+                400,
+                "InvalidRequestBody",
+                f"The text exceeds the maximum length of {MAX_TEXT} characters " f"(got {len(text)}).",
+            )
         eight = body.get("outputType") == "EightSeverityLevels"
         severities = dict.fromkeys(CATEGORIES, 0)
         for word, level in _TRIGGER.findall(text):
@@ -143,10 +154,12 @@ class FakeContentSafety:
                     matches.append({"blocklistName": name, "blocklistItemId": f"{name}-{i}", "blocklistItemText": term})
         if matches and body.get("haltOnBlocklistHit"):
             wanted = []
-        return web.json_response({
-            "blocklistsMatch": matches,
-            "categoriesAnalysis": [{"category": c, "severity": severities[c]} for c in CATEGORIES if c in wanted],
-        })
+        return web.json_response(
+            {
+                "blocklistsMatch": matches,
+                "categoriesAnalysis": [{"category": c, "severity": severities[c]} for c in CATEGORIES if c in wanted],
+            }
+        )
 
     async def _shield(self, request: web.Request) -> web.Response:
         body = await self._common(request, "text:shieldPrompt", "2024-09-01")
@@ -155,12 +168,15 @@ class FakeContentSafety:
         prompt = body.get("userPrompt") or ""
         documents = body.get("documents") or []
         if not isinstance(prompt, str) or len(prompt) > MAX_TEXT or sum(len(d) for d in documents) > MAX_TEXT:
-            return _error(400, "InvalidRequestBody", "userPrompt and documents are limited to 10,000 characters each "
-                          "in total.")
-        return web.json_response({
-            "userPromptAnalysis": {"attackDetected": ATTACK_TRIGGER in prompt},
-            "documentsAnalysis": [{"attackDetected": ATTACK_TRIGGER in d} for d in documents],
-        })
+            return _error(
+                400, "InvalidRequestBody", "userPrompt and documents are limited to 10,000 characters each " "in total."
+            )
+        return web.json_response(
+            {
+                "userPromptAnalysis": {"attackDetected": ATTACK_TRIGGER in prompt},
+                "documentsAnalysis": [{"attackDetected": ATTACK_TRIGGER in d} for d in documents],
+            }
+        )
 
 
 def _bearer(request: web.Request) -> bool:

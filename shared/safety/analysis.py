@@ -48,8 +48,9 @@ async def analyze(
 
     async def analyse_side(text: str) -> tuple[dict[str, int], list[dict[str, Any]]] | None:
         windows = split_windows(text, config.window_chars, config.window_overlap)
-        results = await asyncio.gather(*(_bounded(limit, client.analyze_text(w.text, config.blocklists)) for w in windows),
-                                       return_exceptions=True)
+        results = await asyncio.gather(
+            *(_bounded(limit, client.analyze_text(w.text, config.blocklists)) for w in windows), return_exceptions=True
+        )
         analyses = [r for r in results if isinstance(r, TextAnalysis)]
         errors.extend(_reason(r) for r in results if isinstance(r, BaseException))
         if not analyses:
@@ -113,8 +114,18 @@ async def analyze(
     return dict(sorted(safety.items(), key=lambda kv: _ORDER.index(kv[0])))
 
 
-_ORDER = ("status", "flagged_by", "prompt", "completion", "prompt_attack", "blocklist_hits", "characters_analyzed",
-          "latency_ms", "error", "enforcement")
+_ORDER = (
+    "status",
+    "flagged_by",
+    "prompt",
+    "completion",
+    "prompt_attack",
+    "blocklist_hits",
+    "characters_analyzed",
+    "latency_ms",
+    "error",
+    "enforcement",
+)
 
 
 def most_severe(analyses: Any) -> dict[str, int]:

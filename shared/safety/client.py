@@ -154,7 +154,11 @@ class AzureContentSafety:
             raise _error("text:analyze", exc) from None
         categories = {str(c.category): int(c.severity or 0) for c in result.categories_analysis or []}
         hits = [
-            {"blocklistName": m.blocklist_name, "blocklistItemId": m.blocklist_item_id, "blocklistItemText": m.blocklist_item_text}
+            {
+                "blocklistName": m.blocklist_name,
+                "blocklistItemId": m.blocklist_item_id,
+                "blocklistItemText": m.blocklist_item_text,
+            }
             for m in result.blocklists_match or []
         ]
         return TextAnalysis(categories, hits)

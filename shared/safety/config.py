@@ -134,7 +134,9 @@ class SafetyConfig:
             stream_window_chars=settings.content_safety_stream_window_chars,
             stream_window_overlap=settings.content_safety_stream_window_overlap,
             modes=_per_product("CONTENT_SAFETY_MODES", settings.content_safety_modes_json, ("monitor", "enforce")),
-            fail_modes=_per_product("CONTENT_SAFETY_FAIL_MODES", settings.content_safety_fail_modes_json, ("open", "closed")),
+            fail_modes=_per_product(
+                "CONTENT_SAFETY_FAIL_MODES", settings.content_safety_fail_modes_json, ("open", "closed")
+            ),
             max_retries=settings.content_safety_max_retries,
             retry_backoff_seconds=settings.content_safety_retry_backoff_seconds,
             max_retry_after_seconds=settings.content_safety_max_retry_after_seconds,
