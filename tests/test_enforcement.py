@@ -403,3 +403,37 @@ def _policy(**changes):
         "thresholds": {"Hate": 4, "SelfHarm": 4, "Sexual": 4, "Violence": 4},
     }
     return StreamPolicy(**{**values, **changes})
+
+
+async def test_upstream_failure_surfaces_and_is_reported_as_aborted():
+    async def broken():
+        for event in chat_events(ten_char_pieces(5))[:4]:
+            yield event
+        raise ConnectionResetError("upstream reset")
+
+    verdicts = []
+    with pytest.raises(ConnectionResetError):
+        async for _ in enforce(
+            broken(), api="chat.completions", analyser=ScriptedAnalyser(), config=_policy(), on_verdict=verdicts.append
+        ):
+            pass
+    assert [v.action for v in verdicts] == ["aborted"]
+
+
+async def test_choices_are_windowed_separately_and_the_end_names_the_open_choices():
+    def piece(index, text):
+        return frame({**CHUNK, "choices": [{"index": index, "delta": {"content": text}, "finish_reason": None}]})
+
+    events = [frame({**CHUNK, "choices": [{"index": i, "delta": {"role": "assistant"}} for i in (0, 1)]})]
+    for n, text in enumerate(ten_char_pieces(8)):
+        events.append(piece(0, text))
+        events.append(piece(1, " VIOLENCE_" if n == 6 else ("LEVEL_6 ..." if n == 7 else f"other{n:03d}. ")))
+    events.append(frame({**CHUNK, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}))
+    events.append(b"data: [DONE]\n\n")
+    analyser = ScriptedAnalyser()
+    body, verdict = await collect(events, analyser, per_event=True)
+    assert verdict.action == "blocked" and verdict.window_index in (0, 1)
+    assert not any("word" in call and "other" in call for call in analyser.calls)  # choices are not mixed
+    final = ChatCompletionChunk.model_validate(orjson.loads(decode_all(body)[-2].data))
+    assert {c.index for c in final.choices} <= {0, 1} and all(c.finish_reason == "content_filter" for c in final.choices)
+    assert b"VIOLENCE" not in body
