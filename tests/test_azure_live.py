@@ -68,7 +68,7 @@ async def test_event_hub_channel_live():
     received: asyncio.Future = asyncio.get_running_loop().create_future()
     async with DefaultAzureCredential() as credential:
         channel = EventHubChannel.create(EVENTHUB, name, credential)
-        consumer = EventHubConsumerClient(EVENTHUB, "$Default", name, credential)
+        consumer = EventHubConsumerClient(EVENTHUB, name, "$Default", credential)
 
         async def on_event(_partition, event):
             if event is not None and event.body_as_str() == rid and not received.done():
