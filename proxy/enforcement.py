@@ -144,7 +144,6 @@ class _Held:
     chars: int = 0
     #: choices this event finishes (chat/completions), so the final chunk does not end them twice.
     finishes: tuple[int, ...] = ()
-    done_marker: bool = False
     #: Responses `sequence_number`: the end event continues from the last one the client got.
     sequence_number: int | None = None
 
@@ -228,7 +227,7 @@ class _Run:
             if self.blocked:
                 return
         elif event.data == "[DONE]":
-            held.done_marker = True
+            flush = list(self.tracks)  # the stream is over: analyse every partial window now
         self.held.append(held)
         for key in flush:
             self._cut(key)
