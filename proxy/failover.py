@@ -72,7 +72,10 @@ class FailoverResult(Generic[A]):
 
 def describe(error: BaseException) -> str:
     """A short, safe description of a transport error for the exchange (no query strings)."""
-    text = str(error)
+    try:
+        text = str(error)
+    except Exception:  # noqa: BLE001 - some exceptions' __str__ needs state they were not given
+        text = ""
     name = type(error).__name__
     return _QUERY.sub("?…", f"{name}: {text}" if text else name)
 
