@@ -14,6 +14,7 @@ free soonest, else the last one), so the client sees a real AOAI answer with its
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from proxy.backends import Backend
 from proxy.outcomes import ErrorKind, Outcome, classify_error, should_fail_over
 from proxy.policy import RoutingPolicy
 from proxy.routing import TRIAL_WAIT_SECONDS, BackendPool
+from shared.errors import BadGateway, DeploymentNotFound, GatewayError, GatewayTimeout, Throttled
 from shared.exchange import Attempt
 
 
@@ -68,6 +70,33 @@ class FailoverResult(Generic[A]):
     #: The last transport error when no backend answered (None for an answer).
     error: BaseException | None = None
     error_kind: ErrorKind | None = None
+
+    def response_headers(self) -> dict[str, str]:
+        """`x-gateway-backend` (when an upstream answer is forwarded) and `x-gateway-attempts`."""
+        headers = {"x-gateway-attempts": str(len(self.attempts))}
+        if self.backend is not None:
+            headers["x-gateway-backend"] = self.backend.name
+        return headers
+
+    def gateway_error(self) -> GatewayError | None:
+        """The gateway's own AOAI-shaped answer when no upstream answer is forwarded, else None."""
+        if self.verdict == "answer":
+            return None
+        if self.verdict == "throttled":
+            wait = max(0.0, self.retry_after or 0.0)
+            seconds = max(1, math.ceil(wait))
+            return Throttled(
+                f"Every backend for this deployment is busy; retry after {seconds} seconds.",
+                headers={"retry-after": str(seconds), "retry-after-ms": str(math.ceil(wait * 1000))},
+            )
+        if self.verdict == "no_backend":
+            return DeploymentNotFound(
+                "The API deployment for this resource does not exist. If you created the deployment "
+                "within the last 5 minutes, please wait a moment and try again."
+            )
+        if self.error_kind == "timeout":
+            return GatewayTimeout("The upstream Azure OpenAI service did not answer in time.")
+        return BadGateway("The upstream Azure OpenAI service could not be reached.")
 
 
 def describe(error: BaseException) -> str:

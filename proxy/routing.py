@@ -27,10 +27,11 @@ from itertools import groupby
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from proxy.backends import Backend
+from proxy.backends import Backend, parse_backends
 from proxy.outcomes import Outcome
 from proxy.policy import RoutingPolicy
 from proxy.throttling import throttle_seconds
+from shared.settings import Settings
 
 Circuit = Literal["closed", "open", "half_open"]
 State = Literal["healthy", "cooling_down", "circuit_open", "half_open"]
@@ -78,6 +79,11 @@ class BackendPool:
         self._rng = rng or random.Random()
         self._by_name = {b.name: b for b in self.backends}
         self._health = {b.name: _Health() for b in self.backends}
+
+    @classmethod
+    def from_settings(cls, settings: Settings, **kwargs: Any) -> BackendPool:
+        """The app's pool: `GATEWAY_BACKENDS` and the routing settings (fails naming a bad entry)."""
+        return cls(parse_backends(settings.backends_json), policy=RoutingPolicy.from_settings(settings), **kwargs)
 
     # -- selection ---------------------------------------------------------------------------
 

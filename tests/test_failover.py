@@ -281,3 +281,28 @@ async def test_expired_or_unknown_pin_falls_back_to_normal_selection():
     send, calls = scripted(clock, {"a": [FakeAnswer(200)]})
     result = await run_failover(send, pool, "gpt-4o", pinned="gone")
     assert calls == ["a"] and result.backend.name == "a"
+
+
+async def test_gateway_answers_and_headers_for_each_verdict():
+    pool, clock = make_pool(*ranked("a", "b"))
+    send, _ = scripted(clock, {"a": [FakeAnswer(503)], "b": [FakeAnswer(200)]})
+    served = await run_failover(send, pool, "gpt-4o")
+    assert served.gateway_error() is None
+    assert served.response_headers() == {"x-gateway-attempts": "2", "x-gateway-backend": "b"}
+
+    pool.record(pool.backend("a"), Outcome.answered(429, {"retry-after-ms": "2300"}), deployment="gpt-4o")
+    pool.record(pool.backend("b"), Outcome.answered(429, {"retry-after": "9"}), deployment="gpt-4o")
+    throttled = await run_failover(send, pool, "gpt-4o")
+    error = throttled.gateway_error()
+    assert (error.status, error.code, error.headers) == (429, "429", {"retry-after": "3", "retry-after-ms": "2300"})
+    assert throttled.response_headers() == {"x-gateway-attempts": "0"}
+
+    missing = (await run_failover(send, pool, "nope")).gateway_error()
+    assert (missing.status, missing.code) == (404, "DeploymentNotFound")
+
+    clock.advance(10)
+    send, _ = scripted(clock, {"a": [asyncio.TimeoutError()], "b": [aiohttp.ServerDisconnectedError()]})
+    failed = await run_failover(send, pool, "gpt-4o")
+    assert failed.gateway_error().status == 502 and failed.response_headers() == {"x-gateway-attempts": "2"}
+    send, _ = scripted(clock, {"a": [aiohttp.ServerDisconnectedError()], "b": [asyncio.TimeoutError()]})
+    assert (await run_failover(send, pool, "gpt-4o")).gateway_error().status == 504

@@ -240,3 +240,14 @@ def test_snapshot_shows_state_and_no_secrets():
     text = orjson.dumps(snap).decode()
     for secret in ("secret-key", "pw", "sig=", "api-key", "?"):
         assert secret not in text
+
+
+def test_pool_from_settings():
+    from shared.errors import ConfigurationError
+    from shared.settings import Settings
+
+    env = {"GATEWAY_BACKENDS": '[{"name": "a", "endpoint": "https://a.openai.azure.com", "deployments": ["*"]}]', "GATEWAY_MAX_ATTEMPTS": "4"}
+    pool = BackendPool.from_settings(Settings.from_env(env))
+    assert [b.name for b in pool.backends] == ["a"] and pool.policy.max_attempts == 4
+    with pytest.raises(ConfigurationError, match=r"GATEWAY_BACKENDS\[0\]"):
+        BackendPool.from_settings(Settings.from_env({"GATEWAY_BACKENDS": '[{"name": "a", "endpoint": "nope", "deployments": ["*"]}]'}))
