@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Generic, Literal, Protocol, TypeVar
 
+import aiohttp
+
 from proxy.backends import Backend
 from proxy.outcomes import ErrorKind, Outcome, classify_error, should_fail_over
 from proxy.policy import RoutingPolicy
@@ -39,13 +41,48 @@ class UpstreamAnswer(Protocol):
 
     @property
     def head(self) -> bytes:
-        """The body bytes read so far: the first chunk, or the whole body for statuses >= 400
-        (AOAI errors are small JSON, and a 404 is judged by its `error.code`)."""
+        """Body bytes already read: the whole body for statuses >= 400 (AOAI errors are small
+        JSON; a 404 is judged by its `error.code`, and a failure passed through must keep its
+        bytes), whatever was read otherwise (may be empty). The handler forwards head + the rest."""
         ...
 
     async def aclose(self) -> None:
         """Release the connection; `status`, `headers` and `head` must stay readable after it."""
         ...
+
+
+@dataclass(slots=True)
+class AiohttpAnswer:
+    """An `UpstreamAnswer` over an aiohttp response (see `read_answer`)."""
+
+    response: aiohttp.ClientResponse
+    head: bytes = b""
+
+    @property
+    def status(self) -> int:
+        return self.response.status
+
+    @property
+    def headers(self) -> Mapping[str, str]:
+        return self.response.headers
+
+    async def aclose(self) -> None:
+        self.response.release()
+
+
+async def read_answer(response: aiohttp.ClientResponse) -> AiohttpAnswer:
+    """Wrap a response for the loop: error bodies are read whole, other bodies are left untouched.
+
+    Call it inside `send` right after the response headers arrive; a read error closes the
+    response and propagates (classified like any transport error).
+    """
+    if response.status < 400:
+        return AiohttpAnswer(response)
+    try:
+        return AiohttpAnswer(response, await response.read())
+    except BaseException:
+        response.close()
+        raise
 
 
 A = TypeVar("A", bound=UpstreamAnswer)

@@ -3,7 +3,6 @@
 import asyncio
 import random
 import socket
-from dataclasses import dataclass
 
 import aiohttp
 import orjson
@@ -11,35 +10,20 @@ import pytest
 from aiohttp import web
 
 from proxy.backends import parse_backends
-from proxy.failover import run_failover
+from proxy.failover import read_answer, run_failover
 from proxy.policy import RoutingPolicy
 from proxy.routing import BackendPool
 
 BODY = '{"messages": [{"role": "user", "content": "héllo \\u00e9"}], "stream": true}'.encode()
 
 
-@dataclass
-class AiohttpAnswer:
-    """What a handler's `send` might return: the response, with the first bytes (or whole error) read."""
-
-    response: aiohttp.ClientResponse
-    head: bytes
-
-    @property
-    def status(self) -> int:
-        return self.response.status
-
-    @property
-    def headers(self):
-        return self.response.headers
-
-    async def aclose(self) -> None:
-        self.response.release()
-
-
 @pytest.fixture
 async def upstreams():
-    received: dict[str, list[bytes]] = {"drop": [], "good": [], "throttle": []}
+    received: dict[str, list[bytes]] = {"drop": [], "good": [], "throttle": [], "missing": []}
+
+    async def missing(request):
+        received["missing"].append(await request.read())
+        return web.json_response({"error": {"code": "DeploymentNotFound", "message": "The API deployment for this resource does not exist."}}, status=404)
 
     async def drop(request):
         received["drop"].append(await request.read())
@@ -60,7 +44,7 @@ async def upstreams():
         return response
 
     runners, urls = [], {}
-    for name, handler in (("drop", drop), ("good", good), ("throttle", throttle)):
+    for name, handler in (("drop", drop), ("good", good), ("throttle", throttle), ("missing", missing)):
         app = web.Application()
         app.router.add_post("/{tail:.*}", handler)
         runner = web.AppRunner(app)
@@ -92,12 +76,7 @@ async def test_failover_over_real_sockets_replays_the_same_bytes(upstreams):
 
         async def send(backend):
             response = await session.post(f"{backend.endpoint}/openai/deployments/gpt-4o/chat/completions", data=BODY)
-            try:
-                head = await response.read() if response.status >= 400 else await response.content.readany()
-            except BaseException:
-                response.release()
-                raise
-            return AiohttpAnswer(response, head)
+            return await read_answer(response)
 
         result = await run_failover(send, pool, "gpt-4o")
         assert [(a.backend, a.status, a.outcome) for a in result.attempts] == [
@@ -108,9 +87,25 @@ async def test_failover_over_real_sockets_replays_the_same_bytes(upstreams):
         ]
         assert result.attempts[0].error.startswith("ClientConnectorError")
         assert result.attempts[1].error.startswith("ServerDisconnectedError")
-        assert result.answer.head.startswith(b"data: ")
-        rest = await result.answer.response.read()
-        assert result.answer.head + rest == b'data: {"choices": []}\n\ndata: [DONE]\n\n'
+        assert result.answer.head == b""  # a good answer's body is left for the handler to stream
+        assert await result.answer.response.read() == b'data: {"choices": []}\n\ndata: [DONE]\n\n'
         await result.answer.aclose()
     assert received["drop"] == received["throttle"] == received["good"] == [BODY]
     assert pool.snapshot()["throttle"]["state"] == "cooling_down"
+
+
+async def test_final_429_passes_through_with_its_body_and_404_deployment_not_found_fails_over(upstreams):
+    urls, received = upstreams
+    config = [{"name": "missing", "endpoint": urls["missing"], "priority": 1}, {"name": "throttle", "endpoint": urls["throttle"], "priority": 2}]
+    backends = parse_backends(orjson.dumps([{**c, "auth": {"type": "managed_identity"}, "deployments": ["*"]} for c in config]).decode())
+    pool = BackendPool(backends)
+    async with aiohttp.ClientSession() as session:
+
+        async def send(backend):
+            return await read_answer(await session.post(f"{backend.endpoint}/openai/v1/responses", data=BODY))
+
+        result = await run_failover(send, pool, "gpt-4o")
+    assert [(a.backend, a.status, a.outcome) for a in result.attempts] == [("missing", 404, "deployment_not_found"), ("throttle", 429, "served")]
+    assert result.answer.status == 429 and result.answer.headers["retry-after"] == "3"
+    assert orjson.loads(result.answer.head) == {"error": {"code": "429", "message": "Rate limit"}}
+    assert received["missing"] == received["throttle"] == [BODY]
