@@ -224,8 +224,9 @@ async def run_failover(
         backend, answer, attempt = _pass_through(held, pool, deployment)
         attempt.outcome = "served"
         return FailoverResult(verdict="answer", attempts=attempts, answer=answer, backend=backend)
-    waits = [pool.free_in(b, deployment) for b in pool.serving(deployment) if b.name not in tried]
-    waits = [w for w in waits if w > 0]
+    # A pinned request cannot go elsewhere, so other backends' cooldowns do not concern it.
+    others = [] if pinned_backend is not None else [b for b in pool.serving(deployment) if b.name not in tried]
+    waits = [w for w in (pool.free_in(b, deployment) for b in others) if w > 0]
     if waits or last_error is None:
         # Nobody answered, but some backend will be free later (or none could be tried at all):
         # an honest 429 beats a 502 the client cannot act on.

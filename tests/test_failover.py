@@ -306,3 +306,11 @@ async def test_gateway_answers_and_headers_for_each_verdict():
     assert failed.gateway_error().status == 502 and failed.response_headers() == {"x-gateway-attempts": "2"}
     send, _ = scripted(clock, {"a": [aiohttp.ServerDisconnectedError()], "b": [asyncio.TimeoutError()]})
     assert (await run_failover(send, pool, "gpt-4o")).gateway_error().status == 504
+
+
+async def test_a_pinned_request_that_cannot_connect_fails_rather_than_waiting_for_others():
+    pool, clock = make_pool(*ranked("a", "b"))
+    pool.record(pool.backend("a"), Outcome.answered(429, {"retry-after": "5"}), deployment="gpt-4o")
+    send, calls = scripted(clock, {"b": [aiohttp.ServerDisconnectedError()]})
+    result = await run_failover(send, pool, "gpt-4o", pinned="b")
+    assert calls == ["b"] and result.verdict == "failed" and result.gateway_error().status == 502
