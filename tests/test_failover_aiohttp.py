@@ -47,7 +47,7 @@ async def upstreams():
     for name, handler in (("drop", drop), ("good", good), ("throttle", throttle), ("missing", missing)):
         app = web.Application()
         app.router.add_post("/{tail:.*}", handler)
-        runner = web.AppRunner(app)
+        runner = web.AppRunner(app, shutdown_timeout=0.1)
         await runner.setup()
         site = web.TCPSite(runner, "127.0.0.1", 0)
         await site.start()

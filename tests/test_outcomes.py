@@ -102,7 +102,7 @@ async def misbehaving_server():
     app.router.add_post("/drop", _drop)
     app.router.add_post("/slow", _slow)
     app.router.add_post("/cut", _cut)
-    runner = web.AppRunner(app)
+    runner = web.AppRunner(app, shutdown_timeout=0.1)
     await runner.setup()
     site = web.TCPSite(runner, "127.0.0.1", 0)
     await site.start()
