@@ -54,6 +54,8 @@ class Settings:
     #: Add stream_options.include_usage upstream when the client did not ask (and hide the chunk).
     inject_stream_usage: bool = True
     max_request_body_bytes: int = 26_214_400
+    #: JSON object deployment -> {"model", "type"} for pricing (see shared/pricing/deployments.py).
+    deployment_models_json: str = "{}"
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -76,5 +78,6 @@ class Settings:
             appinsights_connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING") or None,
             inject_stream_usage=_bool(env.get("INJECT_STREAM_USAGE"), True),
             max_request_body_bytes=_int(env, "MAX_REQUEST_BODY_BYTES", 26_214_400),
+            deployment_models_json=env.get("DEPLOYMENT_MODELS") or "{}",
             extra=env,
         )
