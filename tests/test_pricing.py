@@ -105,7 +105,7 @@ def test_version_suffix_rules_do_not_confuse_mini_with_base():
 def test_unknown_model_gives_null_with_reason():
     r = rec(model="my-finetune-xyz", prompt_tokens=10, completion_tokens=10)
     assert cost_of(r, BOOK) == (None, "unknown_model:my-finetune-xyz", VERSION)
-    assert cost_of(rec(model=None), BOOK) == (None, "unknown_model:none", VERSION)
+    assert cost_of(rec(model=None, prompt_tokens=3), BOOK) == (None, "unknown_model:none", VERSION)
 
 
 def test_unknown_type_gives_null_with_reason():
@@ -120,8 +120,12 @@ def test_provisioned_has_no_per_token_price(dtype):
     assert cost_of(r, BOOK, mapping) == (None, "provisioned", VERSION)
 
 
-def test_error_record_without_tokens_costs_zero():
+def test_record_without_usage_costs_zero_even_without_a_model():
+    # A throttled request never reached a model: nothing to bill, whatever the model.
     assert cost_of(rec(model="gpt-4o", status_code=429), BOOK)[:2] == (0.0, None)
+    assert cost_of(rec(model=None, status_code=429), BOOK)[:2] == (0.0, None)
+    mapping = {"d": DeploymentModel(model="gpt-4o", type="provisioned")}
+    assert cost_of(rec(model=None, status_code=429), BOOK, mapping)[:2] == (None, "provisioned")
 
 
 def test_every_book_entry_has_a_source_and_date_and_positive_prices():

@@ -27,12 +27,16 @@ def cost_of(
     Tokens: uncached prompt tokens at the input price, cached_tokens at the cached-input price,
     completion_tokens at the output price. Reasoning tokens are already inside completion_tokens in
     AOAI usage, so they are billed there once and never added again. Embeddings bill input only;
-    dall-e-3 bills per image. A price that is not in the book gives None and a reason, never a guess.
+    dall-e-3 bills per image. A record with no usage at all costs 0 (except on provisioned deployments,
+which say so). A price that is not in the book gives None and a reason, never a guess.
     """
     version = book.version
     model, dtype = resolve_deployment(record, deployment_models or {})
     if "provisioned" in dtype:
         return None, "provisioned", version
+    if not _billable(record):
+        # Nothing was used (throttled, rejected, failed before the model ran): zero whatever the model.
+        return 0.0, None, version
     if dtype not in book.deployment_types:
         return None, f"unknown_deployment_type:{dtype}", version
     key = book.resolve_model(model)
@@ -47,6 +51,10 @@ def cost_of(
     if kind == "embeddings":
         return _round(int(record.get("prompt_tokens") or 0) * entry["input"] / PER_MILLION), None, version
     return _token_cost(record, entry, key, version)
+
+
+def _billable(record: Mapping[str, Any]) -> bool:
+    return any(int(record.get(k) or 0) for k in ("prompt_tokens", "completion_tokens", "image_count"))
 
 
 def _token_cost(record: Mapping[str, Any], entry: Mapping[str, Any], key: str, version: str) -> CostResult:
