@@ -1,14 +1,16 @@
-"""Schema-valid usage records for tests, and a SQLite `records` table to hold them (GUIDE.md layout)."""
+"""Schema-valid usage records for tests, stored through the real SQLite record store."""
 
 from __future__ import annotations
 
+import asyncio
 import json
-import sqlite3
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
 import jsonschema
+
+from shared.adapters.sqlite import SqliteDatabase, SqliteRecordStore
 
 SCHEMA_PATH = Path(__file__).resolve().parents[1] / "shared" / "schema" / "usage-record.schema.json"
 _VALIDATOR = jsonschema.Draft202012Validator(json.loads(SCHEMA_PATH.read_text()),
@@ -41,10 +43,15 @@ def validate(record: Mapping[str, Any]) -> None:
 
 
 def write_records_db(path: Path, records: Iterable[Mapping[str, Any]]) -> Path:
-    """Creates the records table as the SQLite record store does and inserts the records."""
-    with sqlite3.connect(path) as conn:
-        conn.execute("CREATE TABLE IF NOT EXISTS records (request_id TEXT PRIMARY KEY, timestamp TEXT NOT NULL, "
-                     "record TEXT NOT NULL, details TEXT)")
-        conn.executemany("INSERT INTO records (request_id, timestamp, record, details) VALUES (?, ?, ?, NULL)",
-                         [(r["request_id"], r["timestamp"], json.dumps(r)) for r in records])
+    """Stores the records with SqliteRecordStore, as the parser does in the dev host."""
+    async def fill() -> None:
+        db = SqliteDatabase(path)
+        try:
+            store = SqliteRecordStore(db)
+            for record in records:
+                assert await store.add(dict(record), {})
+        finally:
+            await db.close()
+
+    asyncio.run(fill())
     return path
