@@ -260,6 +260,7 @@ def test_images_b64_and_url(client: AzureOpenAI) -> None:
     assert fetched.headers["content-type"] == "image/png" and fetched.content == base64.b64decode(r.data[0].b64_json)
 
 
+@pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")  # the SDK marks translations deprecated
 def test_transcription_and_translation_uploads(client: AzureOpenAI, sim: SimulatorHandle) -> None:
     audio = ("speech.wav", b"RIFF" + bytes(4000), "audio/wav")
     t = client.audio.transcriptions.create(model="whisper", file=audio)
@@ -447,7 +448,7 @@ def test_ttft_and_token_delay_pace_the_stream(sim: SimulatorHandle) -> None:
         for _ in r.iter_raw():
             arrivals.append(time.monotonic() - start)
     assert arrivals[0] >= 0.15  # nothing before the time to first token
-    assert arrivals[-1] - arrivals[0] >= 5 * 0.04  # content chunks arrive spread out, not at once
+    assert arrivals[-1] - arrivals[0] >= 4 * 0.04  # content chunks arrive spread out, not at once
     assert len(arrivals) >= 5
 
 
