@@ -497,3 +497,19 @@ def test_cli_arguments() -> None:
     assert (host, port, config.ttft_ms, tuple(config.fail_statuses)) == ("127.0.0.1", 9000, 20.0, (503,))
     assert config.deployments == ["gpt-4o"] and config.models == {"chat": "gpt-4.1-2025-04-14"}
     assert config.log_requests is False
+
+
+def test_completion_filter_stops_the_answer(client: AzureOpenAI, sim: SimulatorHandle) -> None:
+    messages = [{"role": "user", "content": "SIMULATE_COMPLETION_FILTER please"}]
+    full = client.chat.completions.create(model="gpt-4o", messages=HELLO)
+    r = client.chat.completions.create(model="gpt-4o", messages=messages)
+    assert r.choices[0].finish_reason == "content_filter"
+    assert (r.choices[0].model_extra or {})["content_filter_results"]["violence"]["filtered"] is True
+    assert r.usage.completion_tokens == len(O200K.encode(r.choices[0].message.content)) > 0
+    assert r.usage.completion_tokens < full.usage.completion_tokens
+    _, events = raw_events(sim, {"messages": messages, "stream": True})
+    chunks = [json.loads(e.data) for e in events[1:-1]]
+    streamed = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    assert streamed == r.choices[0].message.content
+    assert chunks[-1]["choices"][0]["finish_reason"] == "content_filter"
+    assert chunks[-1]["choices"][0]["content_filter_results"]["violence"]["filtered"] is True

@@ -9,8 +9,12 @@ from typing import Any
 import orjson
 
 from . import text, tokens
-from .filters import SAFE_COMPLETION, prompt_filter_results
+from .filters import SAFE_COMPLETION, blocked_completion, prompt_filter_results
 from .wire import DONE, BadRequest, Context, Event, Plan, data_event, max_tokens, token_budget
+
+
+#: In a prompt, makes the completion filter cut the answer: finish_reason content_filter.
+COMPLETION_FILTER_MARKER = b"SIMULATE_COMPLETION_FILTER"
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,11 +159,17 @@ def build(body: dict[str, Any], ctx: Context, *, stream: bool) -> Plan:
         return _stream_tail(events, base, include_usage, prompt, completion)
 
     answers = [text.answer(ctx.enc, start + 7 * i, budget, chunks) for i in range(n)]
-    completion = sum(a.tokens for a in answers)
     finish = "length" if truncated else "stop"
+    final_filter: dict[str, Any] = {}
+    if COMPLETION_FILTER_MARKER in key:
+        # The completion filter stops the answer halfway: what was sent is still billed.
+        answers = [text.cut(ctx.enc, a, max(1, len(a.chunks) // 2)) for a in answers]
+        finish, final_filter = "content_filter", blocked_completion()
+    completion = sum(a.tokens for a in answers)
     if not stream:
         choices = [
-            {"content_filter_results": SAFE_COMPLETION, "finish_reason": finish, "index": i, "logprobs": None,
+            {"content_filter_results": final_filter or SAFE_COMPLETION, "finish_reason": finish, "index": i,
+             "logprobs": None,
              "message": {"content": a.text, "refusal": None, "role": "assistant"}}
             for i, a in enumerate(answers)
         ]
@@ -176,7 +186,7 @@ def build(body: dict[str, Any], ctx: Context, *, stream: bool) -> Plan:
                 events.append(Event(data_event({**base, **extra, "choices": [
                     _delta(i, {"content": a.chunks[k]}, SAFE_COMPLETION)]}), paced=True))
     for i in range(n):
-        events.append(Event(data_event({**base, **extra, "choices": [_delta(i, {}, {}, finish)]})))
+        events.append(Event(data_event({**base, **extra, "choices": [_delta(i, {}, final_filter, finish)]})))
     return _stream_tail(events, base, include_usage, prompt, completion)
 
 
