@@ -513,3 +513,21 @@ def test_completion_filter_stops_the_answer(client: AzureOpenAI, sim: SimulatorH
     assert streamed == r.choices[0].message.content
     assert chunks[-1]["choices"][0]["finish_reason"] == "content_filter"
     assert chunks[-1]["choices"][0]["content_filter_results"]["violence"]["filtered"] is True
+
+
+def test_stream_options_need_stream_and_dated_responses_path_needs_api_version(sim: SimulatorHandle) -> None:
+    r = httpx.post(chat_url(sim), json={"messages": HELLO, "stream_options": {"include_usage": True}},
+                   headers={"api-key": "k"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "stream_options"
+    r = httpx.post(f"{sim.url}/openai/responses", json={"model": "gpt-4o", "input": "hi"}, headers={"api-key": "k"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "MissingApiVersionParameter"
+    r = httpx.post(f"{sim.url}/openai/responses?api-version=2025-04-01-preview", json={"model": "gpt-4o", "input": "hi"},
+                   headers={"api-key": "k"})
+    assert r.status_code == 200 and r.json()["object"] == "response"
+    assert httpx.get(f"{sim.url}/openai/responses/{r.json()['id']}?api-version=2025-04-01-preview",
+                     headers={"api-key": "k"}).json()["id"] == r.json()["id"]
+
+
+def test_throttled_response_advertises_nothing_remaining(sim: SimulatorHandle) -> None:
+    r = httpx.post(chat_url(sim), json={"messages": HELLO}, headers={"api-key": "k", "x-sim-status": "429"})
+    assert r.headers["x-ratelimit-remaining-requests"] == "0" and r.headers["x-ratelimit-remaining-tokens"] == "0"

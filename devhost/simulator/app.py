@@ -102,8 +102,11 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     except BadRequest as exc:
         plan = Plan(status=400, body=errors.error_body(exc.code, exc.message, param=exc.param, type=None))
         deployment, api = headers.get("x-ms-deployment-name", ""), None
-    headers["x-ms-deployment-name"] = deployment
+    if deployment:
+        headers["x-ms-deployment-name"] = deployment
     remaining_requests, remaining_tokens = state.spend(plan.tokens)
+    if plan.status == 429:
+        remaining_requests, remaining_tokens = 0, 0  # what a throttled deployment advertises
     headers["x-ratelimit-limit-requests"] = str(config.ratelimit_requests)
     headers["x-ratelimit-limit-tokens"] = str(config.ratelimit_tokens)
     headers["x-ratelimit-remaining-requests"] = str(remaining_requests)
@@ -188,7 +191,8 @@ async def _dispatch(
 ) -> tuple[Plan, str, str | None]:
     config = state.config
     version = request.query.get("api-version", "")
-    if route.surface == "deployments" and not version:
+    # Dated surfaces need an api-version; only /openai/v1/... works without one.
+    if not version and (route.surface == "deployments" or not request.path.startswith("/openai/v1/")):
         raise _Reply(400, errors.MISSING_API_VERSION)
     if request.method != "POST":
         return _read(request, state, route), "", None
