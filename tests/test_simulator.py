@@ -531,3 +531,18 @@ def test_stream_options_need_stream_and_dated_responses_path_needs_api_version(s
 def test_throttled_response_advertises_nothing_remaining(sim: SimulatorHandle) -> None:
     r = httpx.post(chat_url(sim), json={"messages": HELLO}, headers={"api-key": "k", "x-sim-status": "429"})
     assert r.headers["x-ratelimit-remaining-requests"] == "0" and r.headers["x-ratelimit-remaining-tokens"] == "0"
+
+
+def test_bad_override_header_is_a_400_and_client_disconnect_is_recorded(sim: SimulatorHandle) -> None:
+    r = httpx.post(chat_url(sim), json={"messages": HELLO}, headers={"api-key": "k", "x-sim-ttft-ms": "soon"})
+    assert r.status_code == 400 and "x-sim-ttft-ms" in r.json()["error"]["message"]
+    with httpx.stream("POST", chat_url(sim), json={"messages": HELLO, "stream": True},
+                      headers={"api-key": "k", "x-sim-token-delay-ms": "30", "x-sim-chunks": "30"}) as s:
+        next(s.iter_raw())  # read the first bytes, then hang up
+    record = sim.requests[-1]
+    for _ in range(100):
+        if record.finished:
+            break
+        time.sleep(0.02)
+    assert record.client_disconnected and not record.dropped
+    assert b"[DONE]" not in record.response

@@ -25,6 +25,8 @@ class LoggedRequest:
     response: bytes = b""
     #: True when the simulator cut the connection on purpose (drop_rate / x-sim-drop-after).
     dropped: bool = False
+    #: True when the client went away before the stream ended.
+    client_disconnected: bool = False
     #: time.monotonic() when the last byte was written.
     finished: float = 0.0
 
