@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from .config import SimulatorConfig
 
 
@@ -32,8 +34,7 @@ class LoggedRequest:
 
     @property
     def json(self) -> Any:
-        import orjson
-
+        """The request body parsed as JSON."""
         return orjson.loads(self.body)
 
 
