@@ -546,3 +546,31 @@ def test_bad_override_header_is_a_400_and_client_disconnect_is_recorded(sim: Sim
         time.sleep(0.02)
     assert record.client_disconnected and not record.dropped
     assert b"[DONE]" not in record.response
+
+
+def test_async_filter_annotations_follow_the_content(sim: SimulatorHandle, client: AzureOpenAI) -> None:
+    _, events = raw_events(sim, {"messages": HELLO, "stream": True}, {"x-sim-async-filter": "1"})
+    chunks = [json.loads(e.data) for e in events[1:-1]]
+    annotations = [c for c in chunks if c["id"] == ""]
+    content = [c for c in chunks if c["id"] and c["choices"][0]["delta"].get("content")]
+    assert len(annotations) == 12 // 4 + 1 and all("delta" not in a["choices"][0] for a in annotations)
+    assert all(c["choices"][0]["content_filter_results"] == {} for c in content)
+    offsets = [a["choices"][0]["content_filter_offsets"] for a in annotations]
+    assert [o["check_offset"] for o in offsets] == sorted(o["check_offset"] for o in offsets)
+    text = "".join(c["choices"][0]["delta"]["content"] for c in content)
+    assert offsets[-1]["end_offset"] == len(text)
+    finish_at = next(i for i, c in enumerate(chunks) if c["id"] and c["choices"][0]["finish_reason"] == "stop")
+    assert chunks[finish_at + 1] is annotations[-1]  # the last annotation arrives after the finish chunk
+    # The SDK copes: the text reassembles as without the filter.
+    streamed = client.chat.completions.create(model="gpt-4o", messages=HELLO, stream=True,
+                                              extra_headers={"x-sim-async-filter": "1"})
+    assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices and c.choices[0].delta) == text
+
+
+def test_async_filter_violation_ends_with_an_annotation(sim: SimulatorHandle) -> None:
+    body = {"messages": [{"role": "user", "content": "SIMULATE_COMPLETION_FILTER"}], "stream": True}
+    _, events = raw_events(sim, body, {"x-sim-async-filter": "true"})
+    last = json.loads(events[-2].data)
+    assert last["id"] == "" and last["choices"][0]["finish_reason"] == "content_filter"
+    assert last["choices"][0]["content_filter_results"]["violence"]["filtered"] is True
+    assert events[-1].data == "[DONE]"

@@ -66,6 +66,10 @@ def _header_number(request: web.Request, name: str) -> float | None:
         raise _Reply(400, errors.error_body("BadRequest", f"Header {name} must be a number.")) from None
 
 
+def _flag(raw: str | None, default: bool) -> bool:
+    return default if raw is None else raw.strip().lower() in ("1", "true", "yes", "on")
+
+
 def _check_auth(request: web.Request, config: SimulatorConfig) -> None:
     key = request.headers.get("api-key", "")
     if not key:
@@ -277,6 +281,7 @@ async def _dispatch(
     ctx = Context(
         config=config, deployment=deployment, model=model, enc=encoding_for(model), rng=state.rng,
         chunks=max(1, int(chunks if chunks is not None else config.stream_chunks)),
+        async_filter=_flag(request.headers.get("x-sim-async-filter"), config.async_filter),
         raw=body, content_type=request.headers.get("Content-Type", ""),
         base_url=f"{request.scheme}://{request.host}", responses=state.responses,
     )

@@ -185,14 +185,38 @@ def build(body: dict[str, Any], ctx: Context, *, stream: bool) -> Plan:
     for i in range(n):
         events.append(Event(frame([
             _delta(i, {"content": "", "refusal": None, "role": "assistant"}, {})])))
+    # Asynchronous filter mode: content streams unannotated; annotation frames follow every few
+    # chunks, and the last one arrives after the finish chunk (or ends a filtered answer itself).
+    lazy = ctx.async_filter
+    sent_chars, checked = [0] * n, [0] * n
     for k in range(max(len(a.chunks) for a in answers)):
         for i, a in enumerate(answers):
             if k < len(a.chunks):
                 events.append(Event(frame([
-                    _delta(i, {"content": a.chunks[k]}, SAFE_COMPLETION)]), paced=True))
+                    _delta(i, {"content": a.chunks[k]}, {} if lazy else SAFE_COMPLETION)]), paced=True))
+                sent_chars[i] += len(a.chunks[k])
+                if lazy and (k + 1) % ANNOTATE_EVERY == 0:
+                    events.append(Event(_annotation(i, checked[i], sent_chars[i], SAFE_COMPLETION)))
+                    checked[i] = sent_chars[i]
     for i in range(n):
+        if lazy and final_filter:
+            events.append(Event(_annotation(i, checked[i], sent_chars[i], final_filter, finish)))
+            continue
         events.append(Event(frame([_delta(i, {}, final_filter, finish)])))
+        if lazy:
+            events.append(Event(_annotation(i, checked[i], sent_chars[i], SAFE_COMPLETION)))
     return _stream_tail(events, base, include_usage, prompt, completion)
+
+
+#: In asynchronous filter mode, an annotation frame follows every this many content chunks.
+ANNOTATE_EVERY = 4
+
+
+def _annotation(index: int, start: int, end: int, results: dict[str, Any], finish: str | None = None) -> bytes:
+    """An asynchronous-filter annotation frame: empty id/model/object, no delta, character offsets."""
+    choice = {"content_filter_offsets": {"check_offset": start, "start_offset": start, "end_offset": end},
+              "content_filter_results": results, "finish_reason": finish, "index": index}
+    return data_event({"choices": [choice], "created": 0, "id": "", "model": "", "object": ""})
 
 
 # Azure's first frame: prompt annotations with empty id/object/model and no choices.

@@ -38,6 +38,8 @@ class SimulatorConfig:
     completion_tokens: int = 60
     #: Number of content chunks a stream is cut into (x-sim-chunks overrides).
     stream_chunks: int = 12
+    #: Stream chat like a deployment with the asynchronous content filter (x-sim-async-filter overrides).
+    async_filter: bool = False
     #: Keep every request and response in `handle.requests` (benchmarks turn this off).
     log_requests: bool = True
     #: Advertised per-deployment limits for the x-ratelimit-* headers (a 60 s window is simulated).

@@ -83,6 +83,8 @@ class Context:
     enc: tiktoken.Encoding
     rng: random.Random
     chunks: int
+    #: Stream with Azure's asynchronous content filter (annotation frames after the content).
+    async_filter: bool = False
     created: int = field(default_factory=lambda: int(time.time()))
     #: The raw body and its content type (multipart uploads are parsed from these).
     raw: bytes = b""
