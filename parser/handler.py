@@ -128,10 +128,22 @@ def build_record(exchange: Exchange) -> tuple[dict[str, Any], dict[str, Any]]:
     problems = record_schema.errors(record)
     if not problems:
         return record, details
-    fallback = base_record(exchange)
-    fallback["parse_error"] = ("record failed schema validation: " + "; ".join(problems))[:1000]
-    record_schema.validate(fallback)  # base_record is valid by construction; fail loudly if not
-    return fallback, details
+    # Reset only the offending top-level fields to their neutral values and keep the rest.
+    base = base_record(exchange)
+    repaired = {key: value for key, value in record.items() if key in base or key in record_schema.validator().schema["properties"]}
+    for error in record_schema.validator().iter_errors(record):
+        key = error.absolute_path[0] if error.absolute_path else None
+        if isinstance(key, str):
+            if key in base:
+                repaired[key] = base[key]
+            else:
+                repaired.pop(key, None)
+    reason = ("record failed schema validation: " + "; ".join(problems))[:1000]
+    repaired["parse_error"] = reason
+    if record_schema.errors(repaired):
+        repaired = {**base, "parse_error": reason}
+    record_schema.validate(repaired)  # base_record is valid for any well-formed exchange
+    return repaired, details
 
 
 async def _load(ports: Ports, request_id: str) -> Exchange:
