@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from shared import filter_results
-from shared.sse import SSEEvent, decode_all
+from shared.sse import decode_text
 
 
 @dataclass(slots=True)
@@ -36,7 +36,10 @@ class Consolidated:
 
 
 def consolidate(api: str, sse: str | bytes) -> Consolidated:
-    events = decode_all(sse)
+    text = sse.decode("utf-8", "replace") if isinstance(sse, (bytes, bytearray)) else sse
+    if not isinstance(text, str):
+        raise TypeError(f"stored stream is {type(sse).__name__}, not text")
+    events = decode_text(text)
     if api == "responses":
         return consolidate_responses(events)
     if api == "completions":
@@ -44,31 +47,49 @@ def consolidate(api: str, sse: str | bytes) -> Consolidated:
     return _consolidate_choices(events, _ChatChoice, "chat.completion")
 
 
-def _payloads(events: list[SSEEvent], result: Consolidated) -> list[tuple[str | None, dict[str, Any]]]:
-    out: list[tuple[str | None, dict[str, Any]]] = []
-    for event in events:
-        data = event.data
-        if data is None or data == "":
+def _payloads(events: list[tuple[str | None, str]], result: Consolidated) -> list[tuple[str | None, dict[str, Any]]]:
+    """Each event's JSON, parsed on its own terms (never by editing the stream text)."""
+    named: list[str | None] = []
+    datas: list[str] = []
+    for event, data in events:
+        if not data:
             continue
-        if data.strip() == "[DONE]":
+        if data == "[DONE]" or data.strip() == "[DONE]":
             result.complete = True
             continue
-        result.events += 1
+        named.append(event)
+        datas.append(data)
+    result.events = len(datas)
+    # Fast path: one parse of the events as the items of a JSON array. Each item is a complete
+    # JSON text, so this is only valid when every event is; the item count guards against
+    # broken events that happen to combine, and anything odd falls back to one parse per event.
+    parsed: list[Any] | None = None
+    if datas:
         try:
-            payload = orjson.loads(data)
+            joined = orjson.loads("[" + ",".join(datas) + "]")
+            if len(joined) == len(datas):
+                parsed = joined
         except orjson.JSONDecodeError:
-            result.bad_events += 1
-            continue
-        if isinstance(payload, dict):
-            out.append((event.event, payload))
-        else:
-            result.bad_events += 1
+            parsed = None
+    if parsed is None:
+        parsed = []
+        for data in datas:
+            try:
+                parsed.append(orjson.loads(data))
+            except orjson.JSONDecodeError:
+                parsed.append(None)
+    out = [(name, payload) for name, payload in zip(named, parsed) if isinstance(payload, dict)]
+    result.bad_events = len(datas) - len(out)
     if result.bad_events:
         result.notes.append(f"{result.bad_events} stream event(s) were not JSON objects")
     return out
 
 
 # --- chat and legacy completions ----------------------------------------------------------------
+
+
+_HEADER_KEYS = ("id", "model", "system_fingerprint")
+_DELTA_KEYS = frozenset(("role", "content", "refusal", "tool_calls", "function_call"))
 
 
 class _ChatChoice:
@@ -86,16 +107,27 @@ class _ChatChoice:
         self.filters: dict[str, Any] | None = None
         self.extra: dict[str, Any] = {}
 
-    def add(self, choice: Mapping[str, Any]) -> None:
+    def add(self, choice: dict[str, Any]) -> None:
         delta = choice.get("delta")
-        if isinstance(delta, Mapping):
-            self._delta(delta)
-        _set_finish(self, choice.get("finish_reason"))
-        self.logprobs = _merge_logprobs(self.logprobs, choice.get("logprobs"))
+        if type(delta) is dict:
+            content = delta.get("content")
+            # Most chunks carry one content piece and nothing else: keep that path short.
+            if type(content) is str and len(delta) == 1:
+                self.content.append(content)
+            elif delta:
+                self._delta(delta)
+        reason = choice.get("finish_reason")
+        if reason and type(reason) is str and self.finish != "content_filter":
+            # Annotation frames after the stop chunk carry no finish_reason: never un-set it. A
+            # content_filter verdict outranks the stop that may precede it.
+            self.finish = reason
+        logprobs = choice.get("logprobs")
+        if logprobs:
+            self.logprobs = _merge_logprobs(self.logprobs, logprobs)
         if "content_filter_results" in choice:
-            self.filters = filter_results.merge(self.filters or {}, choice.get("content_filter_results"))
+            self.filters = filter_results.merge(self.filters or {}, choice["content_filter_results"])
 
-    def _delta(self, delta: Mapping[str, Any]) -> None:
+    def _delta(self, delta: dict[str, Any]) -> None:
         role = delta.get("role")
         if isinstance(role, str) and role:
             self.role = role
@@ -103,35 +135,38 @@ class _ChatChoice:
             self.content.append(delta["content"])
         if isinstance(delta.get("refusal"), str):
             self.refusal.append(delta["refusal"])
-        for position, call in enumerate(delta.get("tool_calls") or []):
-            if isinstance(call, Mapping):
-                self._tool_call(call, position)
+        calls = delta.get("tool_calls")
+        if isinstance(calls, list):
+            for position, call in enumerate(calls):
+                if isinstance(call, dict):
+                    self._tool_call(call, position)
         fc = delta.get("function_call")
-        if isinstance(fc, Mapping):
+        if isinstance(fc, dict):
             current = self.function_call or {"name": "", "arguments": ""}
             current["name"] = current["name"] or str(fc.get("name") or "")
             current["arguments"] += str(fc.get("arguments") or "")
             self.function_call = current
         for key, value in delta.items():
-            if key not in ("role", "content", "refusal", "tool_calls", "function_call") and value is not None:
+            if key not in _DELTA_KEYS and value is not None:
                 self.extra[key] = value  # e.g. Azure On Your Data `context`
 
-    def _tool_call(self, call: Mapping[str, Any], position: int) -> None:
+    def _tool_call(self, call: dict[str, Any], position: int) -> None:
         index = call.get("index")
-        index = index if isinstance(index, int) else position
+        index = index if type(index) is int else position
         current = self.tool_calls.get(index)
         if current is None:
-            current = self.tool_calls[index] = {"id": None, "type": "function", "function": {"name": "", "arguments": ""}}
-        if call.get("id"):
-            current["id"] = current["id"] or call["id"]
+            current = self.tool_calls[index] = {"id": None, "type": "function", "function": {"name": "", "arguments": [] }}
+        if call.get("id") and not current["id"]:
+            current["id"] = call["id"]
         if call.get("type"):
             current["type"] = call["type"]
         fn = call.get("function")
-        if isinstance(fn, Mapping):
+        if isinstance(fn, dict):
             if fn.get("name") and not current["function"]["name"]:
                 current["function"]["name"] = fn["name"]
-            if isinstance(fn.get("arguments"), str):
-                current["function"]["arguments"] += fn["arguments"]
+            arguments = fn.get("arguments")
+            if type(arguments) is str:
+                current["function"]["arguments"].append(arguments)
 
     def build(self) -> dict[str, Any]:
         message: dict[str, Any] = {
@@ -141,7 +176,10 @@ class _ChatChoice:
         if self.refusal:
             message["refusal"] = "".join(self.refusal)
         if self.tool_calls:
-            message["tool_calls"] = [self.tool_calls[i] for i in sorted(self.tool_calls)]
+            message["tool_calls"] = [
+                {**call, "function": {**call["function"], "arguments": "".join(call["function"]["arguments"])}}
+                for _, call in sorted(self.tool_calls.items())
+            ]
         if self.function_call:
             message["function_call"] = self.function_call
         message.update(self.extra)
@@ -161,13 +199,18 @@ class _CompletionChoice:
         self.logprobs: dict[str, list[Any]] | None = None
         self.filters: dict[str, Any] | None = None
 
-    def add(self, choice: Mapping[str, Any]) -> None:
-        if isinstance(choice.get("text"), str):
-            self.text.append(choice["text"])
-        _set_finish(self, choice.get("finish_reason"))
-        self.logprobs = _merge_logprobs(self.logprobs, choice.get("logprobs"))
+    def add(self, choice: dict[str, Any]) -> None:
+        text = choice.get("text")
+        if type(text) is str:
+            self.text.append(text)
+        reason = choice.get("finish_reason")
+        if reason and type(reason) is str and self.finish != "content_filter":
+            self.finish = reason
+        logprobs = choice.get("logprobs")
+        if logprobs:
+            self.logprobs = _merge_logprobs(self.logprobs, logprobs)
         if "content_filter_results" in choice:
-            self.filters = filter_results.merge(self.filters or {}, choice.get("content_filter_results"))
+            self.filters = filter_results.merge(self.filters or {}, choice["content_filter_results"])
 
     def build(self) -> dict[str, Any]:
         out: dict[str, Any] = {"index": self.index, "text": "".join(self.text), "finish_reason": self.finish, "logprobs": self.logprobs}
@@ -176,16 +219,9 @@ class _CompletionChoice:
         return out
 
 
-def _set_finish(choice: _ChatChoice | _CompletionChoice, reason: Any) -> None:
-    # Annotation frames after the stop chunk carry no (or a null) finish_reason: never un-set it.
-    # A content_filter verdict outranks the stop that may precede it.
-    if isinstance(reason, str) and reason and choice.finish != "content_filter":
-        choice.finish = reason
-
-
 def _merge_logprobs(current: dict[str, list[Any]] | None, new: Any) -> dict[str, list[Any]] | None:
     """Concatenate per-chunk logprobs: chat `{content, refusal}`, completions `{tokens, ...}` lists."""
-    if not isinstance(new, Mapping):
+    if not isinstance(new, dict):
         return current
     merged = current if current is not None else {}
     for key, value in new.items():
@@ -198,36 +234,42 @@ def _merge_logprobs(current: dict[str, list[Any]] | None, new: Any) -> dict[str,
     return merged
 
 
-def _consolidate_choices(events: list[SSEEvent], choice_type: type, obj: str) -> Consolidated:
+def _consolidate_choices(events: list[tuple[str | None, str]], choice_type: type, obj: str) -> Consolidated:
     result = Consolidated(body={})
     body = result.body
     choices: dict[int, Any] = {}
     prompt_filters: dict[int, dict[str, Any]] = {}
+    header_missing = True
     for _, chunk in _payloads(events, result):
-        for key in ("id", "model", "system_fingerprint"):
-            value = chunk.get(key)
-            if isinstance(value, str) and value and not body.get(key):
-                body[key] = value
-        created = chunk.get("created")
-        if isinstance(created, int) and created and not body.get("created"):
-            body["created"] = created
-        for annotations in (chunk.get("prompt_filter_results"), chunk.get("prompt_annotations")):
-            for item in annotations if isinstance(annotations, list) else []:
-                if isinstance(item, Mapping):
-                    idx = item.get("prompt_index", 0)
-                    idx = idx if isinstance(idx, int) else 0
-                    filter_results.merge(prompt_filters.setdefault(idx, {}), item.get("content_filter_results"))
+        if header_missing:
+            # id/model/created come from the first chunk that has them (Azure's annotation frames
+            # have empty ones); stop looking once all are known.
+            for key in _HEADER_KEYS:
+                value = chunk.get(key)
+                if value and type(value) is str and key not in body:
+                    body[key] = value
+            created = chunk.get("created")
+            if created and type(created) is int and "created" not in body:
+                body["created"] = created
+            header_missing = len(body) < 4
+        if "prompt_filter_results" in chunk or "prompt_annotations" in chunk:
+            _prompt_annotations(chunk, prompt_filters)
         usage = chunk.get("usage")
-        if isinstance(usage, Mapping):
-            body["usage"] = dict(usage)
+        if usage and type(usage) is dict:
+            body["usage"] = usage
             result.has_usage = True
-        if isinstance(chunk.get("error"), Mapping):
-            body["error"] = chunk["error"]
-        for position, choice in enumerate(chunk.get("choices") or []):
-            if not isinstance(choice, Mapping):
+        error = chunk.get("error")
+        if error and type(error) is dict:
+            body["error"] = error
+        chunk_choices = chunk.get("choices")
+        if not chunk_choices or type(chunk_choices) is not list:
+            continue
+        for position, choice in enumerate(chunk_choices):
+            if type(choice) is not dict:
                 continue
             idx = choice.get("index")
-            idx = idx if isinstance(idx, int) else position
+            if type(idx) is not int:
+                idx = position
             state = choices.get(idx)
             if state is None:
                 state = choices[idx] = choice_type(idx)
@@ -243,12 +285,21 @@ def _consolidate_choices(events: list[SSEEvent], choice_type: type, obj: str) ->
     return result
 
 
+def _prompt_annotations(chunk: dict[str, Any], prompt_filters: dict[int, dict[str, Any]]) -> None:
+    for annotations in (chunk.get("prompt_filter_results"), chunk.get("prompt_annotations")):
+        for item in annotations if isinstance(annotations, list) else []:
+            if isinstance(item, dict):
+                idx = item.get("prompt_index", 0)
+                idx = idx if type(idx) is int else 0
+                filter_results.merge(prompt_filters.setdefault(idx, {}), item.get("content_filter_results"))
+
+
 # --- Responses API ---------------------------------------------------------------------------
 
 _TERMINAL = ("response.completed", "response.incomplete", "response.failed")
 
 
-def consolidate_responses(events: list[SSEEvent]) -> Consolidated:
+def consolidate_responses(events: list[tuple[str | None, str]]) -> Consolidated:
     """The response from the terminal event, else rebuilt from the deltas that did arrive."""
     result = Consolidated(body={})
     payloads = _payloads(events, result)

@@ -199,3 +199,16 @@ def test_prompt_and_completion_texts():
     assert prompt_text("completions", {"prompt": [[1, 2], "hello"]}) == "hello"
     assert prompt_text("responses", {"instructions": "I", "input": [{"role": "user", "content": [{"type": "input_text", "text": "q"}]}]}) == "I\nq"
     assert completion_text("responses", {"output": [{"type": "message", "content": [{"type": "output_text", "text": "a"}]}]}) == "a"
+
+
+def test_inlined_schema_gives_the_same_verdicts_as_the_original():
+    from jsonschema import Draft202012Validator
+
+    original = Draft202012Validator(record_schema.schema())
+    record, _ = normalize(exchange(body={"messages": []}, sse_text=text_stream(["x"])))
+    variants = [record, {**record, "cached_tokens": -1}, {**record, "user_id": 5}, {**record, "extra": 1},
+                {**record, "content_filter": {"prompt": {"hate": "x"}, "completion": {}, "filtered": False}},
+                {**record, "usage_source": "guess"}, {k: v for k, v in record.items() if k != "model"}, {**record, "latency_ms": -3}]
+    for variant in variants:
+        assert original.is_valid(variant) == (record_schema.errors(variant) == []), variant
+    assert sum(original.is_valid(v) for v in variants) == 1
