@@ -54,7 +54,7 @@ def _payloads(events: list[tuple[str | None, str]], result: Consolidated) -> lis
     for event, data in events:
         if not data:
             continue
-        if data == "[DONE]" or data.strip() == "[DONE]":
+        if data[0] != "{" and data.strip() == "[DONE]":
             result.complete = True
             continue
         named.append(event)

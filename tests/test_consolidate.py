@@ -189,3 +189,25 @@ def test_responses_stream_broken_off_is_rebuilt_from_deltas():
     assert body["id"] == "resp_1" and body["status"] == "incomplete"
     assert body["output"][0]["content"][0]["text"] == "Hello there"
     assert body["output"][1]["arguments"] == '{"a":'
+
+
+def test_sse_edge_cases_crlf_comments_multiline_data_and_bom():
+    stream = (
+        "\ufeff: keep-alive\r\n\r\n"
+        'data: {"id": "c1", "model": "gpt-4o", "created": 5,\r\n'
+        'data:  "choices": [{"index": 0, "delta": {"role": "assistant", "content": "line\\nbreak"}}]}\r\n\r\n'
+        ": comment between events\r"
+        '\rdata:{"id": "c1", "choices": [{"index": 0, "delta": {"content": " \\u2028ok"}, "finish_reason": "stop"}]}\n\n\n\n'
+        "data: [DONE]"
+    )
+    result = consolidate("chat.completions", stream)
+    assert result.complete and result.bad_events == 0
+    assert result.body["choices"][0]["message"]["content"] == "line\nbreak \u2028ok"
+    assert result.body["choices"][0]["finish_reason"] == "stop"
+
+
+def test_same_result_from_bytes_and_from_every_line_ending():
+    text = text_stream(["a", "b"])
+    expected = consolidate("chat.completions", text).body
+    for ending in ("\r\n", "\r"):
+        assert consolidate("chat.completions", text.replace("\n", ending).encode()).body == expected
