@@ -31,6 +31,16 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     #: JSON list of backends (see proxy/backends.py).
@@ -43,6 +53,7 @@ class Settings:
     cosmos_exchanges_container: str = "exchanges"
     cosmos_records_container: str = "records"
     cosmos_deadletters_container: str = "deadletters"
+    cosmos_affinity_container: str = "affinity"
     exchange_ttl_seconds: int = 7 * 24 * 3600
     #: "local" (in-process queue, default) or "eventhub".
     event_channel: str = "local"
@@ -51,9 +62,24 @@ class Settings:
     eventhub_name: str = "exchanges"
     eventhub_consumer_group: str = "$Default"
     appinsights_connection_string: str | None = None
+    #: True when the Functions Python worker configures Azure Monitor itself (then the app must not).
+    appinsights_worker_telemetry: bool = False
+    #: The logger the Azure Monitor log handler sits on ("" = root); usage events are logged under it.
+    appinsights_logger_name: str = ""
     #: Add stream_options.include_usage upstream when the client did not ask (and hide the chunk).
     inject_stream_usage: bool = True
     max_request_body_bytes: int = 26_214_400
+    #: Routing (proxy/policy.py): upstream attempts per request, counting the first.
+    max_attempts: int = 3
+    #: No new attempt starts once this many seconds have passed since the first one.
+    retry_deadline_seconds: float = 30.0
+    #: Health failures (5xx, connection errors, timeouts) within the window that open a circuit.
+    circuit_failures: int = 5
+    circuit_window_seconds: float = 30.0
+    #: How long an open circuit keeps a backend out before one trial request may probe it.
+    circuit_cooldown_seconds: float = 30.0
+    #: How long a Responses API response id stays pinned to the backend that created it.
+    responses_affinity_ttl_seconds: int = 30 * 24 * 3600
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -68,13 +94,22 @@ class Settings:
             cosmos_exchanges_container=env.get("COSMOS_EXCHANGES_CONTAINER") or "exchanges",
             cosmos_records_container=env.get("COSMOS_RECORDS_CONTAINER") or "records",
             cosmos_deadletters_container=env.get("COSMOS_DEADLETTERS_CONTAINER") or "deadletters",
+            cosmos_affinity_container=env.get("COSMOS_AFFINITY_CONTAINER") or "affinity",
             exchange_ttl_seconds=_int(env, "EXCHANGE_TTL_SECONDS", 7 * 24 * 3600),
             event_channel=(env.get("EVENT_CHANNEL") or "local").lower(),
             eventhub_namespace=env.get("EventHubConnection__fullyQualifiedNamespace") or None,
             eventhub_name=env.get("EVENT_HUB_NAME") or "exchanges",
             eventhub_consumer_group=env.get("EVENT_HUB_CONSUMER_GROUP") or "$Default",
             appinsights_connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING") or None,
+            appinsights_worker_telemetry=_bool(env.get("PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"), False),
+            appinsights_logger_name=env.get("PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME") or "",
             inject_stream_usage=_bool(env.get("INJECT_STREAM_USAGE"), True),
             max_request_body_bytes=_int(env, "MAX_REQUEST_BODY_BYTES", 26_214_400),
+            max_attempts=_int(env, "GATEWAY_MAX_ATTEMPTS", 3),
+            retry_deadline_seconds=_float(env, "GATEWAY_RETRY_DEADLINE_SECONDS", 30.0),
+            circuit_failures=_int(env, "GATEWAY_CIRCUIT_FAILURES", 5),
+            circuit_window_seconds=_float(env, "GATEWAY_CIRCUIT_WINDOW_SECONDS", 30.0),
+            circuit_cooldown_seconds=_float(env, "GATEWAY_CIRCUIT_COOLDOWN_SECONDS", 30.0),
+            responses_affinity_ttl_seconds=_int(env, "RESPONSES_AFFINITY_TTL_SECONDS", 30 * 24 * 3600),
             extra=env,
         )
