@@ -55,7 +55,7 @@ def encoding_name(*candidates: str | None) -> tuple[str, str | None]:
 
 
 @dataclass(slots=True)
-class Counter:
+class TokenCounter:
     """Counts text with one encoding and collects notes on where the estimate may deviate."""
 
     encoding_name: str

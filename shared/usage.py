@@ -18,7 +18,7 @@ from shared.apis import api_version, classify, deployment_for
 from shared.consolidate import consolidate
 from shared.exchange import Exchange
 from shared.requests import parse_request
-from shared.tokens import Counter, encoding_name
+from shared.tokens import TokenCounter, encoding_name
 
 #: Statuses where the service did no model work, so no tokens were used.
 _NO_WORK_STATUSES = {401, 403, 404, 405, 408, 409, 413, 415, 422, 429}
@@ -286,14 +286,14 @@ def _input_images(request: Mapping[str, Any]) -> int:
     )
 
 
-def _counter(candidates: tuple[str | None, ...], notes: list[str]) -> Counter:
+def _counter(candidates: tuple[str | None, ...], notes: list[str]) -> TokenCounter:
     name, note = encoding_name(*candidates)
     if note:
         notes.append(note)
-    return Counter(name, model=next((c for c in candidates if c), None))
+    return TokenCounter(name, model=next((c for c in candidates if c), None))
 
 
-def _estimate_prompt(counter: Counter, api: str, request: Mapping[str, Any]) -> int:
+def _estimate_prompt(counter: TokenCounter, api: str, request: Mapping[str, Any]) -> int:
     if api == "chat.completions":
         return counter.chat_prompt(request.get("messages"), request.get("tools"), request.get("functions"))
     if api == "responses":
@@ -305,7 +305,7 @@ def _estimate_prompt(counter: Counter, api: str, request: Mapping[str, Any]) -> 
     return 0
 
 
-def _estimate_completion(counter: Counter, api: str, body: Mapping[str, Any]) -> int:
+def _estimate_completion(counter: TokenCounter, api: str, body: Mapping[str, Any]) -> int:
     total = 0
     if api == "responses":
         for item in _list(body.get("output")):
