@@ -64,7 +64,12 @@ def replay(paths: Sequence[str], out: TextIO, err: TextIO, *, details: bool = Fa
                 print(f"{where}: not an exchange: {type(exc).__name__}: {exc}", file=err)
                 status = 1
                 continue
-            record, record_details = build_record(exchange)
+            try:
+                record, record_details = build_record(exchange)
+            except Exception as exc:  # e.g. a record that cannot be made valid
+                print(f"{where}: no valid record: {type(exc).__name__}: {exc}", file=err)
+                status = 1
+                continue
             if record.get("parse_error"):
                 print(f"{where}: parse_error: {record['parse_error']}", file=err)
                 status = 1

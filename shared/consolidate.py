@@ -251,7 +251,7 @@ def _consolidate_choices(events: list[tuple[str | None, str]], choice_type: type
             created = chunk.get("created")
             if created and type(created) is int and "created" not in body:
                 body["created"] = created
-            header_missing = len(body) < 4
+            header_missing = not ("id" in body and "model" in body and "created" in body and "system_fingerprint" in body)
         if "prompt_filter_results" in chunk or "prompt_annotations" in chunk:
             _prompt_annotations(chunk, prompt_filters)
         usage = chunk.get("usage")

@@ -16,7 +16,7 @@ from typing import Any
 from shared import filter_results
 from shared.apis import api_version, classify, deployment_for
 from shared.consolidate import consolidate
-from shared.exchange import Exchange
+from shared.exchange import Exchange, utc_now_iso
 from shared.requests import parse_request
 from shared.tokens import TokenCounter, encoding_name
 
@@ -53,15 +53,16 @@ def base_record(exchange: Exchange) -> dict[str, Any]:
     backend = exchange.backend or (exchange.attempts[-1].backend if exchange.attempts else None)
     return {
         "request_id": str(exchange.request_id),
-        "timestamp": timings.received_at,
-        "subscription_id": identity.subscription_id,
-        "subscription_name": identity.subscription_name,
-        "product": identity.product,
-        "user_id": identity.user_id,
-        "client_ip": identity.client_ip,
-        "user_agent": headers.get("user-agent"),
-        "method": request.method,
-        "path": request.path,
+        # A malformed stored exchange must still give a valid record: coerce, never trust types.
+        "timestamp": timings.received_at if isinstance(timings.received_at, str) else utc_now_iso(),
+        "subscription_id": _str(identity.subscription_id) or "unknown",
+        "subscription_name": _str(identity.subscription_name) or "unknown",
+        "product": _str(identity.product) or "unknown",
+        "user_id": _str(identity.user_id),
+        "client_ip": _str(identity.client_ip),
+        "user_agent": _header(headers, "user-agent"),
+        "method": _str(request.method) or "",
+        "path": _str(request.path) or "",
         "api": "other",
         "deployment": None,
         "model": None,
@@ -360,6 +361,12 @@ def _service_usage(usage: Any) -> dict[str, Any] | None:
 
 
 # --- small helpers -----------------------------------------------------------------------------
+
+
+def _str(value: Any) -> str | None:
+    if value is None or isinstance(value, str):
+        return value
+    return str(value)
 
 
 def _int(value: Any) -> int:

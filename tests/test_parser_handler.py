@@ -134,14 +134,19 @@ async def test_parse_failure_still_yields_a_record_with_parse_error():
     record_schema.validate(record)
 
 
-async def test_record_failing_the_schema_is_replaced_by_a_valid_minimal_record():
+async def test_malformed_identity_and_timings_are_coerced_into_a_valid_record():
     ports = memory_ports()
     odd = _chat("v")
-    odd.identity.subscription_id = 123  # not a string: the full record would fail the schema
+    odd.identity.subscription_id = 123
+    odd.identity.client_ip = None
+    odd.timings.received_at = None
+    odd.request.path = None
     await ports.exchanges.save(odd)
-    await handle_batch([b"v"], ports, **NO_WAIT)
-    # Minimal record also carries the bad identity, so it cannot validate: it is dead-lettered, not emitted.
-    assert not ports.sink.emitted and "unexpected error" in ports.deadletters.letters[0][1]
+    result = await handle_batch([b"v"], ports, **NO_WAIT)
+    assert result.recorded == ["v"]
+    record = ports.sink.emitted[0]
+    record_schema.validate(record)
+    assert record["subscription_id"] == "123" and record["timestamp"].endswith("Z")
 
 
 async def test_event_neither_recorded_nor_dead_lettered_fails_the_batch_for_a_redelivery():
