@@ -211,3 +211,12 @@ def test_same_result_from_bytes_and_from_every_line_ending():
     expected = consolidate("chat.completions", text).body
     for ending in ("\r\n", "\r"):
         assert consolidate("chat.completions", text.replace("\n", ending).encode()).body == expected
+
+
+def test_older_prompt_annotations_name_is_merged_too():
+    older = {"id": "", "choices": [], "prompt_annotations": [
+        {"prompt_index": 0, "content_filter_results": {"sexual": {"filtered": False, "severity": "low"}}},
+        {"prompt_index": 1, "content_filter_results": {"sexual": {"filtered": False, "severity": "safe"}}}]}
+    body = consolidate("chat.completions", sse(older, *[json.loads(e) for e in _events(text_stream(["x"]))])).body
+    assert [p["prompt_index"] for p in body["prompt_filter_results"]] == [0, 1]
+    assert body["prompt_filter_results"][0]["content_filter_results"]["sexual"]["severity"] == "low"

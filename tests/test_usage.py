@@ -212,3 +212,15 @@ def test_inlined_schema_gives_the_same_verdicts_as_the_original():
     for variant in variants:
         assert original.is_valid(variant) == (record_schema.errors(variant) == []), variant
     assert sum(original.is_valid(v) for v in variants) == 1
+
+
+def test_n_greater_than_one_estimates_every_choice_once_and_the_prompt_once():
+    one = sse(chunk([delta(0, role="assistant", content="Hello world")]), chunk([delta(0, finish_reason="stop")]))
+    two = sse(chunk([delta(0, role="assistant", content="Hello world"), delta(1, role="assistant", content="Hello world")]),
+              chunk([delta(0, finish_reason="stop"), delta(1, finish_reason="stop")]))
+    body = {"messages": [{"role": "user", "content": "hi"}], "stream": True}
+    r1, _ = _record(exchange(body=body, sse_text=one))
+    r2, _ = _record(exchange(body={**body, "n": 2}, sse_text=two))
+    assert r2["prompt_tokens"] == r1["prompt_tokens"]
+    assert r2["completion_tokens"] == 2 * r1["completion_tokens"] == 4
+    assert r2["finish_reasons"] == ["stop", "stop"]
