@@ -388,25 +388,36 @@ def _header(headers: Any, name: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-def _scrub(value: Any) -> Any:
-    """Details without payloads: data URLs, base64 images and embedding vectors are summarized.
+#: Body fields that carry credentials (Azure On Your Data `data_sources[].parameters.authentication`
+#: holds keys, connection strings and tokens); `key` counts only inside an `authentication` object.
+_SECRET_FIELDS = frozenset(
+    {"api_key", "apikey", "connection_string", "access_token", "encoded_api_key", "client_secret", "password", "authorization"}
+)
+REDACTED = "[REDACTED]"
 
-    Details live beside the record (Cosmos items are limited to 2 MB); the raw exchange keeps them.
+
+def _scrub(value: Any, parent: str | None = None) -> Any:
+    """Details without payloads or secrets: data URLs, base64 images and embedding vectors are
+    summarized, credentials in the body redacted.
+
+    Details live beside the record (Cosmos items are limited to 2 MB); the raw exchange keeps the payloads.
     """
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
         for key, item in value.items():
-            if key == "embedding" and isinstance(item, (list, str)):
+            lowered = key.lower() if isinstance(key, str) else key
+            if lowered in _SECRET_FIELDS or (lowered == "key" and parent == "authentication"):
+                out[key] = REDACTED
+            elif key == "embedding" and isinstance(item, (list, str)):
                 out[key] = f"[{len(item)} {'values' if isinstance(item, list) else 'base64 chars'} omitted]"
             elif key in ("b64_json", "partial_image_b64") and isinstance(item, str):
                 out[key] = f"[{len(item)} base64 chars omitted]"
             else:
-                out[key] = _scrub(item)
+                out[key] = _scrub(item, lowered if isinstance(lowered, str) else None)
         return out
     if isinstance(value, list):
-        return [_scrub(v) for v in value]
+        return [_scrub(v, parent) for v in value]
     if isinstance(value, str) and len(value) > _KEEP_DATA_URL_CHARS and value.startswith("data:"):
         head, _, rest = value.partition(",")
         return f"{head},[{len(rest)} chars omitted]"
     return value
-

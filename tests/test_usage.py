@@ -224,3 +224,17 @@ def test_n_greater_than_one_estimates_every_choice_once_and_the_prompt_once():
     assert r2["prompt_tokens"] == r1["prompt_tokens"]
     assert r2["completion_tokens"] == 2 * r1["completion_tokens"] == 4
     assert r2["finish_reasons"] == ["stop", "stop"]
+
+
+def test_credentials_in_the_body_never_reach_the_details():
+    body = {"messages": [{"role": "user", "content": "hi"}],
+            "data_sources": [{"type": "azure_search", "parameters": {"endpoint": "https://s", "index_name": "i",
+                                                                      "authentication": {"type": "api_key", "key": "sekrit-1"}}},
+                             {"type": "mongo_db", "parameters": {"authentication": {"type": "username_and_password", "username": "u", "password": "sekrit-2"}}},
+                             {"type": "elasticsearch", "parameters": {"authentication": {"type": "encoded_api_key", "encoded_api_key": "sekrit-3"}}}],
+            "tools": [{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"key": {"type": "string"}}}}}]}
+    record, details = _record(exchange(body=body, response_body={"choices": [], "usage": {"prompt_tokens": 1, "completion_tokens": 0, "total_tokens": 1}}))
+    text = str(details) + str(record)
+    assert "sekrit" not in text
+    assert details["request"]["data_sources"][0]["parameters"]["authentication"] == {"type": "api_key", "key": "[REDACTED]"}
+    assert details["request"]["tools"][0]["function"]["parameters"]["properties"]["key"] == {"type": "string"}
