@@ -80,6 +80,8 @@ class Settings:
     circuit_cooldown_seconds: float = 30.0
     #: How long a Responses API response id stays pinned to the backend that created it.
     responses_affinity_ttl_seconds: int = 30 * 24 * 3600
+    #: JSON object deployment -> {"model", "type"} for pricing (see shared/pricing/deployments.py).
+    deployment_models_json: str = "{}"
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -111,5 +113,6 @@ class Settings:
             circuit_window_seconds=_float(env, "GATEWAY_CIRCUIT_WINDOW_SECONDS", 30.0),
             circuit_cooldown_seconds=_float(env, "GATEWAY_CIRCUIT_COOLDOWN_SECONDS", 30.0),
             responses_affinity_ttl_seconds=_int(env, "RESPONSES_AFFINITY_TTL_SECONDS", 30 * 24 * 3600),
+            deployment_models_json=env.get("DEPLOYMENT_MODELS") or "{}",
             extra=env,
         )
