@@ -101,3 +101,9 @@ def test_service_usage_wins_when_the_usage_chunk_is_there():
     ex.usage_injected = True
     record, _ = normalize(ex)
     assert (record["usage_source"], record["prompt_tokens"], record["total_tokens"], record["usage_injected"]) == ("service", 124, 125, True)
+
+
+def test_legacy_functions_count_like_the_same_tools():
+    functions = [t["function"] for t in COOKBOOK_TOOLS]
+    record, _ = normalize(_streamed("gpt-4o", "gpt-4o-2024-08-06", {"messages": COOKBOOK_TOOL_MESSAGES, "functions": functions}, ["x"]))
+    assert record["prompt_tokens"] == 101
