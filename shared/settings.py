@@ -21,6 +21,19 @@ def _bool(value: str | None, default: bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number of seconds, got {raw!r}") from None
+    if value <= 0:
+        raise ConfigurationError(f"{name} must be greater than 0, got {raw!r}")
+    return value
+
+
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if raw in (None, ""):
@@ -54,6 +67,18 @@ class Settings:
     #: Add stream_options.include_usage upstream when the client did not ask (and hide the chunk).
     inject_stream_usage: bool = True
     max_request_body_bytes: int = 26_214_400
+    #: Upstream (AOAI) timeouts in seconds: TCP/TLS connect; response headers (for a non-streamed
+    #: call that is the whole generation); silence between two reads of a body; the whole call.
+    upstream_connect_timeout: float = 10.0
+    upstream_first_byte_timeout: float = 300.0
+    upstream_idle_timeout: float = 120.0
+    upstream_total_timeout: float = 1800.0
+    #: Pooled keep-alive connections per backend host.
+    upstream_max_connections: int = 256
+    #: Where exchanges go when the log store stays down ("" = the system temp dir).
+    capture_outbox_dir: str = ""
+    #: Dev host only: JSON object, api-key value -> {"id", "name", "product"}.
+    local_subscriptions_json: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -76,5 +101,12 @@ class Settings:
             appinsights_connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING") or None,
             inject_stream_usage=_bool(env.get("INJECT_STREAM_USAGE"), True),
             max_request_body_bytes=_int(env, "MAX_REQUEST_BODY_BYTES", 26_214_400),
+            upstream_connect_timeout=_float(env, "UPSTREAM_CONNECT_TIMEOUT_SECONDS", 10.0),
+            upstream_first_byte_timeout=_float(env, "UPSTREAM_FIRST_BYTE_TIMEOUT_SECONDS", 300.0),
+            upstream_idle_timeout=_float(env, "UPSTREAM_IDLE_TIMEOUT_SECONDS", 120.0),
+            upstream_total_timeout=_float(env, "UPSTREAM_TOTAL_TIMEOUT_SECONDS", 1800.0),
+            upstream_max_connections=_int(env, "UPSTREAM_MAX_CONNECTIONS", 256),
+            capture_outbox_dir=env.get("CAPTURE_OUTBOX_DIR") or "",
+            local_subscriptions_json=env.get("LOCAL_SUBSCRIPTIONS") or "",
             extra=env,
         )
