@@ -1,0 +1,244 @@
+"""The aiohttp application: one catch-all handler that authenticates, injects faults and answers.
+
+Paths are classified with `shared.apis.classify` (the same rules the gateway uses), so the
+simulator serves exactly the AOAI URL shapes the gateway forwards.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import orjson
+from aiohttp import web
+
+from shared.apis import ApiRoute, classify
+
+from . import chat, errors
+from .config import SimulatorConfig
+from .models import encoding_for, model_for
+from .state import LoggedRequest, SimulatorState
+from .wire import BadRequest, Context, Plan
+
+STATE: web.AppKey[SimulatorState] = web.AppKey("simulator_state", SimulatorState)
+
+Builder = Callable[[dict[str, Any], Context, bool], Plan]
+
+_OPERATION_NAMES = {
+    "chat.completions": "ChatCompletions_Create",
+    "completions": "Completions_Create",
+    "embeddings": "Embeddings_Create",
+    "images.generations": "ImageGenerations_Create",
+    "audio.transcriptions": "Transcriptions_Create",
+    "audio.translations": "Translations_Create",
+    "audio.speech": "Speech_Create",
+    "responses": "Responses_Create",
+}
+_CONTENT_FILTER_MARKER = b"SIMULATE_CONTENT_FILTER"
+
+
+def create_app(config: SimulatorConfig | None = None) -> web.Application:
+    app = web.Application(client_max_size=64 * 1024 * 1024)
+    app[STATE] = SimulatorState(config or SimulatorConfig())
+    app.router.add_route("*", "/{tail:.*}", _handle)
+    return app
+
+
+class _Reply(Exception):
+    """Answer now with this status and body (errors and faults short-circuit the handler)."""
+
+    def __init__(self, status: int, body: bytes, headers: dict[str, str] | None = None) -> None:
+        self.status, self.body, self.headers = status, body, headers or {}
+
+
+def _header_number(request: web.Request, name: str) -> float | None:
+    raw = request.headers.get(name)
+    if raw is None:
+        return None
+    try:
+        return float(raw)
+    except ValueError:
+        raise _Reply(400, errors.error_body("BadRequest", f"Header {name} must be a number.")) from None
+
+
+def _check_auth(request: web.Request, config: SimulatorConfig) -> None:
+    key = request.headers.get("api-key", "")
+    if not key:
+        auth = request.headers.get("Authorization", "")
+        key = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
+    if not key or (config.api_key is not None and key != config.api_key):
+        raise _Reply(401, errors.status_body(401))
+
+
+async def _handle(request: web.Request) -> web.StreamResponse:
+    state = request.app[STATE]
+    config = state.config
+    started = time.monotonic()
+    body = await request.read()
+    record: LoggedRequest | None = None
+    if config.log_requests:
+        record = LoggedRequest(
+            method=request.method, path=request.path, query=dict(request.query),
+            headers=dict(request.headers), body=body, received=started,
+        )
+        state.requests.append(record)
+    headers = {
+        "apim-request-id": str(uuid.UUID(int=state.rng.getrandbits(128), version=4)),
+        "x-request-id": str(uuid.UUID(int=state.rng.getrandbits(128), version=4)),
+        "x-ms-region": config.region,
+    }
+    if "x-ms-client-request-id" in request.headers:
+        headers["x-ms-client-request-id"] = request.headers["x-ms-client-request-id"]
+    try:
+        plan, deployment, api = await _plan(request, state, body, headers)
+    except _Reply as reply:
+        plan = Plan(status=reply.status, body=reply.body)
+        plan.headers.update(reply.headers)
+        deployment, api = headers.get("x-ms-deployment-name", ""), None
+    except BadRequest as exc:
+        plan = Plan(status=400, body=errors.error_body(exc.code, exc.message, param=exc.param, type=None))
+        deployment, api = headers.get("x-ms-deployment-name", ""), None
+    headers["x-ms-deployment-name"] = deployment
+    remaining_requests, remaining_tokens = state.spend(plan.tokens)
+    headers["x-ratelimit-limit-requests"] = str(config.ratelimit_requests)
+    headers["x-ratelimit-limit-tokens"] = str(config.ratelimit_tokens)
+    headers["x-ratelimit-remaining-requests"] = str(remaining_requests)
+    headers["x-ratelimit-remaining-tokens"] = str(remaining_tokens)
+    headers.update(plan.headers)
+
+    ttft = _header_number(request, "x-sim-ttft-ms") if plan.status == 200 else 0.0
+    ttft = config.ttft_ms if ttft is None else ttft
+    delay = _header_number(request, "x-sim-token-delay-ms") if plan.status == 200 else 0.0
+    delay = (config.token_delay_ms if delay is None else delay) / 1000.0
+    drop_after = _header_number(request, "x-sim-drop-after")
+    if drop_after is None and api is not None and state.roll(config.drop_rate):
+        drop_after = len(plan.events) // 2 if plan.events is not None else 0
+
+    if plan.events is None:
+        wait = ttft / 1000.0 + delay * plan.paced_chunks
+        if wait > 0:
+            await asyncio.sleep(wait)
+        if drop_after is not None:
+            return _drop(request, record)
+        headers["openai-processing-ms"] = f"{(time.monotonic() - started) * 1000:.4f}"
+        headers["Content-Type"] = plan.content_type
+        if record is not None:
+            record.status, record.response, record.response_headers = plan.status, plan.body, headers
+            record.finished = time.monotonic()
+        return web.Response(status=plan.status, body=plan.body, headers=headers)
+
+    if ttft > 0:
+        await asyncio.sleep(ttft / 1000.0)
+    headers["openai-processing-ms"] = f"{(time.monotonic() - started) * 1000:.4f}"
+    headers["Content-Type"] = "text/event-stream; charset=utf-8"
+    headers["Cache-Control"] = "no-cache"
+    response = web.StreamResponse(status=plan.status, headers=headers)
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    sent: list[bytes] = []
+    if record is not None:
+        record.status, record.response_headers = plan.status, headers
+    paced = 0
+    for event in plan.events:
+        if event.paced:
+            if drop_after is not None and paced >= drop_after:
+                if record is not None:
+                    record.response = b"".join(sent)
+                return _drop(request, record)
+            paced += 1
+            if delay > 0:
+                await asyncio.sleep(delay)
+        await response.write(event.data)
+        if record is not None:
+            sent.append(event.data)
+    await response.write_eof()
+    if record is not None:
+        record.response = b"".join(sent)
+        record.finished = time.monotonic()
+    return response
+
+
+def _drop(request: web.Request, record: LoggedRequest | None) -> web.StreamResponse:
+    """Cut the connection without finishing the response, like a backend dying mid-request."""
+    if record is not None:
+        record.dropped = True
+        record.finished = time.monotonic()
+    if request.transport is not None:
+        request.transport.abort()
+    raise asyncio.CancelledError
+
+
+async def _plan(
+    request: web.Request, state: SimulatorState, body: bytes, headers: dict[str, str]
+) -> tuple[Plan, str, str | None]:
+    config = state.config
+    _check_auth(request, config)
+    route = classify(request.path)
+    if route is None:
+        raise _Reply(404, errors.status_body(404))
+    return await _dispatch(request, state, route, body, headers)
+
+
+async def _dispatch(
+    request: web.Request, state: SimulatorState, route: ApiRoute, body: bytes, headers: dict[str, str]
+) -> tuple[Plan, str, str | None]:
+    config = state.config
+    version = request.query.get("api-version", "")
+    if route.surface == "deployments" and not version:
+        raise _Reply(400, errors.MISSING_API_VERSION)
+    builder = _BUILDERS.get(route.api)
+    if builder is None or request.method != "POST":
+        raise _Reply(404, errors.status_body(404))
+    parsed: dict[str, Any] = {}
+    if body[:1] in (b"{", b" ", b"\n", b"\r", b"\t") or request.content_type == "application/json":
+        try:
+            loaded = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            raise _Reply(400, errors.error_body(
+                "BadRequest", "We could not parse the JSON body of your request.", param=None, type=None)) from None
+        if not isinstance(loaded, dict):
+            raise _Reply(400, errors.error_body("BadRequest", "The request body must be a JSON object."))
+        parsed = loaded
+    deployment = route.deployment or (parsed.get("model") if isinstance(parsed.get("model"), str) else "") or ""
+    headers["x-ms-deployment-name"] = deployment
+    if route.surface == "v1" and not deployment:
+        raise BadRequest("'model' is a required property.", param="model")
+    if config.deployments is not None and deployment not in config.deployments:
+        raise _Reply(404, errors.DEPLOYMENT_NOT_FOUND)
+
+    forced = _header_number(request, "x-sim-status")
+    status = int(forced) if forced is not None else None
+    if status is None and state.roll(config.throttle_rate):
+        status = 429
+    if status is None:
+        status = state.next_fail_status()
+    if status is not None and status != 200:
+        seconds = max(1, round(config.retry_after_ms / 1000))
+        extra = {}
+        if status == 429:
+            extra = {"retry-after": str(seconds), "retry-after-ms": str(config.retry_after_ms)}
+        operation = _OPERATION_NAMES.get(route.api, "Operation")
+        raise _Reply(status, errors.status_body(status, operation=operation, version=version, seconds=seconds), extra)
+    if _CONTENT_FILTER_MARKER in body:
+        raise _Reply(400, errors.CONTENT_FILTER_RESPONSES if route.api == "responses" else errors.CONTENT_FILTER)
+
+    model = model_for(deployment, config.models)
+    chunks = _header_number(request, "x-sim-chunks")
+    ctx = Context(
+        config=config, deployment=deployment, model=model, enc=encoding_for(model), rng=state.rng,
+        chunks=max(1, int(chunks if chunks is not None else config.stream_chunks)),
+    )
+    stream = bool(parsed.get("stream"))
+    return builder(parsed, ctx, stream), deployment, route.api
+
+
+def _chat(body: dict[str, Any], ctx: Context, stream: bool) -> Plan:
+    return chat.build(body, ctx, stream=stream)
+
+
+_BUILDERS: dict[str, Builder] = {
+    "chat.completions": _chat,
+}

@@ -1,0 +1,83 @@
+"""What a handler decides to send: one JSON body, or a list of SSE events with their pacing."""
+
+from __future__ import annotations
+
+import random
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+import tiktoken
+
+from .config import SimulatorConfig
+
+DONE = b"data: [DONE]\n\n"
+
+
+def data_event(obj: Any) -> bytes:
+    return b"data: " + orjson.dumps(obj) + b"\n\n"
+
+
+def named_event(kind: str, obj: Any) -> bytes:
+    return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(obj) + b"\n\n"
+
+
+@dataclass(slots=True)
+class Event:
+    data: bytes
+    #: Paced by the per-token delay (content and tool-argument chunks); framing events are not.
+    paced: bool = False
+
+
+@dataclass(slots=True)
+class Plan:
+    status: int = 200
+    body: bytes = b""
+    content_type: str = "application/json"
+    #: Set for streams: the events, in order (the response is text/event-stream).
+    events: list[Event] | None = None
+    #: How many paced chunks a non-stream answer stands for (it waits that many token delays).
+    paced_chunks: int = 0
+    #: Tokens consumed, for the x-ratelimit-remaining-tokens window.
+    tokens: int = 0
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class BadRequest(Exception):
+    """Invalid input: answered 400 with AOAI's error shape."""
+
+    def __init__(self, message: str, code: str = "BadRequest", param: str | None = None) -> None:
+        super().__init__(message)
+        self.message, self.code, self.param = message, code, param
+
+
+@dataclass(slots=True)
+class Context:
+    """Per-request facts the builders share."""
+
+    config: SimulatorConfig
+    deployment: str
+    model: str
+    enc: tiktoken.Encoding
+    rng: random.Random
+    chunks: int
+    created: int = field(default_factory=lambda: int(time.time()))
+
+    def new_id(self, prefix: str, sep: str = "-") -> str:
+        return f"{prefix}{sep}{self.rng.getrandbits(128):032x}"
+
+    @property
+    def fingerprint(self) -> str:
+        return f"fp_{zlib.crc32(self.model.encode()):08x}"[:13]
+
+
+def max_tokens(body: dict[str, Any], *keys: str) -> int | None:
+    for key in keys:
+        value = body.get(key)
+        if value is not None:
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise BadRequest(f"Invalid value for '{key}': expected a positive integer.", param=key)
+            return value
+    return None
