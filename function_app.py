@@ -1,20 +1,19 @@
 """Wiring only: the Function App, its HTTP trigger (the streaming proxy) and Event Hub trigger (the parser).
 
 Ports and the proxy are built once, lazily, inside the worker's event loop on first use.
-`ports()`, `proxy()` and `shutdown()` are also what the dev host (`python -m devhost`) uses.
+`ports()`, `proxy()`, `drain()` and `shutdown()` are also what the dev host (`python -m devhost`) uses.
 """
 
 from __future__ import annotations
 
 import functools
-import logging
 
 import azure.functions as func
 from azurefunctions.extensions.http.fastapi import Request, Response
 
 from proxy.handler import Proxy, build_proxy
-from shared.ports import Ports
 from shared.settings import Settings
+from shared.wiring import WiredPorts, build_ports
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
@@ -25,14 +24,7 @@ def settings() -> Settings:
 
 
 @functools.cache
-def ports() -> Ports:
-    try:
-        from shared.wiring import build_ports
-    except ModuleNotFoundError:  # until the storage adapters land: in-memory, lost on exit
-        logging.getLogger(__name__).warning("shared.wiring missing: exchanges are kept in memory only")
-        from shared.adapters.memory import memory_ports
-
-        return memory_ports()
+def ports() -> WiredPorts:
     return build_ports(settings())
 
 
@@ -41,10 +33,21 @@ def proxy() -> Proxy:
     return build_proxy(settings(), ports)
 
 
+async def drain() -> None:
+    """Wait until every captured exchange is stored and announced."""
+    if proxy.cache_info().currsize:
+        await proxy().capture.drain()
+
+
 async def shutdown() -> None:
-    """Drain pending captures and close connections (the dev host calls it on exit)."""
+    """Drain captures, close upstream connections, then the ports (the dev host calls it on exit)."""
     if proxy.cache_info().currsize:
         await proxy().aclose()
+        proxy.cache_clear()
+    if ports.cache_info().currsize:
+        await ports().close()
+        ports.cache_clear()
+    settings.cache_clear()
 
 
 @app.route(

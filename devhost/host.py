@@ -10,6 +10,7 @@ request ids from the local event channel as `func.EventHubEvent` lists.
 from __future__ import annotations
 
 import asyncio
+import functools
 import inspect
 import json
 import logging
@@ -87,13 +88,20 @@ class EventHubFunction:
     function: Callable[..., Any]
 
 
+@functools.cache
+def indexed(app: func.FunctionApp) -> tuple[Any, ...]:
+    """`app.get_functions()`, once: the library refuses a second call on the same app (it treats
+    the names it saw the first time as duplicates), and the host, the dev host and tests all ask."""
+    return tuple(app.get_functions())
+
+
 def _value(v: Any) -> str:
     return str(getattr(v, "value", v))
 
 
 def http_routes(app: func.FunctionApp, route_prefix: str = "") -> list[HttpRoute]:
     routes = []
-    for fn in app.get_functions():
+    for fn in indexed(app):
         trigger = fn.get_trigger().get_dict_repr()
         if trigger.get("type") != "httpTrigger":
             continue
@@ -107,7 +115,7 @@ def http_routes(app: func.FunctionApp, route_prefix: str = "") -> list[HttpRoute
 
 def event_hub_functions(app: func.FunctionApp) -> list[EventHubFunction]:
     found = []
-    for fn in app.get_functions():
+    for fn in indexed(app):
         trigger = fn.get_trigger().get_dict_repr()
         if trigger.get("type") == "eventHubTrigger":
             many = _value(trigger.get("cardinality", "many")).lower() == "many"
@@ -223,15 +231,26 @@ class DevHost:
         self._pump = asyncio.create_task(pump(self.event_functions, batches))
 
     async def shutdown(self) -> None:
-        stop = getattr(self.module, "shutdown", None)
-        if stop is not None:
-            await stop()
+        """Finish captures, let the Event Hub functions handle what was announced, then close."""
+        drain = getattr(self.module, "drain", None)
+        if drain is not None:
+            await drain()
         if self._pump is not None:
+            join = getattr(self.module.ports().channel, "join", None)
+            if join is not None:
+                try:
+                    async with asyncio.timeout(10):
+                        await join()
+                except TimeoutError:
+                    log.warning("shutting down with announced exchanges not yet parsed")
             self._pump.cancel()
             try:
                 await self._pump
             except (asyncio.CancelledError, Exception):
                 pass
+        stop = getattr(self.module, "shutdown", None)
+        if stop is not None:
+            await stop()
 
 
 def _error(error: GatewayError, status: int | None = None) -> Response:

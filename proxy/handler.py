@@ -121,9 +121,19 @@ class Proxy:
         self.upstream = upstream
         self.credentials = credentials
         self.capture = capture
+        self._warm_up: asyncio.Task[None] | None = None
+
+    async def warm_up(self) -> None:
+        """First-request work off the hot path: managed-identity tokens, outbox replay."""
+        await self.credentials.warm(self.backends)
+        replayed = await self.capture.replay_outbox()
+        if replayed:
+            log.info("replayed %d spilled exchanges from %s", replayed, self.capture.outbox_dir)
 
     # ----------------------------------------------------------------------------- entry point
     async def handle(self, request: Request) -> Response:
+        if self._warm_up is None:
+            self._warm_up = asyncio.create_task(self.warm_up())
         rid, identity = identity_from(request.headers)
         rec = ExchangeRecorder(rid, identity)
         tail = request.path_params.get("path")
@@ -279,6 +289,8 @@ class Proxy:
 
     async def aclose(self) -> None:
         """Finish pending captures and close upstream connections (host shutdown)."""
+        if self._warm_up is not None and not self._warm_up.done():
+            self._warm_up.cancel()
         await self.capture.drain()
         await self.upstream.close()
         await self.credentials.close()
