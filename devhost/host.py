@@ -173,6 +173,13 @@ class DevHost:
         #: None: no key check (requests go in as they come, like `func start`).
         self.subscriptions = dict(subscriptions) if subscriptions is not None else None
         self._pump: asyncio.Task[None] | None = None
+        #: The serving event loop (set at start-up), for callers on other threads (tests, tools).
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def call(self, coro: Awaitable[Any], timeout: float = 30) -> Any:
+        """Run a coroutine on the serving loop from another thread and return its result."""
+        assert self.loop is not None, "the dev host is not running"
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore[arg-type]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
@@ -220,6 +227,7 @@ class DevHost:
                 return
 
     async def startup(self) -> None:
+        self.loop = asyncio.get_running_loop()
         if not self.event_functions:
             log.info("no Event Hub-triggered function registered: exchanges are stored, not parsed")
             return
