@@ -4,8 +4,6 @@ Ports and the proxy are built once, lazily, inside the worker's event loop on fi
 `ports()`, `proxy()`, `drain()` and `shutdown()` are also what the dev host (`python -m devhost`) uses.
 """
 
-from __future__ import annotations
-
 import functools
 
 import azure.functions as func
