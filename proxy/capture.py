@@ -40,7 +40,7 @@ class ExchangeRecorder:
     __slots__ = (
         "request_id", "identity", "request", "started", "received_at", "status", "response_headers",
         "content_type", "chunks", "first_byte", "last_byte", "backend", "attempts",
-        "client_disconnected", "gateway_error", "usage_injected",
+        "client_disconnected", "gateway_error", "usage_injected", "_raw_request",
     )
 
     def __init__(self, request_id: str, identity: Identity) -> None:
@@ -49,6 +49,7 @@ class ExchangeRecorder:
         self.started = time.perf_counter()
         self.received_at = utc_now_iso()
         self.request = CapturedRequest(method="", path="", query={}, headers={})
+        self._raw_request: tuple[str, str, list[tuple[str, str]], list[tuple[str, str]], bytes] | None = None
         self.status: int | None = None
         self.response_headers: dict[str, str] = {}
         self.content_type: str | None = None
@@ -72,22 +73,12 @@ class ExchangeRecorder:
         headers: Iterable[tuple[str, str]],
         body: bytes,
     ) -> None:
-        redacted = redact_headers(headers)
-        stored, encoding = encode_body(body, redacted.get("content-type"))
-        self.request = CapturedRequest(
-            method=method,
-            path=path,
-            query=redact_query(query),
-            headers=redacted,
-            body=stored,
-            body_encoding=encoding,
-            body_bytes=len(body),
-        )
+        """Keep references only: redaction and body encoding happen in `finish()`, after the stream."""
+        self._raw_request = (method, path, list(query), list(headers), body)
 
     def set_response(self, status: int, headers: Iterable[tuple[str, str]]) -> None:
         self.status = status
-        self.response_headers = redact_headers(headers)
-        self.content_type = self.response_headers.get("content-type")
+        self.response_headers = headers  # type: ignore[assignment]  # redacted in finish()
         if self.first_byte is None:
             self.first_byte = self.elapsed_ms()
 
@@ -105,11 +96,29 @@ class ExchangeRecorder:
         self.last_byte = self.elapsed_ms()
         return body
 
+    def _captured_request(self) -> CapturedRequest:
+        if self._raw_request is None:
+            return self.request
+        method, path, query, headers, body = self._raw_request
+        redacted = redact_headers(headers)
+        stored, encoding = encode_body(body, redacted.get("content-type"))
+        return CapturedRequest(
+            method=method,
+            path=path,
+            query=redact_query(query),
+            headers=redacted,
+            body=stored,
+            body_encoding=encoding,
+            body_bytes=len(body),
+        )
+
     def finish(self) -> Exchange:
         if self.last_byte is None and self.status is not None:
             self.last_byte = self.elapsed_ms()
         response = None
         if self.status is not None:
+            self.response_headers = redact_headers(self.response_headers)
+            self.content_type = self.response_headers.get("content-type")
             raw = b"".join(self.chunks)
             if self.content_type and self.content_type.lower().startswith("text/event-stream"):
                 response = CapturedResponse(
@@ -124,7 +133,7 @@ class ExchangeRecorder:
                 )
         return Exchange(
             request_id=self.request_id,
-            request=self.request,
+            request=self._captured_request(),
             timings=Timings(
                 received_at=self.received_at,
                 upstream_first_byte_ms=self.first_byte,
