@@ -285,6 +285,8 @@ def server_config(host_app: DevHost, host: str, port: int, log_level: str = "war
     return uvicorn.Config(
         host_app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
         log_level=log_level, access_log=False, timeout_graceful_shutdown=10,
+        # AOAI's own `date` and `server` headers pass through; uvicorn must not add a second pair.
+        server_header=False, date_header=False,
     )
 
 
