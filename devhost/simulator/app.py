@@ -17,7 +17,7 @@ from aiohttp import web
 
 from shared.apis import ApiRoute, classify
 
-from . import chat, errors
+from . import audio, chat, completions, embeddings, errors, images, responses
 from .config import SimulatorConfig
 from .models import encoding_for, model_for
 from .state import LoggedRequest, SimulatorState
@@ -43,6 +43,7 @@ _CONTENT_FILTER_MARKER = b"SIMULATE_CONTENT_FILTER"
 def create_app(config: SimulatorConfig | None = None) -> web.Application:
     app = web.Application(client_max_size=64 * 1024 * 1024)
     app[STATE] = SimulatorState(config or SimulatorConfig())
+    app.router.add_get(images.IMAGE_PATH + "{name}", _image)
     app.router.add_route("*", "/{tail:.*}", _handle)
     return app
 
@@ -189,8 +190,10 @@ async def _dispatch(
     version = request.query.get("api-version", "")
     if route.surface == "deployments" and not version:
         raise _Reply(400, errors.MISSING_API_VERSION)
+    if request.method != "POST":
+        return _read(request, state, route), "", None
     builder = _BUILDERS.get(route.api)
-    if builder is None or request.method != "POST":
+    if builder is None:
         raise _Reply(404, errors.status_body(404))
     parsed: dict[str, Any] = {}
     if body[:1] in (b"{", b" ", b"\n", b"\r", b"\t") or request.content_type == "application/json":
@@ -202,7 +205,10 @@ async def _dispatch(
         if not isinstance(loaded, dict):
             raise _Reply(400, errors.error_body("BadRequest", "The request body must be a JSON object."))
         parsed = loaded
-    deployment = route.deployment or (parsed.get("model") if isinstance(parsed.get("model"), str) else "") or ""
+    model_field = parsed.get("model")
+    if route.deployment is None and request.content_type == "multipart/form-data":
+        model_field = audio.form_fields(request.headers.get("Content-Type", ""), body).get("model")
+    deployment = route.deployment or (model_field if isinstance(model_field, str) else "") or ""
     headers["x-ms-deployment-name"] = deployment
     if route.surface == "v1" and not deployment:
         raise BadRequest("'model' is a required property.", param="model")
@@ -230,15 +236,50 @@ async def _dispatch(
     ctx = Context(
         config=config, deployment=deployment, model=model, enc=encoding_for(model), rng=state.rng,
         chunks=max(1, int(chunks if chunks is not None else config.stream_chunks)),
+        raw=body, content_type=request.headers.get("Content-Type", ""),
+        base_url=f"{request.scheme}://{request.host}", responses=state.responses,
     )
     stream = bool(parsed.get("stream"))
     return builder(parsed, ctx, stream), deployment, route.api
 
 
-def _chat(body: dict[str, Any], ctx: Context, stream: bool) -> Plan:
-    return chat.build(body, ctx, stream=stream)
+def _read(request: web.Request, state: SimulatorState, route: ApiRoute) -> Plan:
+    """GET/DELETE: stored responses (and their input items) and the model list."""
+    if route.api == "responses" and route.response_id is not None:
+        stored = state.responses.get(route.response_id)
+        if stored is None:
+            raise _Reply(404, errors.error_body(
+                "NotFound", f"Response with id '{route.response_id}' not found.", param=None, type="invalid_request_error"))
+        if request.method == "DELETE" and request.path.rstrip("/").endswith(route.response_id):
+            del state.responses[route.response_id]
+            return Plan(body=orjson.dumps({"id": route.response_id, "object": "response.deleted", "deleted": True}))
+        if request.method == "GET":
+            if request.path.rstrip("/").endswith("/input_items"):
+                return Plan(body=responses.input_items_page(stored))
+            if request.path.rstrip("/").endswith(route.response_id):
+                return Plan(body=stored.body)
+    if route.api == "other" and request.method == "GET" and request.path.rstrip("/").endswith("/models"):
+        names = list(state.config.deployments or ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "text-embedding-3-small"))
+        data = [{"id": model_for(n, state.config.models), "object": "model", "created": 0, "owned_by": "system"}
+                for n in names]
+        return Plan(body=orjson.dumps({"object": "list", "data": data}))
+    raise _Reply(404, errors.status_body(404))
+
+
+async def _image(request: web.Request) -> web.Response:
+    png = images.image_bytes(request.match_info["name"])
+    if png is None:
+        return web.Response(status=404, body=errors.status_body(404), content_type="application/json")
+    return web.Response(body=png, content_type="image/png")
 
 
 _BUILDERS: dict[str, Builder] = {
-    "chat.completions": _chat,
+    "chat.completions": lambda body, ctx, stream: chat.build(body, ctx, stream=stream),
+    "completions": lambda body, ctx, stream: completions.build(body, ctx, stream=stream),
+    "embeddings": lambda body, ctx, stream: embeddings.build(body, ctx, stream=False),
+    "images.generations": lambda body, ctx, stream: images.build(body, ctx, stream=False),
+    "audio.transcriptions": lambda body, ctx, stream: audio.transcribe(ctx, translate=False),
+    "audio.translations": lambda body, ctx, stream: audio.transcribe(ctx, translate=True),
+    "audio.speech": lambda body, ctx, stream: audio.speech(body, ctx),
+    "responses": lambda body, ctx, stream: responses.build(body, ctx, stream=stream),
 }

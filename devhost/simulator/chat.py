@@ -10,7 +10,7 @@ import orjson
 
 from . import text, tokens
 from .filters import SAFE_COMPLETION, prompt_filter_results
-from .wire import DONE, BadRequest, Context, Event, Plan, data_event, max_tokens
+from .wire import DONE, BadRequest, Context, Event, Plan, data_event, max_tokens, token_budget
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +98,8 @@ def build(body: dict[str, Any], ctx: Context, *, stream: bool) -> Plan:
     start = text.variant(ctx.config.seed, key)
     fns, legacy = _functions(body)
     cap = max_tokens(body, "max_completion_tokens", "max_tokens")
-    budget = ctx.config.completion_tokens if cap is None else min(cap, ctx.config.completion_tokens)
-    chunks = max(1, min(ctx.chunks, budget))
+    budget, truncated = token_budget(ctx, cap)
+    chunks = ctx.chunks
 
     cid = ctx.new_id("chatcmpl", "-")
     base = {"created": ctx.created, "id": cid, "model": ctx.model, "object": "chat.completion.chunk",
@@ -156,7 +156,7 @@ def build(body: dict[str, Any], ctx: Context, *, stream: bool) -> Plan:
 
     answers = [text.answer(ctx.enc, start + 7 * i, budget, chunks) for i in range(n)]
     completion = sum(a.tokens for a in answers)
-    finish = "length" if cap is not None and cap <= ctx.config.completion_tokens else "stop"
+    finish = "length" if truncated else "stop"
     if not stream:
         choices = [
             {"content_filter_results": SAFE_COMPLETION, "finish_reason": finish, "index": i, "logprobs": None,

@@ -27,6 +27,12 @@ class SimulatorHandle:
     def config(self) -> SimulatorConfig:
         return self.app[STATE].config
 
+    def __enter__(self) -> SimulatorHandle:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def stop(self) -> None:
         """Stop a simulator started with `run_in_thread` (waits for the thread to finish)."""
         if self._stop is not None:

@@ -38,18 +38,24 @@ def variant(seed: int, key: bytes) -> int:
 
 @functools.lru_cache(maxsize=4096)
 def answer(enc: tiktoken.Encoding, start: int, max_tokens: int, chunks: int) -> Answer:
-    """At most `max_tokens` tokens (and at least `chunks` words, so every chunk has text)."""
+    """Words from the list, starting at `start`, up to `max_tokens` tokens, cut into up to `chunks` chunks.
+
+    Never longer than `max_tokens` (callers pass the request's cap), so the usage it implies is
+    honest; fewer chunks come back when the budget holds fewer words than chunks asked for.
+    """
     words: list[str] = []
+    used = 0
     i = start
-    # Words are mostly one or a few tokens; grow until the budget or the chunk count is met.
-    while True:
+    while used < max_tokens:
         candidate = WORDS[i % len(WORDS)]
-        if words and count(enc, "".join(words) + candidate) > max_tokens and len(words) >= chunks:
-            break
+        grown = count(enc, "".join(words) + candidate)
+        if grown > max_tokens:
+            if words:
+                break
+            candidate, grown = "Hi", count(enc, "Hi")  # one token in every encoding
         words.append(candidate)
+        used = grown
         i += 1
-        if len(words) >= chunks and count(enc, "".join(words)) >= max_tokens:
-            break
     text = "".join(words)
     return Answer(text=text, tokens=count(enc, text), chunks=split(words, chunks))
 

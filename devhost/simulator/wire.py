@@ -45,6 +45,14 @@ class Plan:
     headers: dict[str, str] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class StoredResponse:
+    body: bytes
+    input_items: list[Any]
+    #: Input + output tokens of this turn: what a follow-up with previous_response_id re-reads.
+    context_tokens: int
+
+
 class BadRequest(Exception):
     """Invalid input: answered 400 with AOAI's error shape."""
 
@@ -64,6 +72,13 @@ class Context:
     rng: random.Random
     chunks: int
     created: int = field(default_factory=lambda: int(time.time()))
+    #: The raw body and its content type (multipart uploads are parsed from these).
+    raw: bytes = b""
+    content_type: str = ""
+    #: `http://host:port` as the client reached us, for URLs we hand out (image URLs).
+    base_url: str = ""
+    #: Stored Responses API objects by id (for previous_response_id and GET/DELETE).
+    responses: dict[str, "StoredResponse"] = field(default_factory=dict)
 
     def new_id(self, prefix: str, sep: str = "-") -> str:
         return f"{prefix}{sep}{self.rng.getrandbits(128):032x}"
@@ -81,3 +96,14 @@ def max_tokens(body: dict[str, Any], *keys: str) -> int | None:
                 raise BadRequest(f"Invalid value for '{key}': expected a positive integer.", param=key)
             return value
     return None
+
+
+def token_budget(ctx: Context, cap: int | None) -> tuple[int, bool]:
+    """(answer length in tokens, whether the request's cap cut it short).
+
+    The natural length is `completion_tokens`, stretched so every asked-for chunk has a token.
+    """
+    natural = max(ctx.config.completion_tokens, ctx.chunks)
+    if cap is None or cap >= natural:
+        return natural, False
+    return cap, True
