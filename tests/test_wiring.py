@@ -53,3 +53,44 @@ async def test_log_sink_writes_one_json_line_at_debug(caplog):
     lines = [r for r in caplog.records if r.name == "gateway.usage"]
     assert len(lines) == 1 and lines[0].levelno == logging.DEBUG
     assert lines[0].getMessage() == '{"prompt_tokens":3,"request_id":"r"}'
+
+
+async def test_azure_settings_pick_cosmos_event_hubs_and_app_insights_without_io():
+    from shared.adapters.appinsights import AppInsightsUsageSink
+    from shared.adapters.cosmos import CosmosExchangeStore, CosmosRecordStore
+    from shared.adapters.eventhub import EventHubChannel
+
+    settings = Settings.from_env(
+        {
+            "LOG_STORE": "cosmos",
+            "COSMOS_ENDPOINT": "https://acct.documents.azure.com:443/",
+            "EVENT_CHANNEL": "eventhub",
+            "EventHubConnection__fullyQualifiedNamespace": "ns.servicebus.windows.net",
+            "APPLICATIONINSIGHTS_CONNECTION_STRING": "InstrumentationKey=00000000-0000-0000-0000-000000000000",
+            # As in Azure: the Functions worker owns the Azure Monitor set-up.
+            "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY": "true",
+        }
+    )
+    ports = build_ports(settings)
+    assert isinstance(ports.exchanges, CosmosExchangeStore)
+    assert isinstance(ports.records, CosmosRecordStore)
+    assert isinstance(ports.channel, EventHubChannel)
+    assert isinstance(ports.sink, AppInsightsUsageSink)
+    assert ports.sink.logger.name == "gateway.usage" and ports.sink.logger.isEnabledFor(logging.INFO)
+    await ports.close()
+
+
+async def test_close_runs_every_closer_and_reports_the_first_failure(tmp_path):
+    ports = build_ports(Settings.from_env({"SQLITE_PATH": str(tmp_path / "g.db")}))
+    closed = []
+
+    async def failing():
+        raise OSError("boom")
+
+    async def ok():
+        closed.append("ok")
+
+    ports._closers = [ok, failing]
+    with pytest.raises(OSError):
+        await ports.close()
+    assert closed == ["ok"]
