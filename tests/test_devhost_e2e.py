@@ -18,6 +18,7 @@ from devhost.host import DevHost, run_in_thread
 from devhost.simulator import SimulatorConfig
 from devhost.simulator import run_in_thread as run_simulator
 from devhost.subscriptions import parse_subscriptions
+from shared.exchange import decode_body
 
 CLIENT_KEY = "sk-team-a-CLIENT-SECRET-4242"
 UPSTREAM_KEY = "upstream-AOAI-SECRET-9191"
@@ -221,3 +222,58 @@ def test_client_disconnect_mid_stream_is_recorded_and_upstream_closed(gw):
     # The upstream call was closed at once, long before the simulated generation (12 x 200 ms) ended.
     assert ex.timings.last_byte_ms < 1500
     assert ex.response.sse.count("data:") < 12
+
+
+def test_completions_stream_and_non_stream(gw):
+    client = gw.client()
+    crid = _crid()
+    raw = client.completions.with_raw_response.create(model="gpt-35-turbo-instruct", prompt="Once upon",
+                                                      max_tokens=20, extra_headers={"x-ms-client-request-id": crid})
+    assert raw.http_response.content == gw.upstream(crid).response
+    assert raw.parse().choices[0].text
+    chunks = list(client.completions.create(model="gpt-35-turbo-instruct", prompt="Once upon", max_tokens=20, stream=True))
+    assert "".join(c.choices[0].text for c in chunks if c.choices)
+
+
+def test_embeddings_float_and_base64(gw):
+    client = gw.client()
+    crid = _crid()
+    raw = client.embeddings.with_raw_response.create(model="text-embedding-3-small", input=["a", "b"],
+                                                     extra_headers={"x-ms-client-request-id": crid})
+    assert raw.http_response.content == gw.upstream(crid).response
+    result = raw.parse()
+    assert len(result.data) == 2 and len(result.data[0].embedding) > 10
+    assert json.loads(gw.upstream(crid).body)["encoding_format"] == "base64"  # the SDK's default, untouched
+    ex = _stored_once(gw, raw.headers["x-gateway-request-id"])
+    assert ex.request.body["input"] == ["a", "b"]
+
+
+def test_responses_api_stream_bytes_identical(gw):
+    crid = _crid()
+    client = AzureOpenAI(api_key=CLIENT_KEY, azure_endpoint=gw.url, api_version="2025-04-01-preview", max_retries=0)
+    with client.responses.with_streaming_response.create(
+        model="gpt-4o", input="Tell me a story", stream=True, extra_headers={"x-ms-client-request-id": crid}
+    ) as response:
+        received = b"".join(response.iter_bytes())
+        rid = response.headers["x-gateway-request-id"]
+    logged = gw.upstream(crid)
+    assert logged.path == "/openai/responses"
+    assert received == logged.response and b"event: response.completed" in received
+    ex = _stored_once(gw, rid)
+    assert ex.response.sse.encode() == logged.response and not ex.usage_injected
+    events = list(client.responses.create(model="gpt-4o", input="Hi", stream=True))
+    assert events[-1].type == "response.completed" and events[-1].response.usage.total_tokens > 0
+
+
+def test_audio_transcription_multipart_upload(gw):
+    crid = _crid()
+    audio = bytes(range(256)) * 400  # 100 kB of binary "audio"
+    raw = gw.client().audio.transcriptions.with_raw_response.create(
+        model="whisper", file=("clip.wav", audio, "audio/wav"), extra_headers={"x-ms-client-request-id": crid}
+    )
+    logged = gw.upstream(crid)
+    assert raw.parse().text and raw.http_response.content == logged.response
+    assert audio in logged.body  # the multipart body went upstream byte for byte
+    ex = _stored_once(gw, raw.headers["x-gateway-request-id"])
+    assert ex.request.body_encoding == "base64" and decode_body(ex.request.body, "base64") == logged.body
+    assert ex.request.headers["content-type"].startswith("multipart/form-data")
