@@ -102,7 +102,27 @@ class ProxyCall:
     deployment: str | None
     filter_usage: bool = False
     backend: Backend | None = None
+    #: Set once the exchange was handed to the capture writer (exactly once per call).
+    captured: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+class RelayResponse(StreamingResponse):
+    """A StreamingResponse that still finishes the capture when its body is never fully iterated.
+
+    If the client goes away before the body generator starts (or while it is parked at a `yield`
+    and the server stops iterating), the generator's `finally` may never run; `on_abandoned` does.
+    """
+
+    def __init__(self, content: AsyncIterator[bytes], status_code: int, on_abandoned: Callable[[], None]) -> None:
+        super().__init__(content, status_code=status_code)
+        self._on_abandoned = on_abandoned
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_abandoned()
 
 
 class Proxy:
@@ -149,9 +169,13 @@ class Proxy:
             return self._answer(rec, GatewayError(f"The gateway failed to handle the request ({type(exc).__name__})."))
 
         headers = client_response_headers(resp.headers.items())
+        if call.filter_usage and not resp.headers.get("content-type", "").startswith("text/event-stream"):
+            call.filter_usage = False  # an error answer (JSON): nothing to hold back
         rec.set_response(resp.status, headers)
         headers.append((REQUEST_ID_HEADER, rid))
-        response = StreamingResponse(self._relay(call, resp), status_code=resp.status)
+        response = RelayResponse(
+            self._relay(call, resp), resp.status, lambda: self._finish(call, resp, completed=False)
+        )
         response.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
         return response
 
@@ -263,29 +287,38 @@ class Proxy:
             async for chunk in self.client_stream(call, self.upstream_chunks(call, resp)):
                 yield chunk
             completed = True
-        except (asyncio.CancelledError, GeneratorExit):
-            rec.client_disconnected = True
-            raise
         except TimeoutError:
+            call.extra["upstream_failed"] = True
             rec.attempts[-1].error = "stream idle timeout"
             log.warning("upstream stream idle timeout for %s", call.request_id)
         except aiohttp.ClientError as exc:
+            call.extra["upstream_failed"] = True
             rec.attempts[-1].error = f"stream broken: {type(exc).__name__}"
             log.warning("upstream stream broken for %s: %s", call.request_id, type(exc).__name__)
         finally:
-            rec.last_byte = rec.elapsed_ms()
-            if completed:
-                resp.release()
-            else:
-                resp.close()  # drop the connection: AOAI stops generating for a gone client
-            self.capture.submit(rec.finish())
+            self._finish(call, resp, completed)
+
+    def _finish(self, call: ProxyCall, resp: aiohttp.ClientResponse, completed: bool) -> None:
+        """End of the response, whichever way it ended: release upstream, capture once."""
+        if call.captured:
+            return
+        call.captured = True
+        rec = call.recorder
+        rec.last_byte = rec.elapsed_ms()
+        if completed:
+            resp.release()
+        else:
+            # Not every byte reached the client: it went away (an upstream failure is recorded on
+            # the attempt instead). Closing drops the connection so AOAI stops generating.
+            rec.client_disconnected = rec.client_disconnected or not call.extra.get("upstream_failed", False)
+            resp.close()
+        self.capture.submit(rec.finish())
 
     def _answer(self, rec: ExchangeRecorder, error: GatewayError) -> Response:
         body = rec.answer_error(error)
         self.capture.submit(rec.finish())
         headers = {**error.headers, REQUEST_ID_HEADER: rec.request_id}
         return Response(content=body, status_code=error.status, headers=headers, media_type="application/json")
-
 
     async def aclose(self) -> None:
         """Finish pending captures and close upstream connections (host shutdown)."""

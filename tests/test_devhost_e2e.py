@@ -277,3 +277,18 @@ def test_audio_transcription_multipart_upload(gw):
     ex = _stored_once(gw, raw.headers["x-gateway-request-id"])
     assert ex.request.body_encoding == "base64" and decode_body(ex.request.body, "base64") == logged.body
     assert ex.request.headers["content-type"].startswith("multipart/form-data")
+
+
+def test_client_gone_before_the_first_byte_still_leaves_one_exchange(gw):
+    crid = _crid()
+    with pytest.raises(httpx.ReadTimeout):
+        httpx.post(f"{gw.url}/openai/deployments/gpt-4o/chat/completions?api-version={API_VERSION}",
+                   json={"messages": [{"role": "user", "content": "slow"}], "stream": True}, timeout=0.3,
+                   headers={"api-key": CLIENT_KEY, "x-ms-client-request-id": crid, "x-sim-ttft-ms": "800"})
+    time.sleep(1.2)  # the upstream answers after 800 ms, to a client that is gone
+    gw.host.call(function_app.drain())
+    logged = gw.upstream(crid)
+    rids = [rid for rid in gw.published if (ex := gw.exchange(rid)) and ex.request.headers.get("x-ms-client-request-id") == crid]
+    assert len(rids) == 1 and logged is not None
+    ex = gw.exchange(rids[0])
+    assert ex.client_disconnected and ex.response.status == 200
