@@ -3,7 +3,7 @@
     .venv/bin/python bench/quick_proxy.py [--requests 300] [--warmup 30]
 
 Starts the AOAI simulator and the dev host as separate processes on loopback ports, then sends
-streamed chat completions one at a time (concurrency 1) and reports p50/p90/p99 time to the first
+streamed chat completions one at a time (concurrency 1), alternating direct and proxied, and reports p50/p90/p99 time to the first
 body byte and to the last byte, for both paths, and the difference. Not a test: the full benchmark
 (concurrency 32, rps, memory) lives in `python -m bench`.
 """
@@ -49,23 +49,36 @@ def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 30) -> No
     raise RuntimeError(f"nothing listening on {port}")
 
 
-async def measure(url: str, n: int, warmup: int) -> tuple[list[float], list[float]]:
-    ttfb, total = [], []
-    async with httpx.AsyncClient(base_url=url, timeout=30, headers={"api-key": KEY}) as client:
+async def one(client: httpx.AsyncClient) -> tuple[float, float]:
+    start = time.perf_counter()
+    first = None
+    async with client.stream("POST", PATH, json=BODY) as r:
+        async for _ in r.aiter_raw():
+            if first is None:
+                first = time.perf_counter()
+    end = time.perf_counter()
+    if r.status_code != 200 or first is None:
+        raise RuntimeError(f"status {r.status_code}")
+    return (first - start) * 1000, (end - start) * 1000
+
+
+Samples = tuple[list[float], list[float]]
+
+
+async def measure(direct_url: str, proxied_url: str, n: int, warmup: int) -> tuple[Samples, Samples]:
+    """Alternate direct and proxied requests, so machine noise hits both paths alike."""
+    out: tuple[Samples, Samples] = (([], []), ([], []))
+    async with (
+        httpx.AsyncClient(base_url=direct_url, timeout=30, headers={"api-key": KEY}) as direct,
+        httpx.AsyncClient(base_url=proxied_url, timeout=30, headers={"api-key": KEY}) as proxied,
+    ):
         for i in range(warmup + n):
-            start = time.perf_counter()
-            async with client.stream("POST", PATH, json=BODY) as r:
-                first = None
-                async for _ in r.aiter_raw():
-                    if first is None:
-                        first = time.perf_counter()
-            end = time.perf_counter()
-            if r.status_code != 200:
-                raise RuntimeError(f"status {r.status_code}")
-            if i >= warmup:
-                ttfb.append((first - start) * 1000)
-                total.append((end - start) * 1000)
-    return ttfb, total
+            for (ttfb, total), client in zip(out, (direct, proxied)):
+                first, whole = await one(client)
+                if i >= warmup:
+                    ttfb.append(first)
+                    total.append(whole)
+    return out
 
 
 def pct(values: list[float], p: float) -> float:
@@ -97,8 +110,9 @@ def main() -> int:
             procs.append(subprocess.Popen([py, "-m", "devhost", "--port", str(gw_port), "--settings", str(settings)],
                                           cwd=ROOT, env=env, stdout=subprocess.DEVNULL))
             wait_listening(gw_port, procs[-1])
-            direct = asyncio.run(measure(f"http://127.0.0.1:{sim_port}", args.requests, args.warmup))
-            proxied = asyncio.run(measure(f"http://127.0.0.1:{gw_port}", args.requests, args.warmup))
+            direct, proxied = asyncio.run(
+                measure(f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{gw_port}", args.requests, args.warmup)
+            )
         finally:
             for p in procs:
                 p.terminate()
