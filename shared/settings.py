@@ -21,19 +21,6 @@ def _bool(value: str | None, default: bool) -> bool:
     return value.strip().lower() in {"1", "true", "yes", "on"}
 
 
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name)
-    if raw in (None, ""):
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a number of seconds, got {raw!r}") from None
-    if value <= 0:
-        raise ConfigurationError(f"{name} must be greater than 0, got {raw!r}")
-    return value
-
-
 def _int(env: Mapping[str, str], name: str, default: int) -> int:
     raw = env.get(name)
     if raw in (None, ""):
@@ -42,6 +29,16 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +81,19 @@ class Settings:
     capture_outbox_dir: str = ""
     #: Dev host only: JSON object, api-key value -> {"id", "name", "product"}.
     local_subscriptions_json: str = ""
+    #: Routing (proxy/policy.py): upstream attempts per request, counting the first.
+    max_attempts: int = 3
+    #: No new attempt starts once this many seconds have passed since the first one.
+    retry_deadline_seconds: float = 30.0
+    #: Health failures (5xx, connection errors, timeouts) within the window that open a circuit.
+    circuit_failures: int = 5
+    circuit_window_seconds: float = 30.0
+    #: How long an open circuit keeps a backend out before one trial request may probe it.
+    circuit_cooldown_seconds: float = 30.0
+    #: How long a Responses API response id stays pinned to the backend that created it.
+    responses_affinity_ttl_seconds: int = 30 * 24 * 3600
+    #: JSON object deployment -> {"model", "type"} for pricing (see shared/pricing/deployments.py).
+    deployment_models_json: str = "{}"
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -116,5 +126,12 @@ class Settings:
             upstream_max_connections=_int(env, "UPSTREAM_MAX_CONNECTIONS", 256),
             capture_outbox_dir=env.get("CAPTURE_OUTBOX_DIR") or "",
             local_subscriptions_json=env.get("LOCAL_SUBSCRIPTIONS") or "",
+            max_attempts=_int(env, "GATEWAY_MAX_ATTEMPTS", 3),
+            retry_deadline_seconds=_float(env, "GATEWAY_RETRY_DEADLINE_SECONDS", 30.0),
+            circuit_failures=_int(env, "GATEWAY_CIRCUIT_FAILURES", 5),
+            circuit_window_seconds=_float(env, "GATEWAY_CIRCUIT_WINDOW_SECONDS", 30.0),
+            circuit_cooldown_seconds=_float(env, "GATEWAY_CIRCUIT_COOLDOWN_SECONDS", 30.0),
+            responses_affinity_ttl_seconds=_int(env, "RESPONSES_AFFINITY_TTL_SECONDS", 30 * 24 * 3600),
+            deployment_models_json=env.get("DEPLOYMENT_MODELS") or "{}",
             extra=env,
         )
