@@ -497,3 +497,52 @@ def test_cli_arguments() -> None:
     assert (host, port, config.ttft_ms, tuple(config.fail_statuses)) == ("127.0.0.1", 9000, 20.0, (503,))
     assert config.deployments == ["gpt-4o"] and config.models == {"chat": "gpt-4.1-2025-04-14"}
     assert config.log_requests is False
+
+
+def test_completion_filter_stops_the_answer(client: AzureOpenAI, sim: SimulatorHandle) -> None:
+    messages = [{"role": "user", "content": "SIMULATE_COMPLETION_FILTER please"}]
+    full = client.chat.completions.create(model="gpt-4o", messages=HELLO)
+    r = client.chat.completions.create(model="gpt-4o", messages=messages)
+    assert r.choices[0].finish_reason == "content_filter"
+    assert (r.choices[0].model_extra or {})["content_filter_results"]["violence"]["filtered"] is True
+    assert r.usage.completion_tokens == len(O200K.encode(r.choices[0].message.content)) > 0
+    assert r.usage.completion_tokens < full.usage.completion_tokens
+    _, events = raw_events(sim, {"messages": messages, "stream": True})
+    chunks = [json.loads(e.data) for e in events[1:-1]]
+    streamed = "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks)
+    assert streamed == r.choices[0].message.content
+    assert chunks[-1]["choices"][0]["finish_reason"] == "content_filter"
+    assert chunks[-1]["choices"][0]["content_filter_results"]["violence"]["filtered"] is True
+
+
+def test_stream_options_need_stream_and_dated_responses_path_needs_api_version(sim: SimulatorHandle) -> None:
+    r = httpx.post(chat_url(sim), json={"messages": HELLO, "stream_options": {"include_usage": True}},
+                   headers={"api-key": "k"})
+    assert r.status_code == 400 and r.json()["error"]["param"] == "stream_options"
+    r = httpx.post(f"{sim.url}/openai/responses", json={"model": "gpt-4o", "input": "hi"}, headers={"api-key": "k"})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "MissingApiVersionParameter"
+    r = httpx.post(f"{sim.url}/openai/responses?api-version=2025-04-01-preview", json={"model": "gpt-4o", "input": "hi"},
+                   headers={"api-key": "k"})
+    assert r.status_code == 200 and r.json()["object"] == "response"
+    assert httpx.get(f"{sim.url}/openai/responses/{r.json()['id']}?api-version=2025-04-01-preview",
+                     headers={"api-key": "k"}).json()["id"] == r.json()["id"]
+
+
+def test_throttled_response_advertises_nothing_remaining(sim: SimulatorHandle) -> None:
+    r = httpx.post(chat_url(sim), json={"messages": HELLO}, headers={"api-key": "k", "x-sim-status": "429"})
+    assert r.headers["x-ratelimit-remaining-requests"] == "0" and r.headers["x-ratelimit-remaining-tokens"] == "0"
+
+
+def test_bad_override_header_is_a_400_and_client_disconnect_is_recorded(sim: SimulatorHandle) -> None:
+    r = httpx.post(chat_url(sim), json={"messages": HELLO}, headers={"api-key": "k", "x-sim-ttft-ms": "soon"})
+    assert r.status_code == 400 and "x-sim-ttft-ms" in r.json()["error"]["message"]
+    with httpx.stream("POST", chat_url(sim), json={"messages": HELLO, "stream": True},
+                      headers={"api-key": "k", "x-sim-token-delay-ms": "30", "x-sim-chunks": "30"}) as s:
+        next(s.iter_raw())  # read the first bytes, then hang up
+    record = sim.requests[-1]
+    for _ in range(100):
+        if record.finished:
+            break
+        time.sleep(0.02)
+    assert record.client_disconnected and not record.dropped
+    assert b"[DONE]" not in record.response

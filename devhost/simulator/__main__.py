@@ -28,7 +28,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[SimulatorConfig, str, int
     p.add_argument("--model", action="append", default=[], metavar="DEPLOYMENT=MODEL", help="model version map")
     p.add_argument("--completion-tokens", type=int, default=60)
     p.add_argument("--stream-chunks", type=int, default=12)
-    p.add_argument("--no-log", action="store_true", help="do not keep requests in memory")
+    # A standalone server has nobody to read its request log, so it keeps none unless asked.
+    p.add_argument("--log", dest="log", action="store_true", default=False, help="keep requests in memory")
+    p.add_argument("--no-log", dest="log", action="store_false", help="keep no request log (the default here)")
     p.add_argument("--no-uvloop", action="store_true")
     a = p.parse_args(argv)
     config = SimulatorConfig(
@@ -36,29 +38,27 @@ def parse_args(argv: list[str] | None = None) -> tuple[SimulatorConfig, str, int
         throttle_rate=a.throttle_rate, retry_after_ms=a.retry_after_ms, drop_rate=a.drop_rate,
         fail_statuses=tuple(a.fail_status), fail_rate=a.fail_rate, seed=a.seed, deployments=a.deployment,
         models=dict(m.split("=", 1) for m in a.model), completion_tokens=a.completion_tokens,
-        stream_chunks=a.stream_chunks, log_requests=not a.no_log,
+        stream_chunks=a.stream_chunks, log_requests=a.log,
     )
     return config, a.host, a.port, not a.no_uvloop
 
 
 async def _main(config: SimulatorConfig, host: str, port: int) -> None:
     async with serve(config, host, port) as sim:
-        print(f"AOAI simulator listening on {sim.url} (any api-key{'' if config.api_key is None else ' but the configured one is refused'})"
-              if config.api_key is None else f"AOAI simulator listening on {sim.url}", flush=True)
+        key = "any non-empty api-key" if config.api_key is None else "the configured --api-key"
+        print(f"AOAI simulator listening on {sim.url} (accepts {key})", flush=True)
+        print(f"  try: AzureOpenAI(azure_endpoint={sim.url!r}, api_key='x', api_version='2024-10-21')", flush=True)
         await asyncio.Event().wait()
 
 
 def main(argv: list[str] | None = None) -> None:
     config, host, port, use_uvloop = parse_args(argv)
-    if config.deployments is None:
-        pass
     run = asyncio.run
     if use_uvloop:
         with contextlib.suppress(ImportError):
             import uvloop
 
             run = uvloop.run
-    # Log requests only when asked to keep them: a long-running demo server would grow forever.
     with contextlib.suppress(KeyboardInterrupt):
         run(_main(config, host, port))
 

@@ -10,6 +10,7 @@ import asyncio
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -21,7 +22,7 @@ from . import audio, chat, completions, embeddings, errors, images, responses
 from .config import SimulatorConfig
 from .models import encoding_for, model_for
 from .state import LoggedRequest, SimulatorState
-from .wire import BadRequest, Context, Plan
+from .wire import BadRequest, Context, Event, Plan
 
 STATE: web.AppKey[SimulatorState] = web.AppKey("simulator_state", SimulatorState)
 
@@ -74,6 +75,26 @@ def _check_auth(request: web.Request, config: SimulatorConfig) -> None:
         raise _Reply(401, errors.status_body(401))
 
 
+@dataclass(slots=True)
+class _Pacing:
+    """How this request is paced and whether it is cut: config values, overridden by x-sim-* headers."""
+
+    ttft: float  # seconds
+    delay: float  # seconds per paced chunk
+    drop_after: int | None
+
+    @classmethod
+    def of(cls, request: web.Request, config: SimulatorConfig) -> _Pacing:
+        ttft = _header_number(request, "x-sim-ttft-ms")
+        delay = _header_number(request, "x-sim-token-delay-ms")
+        drop = _header_number(request, "x-sim-drop-after")
+        return cls(
+            ttft=(config.ttft_ms if ttft is None else ttft) / 1000.0,
+            delay=(config.token_delay_ms if delay is None else delay) / 1000.0,
+            drop_after=None if drop is None else int(drop),
+        )
+
+
 async def _handle(request: web.Request) -> web.StreamResponse:
     state = request.app[STATE]
     config = state.config
@@ -93,69 +114,87 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     }
     if "x-ms-client-request-id" in request.headers:
         headers["x-ms-client-request-id"] = request.headers["x-ms-client-request-id"]
+    api: str | None = None
+    pacing = _Pacing(0.0, 0.0, None)
     try:
-        plan, deployment, api = await _plan(request, state, body, headers)
+        pacing = _Pacing.of(request, config)
+        plan, api = await _plan(request, state, body, headers)
     except _Reply as reply:
-        plan = Plan(status=reply.status, body=reply.body)
-        plan.headers.update(reply.headers)
-        deployment, api = headers.get("x-ms-deployment-name", ""), None
+        plan = Plan(status=reply.status, body=reply.body, headers=reply.headers)
     except BadRequest as exc:
         plan = Plan(status=400, body=errors.error_body(exc.code, exc.message, param=exc.param, type=None))
-        deployment, api = headers.get("x-ms-deployment-name", ""), None
-    headers["x-ms-deployment-name"] = deployment
     remaining_requests, remaining_tokens = state.spend(plan.tokens)
+    if plan.status == 429:
+        remaining_requests, remaining_tokens = 0, 0  # what a throttled deployment advertises
     headers["x-ratelimit-limit-requests"] = str(config.ratelimit_requests)
     headers["x-ratelimit-limit-tokens"] = str(config.ratelimit_tokens)
     headers["x-ratelimit-remaining-requests"] = str(remaining_requests)
     headers["x-ratelimit-remaining-tokens"] = str(remaining_tokens)
     headers.update(plan.headers)
-
-    ttft = _header_number(request, "x-sim-ttft-ms") if plan.status == 200 else 0.0
-    ttft = config.ttft_ms if ttft is None else ttft
-    delay = _header_number(request, "x-sim-token-delay-ms") if plan.status == 200 else 0.0
-    delay = (config.token_delay_ms if delay is None else delay) / 1000.0
-    drop_after = _header_number(request, "x-sim-drop-after")
-    if drop_after is None and api is not None and state.roll(config.drop_rate):
-        drop_after = len(plan.events) // 2 if plan.events is not None else 0
+    if plan.status != 200:
+        pacing = _Pacing(0.0, 0.0, None)  # errors come back at once
+    elif pacing.drop_after is None and api is not None and state.roll(config.drop_rate):
+        # Streams are cut halfway through their content; non-stream answers before any byte.
+        pacing.drop_after = sum(1 for e in plan.events or () if e.paced) // 2
 
     if plan.events is None:
-        wait = ttft / 1000.0 + delay * plan.paced_chunks
-        if wait > 0:
-            await asyncio.sleep(wait)
-        if drop_after is not None:
-            return _drop(request, record)
-        headers["openai-processing-ms"] = f"{(time.monotonic() - started) * 1000:.4f}"
-        headers["Content-Type"] = plan.content_type
-        if record is not None:
-            record.status, record.response, record.response_headers = plan.status, plan.body, headers
-            record.finished = time.monotonic()
-        return web.Response(status=plan.status, body=plan.body, headers=headers)
+        return await _send_body(request, plan, headers, pacing, started, record)
+    return await _send_stream(request, plan, plan.events, headers, pacing, started, record)
 
-    if ttft > 0:
-        await asyncio.sleep(ttft / 1000.0)
+
+async def _send_body(
+    request: web.Request, plan: Plan, headers: dict[str, str], pacing: _Pacing, started: float,
+    record: LoggedRequest | None,
+) -> web.StreamResponse:
+    # A non-stream answer takes as long as its stream would have: ttft plus a delay per chunk.
+    wait = pacing.ttft + pacing.delay * plan.paced_chunks
+    if wait > 0:
+        await asyncio.sleep(wait)
+    if pacing.drop_after is not None:
+        return _drop(request, record)
+    headers["openai-processing-ms"] = f"{(time.monotonic() - started) * 1000:.4f}"
+    headers["Content-Type"] = plan.content_type
+    if record is not None:
+        record.status, record.response, record.response_headers = plan.status, plan.body, headers
+        record.finished = time.monotonic()
+    return web.Response(status=plan.status, body=plan.body, headers=headers)
+
+
+async def _send_stream(
+    request: web.Request, plan: Plan, events: list[Event], headers: dict[str, str], pacing: _Pacing,
+    started: float, record: LoggedRequest | None,
+) -> web.StreamResponse:
+    if pacing.ttft > 0:
+        await asyncio.sleep(pacing.ttft)
     headers["openai-processing-ms"] = f"{(time.monotonic() - started) * 1000:.4f}"
     headers["Content-Type"] = "text/event-stream; charset=utf-8"
     headers["Cache-Control"] = "no-cache"
     response = web.StreamResponse(status=plan.status, headers=headers)
     response.enable_chunked_encoding()
-    await response.prepare(request)
     sent: list[bytes] = []
     if record is not None:
         record.status, record.response_headers = plan.status, headers
     paced = 0
-    for event in plan.events:
-        if event.paced:
-            if drop_after is not None and paced >= drop_after:
-                if record is not None:
-                    record.response = b"".join(sent)
-                return _drop(request, record)
-            paced += 1
-            if delay > 0:
-                await asyncio.sleep(delay)
-        await response.write(event.data)
+    try:
+        await response.prepare(request)
+        for event in events:
+            if event.paced:
+                if pacing.drop_after is not None and paced >= pacing.drop_after:
+                    if record is not None:
+                        record.response = b"".join(sent)
+                    return _drop(request, record)
+                paced += 1
+                if pacing.delay > 0:
+                    await asyncio.sleep(pacing.delay)
+            # Each event is its own write, handed to the socket as soon as it is produced.
+            await response.write(event.data)
+            if record is not None:
+                sent.append(event.data)
+        await response.write_eof()
+    except ConnectionError:
+        # The client went away mid-stream: keep what was sent, like a backend would not notice.
         if record is not None:
-            sent.append(event.data)
-    await response.write_eof()
+            record.client_disconnected = True
     if record is not None:
         record.response = b"".join(sent)
         record.finished = time.monotonic()
@@ -174,7 +213,7 @@ def _drop(request: web.Request, record: LoggedRequest | None) -> web.StreamRespo
 
 async def _plan(
     request: web.Request, state: SimulatorState, body: bytes, headers: dict[str, str]
-) -> tuple[Plan, str, str | None]:
+) -> tuple[Plan, str | None]:
     config = state.config
     _check_auth(request, config)
     route = classify(request.path)
@@ -185,13 +224,14 @@ async def _plan(
 
 async def _dispatch(
     request: web.Request, state: SimulatorState, route: ApiRoute, body: bytes, headers: dict[str, str]
-) -> tuple[Plan, str, str | None]:
+) -> tuple[Plan, str | None]:
     config = state.config
     version = request.query.get("api-version", "")
-    if route.surface == "deployments" and not version:
+    # Dated surfaces need an api-version; only /openai/v1/... works without one.
+    if not version and (route.surface == "deployments" or not request.path.startswith("/openai/v1/")):
         raise _Reply(400, errors.MISSING_API_VERSION)
     if request.method != "POST":
-        return _read(request, state, route), "", None
+        return _read(request, state, route), None
     builder = _BUILDERS.get(route.api)
     if builder is None:
         raise _Reply(404, errors.status_body(404))
@@ -209,7 +249,8 @@ async def _dispatch(
     if route.deployment is None and request.content_type == "multipart/form-data":
         model_field = audio.form_fields(request.headers.get("Content-Type", ""), body).get("model")
     deployment = route.deployment or (model_field if isinstance(model_field, str) else "") or ""
-    headers["x-ms-deployment-name"] = deployment
+    if deployment:
+        headers["x-ms-deployment-name"] = deployment
     if route.surface == "v1" and not deployment:
         raise BadRequest("'model' is a required property.", param="model")
     if config.deployments is not None and deployment not in config.deployments:
@@ -240,7 +281,7 @@ async def _dispatch(
         base_url=f"{request.scheme}://{request.host}", responses=state.responses,
     )
     stream = bool(parsed.get("stream"))
-    return builder(parsed, ctx, stream), deployment, route.api
+    return builder(parsed, ctx, stream), route.api
 
 
 def _read(request: web.Request, state: SimulatorState, route: ApiRoute) -> Plan:

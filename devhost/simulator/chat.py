@@ -9,8 +9,12 @@ from typing import Any
 import orjson
 
 from . import text, tokens
-from .filters import SAFE_COMPLETION, prompt_filter_results
-from .wire import DONE, BadRequest, Context, Event, Plan, data_event, max_tokens, token_budget
+from .filters import SAFE_COMPLETION, blocked_completion, prompt_filter_results
+from .wire import DONE, BadRequest, ChunkFrame, Context, Event, Plan, data_event, max_tokens, token_budget
+
+
+#: In a prompt, makes the completion filter cut the answer: finish_reason content_filter.
+COMPLETION_FILTER_MARKER = b"SIMULATE_COMPLETION_FILTER"
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +93,9 @@ def build(body: dict[str, Any], ctx: Context, *, stream: bool) -> Plan:
     messages = body.get("messages")
     if not isinstance(messages, list) or not messages:
         raise BadRequest("'messages' is a required property and must be a non-empty array.", param="messages")
+    if body.get("stream_options") is not None and not stream:
+        raise BadRequest("The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                         param="stream_options")
     n = body.get("n", 1) or 1
     if not isinstance(n, int) or not 1 <= n <= 128:
         raise BadRequest("Invalid value for 'n': must be an integer between 1 and 128.", param="n")
@@ -132,11 +139,12 @@ def build(body: dict[str, Any], ctx: Context, *, stream: bool) -> Plan:
                 choices.append({"content_filter_results": {}, "finish_reason": finish, "index": i,
                                 "logprobs": None, "message": message})
             return _non_stream(base, choices, prompt, completion, paced=chunks)
-        events = [Event(data_event(_prompt_frame()))]
         extra = {"usage": None} if include_usage else {}
+        frame = ChunkFrame({**base, **extra})
+        events = [Event(PROMPT_FRAME)]
         for i, calls in enumerate(calls_per_choice):
-            events.append(Event(data_event({**base, **extra, "choices": [
-                _delta(i, {"content": None, "refusal": None, "role": "assistant"}, {})]})))
+            events.append(Event(frame([
+                _delta(i, {"content": None, "refusal": None, "role": "assistant"}, {})])))
             for t, call in enumerate(calls):
                 pieces = text.split_text(call.arguments, max(2, chunks))
                 if legacy:
@@ -144,46 +152,52 @@ def build(body: dict[str, Any], ctx: Context, *, stream: bool) -> Plan:
                 else:
                     head = {"tool_calls": [{"function": {"arguments": "", "name": call.name}, "id": call.id,
                                             "index": t, "type": "function"}]}
-                events.append(Event(data_event({**base, **extra, "choices": [_delta(i, head, {})]}), paced=True))
+                events.append(Event(frame([_delta(i, head, {})]), paced=True))
                 for piece in pieces:
                     if legacy:
                         delta = {"function_call": {"arguments": piece}}
                     else:
                         delta = {"tool_calls": [{"function": {"arguments": piece}, "index": t}]}
-                    events.append(Event(data_event({**base, **extra, "choices": [_delta(i, delta, {})]}), paced=True))
-            events.append(Event(data_event({**base, **extra, "choices": [_delta(i, {}, {}, finish)]})))
+                    events.append(Event(frame([_delta(i, delta, {})]), paced=True))
+            events.append(Event(frame([_delta(i, {}, {}, finish)])))
         return _stream_tail(events, base, include_usage, prompt, completion)
 
     answers = [text.answer(ctx.enc, start + 7 * i, budget, chunks) for i in range(n)]
-    completion = sum(a.tokens for a in answers)
     finish = "length" if truncated else "stop"
+    final_filter: dict[str, Any] = {}
+    if COMPLETION_FILTER_MARKER in key:
+        # The completion filter stops the answer halfway: what was sent is still billed.
+        answers = [text.cut(ctx.enc, a, max(1, len(a.chunks) // 2)) for a in answers]
+        finish, final_filter = "content_filter", blocked_completion()
+    completion = sum(a.tokens for a in answers)
     if not stream:
         choices = [
-            {"content_filter_results": SAFE_COMPLETION, "finish_reason": finish, "index": i, "logprobs": None,
+            {"content_filter_results": final_filter or SAFE_COMPLETION, "finish_reason": finish, "index": i,
+             "logprobs": None,
              "message": {"content": a.text, "refusal": None, "role": "assistant"}}
             for i, a in enumerate(answers)
         ]
         return _non_stream(base, choices, prompt, completion, paced=chunks)
 
     extra = {"usage": None} if include_usage else {}
-    events = [Event(data_event(_prompt_frame()))]
+    frame = ChunkFrame({**base, **extra})
+    events = [Event(PROMPT_FRAME)]
     for i in range(n):
-        events.append(Event(data_event({**base, **extra, "choices": [
-            _delta(i, {"content": "", "refusal": None, "role": "assistant"}, {})]})))
+        events.append(Event(frame([
+            _delta(i, {"content": "", "refusal": None, "role": "assistant"}, {})])))
     for k in range(max(len(a.chunks) for a in answers)):
         for i, a in enumerate(answers):
             if k < len(a.chunks):
-                events.append(Event(data_event({**base, **extra, "choices": [
-                    _delta(i, {"content": a.chunks[k]}, SAFE_COMPLETION)]}), paced=True))
+                events.append(Event(frame([
+                    _delta(i, {"content": a.chunks[k]}, SAFE_COMPLETION)]), paced=True))
     for i in range(n):
-        events.append(Event(data_event({**base, **extra, "choices": [_delta(i, {}, {}, finish)]})))
+        events.append(Event(frame([_delta(i, {}, final_filter, finish)])))
     return _stream_tail(events, base, include_usage, prompt, completion)
 
 
-def _prompt_frame() -> dict[str, Any]:
-    # Azure's first frame: prompt annotations with empty id/object/model and no choices.
-    return {"choices": [], "created": 0, "id": "", "model": "", "object": "",
-            "prompt_filter_results": prompt_filter_results()}
+# Azure's first frame: prompt annotations with empty id/object/model and no choices.
+PROMPT_FRAME = data_event({"choices": [], "created": 0, "id": "", "model": "", "object": "",
+                           "prompt_filter_results": prompt_filter_results()})
 
 
 def _delta(index: int, delta: dict[str, Any], cfr: dict[str, Any], finish: str | None = None) -> dict[str, Any]:

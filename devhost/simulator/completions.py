@@ -26,6 +26,9 @@ def _prompts(prompt: Any) -> list[Any]:
 
 def build(body: dict[str, Any], ctx: Context, *, stream: bool) -> Plan:
     prompts = _prompts(body.get("prompt"))
+    if body.get("stream_options") is not None and not stream:
+        raise BadRequest("The 'stream_options' parameter is only allowed when 'stream' is enabled.",
+                         param="stream_options")
     n = body.get("n", 1) or 1
     if not isinstance(n, int) or not 1 <= n <= 128:
         raise BadRequest("Invalid value for 'n': must be an integer between 1 and 128.", param="n")

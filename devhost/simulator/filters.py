@@ -31,3 +31,7 @@ def prompt_filter_results(prompts: int = 1) -> list[dict[str, Any]]:
 
 def blocked_prompt() -> dict[str, Any]:
     return {**SAFE_PROMPT, "violence": {"filtered": True, "severity": "medium"}}
+
+
+def blocked_completion() -> dict[str, Any]:
+    return {**SAFE_COMPLETION, "violence": {"filtered": True, "severity": "medium"}}

@@ -143,9 +143,6 @@ def _events(final: dict[str, Any], pieces: list[tuple[str, ...]]) -> list[Event]
     return events
 
 
-NOT_FOUND_CODE = "NotFound"
-
-
 def input_items_page(stored: StoredResponse) -> bytes:
     data = list(reversed(stored.input_items))  # the API lists newest first by default
     return orjson.dumps({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,

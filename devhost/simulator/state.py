@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from .config import SimulatorConfig
 
 
@@ -25,13 +27,14 @@ class LoggedRequest:
     response: bytes = b""
     #: True when the simulator cut the connection on purpose (drop_rate / x-sim-drop-after).
     dropped: bool = False
+    #: True when the client went away before the stream ended.
+    client_disconnected: bool = False
     #: time.monotonic() when the last byte was written.
     finished: float = 0.0
 
     @property
     def json(self) -> Any:
-        import orjson
-
+        """The request body parsed as JSON."""
         return orjson.loads(self.body)
 
 

@@ -75,3 +75,10 @@ def split(pieces: list[str], chunks: int) -> tuple[str, ...]:
 def split_text(text: str, chunks: int) -> tuple[str, ...]:
     """Cut a string (tool-call arguments) into `chunks` non-empty character runs."""
     return split(list(text), chunks) if text else ("",)
+
+
+def cut(enc: tiktoken.Encoding, whole: Answer, keep: int) -> Answer:
+    """The first `keep` chunks of an answer (a filtered completion stops early)."""
+    chunks = whole.chunks[:keep]
+    text = "".join(chunks)
+    return Answer(text=text, tokens=count(enc, text), chunks=chunks)

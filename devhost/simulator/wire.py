@@ -24,6 +24,18 @@ def named_event(kind: str, obj: Any) -> bytes:
     return b"event: " + kind.encode() + b"\ndata: " + orjson.dumps(obj) + b"\n\n"
 
 
+class ChunkFrame:
+    """Serializes the fields every chunk of one stream shares once; per chunk only `choices` is new."""
+
+    __slots__ = ("_head",)
+
+    def __init__(self, shared: dict[str, Any]) -> None:
+        self._head = b"data: " + orjson.dumps(shared)[:-1] + (b',"choices":' if shared else b'"choices":')
+
+    def __call__(self, choices: list[Any]) -> bytes:
+        return self._head + orjson.dumps(choices) + b"}\n\n"
+
+
 @dataclass(slots=True)
 class Event:
     data: bytes
