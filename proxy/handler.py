@@ -102,6 +102,9 @@ class ProxyCall:
     deployment: str | None
     filter_usage: bool = False
     backend: Backend | None = None
+    #: Body bytes `attempt` already read from the response it returns (e.g. a whole error body
+    #: that failover inspected); relayed before the rest of the body.
+    head: bytes = b""
     #: Set once the exchange was handed to the capture writer (exactly once per call).
     captured: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
@@ -255,6 +258,9 @@ class Proxy:
         """AOAI's body as it arrives; each piece is kept for the exchange (bytes appended, no parsing)."""
         chunks = call.recorder.chunks
         read = self.upstream.read
+        if call.head:
+            chunks.append(call.head)
+            yield call.head
         while True:
             chunk = await read(resp)
             if not chunk:

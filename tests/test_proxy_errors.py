@@ -109,3 +109,22 @@ async def test_upstream_errors_pass_through_unchanged_and_credentials_are_replac
         assert ex.response.status == 503 and ex.gateway_error is None and ex.identity.subscription_id == "team-a"
         assert ex.response.body == orjson.loads(logged.response)
         await proxy.aclose()
+
+
+async def test_bytes_read_by_attempt_are_relayed_first():
+    """The routing hook: an `attempt` that already read the body (failover reads error bodies whole)."""
+    async with serve(SimulatorConfig()) as sim:
+        proxy, ports, client = _proxy(sim.url)
+        plain_attempt = proxy.attempt
+
+        async def reading_attempt(call):
+            resp = await plain_attempt(call)
+            call.head = await resp.read()
+            return resp
+
+        proxy.attempt = reading_attempt
+        r = await client.post(CHAT, json=BODY, headers={"x-sim-status": "500"})
+        assert r.status_code == 500 and r.content == sim.requests[-1].response
+        ex = await _one_exchange(proxy, ports)
+        assert ex.response.body == orjson.loads(sim.requests[-1].response)
+        await proxy.aclose()
