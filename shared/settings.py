@@ -94,6 +94,32 @@ class Settings:
     responses_affinity_ttl_seconds: int = 30 * 24 * 3600
     #: JSON object deployment -> {"model", "type"} for pricing (see shared/pricing/deployments.py).
     deployment_models_json: str = "{}"
+    # Content safety (shared/safety/config.py parses and checks these). Off unless the endpoint is set.
+    content_safety_endpoint: str | None = None
+    #: Name of the setting that holds the Content Safety key (a Key Vault reference); else CONTENT_SAFETY_KEY.
+    content_safety_key_setting: str | None = None
+    content_safety_key: str | None = field(default=None, repr=False)
+    content_safety_analyze_prompt: bool = False
+    content_safety_prompt_shields: bool = False
+    #: JSON: product -> {category: severity}; "default" for all products.
+    content_safety_thresholds_json: str = "{}"
+    #: Comma-separated blocklist names.
+    content_safety_blocklists: str = ""
+    content_safety_halt_on_blocklist_hit: bool = False
+    content_safety_output_type: str = "FourSeverityLevels"
+    content_safety_window_chars: int = 10_000
+    content_safety_window_overlap: int = 200
+    content_safety_stream_window_chars: int = 1000
+    content_safety_stream_window_overlap: int = 100
+    #: JSON: product -> "monitor" | "enforce"; "default" for all products.
+    content_safety_modes_json: str = "{}"
+    #: JSON: product -> "open" | "closed" (what an analyser failure does to an enforced stream).
+    content_safety_fail_modes_json: str = "{}"
+    content_safety_max_retries: int = 3
+    content_safety_retry_backoff_seconds: float = 0.5
+    content_safety_max_retry_after_seconds: float = 10.0
+    content_safety_timeout_seconds: float = 10.0
+    content_safety_max_concurrency: int = 4
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -133,5 +159,25 @@ class Settings:
             circuit_cooldown_seconds=_float(env, "GATEWAY_CIRCUIT_COOLDOWN_SECONDS", 30.0),
             responses_affinity_ttl_seconds=_int(env, "RESPONSES_AFFINITY_TTL_SECONDS", 30 * 24 * 3600),
             deployment_models_json=env.get("DEPLOYMENT_MODELS") or "{}",
+            content_safety_endpoint=env.get("CONTENT_SAFETY_ENDPOINT") or None,
+            content_safety_key_setting=env.get("CONTENT_SAFETY_KEY_SETTING") or None,
+            content_safety_key=env.get("CONTENT_SAFETY_KEY") or None,
+            content_safety_analyze_prompt=_bool(env.get("CONTENT_SAFETY_ANALYZE_PROMPT"), False),
+            content_safety_prompt_shields=_bool(env.get("CONTENT_SAFETY_PROMPT_SHIELDS"), False),
+            content_safety_thresholds_json=env.get("CONTENT_SAFETY_THRESHOLDS") or "{}",
+            content_safety_blocklists=env.get("CONTENT_SAFETY_BLOCKLISTS") or "",
+            content_safety_halt_on_blocklist_hit=_bool(env.get("CONTENT_SAFETY_HALT_ON_BLOCKLIST_HIT"), False),
+            content_safety_output_type=env.get("CONTENT_SAFETY_OUTPUT_TYPE") or "FourSeverityLevels",
+            content_safety_window_chars=_int(env, "CONTENT_SAFETY_WINDOW_CHARS", 10_000),
+            content_safety_window_overlap=_int(env, "CONTENT_SAFETY_WINDOW_OVERLAP", 200),
+            content_safety_stream_window_chars=_int(env, "CONTENT_SAFETY_STREAM_WINDOW_CHARS", 1000),
+            content_safety_stream_window_overlap=_int(env, "CONTENT_SAFETY_STREAM_WINDOW_OVERLAP", 100),
+            content_safety_modes_json=env.get("CONTENT_SAFETY_MODES") or "{}",
+            content_safety_fail_modes_json=env.get("CONTENT_SAFETY_FAIL_MODES") or "{}",
+            content_safety_max_retries=_int(env, "CONTENT_SAFETY_MAX_RETRIES", 3),
+            content_safety_retry_backoff_seconds=_float(env, "CONTENT_SAFETY_RETRY_BACKOFF_SECONDS", 0.5),
+            content_safety_max_retry_after_seconds=_float(env, "CONTENT_SAFETY_MAX_RETRY_AFTER_SECONDS", 10.0),
+            content_safety_timeout_seconds=_float(env, "CONTENT_SAFETY_TIMEOUT_SECONDS", 10.0),
+            content_safety_max_concurrency=_int(env, "CONTENT_SAFETY_MAX_CONCURRENCY", 4),
             extra=env,
         )
