@@ -28,6 +28,7 @@ from proxy import stream_usage
 from proxy.backends import Backend, parse_backends, serving
 from proxy.capture import CaptureWriter, ExchangeRecorder
 from proxy.credentials import Credentials
+from proxy.stream_safety import StreamSafety
 from proxy.upstream import Timeouts, UpstreamClient, client_response_headers, upstream_request_headers
 from shared.apis import ApiRoute, classify, deployment_for
 from shared.errors import (
@@ -138,12 +139,14 @@ class Proxy:
         credentials: Credentials,
         capture: CaptureWriter,
         backends: tuple[Backend, ...] | None = None,
+        safety: StreamSafety | None = None,
     ) -> None:
         self.settings = settings
         self.backends = backends if backends is not None else parse_backends(settings.backends_json)
         self.upstream = upstream
         self.credentials = credentials
         self.capture = capture
+        self.safety = safety or StreamSafety.off()
         self._warm_up: asyncio.Task[None] | None = None
 
     async def warm_up(self) -> None:
@@ -271,7 +274,7 @@ class Proxy:
     async def client_stream(self, call: ProxyCall, source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """What the client receives: the upstream bytes, minus the injected usage chunk.
 
-        Content safety (issue 7) wraps this iterator.
+        Content safety (issue 7) wraps this iterator in `_relay` (`StreamSafety.wrap`).
         """
         if not call.filter_usage:
             async for chunk in source:
@@ -290,7 +293,9 @@ class Proxy:
         rec = call.recorder
         completed = False
         try:
-            async for chunk in self.client_stream(call, self.upstream_chunks(call, resp)):
+            # Content safety (issue 7) composes here, around what the client would get (after the usage filter).
+            stream = self.safety.wrap(call, resp, self.client_stream(call, self.upstream_chunks(call, resp)))
+            async for chunk in stream:
                 yield chunk
             completed = True
         except TimeoutError:
@@ -331,6 +336,7 @@ class Proxy:
         if self._warm_up is not None and not self._warm_up.done():
             self._warm_up.cancel()
         await self.capture.drain()
+        await self.safety.aclose()
         await self.upstream.close()
         await self.credentials.close()
 
@@ -343,4 +349,5 @@ def build_proxy(settings: Settings, ports: Callable[[], Ports]) -> Proxy:
         UpstreamClient(Timeouts.from_settings(settings), settings.upstream_max_connections),
         Credentials(settings.extra),
         CaptureWriter(ports, outbox),
+        safety=StreamSafety.from_settings(settings),
     )
