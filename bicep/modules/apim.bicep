@@ -72,6 +72,7 @@ resource publicIp 'Microsoft.Network/publicIPAddresses@2023-11-01' = {
 }
 
 resource service 'Microsoft.ApiManagement/service@2023-05-01-preview' = {
+  //checkov:skip=CKV_AZURE_174: External VNet mode: the gateway is the public entry point for teams by design; every call needs a subscription key and the backends are private
   name: name
   location: location
   tags: tags

@@ -17,10 +17,13 @@ param autoscaleMaxThroughput int
 @description('Database name (COSMOS_DATABASE).')
 param databaseName string
 
-@description('Container names (COSMOS_*_CONTAINER).')
+@description('Container of raw exchanges (COSMOS_EXCHANGES_CONTAINER).')
 param exchangesContainerName string
+@description('Container of usage records (COSMOS_RECORDS_CONTAINER).')
 param recordsContainerName string
+@description('Container of dead letters (COSMOS_DEADLETTERS_CONTAINER).')
 param deadlettersContainerName string
+@description('Container of Responses API affinity entries.')
 param affinityContainerName string
 
 @description('Default TTL of usage records in seconds; -1 keeps them until deleted.')
@@ -39,6 +42,7 @@ param privateDnsZoneId string
 param tags object
 
 resource account 'Microsoft.DocumentDB/databaseAccounts@2024-05-15' = {
+  //checkov:skip=CKV_AZURE_99: publicNetworkAccess is Disabled; the account is reachable only through its private endpoint, so IP or VNet filters would add nothing
   name: name
   location: location
   tags: tags

@@ -39,19 +39,25 @@ param appInsightsConnectionString string
 @description('GATEWAY_BACKENDS: JSON list of AOAI backends (see proxy/backends.py).')
 param gatewayBackendsJson string
 
-@description('Cosmos DB endpoint and names.')
+@description('Cosmos DB account endpoint (COSMOS_ENDPOINT).')
 param cosmosEndpoint string
+@description('Cosmos DB database (COSMOS_DATABASE).')
 param cosmosDatabaseName string
+@description('Container of raw exchanges (COSMOS_EXCHANGES_CONTAINER).')
 param cosmosExchangesContainerName string
+@description('Container of usage records (COSMOS_RECORDS_CONTAINER).')
 param cosmosRecordsContainerName string
+@description('Container of dead letters (COSMOS_DEADLETTERS_CONTAINER).')
 param cosmosDeadlettersContainerName string
 
 @description('TTL of stored raw exchanges in seconds.')
 param exchangeTtlSeconds int
 
-@description('Event Hubs: fully qualified namespace, hub and consumer group.')
+@description('Event Hubs fully qualified namespace (EventHubConnection__fullyQualifiedNamespace).')
 param eventHubsNamespace string
+@description('Event hub name (EVENT_HUB_NAME).')
 param eventHubName string
+@description('Consumer group of the parser (EVENT_HUB_CONSUMER_GROUP).')
 param eventHubConsumerGroup string
 
 @description('Ask AOAI for usage on streams the client did not ask for, and hide that chunk from the client.')
@@ -79,6 +85,7 @@ param deploymentAllowedIpRanges array
 param tags object
 
 resource plan 'Microsoft.Web/serverfarms@2023-12-01' = {
+  //checkov:skip=CKV_AZURE_225: Flex Consumption zone redundancy is regional and changes the plan cost; enable it per region when available (the app is stateless, scale-out replaces lost instances)
   name: 'plan-${namePrefix}'
   location: location
   tags: tags
@@ -100,6 +107,10 @@ var scmRules = [for (range, i) in deploymentAllowedIpRanges: {
 }]
 
 resource site 'Microsoft.Web/sites@2023-12-01' = {
+  //checkov:skip=CKV_AZURE_222: publicNetworkAccess is Disabled unless deploymentAllowedIpRanges is set, and even then the main site denies all public traffic (ipSecurityRestrictionsDefaultAction Deny); only listed IPs reach the SCM site
+  //checkov:skip=CKV_AZURE_17: callers are APIM only, over the private endpoint, authenticated with the function key; client certificates would add a second secret to rotate without closing any path
+  //checkov:skip=CKV_AZURE_212: Flex Consumption scales from zero on demand; always-ready instances are a cost decision per deployment (functionAppConfig.scaleAndConcurrency.alwaysReady)
+  //checkov:skip=CKV_AZURE_213: App Service health check is not available on Flex Consumption; the proxy exposes /health for probes from inside the VNet
   name: name
   location: location
   tags: union(tags, {
@@ -125,6 +136,83 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
       scmIpSecurityRestrictionsUseMain: false
       scmIpSecurityRestrictionsDefaultAction: 'Deny'
       scmIpSecurityRestrictions: scmRules
+      // The settings the code reads (shared/settings.py, local.settings.sample.json), in Azure form.
+      // FUNCTIONS_WORKER_RUNTIME and the Python version are not app settings on Flex Consumption: they are
+      // functionAppConfig.runtime below. AzureWebJobsStorage is the identity form (__accountName).
+      appSettings: [
+        {
+          name: 'AzureWebJobsStorage__accountName'
+          value: storageAccountName
+        }
+        {
+          name: 'PYTHON_ENABLE_INIT_INDEXING'
+          value: '1'
+        }
+        {
+          name: 'PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY'
+          value: 'true'
+        }
+        {
+          name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
+          value: appInsightsConnectionString
+        }
+        {
+          name: 'GATEWAY_BACKENDS'
+          value: gatewayBackendsJson
+        }
+        {
+          name: 'LOG_STORE'
+          value: 'cosmos'
+        }
+        {
+          name: 'COSMOS_ENDPOINT'
+          value: cosmosEndpoint
+        }
+        {
+          name: 'COSMOS_DATABASE'
+          value: cosmosDatabaseName
+        }
+        {
+          name: 'COSMOS_EXCHANGES_CONTAINER'
+          value: cosmosExchangesContainerName
+        }
+        {
+          name: 'COSMOS_RECORDS_CONTAINER'
+          value: cosmosRecordsContainerName
+        }
+        {
+          name: 'COSMOS_DEADLETTERS_CONTAINER'
+          value: cosmosDeadlettersContainerName
+        }
+        {
+          name: 'EXCHANGE_TTL_SECONDS'
+          value: string(exchangeTtlSeconds)
+        }
+        {
+          name: 'EVENT_CHANNEL'
+          value: 'eventhub'
+        }
+        {
+          name: 'EventHubConnection__fullyQualifiedNamespace'
+          value: eventHubsNamespace
+        }
+        {
+          name: 'EVENT_HUB_NAME'
+          value: eventHubName
+        }
+        {
+          name: 'EVENT_HUB_CONSUMER_GROUP'
+          value: eventHubConsumerGroup
+        }
+        {
+          name: 'INJECT_STREAM_USAGE'
+          value: injectStreamUsage ? 'true' : 'false'
+        }
+        {
+          name: 'MAX_REQUEST_BODY_BYTES'
+          value: string(maxRequestBodyBytes)
+        }
+      ]
     }
     functionAppConfig: {
       deployment: {
@@ -145,33 +233,6 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
         version: '3.11'
       }
     }
-  }
-}
-
-// FUNCTIONS_WORKER_RUNTIME and the runtime version are not app settings on Flex Consumption: they are
-// functionAppConfig.runtime above. AzureWebJobsStorage is the identity form (__accountName).
-resource appSettings 'Microsoft.Web/sites/config@2023-12-01' = {
-  parent: site
-  name: 'appsettings'
-  properties: {
-    AzureWebJobsStorage__accountName: storageAccountName
-    PYTHON_ENABLE_INIT_INDEXING: '1'
-    PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY: 'true'
-    APPLICATIONINSIGHTS_CONNECTION_STRING: appInsightsConnectionString
-    GATEWAY_BACKENDS: gatewayBackendsJson
-    LOG_STORE: 'cosmos'
-    COSMOS_ENDPOINT: cosmosEndpoint
-    COSMOS_DATABASE: cosmosDatabaseName
-    COSMOS_EXCHANGES_CONTAINER: cosmosExchangesContainerName
-    COSMOS_RECORDS_CONTAINER: cosmosRecordsContainerName
-    COSMOS_DEADLETTERS_CONTAINER: cosmosDeadlettersContainerName
-    EXCHANGE_TTL_SECONDS: string(exchangeTtlSeconds)
-    EVENT_CHANNEL: 'eventhub'
-    EventHubConnection__fullyQualifiedNamespace: eventHubsNamespace
-    EVENT_HUB_NAME: eventHubName
-    EVENT_HUB_CONSUMER_GROUP: eventHubConsumerGroup
-    INJECT_STREAM_USAGE: injectStreamUsage ? 'true' : 'false'
-    MAX_REQUEST_BODY_BYTES: string(maxRequestBodyBytes)
   }
 }
 

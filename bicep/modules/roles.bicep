@@ -20,6 +20,7 @@ param cosmosAccountName string
 
 @description('Event Hubs namespace and hub.')
 param eventHubsNamespaceName string
+@description('Event hub name (EVENT_HUB_NAME).')
 param eventHubName string
 
 @description('Storage account of the function app.')

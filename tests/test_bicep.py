@@ -1,0 +1,124 @@
+"""The bicep templates: they parse, pass checkov (suppressions need a written reason), describe every
+parameter, load policies and the workbook from their files, and expose what the docs promise."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.iac_tools import BICEP_DIR, ROOT, bicep_files, parse_bicep, run_checkov
+
+MAIN = BICEP_DIR / "main.bicep"
+APIM = BICEP_DIR / "modules" / "apim.bicep"
+
+
+@pytest.fixture(scope="module")
+def parsed() -> dict[Path, dict[str, Any]]:
+    return parse_bicep(bicep_files())
+
+
+def test_every_bicep_file_parses(parsed: dict[Path, dict[str, Any]]) -> None:
+    assert len(parsed) >= 10, "main.bicep and its modules"
+    failures = {str(p.relative_to(ROOT)): r["error"] for p, r in parsed.items() if not r["ok"]}
+    assert not failures
+
+
+def test_every_module_main_uses_exists(parsed: dict[Path, dict[str, Any]]) -> None:
+    text = MAIN.read_text()
+    for path in re.findall(r"module \w+ '([^']+)'", text):
+        assert (BICEP_DIR / path).is_file(), path
+
+
+def test_every_parameter_has_a_description(parsed: dict[Path, dict[str, Any]]) -> None:
+    missing = []
+    for path, result in parsed.items():
+        for name, param in result["json"].get("parameters", {}).items():
+            kinds = {d.get("type") for d in param.get("decorators", [])}
+            if "description" not in kinds:
+                missing.append(f"{path.name}:{name}")
+    assert missing == []
+
+
+def test_main_has_defaults_for_a_first_deployment(parsed: dict[Path, dict[str, Any]]) -> None:
+    params = parsed[MAIN]["json"]["parameters"]
+    without_default = [name for name, p in params.items() if "default" not in p]
+    assert without_default == []
+
+
+def test_outputs_give_the_gateway_url_and_function_app_name(parsed: dict[Path, dict[str, Any]]) -> None:
+    outputs = parsed[MAIN]["json"]["outputs"]
+    assert "AZURE_APIM_GATEWAY_URL" in outputs
+    assert "AZURE_FUNCTION_APP_NAME" in outputs
+
+
+def test_checkov_reports_no_failed_check_and_every_skip_has_a_reason() -> None:
+    report = run_checkov()
+    results = report["results"]
+    failed = [f"{c['check_id']} {c['resource']} ({c['file_path']})" for c in results.get("failed_checks", [])]
+    assert failed == []
+    assert report["summary"]["parsing_errors"] == 0
+    assert report["summary"]["passed"] > 30, "checkov saw the resources"
+    for check in results.get("skipped_checks", []):
+        reason = (check["check_result"].get("suppress_comment") or "").strip()
+        assert len(reason) > 20 and reason != "No comment provided", check["check_id"]
+
+
+def test_loaded_files_exist_and_policies_are_not_copied() -> None:
+    for path in bicep_files():
+        text = path.read_text()
+        for loaded in re.findall(r"load(?:Text|Json)Content\('([^']+)'\)", text):
+            assert (path.parent / loaded).resolve().is_file(), f"{path.name} loads missing {loaded}"
+        # A policy pasted into bicep instead of loaded from policies/ would drift from the tested file.
+        assert "<policies>" not in text and "<fragment>" not in text, path.name
+
+
+def test_workbook_module_loads_the_workbook_json() -> None:
+    text = (BICEP_DIR / "modules" / "workbook.bicep").read_text()
+    assert "loadTextContent('../../powerbi/workbook/aoai-gateway.workbook.json')" in text
+
+
+def test_data_services_are_private_and_keyless() -> None:
+    expectations = {
+        "cosmos.bicep": ["disableLocalAuth: true", "publicNetworkAccess: 'Disabled'"],
+        "eventhubs.bicep": ["disableLocalAuth: true", "publicNetworkAccess: 'Disabled'"],
+        "storage.bicep": ["allowSharedKeyAccess: false", "publicNetworkAccess: 'Disabled'"],
+        "openai.bicep": ["disableLocalAuth: true", "publicNetworkAccess: 'Disabled'"],
+        "content-safety.bicep": ["disableLocalAuth: true", "publicNetworkAccess: 'Disabled'"],
+    }
+    for name, needles in expectations.items():
+        text = (BICEP_DIR / "modules" / name).read_text()
+        for needle in needles:
+            assert needle in text, f"{name}: {needle}"
+        assert "module endpoint 'private-endpoint.bicep'" in text or "private-endpoint.bicep" in text, name
+
+
+def test_function_app_is_flex_python_311_with_identity(parsed: dict[Path, dict[str, Any]]) -> None:
+    resources = parsed[BICEP_DIR / "modules" / "function-app.bicep"]["json"]["resources"]
+    plan = resources["plan"]["config"]
+    assert plan["sku"] == {"tier": "FlexConsumption", "name": "FC1"}
+    site = resources["site"]["config"]
+    assert site["identity"] == {"type": "SystemAssigned"}
+    props = site["properties"]
+    assert props["functionAppConfig"]["runtime"] == {"name": "python", "version": "3.11"}
+    assert props["functionAppConfig"]["deployment"]["storage"]["authentication"] == {"type": "SystemAssignedIdentity"}
+    assert props["siteConfig"]["ipSecurityRestrictionsDefaultAction"] == "Deny"
+    assert "virtualNetworkSubnetId" in props
+
+
+def test_least_privilege_roles_are_assigned() -> None:
+    text = (BICEP_DIR / "modules" / "roles.bicep").read_text()
+    for role_id in (
+        "5e0bd9bd-7b93-4f28-af87-19fc36ad61bd",  # Cognitive Services OpenAI User
+        "2b629674-e913-4c01-ae53-ef4638d8f975",  # Azure Event Hubs Data Sender
+        "a638d3c7-ab3a-418d-83e6-5f17a39d4fde",  # Azure Event Hubs Data Receiver
+        "b7e6dc6d-f1e8-4753-8033-0f276bb0955b",  # Storage Blob Data Owner
+        "3913510d-42f4-4e42-8a64-420c390055eb",  # Monitoring Metrics Publisher
+        "00000000-0000-0000-0000-000000000002",  # Cosmos DB Built-in Data Contributor
+    ):
+        assert role_id in text, role_id
+    # Broad roles would defeat the point.
+    for broad in ("b24988ac-6180-42a0-ab88-20f7382dd24c", "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"):  # Contributor, Owner
+        assert broad not in text
