@@ -222,13 +222,32 @@ def test_metrics_fragment_has_subscription_product_and_deployment_dimensions() -
     assert {"Subscription ID", "Product ID", "Deployment"} <= names
 
 
+#: Policies the on-error section accepts (policy reference, "Error handling in API Management policies").
+ON_ERROR_ALLOWED = {
+    "choose", "set-variable", "find-and-replace", "return-response", "set-header", "set-method", "set-status",
+    "send-request", "send-one-way-request", "log-to-eventhub", "json-to-xml", "xml-to-json",
+    "limit-concurrency", "mock-response", "retry", "trace", "include-fragment", "base",
+}
+
+
 def test_errors_fragment_answers_in_aoai_error_shape() -> None:
     root = ET.parse(FRAGMENTS / "gateway-errors.xml").getroot()
-    body = root.findtext("set-body")
+    assert {el.tag for el in root} <= ON_ERROR_ALLOWED
+    response = root.find("return-response")
+    body = response.findtext("set-body")
     assert 'new JProperty("error"' in body and '"code"' in body and '"message"' in body
+    headers = {el.attrib["name"]: el.findtext("value") for el in response.findall("set-header")}
+    assert headers["Content-Type"] == "application/json"
+    assert "Retry-After" in headers["Retry-After"], "the limit policies' Retry-After reaches the client"
     text = (FRAGMENTS / "gateway-errors.xml").read_text()
     for status in ("401", "403", "429"):
         assert f"case {status}:" in text
+    assert "SubscriptionKeyNotFound" in text
+
+
+def test_on_error_section_uses_only_policies_allowed_there() -> None:
+    on_error = ET.parse(POLICIES / "api-policy.xml").getroot().find("on-error")
+    assert {el.tag for el in on_error} <= ON_ERROR_ALLOWED
 
 
 def operations() -> list[dict]:
