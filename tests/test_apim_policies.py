@@ -155,7 +155,7 @@ def test_identity_fragment_strips_the_subscription_key() -> None:
     deleted_query = {
         el.attrib["name"].lower() for el in root.iter("set-query-parameter") if el.attrib.get("exists-action") == "delete"
     }
-    assert {"api-key", "ocp-apim-subscription-key"} <= deleted_headers
+    assert {"api-key", "ocp-apim-subscription-key", "authorization"} <= deleted_headers
     assert "api-key" in deleted_query
     # The API reads the key from exactly those names.
     text = APIM_BICEP.read_text()
