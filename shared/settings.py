@@ -43,6 +43,7 @@ class Settings:
     cosmos_exchanges_container: str = "exchanges"
     cosmos_records_container: str = "records"
     cosmos_deadletters_container: str = "deadletters"
+    cosmos_affinity_container: str = "affinity"
     exchange_ttl_seconds: int = 7 * 24 * 3600
     #: "local" (in-process queue, default) or "eventhub".
     event_channel: str = "local"
@@ -51,6 +52,10 @@ class Settings:
     eventhub_name: str = "exchanges"
     eventhub_consumer_group: str = "$Default"
     appinsights_connection_string: str | None = None
+    #: True when the Functions Python worker configures Azure Monitor itself (then the app must not).
+    appinsights_worker_telemetry: bool = False
+    #: The logger the Azure Monitor log handler sits on ("" = root); usage events are logged under it.
+    appinsights_logger_name: str = ""
     #: Add stream_options.include_usage upstream when the client did not ask (and hide the chunk).
     inject_stream_usage: bool = True
     max_request_body_bytes: int = 26_214_400
@@ -68,12 +73,15 @@ class Settings:
             cosmos_exchanges_container=env.get("COSMOS_EXCHANGES_CONTAINER") or "exchanges",
             cosmos_records_container=env.get("COSMOS_RECORDS_CONTAINER") or "records",
             cosmos_deadletters_container=env.get("COSMOS_DEADLETTERS_CONTAINER") or "deadletters",
+            cosmos_affinity_container=env.get("COSMOS_AFFINITY_CONTAINER") or "affinity",
             exchange_ttl_seconds=_int(env, "EXCHANGE_TTL_SECONDS", 7 * 24 * 3600),
             event_channel=(env.get("EVENT_CHANNEL") or "local").lower(),
             eventhub_namespace=env.get("EventHubConnection__fullyQualifiedNamespace") or None,
             eventhub_name=env.get("EVENT_HUB_NAME") or "exchanges",
             eventhub_consumer_group=env.get("EVENT_HUB_CONSUMER_GROUP") or "$Default",
             appinsights_connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING") or None,
+            appinsights_worker_telemetry=_bool(env.get("PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"), False),
+            appinsights_logger_name=env.get("PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME") or "",
             inject_stream_usage=_bool(env.get("INJECT_STREAM_USAGE"), True),
             max_request_body_bytes=_int(env, "MAX_REQUEST_BODY_BYTES", 26_214_400),
             extra=env,

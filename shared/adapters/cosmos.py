@@ -1,0 +1,230 @@
+"""The Azure stores: Cosmos DB for NoSQL (azure-cosmos aio) with an identity-based connection.
+
+Containers (created by bicep, not here: data-plane RBAC cannot create them):
+  exchanges    partition key /requestId, default TTL -1 (items carry `ttl` = EXCHANGE_TTL_SECONDS)
+  records      partition key /requestId (the record item and its details item side by side)
+  deadletters  partition key /requestId
+  affinity     partition key /id,        default TTL -1 (items carry their own `ttl`)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import orjson
+
+from shared.exchange import Exchange, from_items, to_items, utc_now_iso
+from shared.ports import UsageRecord
+from shared.settings import Settings
+
+#: A transactional batch holds at most 100 operations and 2 MB of request; keep a margin for headers.
+BATCH_MAX_OPERATIONS = 100
+BATCH_MAX_BYTES = 1_800_000
+#: Concurrent upserts for an exchange too large for one batch (each item is up to 1 MB).
+UPSERT_CONCURRENCY = 4
+#: Details bigger than this (e.g. a 5 MB base64 image in the request) are not stored beside the
+#: record; the raw exchange (TTL-bound) keeps them. Leaves room for the record in the same batch.
+DETAILS_MAX_BYTES = 1_500_000
+#: Dead-letter payloads are cut to this many characters so an item always fits in 2 MB.
+DEADLETTER_PAYLOAD_MAX_CHARS = 500_000
+
+Container = Any  # azure.cosmos.aio.ContainerProxy, or a test double with the same methods
+WarmUp = Callable[[], Awaitable[None]]
+
+
+async def _no_warm_up() -> None:
+    return None
+
+
+def _status(exc: BaseException) -> int | None:
+    """The status code of a failed operation, inside a failed transactional batch too."""
+    responses = getattr(exc, "operation_responses", None)
+    index = getattr(exc, "error_index", None)
+    if responses and index is not None and index < len(responses):
+        code = responses[index].get("statusCode")
+        if code is not None:
+            return int(code)
+    return getattr(exc, "status_code", None)
+
+
+class CosmosExchangeStore:
+    def __init__(self, container: Container, ttl_seconds: int, warm_up: WarmUp = _no_warm_up) -> None:
+        self.container = container
+        self.ttl_seconds = ttl_seconds
+        self._warm_up = warm_up
+
+    async def save(self, exchange: Exchange) -> None:
+        # Splitting a multi-MB exchange is CPU work: keep it off the event loop.
+        items = await asyncio.to_thread(to_items, exchange)
+        for item in items:
+            item["ttl"] = self.ttl_seconds
+        await self._warm_up()
+        rid = exchange.request_id
+        if len(items) == 1:
+            await self.container.upsert_item(items[0])
+            return
+        size = sum(len(orjson.dumps(it)) for it in items)
+        if len(items) <= BATCH_MAX_OPERATIONS and size <= BATCH_MAX_BYTES:
+            await self.container.execute_item_batch([("upsert", (it,)) for it in items], partition_key=rid)
+            return
+        # Too large for one request: the parser sees the exchange only after every item landed,
+        # because the request id is published after save returns.
+        gate = asyncio.Semaphore(UPSERT_CONCURRENCY)
+
+        async def upsert(item: dict[str, Any]) -> None:
+            async with gate:
+                await self.container.upsert_item(item)
+
+        await asyncio.gather(*(upsert(it) for it in items))
+
+    async def load(self, request_id: str) -> Exchange | None:
+        await self._warm_up()
+        pages = self.container.query_items(
+            "SELECT * FROM c WHERE c.requestId = @requestId",
+            parameters=[{"name": "@requestId", "value": request_id}],
+            partition_key=request_id,
+        )
+        items = [item async for item in pages]
+        if not items:
+            return None
+        return await asyncio.to_thread(from_items, items)
+
+
+class CosmosRecordStore:
+    """Record item `id` = request id; details item `id` = "<request id>.details", written atomically together."""
+
+    def __init__(self, container: Container, warm_up: WarmUp = _no_warm_up) -> None:
+        self.container = container
+        self._warm_up = warm_up
+
+    async def add(self, record: UsageRecord, details: Mapping[str, Any]) -> bool:
+        rid = record["request_id"]
+        details_json = orjson.dumps(dict(details))
+        details_item: dict[str, Any] = {"id": f"{rid}.details", "requestId": rid, "kind": "details"}
+        if len(details_json) <= DETAILS_MAX_BYTES:
+            details_item["details"] = dict(details)
+        else:
+            details_item["details"] = None
+            details_item["omitted"] = f"details of {len(details_json)} bytes exceed {DETAILS_MAX_BYTES}"
+        record_item = {"id": rid, "requestId": rid, "kind": "record", "timestamp": record["timestamp"], "record": record}
+        await self._warm_up()
+        try:
+            # `create` fails with 409 when the record exists, and then the batch writes nothing.
+            await self.container.execute_item_batch(
+                [("create", (record_item,)), ("upsert", (details_item,))], partition_key=rid
+            )
+        except Exception as exc:
+            if _status(exc) == 409:
+                return False
+            raise
+        return True
+
+    async def get(self, request_id: str) -> UsageRecord | None:
+        await self._warm_up()
+        try:
+            item = await self.container.read_item(item=request_id, partition_key=request_id)
+        except Exception as exc:
+            if _status(exc) == 404:
+                return None
+            raise
+        return item["record"]
+
+
+class CosmosDeadLetterStore:
+    def __init__(self, container: Container, warm_up: WarmUp = _no_warm_up) -> None:
+        self.container = container
+        self._warm_up = warm_up
+
+    async def put(self, key: str, reason: str, payload: str) -> None:
+        truncated = len(payload) > DEADLETTER_PAYLOAD_MAX_CHARS
+        await self._warm_up()
+        await self.container.create_item(
+            {
+                "id": uuid.uuid4().hex,
+                "requestId": key,
+                "key": key,
+                "reason": reason,
+                "payload": payload[:DEADLETTER_PAYLOAD_MAX_CHARS],
+                "payloadTruncated": truncated,
+                "createdAt": utc_now_iso(),
+            }
+        )
+
+
+class CosmosAffinityStore:
+    """Item `id` = response id, partition key /id, Cosmos item TTL = the affinity's time to live."""
+
+    def __init__(
+        self, container: Container, warm_up: WarmUp = _no_warm_up, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.container = container
+        self._warm_up = warm_up
+        self._clock = clock
+
+    async def remember(self, response_id: str, backend: str, ttl_seconds: int) -> None:
+        await self._warm_up()
+        await self.container.upsert_item(
+            {"id": response_id, "backend": backend, "ttl": ttl_seconds, "expiresAt": self._clock() + ttl_seconds}
+        )
+
+    async def lookup(self, response_id: str) -> str | None:
+        await self._warm_up()
+        try:
+            item = await self.container.read_item(item=response_id, partition_key=response_id)
+        except Exception as exc:
+            if _status(exc) == 404:
+                return None
+            raise
+        # Cosmos deletes expired items in the background; never route on a stale entry meanwhile.
+        if float(item.get("expiresAt", 0)) <= self._clock():
+            return None
+        return item.get("backend")
+
+
+@dataclass(slots=True)
+class CosmosStores:
+    exchanges: CosmosExchangeStore
+    records: CosmosRecordStore
+    deadletters: CosmosDeadLetterStore
+    affinity: CosmosAffinityStore
+    close: Callable[[], Awaitable[None]]
+
+
+class _Once:
+    """Enters the aio CosmosClient (reads the account's regions) once, on first use, not at import."""
+
+    def __init__(self, client: Any) -> None:
+        self._client = client
+        self._lock = asyncio.Lock()
+        self._done = False
+
+    async def __call__(self) -> None:
+        if self._done:
+            return
+        async with self._lock:
+            if not self._done:
+                await self._client.__aenter__()
+                self._done = True
+
+
+def open_cosmos_stores(settings: Settings, credential: Any) -> CosmosStores:
+    """The four Cosmos stores over one client. No I/O until first use."""
+    from azure.cosmos.aio import CosmosClient
+
+    client = CosmosClient(settings.cosmos_endpoint or "", credential=credential)
+    database = client.get_database_client(settings.cosmos_database)
+    warm_up = _Once(client)
+    return CosmosStores(
+        exchanges=CosmosExchangeStore(
+            database.get_container_client(settings.cosmos_exchanges_container), settings.exchange_ttl_seconds, warm_up
+        ),
+        records=CosmosRecordStore(database.get_container_client(settings.cosmos_records_container), warm_up),
+        deadletters=CosmosDeadLetterStore(database.get_container_client(settings.cosmos_deadletters_container), warm_up),
+        affinity=CosmosAffinityStore(database.get_container_client(settings.cosmos_affinity_container), warm_up),
+        close=client.close,
+    )

@@ -1,0 +1,142 @@
+"""Builds the ports from app settings: the one place that picks Azure or embedded adapters.
+
+    ports = build_ports(Settings.from_env())
+    ...
+    await ports.close()
+
+The caller (function_app.py, the dev host, a test) holds the built ports; nothing here is global.
+Azure SDK modules are imported only when a setting asks for them, so the embedded set starts fast.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+
+from shared.errors import ConfigurationError
+from shared.ports import Ports
+from shared.settings import Settings
+
+LOG_STORES = ("sqlite", "cosmos")
+EVENT_CHANNELS = ("local", "eventhub")
+
+Closer = Callable[[], Awaitable[None]]
+
+
+class WiredPorts(Ports):
+    """Ports plus what must be closed when the app stops (clients, connections, credential)."""
+
+    __slots__ = ("_closers",)
+
+    def __init__(self, *, closers: list[Closer], **ports: object) -> None:
+        super().__init__(**ports)  # type: ignore[arg-type]
+        self._closers = closers
+
+    async def close(self) -> None:
+        """Close everything in reverse build order: sink and channel first, then stores, then the credential.
+
+        Every closer runs even when one fails; the first failure is raised at the end.
+        """
+        closers, self._closers = self._closers, []
+        first_error: BaseException | None = None
+        for closer in reversed(closers):
+            try:
+                await closer()
+            except Exception as exc:  # noqa: BLE001 - keep closing the rest
+                first_error = first_error or exc
+        if first_error is not None:
+            raise first_error
+
+    async def __aenter__(self) -> WiredPorts:
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+
+def check_settings(settings: Settings) -> None:
+    """Raise ConfigurationError naming the setting when the chosen adapters lack what they need."""
+    if settings.log_store not in LOG_STORES:
+        raise ConfigurationError(f"LOG_STORE must be one of {', '.join(LOG_STORES)}, got {settings.log_store!r}")
+    if settings.event_channel not in EVENT_CHANNELS:
+        raise ConfigurationError(
+            f"EVENT_CHANNEL must be one of {', '.join(EVENT_CHANNELS)}, got {settings.event_channel!r}"
+        )
+    if settings.log_store == "cosmos" and not settings.cosmos_endpoint:
+        raise ConfigurationError("LOG_STORE=cosmos needs COSMOS_ENDPOINT (https://<account>.documents.azure.com:443/)")
+    if settings.event_channel == "eventhub" and not settings.eventhub_namespace:
+        raise ConfigurationError(
+            "EVENT_CHANNEL=eventhub needs EventHubConnection__fullyQualifiedNamespace (<namespace>.servicebus.windows.net)"
+        )
+    if settings.exchange_ttl_seconds <= 0 and settings.exchange_ttl_seconds != -1:
+        raise ConfigurationError("EXCHANGE_TTL_SECONDS must be a positive number of seconds, or -1 for never")
+
+
+def build_ports(settings: Settings) -> WiredPorts:
+    """One adapter per port, chosen by LOG_STORE, EVENT_CHANNEL and APPLICATIONINSIGHTS_CONNECTION_STRING.
+
+    Construction does no I/O: connections open on first use, so this is safe at import time of
+    function_app.py. Raises ConfigurationError for missing or invalid settings.
+    """
+    check_settings(settings)
+    closers: list[Closer] = []
+    credential = None
+
+    def azure_credential():  # one DefaultAzureCredential for Cosmos DB and Event Hubs
+        nonlocal credential
+        if credential is None:
+            from azure.identity.aio import DefaultAzureCredential
+
+            credential = DefaultAzureCredential()
+            closers.append(credential.close)
+        return credential
+
+    if settings.log_store == "cosmos":
+        from shared.adapters.cosmos import open_cosmos_stores
+
+        stores = open_cosmos_stores(settings, azure_credential())
+        closers.append(stores.close)
+        exchanges, records, deadletters, affinity = stores.exchanges, stores.records, stores.deadletters, stores.affinity
+    else:
+        from shared.adapters.sqlite import (
+            SqliteAffinityStore,
+            SqliteDatabase,
+            SqliteDeadLetterStore,
+            SqliteExchangeStore,
+            SqliteRecordStore,
+        )
+
+        db = SqliteDatabase(settings.sqlite_path)
+        closers.append(db.close)
+        exchanges, records = SqliteExchangeStore(db), SqliteRecordStore(db)
+        deadletters, affinity = SqliteDeadLetterStore(db), SqliteAffinityStore(db)
+
+    if settings.event_channel == "eventhub":
+        from shared.adapters.eventhub import EventHubChannel
+
+        channel = EventHubChannel.create(settings.eventhub_namespace or "", settings.eventhub_name, azure_credential())
+    else:
+        from shared.adapters.local_channel import LocalEventChannel
+
+        channel = LocalEventChannel()
+    closers.append(channel.close)
+
+    if settings.appinsights_connection_string:
+        from shared.adapters.appinsights import AppInsightsUsageSink, configure_azure_monitor_once
+
+        configure_azure_monitor_once(settings)
+        sink = AppInsightsUsageSink.for_settings(settings)
+    else:
+        from shared.adapters.log_sink import LogUsageSink
+
+        sink = LogUsageSink()
+    closers.append(sink.close)
+
+    return WiredPorts(
+        closers=closers,
+        exchanges=exchanges,
+        channel=channel,
+        records=records,
+        sink=sink,
+        deadletters=deadletters,
+        affinity=affinity,
+    )
