@@ -156,6 +156,9 @@ param eventHubConsumerGroup string = 'parser'
 @description('Days Log Analytics keeps data.')
 param logRetentionInDays int = 90
 
+@description('Logger the Azure Monitor log handler sits on (PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME). Empty: the root logger, so every app log at the configured level is exported; set e.g. "gateway" to export only that logger tree.')
+param appInsightsLoggerName string = ''
+
 @description('Deploy the Azure Monitor workbook (powerbi/workbook/aoai-gateway.workbook.json).')
 param deployWorkbook bool = true
 
@@ -341,6 +344,8 @@ module functionApp 'modules/function-app.bicep' = {
     cosmosExchangesContainerName: cosmosContainers.exchanges
     cosmosRecordsContainerName: cosmosContainers.records
     cosmosDeadlettersContainerName: cosmosContainers.deadletters
+    cosmosAffinityContainerName: cosmosContainers.affinity
+    appInsightsLoggerName: appInsightsLoggerName
     exchangeTtlSeconds: exchangeTtlSeconds
     eventHubsNamespace: eventHubs.outputs.fullyQualifiedNamespace
     eventHubName: eventHubs.outputs.hubName

@@ -145,3 +145,9 @@ def test_no_secret_or_connection_string_in_app_settings(bicep_settings: dict[str
         text = json.dumps(value)
         assert "AccountKey=" not in text and "SharedAccessKey" not in text, name
         assert "listKeys" not in text, name
+
+
+def test_settings_page_names_every_setting() -> None:
+    page = (ROOT / "docs" / "settings.md").read_text()
+    missing = [name for name in sorted(code_settings() | set(AZURE_ONLY)) if f"`{name}`" not in page]
+    assert missing == []

@@ -50,6 +50,12 @@ param cosmosRecordsContainerName string
 @description('Container of dead letters (COSMOS_DEADLETTERS_CONTAINER).')
 param cosmosDeadlettersContainerName string
 
+@description('Container of Responses API affinity entries (COSMOS_AFFINITY_CONTAINER).')
+param cosmosAffinityContainerName string
+
+@description('Logger the Azure Monitor handler sits on (PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME); empty = root logger.')
+param appInsightsLoggerName string
+
 @description('TTL of stored raw exchanges in seconds.')
 param exchangeTtlSeconds int
 
@@ -157,6 +163,10 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
           value: appInsightsConnectionString
         }
         {
+          name: 'PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME'
+          value: appInsightsLoggerName
+        }
+        {
           name: 'GATEWAY_BACKENDS'
           value: gatewayBackendsJson
         }
@@ -183,6 +193,10 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
         {
           name: 'COSMOS_DEADLETTERS_CONTAINER'
           value: cosmosDeadlettersContainerName
+        }
+        {
+          name: 'COSMOS_AFFINITY_CONTAINER'
+          value: cosmosAffinityContainerName
         }
         {
           name: 'EXCHANGE_TTL_SECONDS'
