@@ -80,19 +80,62 @@ def test_workbook_module_loads_the_workbook_json() -> None:
     assert "loadTextContent('../../powerbi/workbook/aoai-gateway.workbook.json')" in text
 
 
-def test_data_services_are_private_and_keyless() -> None:
-    expectations = {
-        "cosmos.bicep": ["disableLocalAuth: true", "publicNetworkAccess: 'Disabled'"],
-        "eventhubs.bicep": ["disableLocalAuth: true", "publicNetworkAccess: 'Disabled'"],
-        "storage.bicep": ["allowSharedKeyAccess: false", "publicNetworkAccess: 'Disabled'"],
-        "openai.bicep": ["disableLocalAuth: true", "publicNetworkAccess: 'Disabled'"],
-        "content-safety.bicep": ["disableLocalAuth: true", "publicNetworkAccess: 'Disabled'"],
+def _module(parsed: dict[Path, dict[str, Any]], name: str) -> dict[str, Any]:
+    return parsed[BICEP_DIR / "modules" / name]["json"]
+
+
+def _private_endpoint_groups(module: dict[str, Any]) -> set[str]:
+    return {
+        m["config"]["params"]["groupId"]
+        for m in module.get("modules", {}).values()
+        if m["detail"]["path"] == "private-endpoint.bicep"
     }
-    for name, needles in expectations.items():
-        text = (BICEP_DIR / "modules" / name).read_text()
-        for needle in needles:
-            assert needle in text, f"{name}: {needle}"
-        assert "module endpoint 'private-endpoint.bicep'" in text or "private-endpoint.bicep" in text, name
+
+
+@pytest.mark.parametrize(
+    ("module", "resource", "keyless", "groups"),
+    [
+        ("cosmos.bicep", "account", {"disableLocalAuth": True}, {"Sql"}),
+        ("eventhubs.bicep", "namespace", {"disableLocalAuth": True}, {"namespace"}),
+        ("storage.bicep", "account", {"allowSharedKeyAccess": False}, {"blob", "queue", "table"}),
+        ("openai.bicep", "account", {"disableLocalAuth": True}, {"account"}),
+        ("content-safety.bicep", "account", {"disableLocalAuth": True}, {"account"}),
+    ],
+)
+def test_data_services_are_private_and_keyless(
+    parsed: dict[Path, dict[str, Any]], module: str, resource: str, keyless: dict[str, bool], groups: set[str]
+) -> None:
+    parsed_module = _module(parsed, module)
+    props = parsed_module["resources"][resource]["config"]["properties"]
+    assert props["publicNetworkAccess"] == "Disabled"
+    for key, value in keyless.items():
+        assert props[key] is value, f"{module}: {key}"
+    assert _private_endpoint_groups(parsed_module) == groups
+
+
+def test_function_app_is_reached_through_a_private_endpoint(parsed: dict[Path, dict[str, Any]]) -> None:
+    assert _private_endpoint_groups(_module(parsed, "function-app.bicep")) == {"sites"}
+
+
+def test_every_subnet_has_an_nsg_and_apim_gets_the_rules_it_needs(parsed: dict[Path, dict[str, Any]]) -> None:
+    network = _module(parsed, "network.bicep")["resources"]
+    subnets = network["vnet"]["config"]["properties"]["subnets"]
+    assert len(subnets) == 3
+    for subnet in subnets:
+        assert "networkSecurityGroup" in subnet["properties"], subnet["name"]
+    rules = [r["properties"] for r in network["apimNsg"]["config"]["properties"]["securityRules"]]
+    inbound = {(r["sourceAddressPrefix"], r["destinationPortRange"]) for r in rules if r["direction"] == "Inbound"}
+    assert {("Internet", "443"), ("ApiManagement", "3443"), ("AzureLoadBalancer", "6390")} <= inbound
+    outbound = {r["destinationAddressPrefix"] for r in rules if r["direction"] == "Outbound"}
+    assert {"Storage", "Sql", "AzureKeyVault", "AzureMonitor"} <= outbound
+    delegations = subnets[1]["properties"]["delegations"]
+    assert delegations[0]["properties"]["serviceName"] == "Microsoft.App/environments"
+
+
+def test_apim_is_in_external_vnet_mode(parsed: dict[Path, dict[str, Any]]) -> None:
+    props = _module(parsed, "apim.bicep")["resources"]["service"]["config"]["properties"]
+    assert props["virtualNetworkType"] == "External"
+    assert "subnetResourceId" in props["virtualNetworkConfiguration"]
 
 
 def test_function_app_is_flex_python_311_with_identity(parsed: dict[Path, dict[str, Any]]) -> None:
