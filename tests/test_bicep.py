@@ -165,3 +165,17 @@ def test_least_privilege_roles_are_assigned() -> None:
     # Broad roles would defeat the point.
     for broad in ("b24988ac-6180-42a0-ab88-20f7382dd24c", "8e3af657-a8ff-443c-a75c-2fe8c4bcb635"):  # Contributor, Owner
         assert broad not in text
+
+
+def test_deploy_docs_name_the_real_outputs_and_files(parsed: dict[Path, dict[str, Any]]) -> None:
+    page = (ROOT / "docs" / "deploy.md").read_text()
+    for output in parsed[MAIN]["json"]["outputs"]:
+        if output in {"AZURE_APIM_GATEWAY_URL", "AZURE_APIM_NAME", "AZURE_FUNCTION_APP_NAME"}:
+            assert output in page
+    for path in ("bicep/main.bicep", "bicep/main.parameters.json", "azure.yaml"):
+        assert path in page and (ROOT / path).is_file(), path
+    for module in re.findall(r"`([a-z-]+\.bicep)`", page):
+        assert (BICEP_DIR / "modules" / module).is_file() or module == "main.bicep", module
+    params = parsed[MAIN]["json"]["parameters"]
+    for name in re.findall(r"^\| `([A-Za-z]+)`", page, re.M):
+        assert name in params, f"docs/deploy.md names parameter {name} that main.bicep lacks"
