@@ -170,6 +170,51 @@ param injectStreamUsage bool = true
 @description('Largest request body the proxy accepts, in bytes (MAX_REQUEST_BODY_BYTES).')
 param maxRequestBodyBytes int = 26214400
 
+@description('Failover and circuit breaker (GATEWAY_MAX_ATTEMPTS, GATEWAY_RETRY_DEADLINE_SECONDS, GATEWAY_CIRCUIT_*, RESPONSES_AFFINITY_TTL_SECONDS). Seconds may be decimal strings such as "2.5".')
+param routing object = {
+  maxAttempts: 3
+  retryDeadlineSeconds: 30
+  circuitFailures: 5
+  circuitWindowSeconds: 30
+  circuitCooldownSeconds: 30
+  responsesAffinityTtlSeconds: 2592000
+}
+
+@description('DEPLOYMENT_MODELS: deployment name -> {"model": "gpt-4o-2024-08-06", "type": "global|data_zone|regional|provisioned"}, for cost; unmapped deployments use the model AOAI reports.')
+param deploymentModels object = {}
+
+@description('Content Safety options (CONTENT_SAFETY_*), used when enableContentSafety is true; thresholds, modes and failModes are per product with a "default". See docs/settings.md.')
+param contentSafetyOptions object = {
+  analyzePrompt: false
+  promptShields: false
+  thresholds: {
+    default: {
+      Hate: 4
+      SelfHarm: 4
+      Sexual: 4
+      Violence: 4
+    }
+  }
+  blocklists: ''
+  haltOnBlocklistHit: false
+  outputType: 'FourSeverityLevels'
+  windowChars: 10000
+  windowOverlap: 200
+  streamWindowChars: 1000
+  streamWindowOverlap: 100
+  modes: {
+    default: 'monitor'
+  }
+  failModes: {
+    default: 'open'
+  }
+  maxRetries: 3
+  retryBackoffSeconds: '0.5'
+  maxRetryAfterSeconds: 10
+  timeoutSeconds: 10
+  maxConcurrency: 4
+}
+
 @description('Maximum function app instances.')
 param functionMaximumInstanceCount int = 100
 
@@ -352,6 +397,10 @@ module functionApp 'modules/function-app.bicep' = {
     eventHubConsumerGroup: eventHubConsumerGroup
     injectStreamUsage: injectStreamUsage
     maxRequestBodyBytes: maxRequestBodyBytes
+    routing: routing
+    deploymentModels: deploymentModels
+    contentSafetyEndpoint: enableContentSafety ? 'https://${toLower(names.contentSafety)}.cognitiveservices.azure.com' : ''
+    contentSafety: contentSafetyOptions
     maximumInstanceCount: functionMaximumInstanceCount
     instanceMemoryMB: functionInstanceMemoryMB
     deploymentAllowedIpRanges: deploymentAllowedIpRanges

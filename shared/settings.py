@@ -31,6 +31,16 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
         raise ConfigurationError(f"{name} must be an integer, got {raw!r}") from None
 
 
+def _float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw in (None, ""):
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"{name} must be a number, got {raw!r}") from None
+
+
 @dataclass(frozen=True, slots=True)
 class Settings:
     #: JSON list of backends (see proxy/backends.py).
@@ -59,6 +69,45 @@ class Settings:
     #: Add stream_options.include_usage upstream when the client did not ask (and hide the chunk).
     inject_stream_usage: bool = True
     max_request_body_bytes: int = 26_214_400
+    #: Routing (proxy/policy.py): upstream attempts per request, counting the first.
+    max_attempts: int = 3
+    #: No new attempt starts once this many seconds have passed since the first one.
+    retry_deadline_seconds: float = 30.0
+    #: Health failures (5xx, connection errors, timeouts) within the window that open a circuit.
+    circuit_failures: int = 5
+    circuit_window_seconds: float = 30.0
+    #: How long an open circuit keeps a backend out before one trial request may probe it.
+    circuit_cooldown_seconds: float = 30.0
+    #: How long a Responses API response id stays pinned to the backend that created it.
+    responses_affinity_ttl_seconds: int = 30 * 24 * 3600
+    #: JSON object deployment -> {"model", "type"} for pricing (see shared/pricing/deployments.py).
+    deployment_models_json: str = "{}"
+    # Content safety (shared/safety/config.py parses and checks these). Off unless the endpoint is set.
+    content_safety_endpoint: str | None = None
+    #: Name of the setting that holds the Content Safety key (a Key Vault reference); else CONTENT_SAFETY_KEY.
+    content_safety_key_setting: str | None = None
+    content_safety_key: str | None = field(default=None, repr=False)
+    content_safety_analyze_prompt: bool = False
+    content_safety_prompt_shields: bool = False
+    #: JSON: product -> {category: severity}; "default" for all products.
+    content_safety_thresholds_json: str = "{}"
+    #: Comma-separated blocklist names.
+    content_safety_blocklists: str = ""
+    content_safety_halt_on_blocklist_hit: bool = False
+    content_safety_output_type: str = "FourSeverityLevels"
+    content_safety_window_chars: int = 10_000
+    content_safety_window_overlap: int = 200
+    content_safety_stream_window_chars: int = 1000
+    content_safety_stream_window_overlap: int = 100
+    #: JSON: product -> "monitor" | "enforce"; "default" for all products.
+    content_safety_modes_json: str = "{}"
+    #: JSON: product -> "open" | "closed" (what an analyser failure does to an enforced stream).
+    content_safety_fail_modes_json: str = "{}"
+    content_safety_max_retries: int = 3
+    content_safety_retry_backoff_seconds: float = 0.5
+    content_safety_max_retry_after_seconds: float = 10.0
+    content_safety_timeout_seconds: float = 10.0
+    content_safety_max_concurrency: int = 4
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -84,5 +133,32 @@ class Settings:
             appinsights_logger_name=env.get("PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME") or "",
             inject_stream_usage=_bool(env.get("INJECT_STREAM_USAGE"), True),
             max_request_body_bytes=_int(env, "MAX_REQUEST_BODY_BYTES", 26_214_400),
+            max_attempts=_int(env, "GATEWAY_MAX_ATTEMPTS", 3),
+            retry_deadline_seconds=_float(env, "GATEWAY_RETRY_DEADLINE_SECONDS", 30.0),
+            circuit_failures=_int(env, "GATEWAY_CIRCUIT_FAILURES", 5),
+            circuit_window_seconds=_float(env, "GATEWAY_CIRCUIT_WINDOW_SECONDS", 30.0),
+            circuit_cooldown_seconds=_float(env, "GATEWAY_CIRCUIT_COOLDOWN_SECONDS", 30.0),
+            responses_affinity_ttl_seconds=_int(env, "RESPONSES_AFFINITY_TTL_SECONDS", 30 * 24 * 3600),
+            deployment_models_json=env.get("DEPLOYMENT_MODELS") or "{}",
+            content_safety_endpoint=env.get("CONTENT_SAFETY_ENDPOINT") or None,
+            content_safety_key_setting=env.get("CONTENT_SAFETY_KEY_SETTING") or None,
+            content_safety_key=env.get("CONTENT_SAFETY_KEY") or None,
+            content_safety_analyze_prompt=_bool(env.get("CONTENT_SAFETY_ANALYZE_PROMPT"), False),
+            content_safety_prompt_shields=_bool(env.get("CONTENT_SAFETY_PROMPT_SHIELDS"), False),
+            content_safety_thresholds_json=env.get("CONTENT_SAFETY_THRESHOLDS") or "{}",
+            content_safety_blocklists=env.get("CONTENT_SAFETY_BLOCKLISTS") or "",
+            content_safety_halt_on_blocklist_hit=_bool(env.get("CONTENT_SAFETY_HALT_ON_BLOCKLIST_HIT"), False),
+            content_safety_output_type=env.get("CONTENT_SAFETY_OUTPUT_TYPE") or "FourSeverityLevels",
+            content_safety_window_chars=_int(env, "CONTENT_SAFETY_WINDOW_CHARS", 10_000),
+            content_safety_window_overlap=_int(env, "CONTENT_SAFETY_WINDOW_OVERLAP", 200),
+            content_safety_stream_window_chars=_int(env, "CONTENT_SAFETY_STREAM_WINDOW_CHARS", 1000),
+            content_safety_stream_window_overlap=_int(env, "CONTENT_SAFETY_STREAM_WINDOW_OVERLAP", 100),
+            content_safety_modes_json=env.get("CONTENT_SAFETY_MODES") or "{}",
+            content_safety_fail_modes_json=env.get("CONTENT_SAFETY_FAIL_MODES") or "{}",
+            content_safety_max_retries=_int(env, "CONTENT_SAFETY_MAX_RETRIES", 3),
+            content_safety_retry_backoff_seconds=_float(env, "CONTENT_SAFETY_RETRY_BACKOFF_SECONDS", 0.5),
+            content_safety_max_retry_after_seconds=_float(env, "CONTENT_SAFETY_MAX_RETRY_AFTER_SECONDS", 10.0),
+            content_safety_timeout_seconds=_float(env, "CONTENT_SAFETY_TIMEOUT_SECONDS", 10.0),
+            content_safety_max_concurrency=_int(env, "CONTENT_SAFETY_MAX_CONCURRENCY", 4),
             extra=env,
         )

@@ -131,3 +131,48 @@ def decode_all(text: str | bytes) -> list[SSEEvent]:
     decoder = SSEDecoder()
     raw = text.encode("utf-8") if isinstance(text, str) else text
     return decoder.feed(raw) + decoder.flush()
+
+
+def decode_text(text: str) -> list[tuple[str | None, str]]:
+    """`(event, data)` for every event with data in a whole stored stream: the same events as
+    `decode_all` (same line, field and BOM rules) without the raw bytes, several times faster.
+
+    The parser consolidates thousands of stored events per exchange; it needs no raw bytes, and
+    splitting the whole text at once avoids the incremental decoder's per-line buffer work.
+    """
+    if text.startswith("\ufeff"):
+        text = text[1:]
+    if "\r" in text:
+        text = text.replace("\r\n", "\n").replace("\r", "\n")
+    out: list[tuple[str | None, str]] = []
+    for block in text.split("\n\n"):
+        # The common block is one `data: ...` line: no field parsing needed.
+        if block.startswith("data: ") and "\n" not in block:
+            out.append((None, block[6:]))
+        elif block:
+            _decode_block(block, out)
+    return out
+
+
+def _decode_block(block: str, out: list[tuple[str | None, str]]) -> None:
+    """Lines of a block that ended with a blank line (or the end of the stream)."""
+    data: list[str] = []
+    event: str | None = None
+    for line in block.split("\n"):
+        if not line:  # a blank line inside: runs of three or more line ends
+            if data:
+                out.append((event, "\n".join(data)))
+                data = []
+            event = None
+        elif line.startswith("data:"):
+            data.append(line[6:] if line[5:6] == " " else line[5:])
+        elif line[0] != ":":
+            name, sep, value = line.partition(":")
+            if sep and value[:1] == " ":
+                value = value[1:]
+            if name == "data":
+                data.append(value)
+            elif name == "event":
+                event = value
+    if data:
+        out.append((event, "\n".join(data)))

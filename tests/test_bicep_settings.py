@@ -28,6 +28,9 @@ LOCAL_ONLY = {
     "functionAppConfig.runtime (python 3.11), checked below",
     "SQLITE_PATH": "embedded store of the dev host; in Azure LOG_STORE is cosmos",
     "LOCAL_SUBSCRIPTIONS": "the dev host stands in for APIM; in Azure APIM sets the x-gateway-* identity headers",
+    "CONTENT_SAFETY_KEY": "a secret: in Azure the function app reaches Content Safety with its managed identity "
+    "(role Cognitive Services User); add it by hand (as a Key Vault reference) only if you must use a key",
+    "CONTENT_SAFETY_KEY_SETTING": "names the setting holding a Content Safety key; unused with managed identity",
 }
 
 #: Written by bicep although local.settings.sample.json has another form of them.
@@ -151,3 +154,53 @@ def test_settings_page_names_every_setting() -> None:
     page = (ROOT / "docs" / "settings.md").read_text()
     missing = [name for name in sorted(code_settings() | set(AZURE_ONLY)) if f"`{name}`" not in page]
     assert missing == []
+
+
+#: Tunables whose bicep default must equal the local sample value: setting -> (main.bicep param, key).
+TUNABLE_DEFAULTS = {
+    "GATEWAY_MAX_ATTEMPTS": ("routing", "maxAttempts"),
+    "GATEWAY_RETRY_DEADLINE_SECONDS": ("routing", "retryDeadlineSeconds"),
+    "GATEWAY_CIRCUIT_FAILURES": ("routing", "circuitFailures"),
+    "GATEWAY_CIRCUIT_WINDOW_SECONDS": ("routing", "circuitWindowSeconds"),
+    "GATEWAY_CIRCUIT_COOLDOWN_SECONDS": ("routing", "circuitCooldownSeconds"),
+    "RESPONSES_AFFINITY_TTL_SECONDS": ("routing", "responsesAffinityTtlSeconds"),
+    "CONTENT_SAFETY_THRESHOLDS": ("contentSafetyOptions", "thresholds"),
+    "CONTENT_SAFETY_OUTPUT_TYPE": ("contentSafetyOptions", "outputType"),
+    "CONTENT_SAFETY_WINDOW_CHARS": ("contentSafetyOptions", "windowChars"),
+    "CONTENT_SAFETY_WINDOW_OVERLAP": ("contentSafetyOptions", "windowOverlap"),
+    "CONTENT_SAFETY_STREAM_WINDOW_CHARS": ("contentSafetyOptions", "streamWindowChars"),
+    "CONTENT_SAFETY_STREAM_WINDOW_OVERLAP": ("contentSafetyOptions", "streamWindowOverlap"),
+    "CONTENT_SAFETY_MODES": ("contentSafetyOptions", "modes"),
+    "CONTENT_SAFETY_FAIL_MODES": ("contentSafetyOptions", "failModes"),
+    "CONTENT_SAFETY_MAX_RETRIES": ("contentSafetyOptions", "maxRetries"),
+    "CONTENT_SAFETY_RETRY_BACKOFF_SECONDS": ("contentSafetyOptions", "retryBackoffSeconds"),
+    "CONTENT_SAFETY_MAX_RETRY_AFTER_SECONDS": ("contentSafetyOptions", "maxRetryAfterSeconds"),
+    "CONTENT_SAFETY_TIMEOUT_SECONDS": ("contentSafetyOptions", "timeoutSeconds"),
+    "CONTENT_SAFETY_MAX_CONCURRENCY": ("contentSafetyOptions", "maxConcurrency"),
+    "EXCHANGE_TTL_SECONDS": ("exchangeTtlSeconds", None),
+    "MAX_REQUEST_BODY_BYTES": ("maxRequestBodyBytes", None),
+}
+
+
+def _same(bicep_value: Any, sample_value: str) -> bool:
+    if isinstance(bicep_value, (dict, list)):
+        return bicep_value == json.loads(sample_value)
+    try:
+        return float(bicep_value) == float(sample_value)
+    except (TypeError, ValueError):
+        return str(bicep_value) == sample_value
+
+
+def test_azure_defaults_match_the_local_sample() -> None:
+    main = BICEP_DIR / "main.bicep"
+    params = parse_bicep([main])[main]["json"]["parameters"]
+    sample = sample_values()
+    different = {}
+    for setting, (param, key) in TUNABLE_DEFAULTS.items():
+        if setting not in sample:
+            continue  # the setting left the code; test_bicep_writes_exactly... reports it
+        default = params[param]["default"]
+        value = default if key is None else default[key]
+        if not _same(value, sample[setting]):
+            different[setting] = (value, sample[setting])
+    assert different == {}

@@ -2,7 +2,7 @@ import random
 
 import pytest
 
-from shared.sse import SSEDecoder, decode_all
+from shared.sse import SSEDecoder, decode_all, decode_text
 
 STREAM = (
     b": keep-alive comment\n\n"
@@ -70,3 +70,19 @@ def test_bom_is_ignored_but_kept_in_raw():
 def test_field_without_space_and_unknown_fields():
     evs = decode_all(b"data:x\nfoo: bar\ndata\n\n")
     assert evs[0].data == "x\n"
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_decode_text_gives_the_events_decode_all_gives(seed):
+    rng = random.Random(seed)
+    blocks = [
+        b'data: {"a": 1}', b"event: response.created\ndata: {\"t\": 2}", b": comment", b"data: one\ndata: two",
+        b"data:nospace", b"data", b"id: 3\ndata: x", b"event: only-event", b"data: [DONE]", b"data: caf\xc3\xa9 \xe2\x80\xa8 sep",
+    ]
+    picked = [rng.choice(blocks) for _ in range(12)]
+    text = b"\n\n".join(picked) + rng.choice([b"\n\n", b"", b"\n"])
+    text = text.replace(b"\n", rng.choice([b"\n", b"\r\n", b"\r"]))
+    if seed % 5 == 0:
+        text = b"\xef\xbb\xbf" + text
+    expected = [(e.event, e.data) for e in decode_all(text) if e.data]
+    assert [(ev, d) for ev, d in decode_text(text.decode()) if d] == expected

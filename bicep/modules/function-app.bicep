@@ -72,6 +72,18 @@ param injectStreamUsage bool
 @description('Largest request body the proxy accepts, in bytes.')
 param maxRequestBodyBytes int
 
+@description('Failover and circuit breaker: {maxAttempts, retryDeadlineSeconds, circuitFailures, circuitWindowSeconds, circuitCooldownSeconds, responsesAffinityTtlSeconds}.')
+param routing object
+
+@description('DEPLOYMENT_MODELS: deployment name -> {model, type} for cost.')
+param deploymentModels object
+
+@description('Content Safety endpoint (empty: content safety off).')
+param contentSafetyEndpoint string
+
+@description('Content Safety options (see main.bicep contentSafetyOptions).')
+param contentSafety object
+
 @description('Maximum instances the app scales out to.')
 @minValue(1)
 @maxValue(1000)
@@ -225,6 +237,106 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
         {
           name: 'MAX_REQUEST_BODY_BYTES'
           value: string(maxRequestBodyBytes)
+        }
+        {
+          name: 'GATEWAY_MAX_ATTEMPTS'
+          value: string(routing.maxAttempts)
+        }
+        {
+          name: 'GATEWAY_RETRY_DEADLINE_SECONDS'
+          value: string(routing.retryDeadlineSeconds)
+        }
+        {
+          name: 'GATEWAY_CIRCUIT_FAILURES'
+          value: string(routing.circuitFailures)
+        }
+        {
+          name: 'GATEWAY_CIRCUIT_WINDOW_SECONDS'
+          value: string(routing.circuitWindowSeconds)
+        }
+        {
+          name: 'GATEWAY_CIRCUIT_COOLDOWN_SECONDS'
+          value: string(routing.circuitCooldownSeconds)
+        }
+        {
+          name: 'RESPONSES_AFFINITY_TTL_SECONDS'
+          value: string(routing.responsesAffinityTtlSeconds)
+        }
+        {
+          name: 'DEPLOYMENT_MODELS'
+          value: string(deploymentModels)
+        }
+        {
+          name: 'CONTENT_SAFETY_ENDPOINT'
+          value: contentSafetyEndpoint
+        }
+        {
+          name: 'CONTENT_SAFETY_ANALYZE_PROMPT'
+          value: contentSafety.analyzePrompt ? 'true' : 'false'
+        }
+        {
+          name: 'CONTENT_SAFETY_PROMPT_SHIELDS'
+          value: contentSafety.promptShields ? 'true' : 'false'
+        }
+        {
+          name: 'CONTENT_SAFETY_THRESHOLDS'
+          value: string(contentSafety.thresholds)
+        }
+        {
+          name: 'CONTENT_SAFETY_BLOCKLISTS'
+          value: contentSafety.blocklists
+        }
+        {
+          name: 'CONTENT_SAFETY_HALT_ON_BLOCKLIST_HIT'
+          value: contentSafety.haltOnBlocklistHit ? 'true' : 'false'
+        }
+        {
+          name: 'CONTENT_SAFETY_OUTPUT_TYPE'
+          value: contentSafety.outputType
+        }
+        {
+          name: 'CONTENT_SAFETY_WINDOW_CHARS'
+          value: string(contentSafety.windowChars)
+        }
+        {
+          name: 'CONTENT_SAFETY_WINDOW_OVERLAP'
+          value: string(contentSafety.windowOverlap)
+        }
+        {
+          name: 'CONTENT_SAFETY_STREAM_WINDOW_CHARS'
+          value: string(contentSafety.streamWindowChars)
+        }
+        {
+          name: 'CONTENT_SAFETY_STREAM_WINDOW_OVERLAP'
+          value: string(contentSafety.streamWindowOverlap)
+        }
+        {
+          name: 'CONTENT_SAFETY_MODES'
+          value: string(contentSafety.modes)
+        }
+        {
+          name: 'CONTENT_SAFETY_FAIL_MODES'
+          value: string(contentSafety.failModes)
+        }
+        {
+          name: 'CONTENT_SAFETY_MAX_RETRIES'
+          value: string(contentSafety.maxRetries)
+        }
+        {
+          name: 'CONTENT_SAFETY_RETRY_BACKOFF_SECONDS'
+          value: string(contentSafety.retryBackoffSeconds)
+        }
+        {
+          name: 'CONTENT_SAFETY_MAX_RETRY_AFTER_SECONDS'
+          value: string(contentSafety.maxRetryAfterSeconds)
+        }
+        {
+          name: 'CONTENT_SAFETY_TIMEOUT_SECONDS'
+          value: string(contentSafety.timeoutSeconds)
+        }
+        {
+          name: 'CONTENT_SAFETY_MAX_CONCURRENCY'
+          value: string(contentSafety.maxConcurrency)
         }
       ]
     }
