@@ -180,6 +180,18 @@ param routing object = {
   responsesAffinityTtlSeconds: 2592000
 }
 
+@description('Upstream connection pool and timeouts (UPSTREAM_*). The first-byte timeout stays under the 230 s the Azure load balancer allows an HTTP trigger.')
+param upstream object = {
+  connectTimeoutSeconds: 10
+  firstByteTimeoutSeconds: 230
+  idleTimeoutSeconds: 120
+  totalTimeoutSeconds: 1800
+  maxConnections: 256
+}
+
+@description('CAPTURE_OUTBOX_DIR: where the proxy spills exchanges it could not store (empty = the instance temp dir; replayed on the next start of that instance).')
+param captureOutboxDir string = ''
+
 @description('DEPLOYMENT_MODELS: deployment name -> {"model": "gpt-4o-2024-08-06", "type": "global|data_zone|regional|provisioned"}, for cost; unmapped deployments use the model AOAI reports.')
 param deploymentModels object = {}
 
@@ -398,6 +410,8 @@ module functionApp 'modules/function-app.bicep' = {
     injectStreamUsage: injectStreamUsage
     maxRequestBodyBytes: maxRequestBodyBytes
     routing: routing
+    upstream: upstream
+    captureOutboxDir: captureOutboxDir
     deploymentModels: deploymentModels
     contentSafetyEndpoint: enableContentSafety ? 'https://${toLower(names.contentSafety)}.cognitiveservices.azure.com' : ''
     contentSafety: contentSafetyOptions

@@ -177,6 +177,11 @@ TUNABLE_DEFAULTS = {
     "CONTENT_SAFETY_MAX_RETRY_AFTER_SECONDS": ("contentSafetyOptions", "maxRetryAfterSeconds"),
     "CONTENT_SAFETY_TIMEOUT_SECONDS": ("contentSafetyOptions", "timeoutSeconds"),
     "CONTENT_SAFETY_MAX_CONCURRENCY": ("contentSafetyOptions", "maxConcurrency"),
+    "UPSTREAM_CONNECT_TIMEOUT_SECONDS": ("upstream", "connectTimeoutSeconds"),
+    "UPSTREAM_FIRST_BYTE_TIMEOUT_SECONDS": ("upstream", "firstByteTimeoutSeconds"),
+    "UPSTREAM_IDLE_TIMEOUT_SECONDS": ("upstream", "idleTimeoutSeconds"),
+    "UPSTREAM_TOTAL_TIMEOUT_SECONDS": ("upstream", "totalTimeoutSeconds"),
+    "UPSTREAM_MAX_CONNECTIONS": ("upstream", "maxConnections"),
     "EXCHANGE_TTL_SECONDS": ("exchangeTtlSeconds", None),
     "MAX_REQUEST_BODY_BYTES": ("maxRequestBodyBytes", None),
 }

@@ -75,6 +75,12 @@ param maxRequestBodyBytes int
 @description('Failover and circuit breaker: {maxAttempts, retryDeadlineSeconds, circuitFailures, circuitWindowSeconds, circuitCooldownSeconds, responsesAffinityTtlSeconds}.')
 param routing object
 
+@description('Upstream pool and timeouts: {connectTimeoutSeconds, firstByteTimeoutSeconds, idleTimeoutSeconds, totalTimeoutSeconds, maxConnections}.')
+param upstream object
+
+@description('CAPTURE_OUTBOX_DIR (empty = instance temp dir).')
+param captureOutboxDir string
+
 @description('DEPLOYMENT_MODELS: deployment name -> {model, type} for cost.')
 param deploymentModels object
 
@@ -237,6 +243,30 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
         {
           name: 'MAX_REQUEST_BODY_BYTES'
           value: string(maxRequestBodyBytes)
+        }
+        {
+          name: 'UPSTREAM_CONNECT_TIMEOUT_SECONDS'
+          value: string(upstream.connectTimeoutSeconds)
+        }
+        {
+          name: 'UPSTREAM_FIRST_BYTE_TIMEOUT_SECONDS'
+          value: string(upstream.firstByteTimeoutSeconds)
+        }
+        {
+          name: 'UPSTREAM_IDLE_TIMEOUT_SECONDS'
+          value: string(upstream.idleTimeoutSeconds)
+        }
+        {
+          name: 'UPSTREAM_TOTAL_TIMEOUT_SECONDS'
+          value: string(upstream.totalTimeoutSeconds)
+        }
+        {
+          name: 'UPSTREAM_MAX_CONNECTIONS'
+          value: string(upstream.maxConnections)
+        }
+        {
+          name: 'CAPTURE_OUTBOX_DIR'
+          value: captureOutboxDir
         }
         {
           name: 'GATEWAY_MAX_ATTEMPTS'
