@@ -150,8 +150,8 @@ def chat_chunks(received: bytes) -> list[ChatCompletionChunk]:
 
 
 def test_third_window_violates_client_gets_cleared_text_then_content_filter(gw):
-    parts = pieces(60, trigger_at=20)  # characters 200..220: only the third window (160..240 new) holds it
-    headers = forced(parts, **{"x-sim-token-delay-ms": "20"})
+    parts = pieces(200, trigger_at=20)  # characters 200..220: only the third window (160..240 new) holds it
+    headers = forced(parts, **{"x-sim-token-delay-ms": "20"})  # AOAI would take 4 s for all of it
     received, rid = raw_stream(gw, "kids", CHAT, HELLO, headers)
 
     chunks = chat_chunks(received)
@@ -172,12 +172,13 @@ def test_third_window_violates_client_gets_cleared_text_then_content_filter(gw):
     # The exchange keeps what AOAI sent, including the text the client never saw.
     logged = gw.upstream(headers["x-ms-client-request-id"])
     assert "VIOLENCE_L" in ex.response.sse and logged.response.startswith(ex.response.sse.encode())
-    # The upstream call was closed at once: AOAI saw the hang-up long before its 60 x 20 ms were over.
+    # The upstream call was closed at once: AOAI saw the hang-up long before its 200 x 20 ms were over
+    # (the violation was known at piece 23, 240 characters).
     deadline = time.monotonic() + 5
     while logged.finished is None and time.monotonic() < deadline:
         time.sleep(0.02)
     assert logged.client_disconnected and not logged.dropped
-    assert b"word0040" not in logged.response  # the violation was known at piece 23 (240 characters)
+    assert b"word0199" not in logged.response
 
 
 def test_sdk_sees_an_honest_content_filter_end(gw):
