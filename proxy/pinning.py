@@ -45,6 +45,11 @@ class CreatedIdTap:
         self._scanned = 0
         self._task: asyncio.Task[None] | None = None
 
+    @property
+    def watching(self) -> bool:
+        """True while a stream is still being scanned for its id."""
+        return self._watcher is not None
+
     def feed(self, chunk: bytes) -> None:
         """Called for each body chunk; does nothing once the stream's id is found or given up on."""
         watcher = self._watcher
