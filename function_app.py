@@ -11,10 +11,15 @@ import orjson
 from azurefunctions.extensions.http.fastapi import Request, Response
 
 from proxy.handler import Proxy, build_proxy
+from proxy.routing import BackendPool
 from shared.settings import Settings
 from shared.wiring import WiredPorts, build_ports
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+# A bad GATEWAY_BACKENDS or routing setting stops the app when the host loads it (the error names
+# the entry), instead of failing every request later. Pure parsing: nothing is connected here.
+BackendPool.from_settings(Settings.from_env())
 
 
 @functools.cache

@@ -48,3 +48,20 @@ def test_every_http_trigger_uses_the_streaming_extension_types():
         hints = inspect.get_annotations(user)
         assert hints["req"] is Request and hints["return"] is Response
         assert RequestTrackerMeta.check_type(hints["req"]) and ResponseTrackerMeta.check_type(hints["return"])
+
+
+def test_bad_backend_configuration_stops_the_app_when_it_loads():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    bad = '[{"name": "east", "endpoint": "https://east.openai.azure.com", "deployments": ["*"]},' \
+          ' {"name": "west", "endpoint": "https://west.openai.azure.com", "deployments": ["*"], "weight": 0}]'
+    root = Path(function_app.__file__).parent
+    env = {**os.environ, "GATEWAY_BACKENDS": bad}
+    done = subprocess.run([sys.executable, "-c", "import function_app"], cwd=root, env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert "GATEWAY_BACKENDS[1] ('west'): 'weight' must be an integer >= 1" in done.stderr
+    env["GATEWAY_BACKENDS"] = bad.replace('"weight": 0', '"weight": 2')
+    assert subprocess.run([sys.executable, "-c", "import function_app"], cwd=root, env=env, timeout=60).returncode == 0
