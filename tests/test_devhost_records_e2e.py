@@ -276,6 +276,33 @@ def test_completions_stream_gets_usage_injected_and_hidden(gw):
     assert record["usage_source"] == "service" and record["usage_injected"] and record["stream"]
 
 
+def test_old_api_version_completions_stream_is_estimated_and_equals_the_simulators_count(gw):
+    prompt = "Write a haiku about tokenizers."
+    raw = gw.client(OLD_API_VERSION).completions.with_raw_response.create(
+        model="gpt-35-turbo-instruct", prompt=prompt, max_tokens=30, stream=True)
+    text = "".join(c.choices[0].text for c in raw.parse() if c.choices)
+    same = gw.client(OLD_API_VERSION).completions.create(model="gpt-35-turbo-instruct", prompt=prompt, max_tokens=30)
+    assert same.choices[0].text == text
+    record = _one_record(gw, raw.headers["x-gateway-request-id"])
+    assert record["usage_source"] == "estimated" and not record["usage_injected"]
+    assert _counts(record) == (same.usage.prompt_tokens, same.usage.completion_tokens, same.usage.total_tokens)
+
+
+def test_v1_surface_stream_injects_usage_and_takes_the_deployment_from_the_body(gw):
+    crid = _crid()
+    v1 = openai.OpenAI(base_url=f"{gw.url}/openai/v1/", api_key=CLIENT_KEY, max_retries=0)
+    raw = v1.chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "Hello from v1"}], stream=True,
+        extra_headers={"x-ms-client-request-id": crid})
+    assert all(c.usage is None for c in raw.parse())
+    logged = gw.upstream(crid)
+    assert logged.path == "/openai/v1/chat/completions"
+    record = _one_record(gw, raw.headers["x-gateway-request-id"])
+    assert record["deployment"] == "gpt-4o" and record["api_version"] is None
+    assert record["usage_source"] == "service" and record["usage_injected"]
+    assert _counts(record) == _tokens(_sse_usage(logged.response))
+
+
 # --------------------------------------------------------------------------------------- embeddings, images, audio
 @pytest.mark.parametrize("encoding_format", ["float", "base64"])
 def test_embeddings(gw, encoding_format):
@@ -305,6 +332,15 @@ def test_audio_transcription(gw):
     record = _one_record(gw, raw.headers["x-gateway-request-id"])
     assert record["api"] == "audio.transcriptions" and record["deployment"] == "whisper"
     assert record["status_code"] == 200 and record["usage_source"] == "none"
+
+
+@pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the SDK marks translations deprecated
+def test_audio_translation(gw):
+    raw = gw.client().audio.translations.with_raw_response.create(
+        model="whisper", file=("clip.wav", bytes(range(256)) * 40, "audio/wav"))
+    assert raw.parse().text
+    record = _one_record(gw, raw.headers["x-gateway-request-id"])
+    assert record["api"] == "audio.translations" and record["status_code"] == 200 and record["usage_source"] == "none"
 
 
 def test_audio_speech(gw):
@@ -551,7 +587,7 @@ def test_dashboard_after_traffic_in_headless_chromium(gw, tmp_path):
     records = gw.records()
     assert len(records) >= 15 and {r["api"] for r in records} >= {
         "chat.completions", "completions", "embeddings", "images.generations", "audio.transcriptions",
-        "audio.speech", "responses"}
+        "audio.translations", "audio.speech", "responses"}
     results = ROOT / "bench" / "results"
     results.mkdir(parents=True, exist_ok=True)
     screenshot = results / "dashboard-devhost.png"
