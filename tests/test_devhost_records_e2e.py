@@ -96,7 +96,9 @@ def gw(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("records")
     env = {
         "GATEWAY_BACKENDS": json.dumps([{"name": "sim", "endpoint": sim.url,
-                                         "auth": {"type": "api_key", "setting": "SIM_KEY"}, "deployments": ["*"]}]),
+                                         "auth": {"type": "api_key", "setting": "SIM_KEY"},
+                                         # one deployment the simulator does not know: AOAI's own 404
+                                         "deployments": DEPLOYMENTS + ["no-such-deployment"]}]),
         "SIM_KEY": UPSTREAM_KEY,
         "SQLITE_PATH": str(tmp / "gateway.db"),
         "CAPTURE_OUTBOX_DIR": str(tmp / "outbox"),
@@ -389,6 +391,18 @@ def test_404_unknown_deployment_upstream(gw):
         gw.client().chat.completions.create(model="no-such-deployment", messages=[{"role": "user", "content": "Hi"}])
     record = _one_record(gw, err.value.response.headers["x-gateway-request-id"])
     assert record["status_code"] == 404 and record["error_code"] == err.value.code == "DeploymentNotFound"
+    assert record["backend"] == "sim" and record["attempts"] == 1  # AOAI's answer, passed through
+    assert record["usage_source"] == "none" and _counts(record) == (0, 0, 0)
+
+
+def test_404_deployment_no_backend_serves_is_answered_by_the_gateway(gw):
+    before = len(gw.sim.requests)
+    with pytest.raises(openai.NotFoundError) as err:
+        gw.client().chat.completions.create(model="not-served", messages=[{"role": "user", "content": "Hi"}])
+    assert len(gw.sim.requests) == before  # never went upstream
+    record = _one_record(gw, err.value.response.headers["x-gateway-request-id"])
+    assert record["status_code"] == 404 and record["error_code"] == err.value.code == "DeploymentNotFound"
+    assert record["attempts"] == 0 and record["backend"] is None
     assert record["usage_source"] == "none" and _counts(record) == (0, 0, 0)
 
 
