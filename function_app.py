@@ -11,12 +11,26 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 
 @functools.cache
+def _parser_settings():
+    from shared.settings import Settings
+
+    return Settings.from_env()
+
+
+@functools.cache
 def _parser_ports():
     # Imported here so that indexing the app never needs the storage adapters or their settings.
-    from shared.settings import Settings
     from shared.wiring import build_ports
 
-    return build_ports(Settings.from_env())
+    return build_ports(_parser_settings())
+
+
+@functools.cache
+def _parser_enricher():
+    """Price book, DEPLOYMENT_MODELS and content-safety thresholds, read once per worker."""
+    from parser.enrich import Enricher
+
+    return Enricher.from_settings(_parser_settings())
 
 
 @app.function_name("parser")
@@ -32,4 +46,9 @@ async def parse_exchanges(events: list[func.EventHubEvent]) -> None:
     """Each event names a stored exchange; see parser/handler.py for retries and dead letters."""
     from parser.handler import handle_batch
 
-    await handle_batch([event.get_body() for event in events], _parser_ports())
+    await handle_batch(
+        [event.get_body() for event in events],
+        _parser_ports(),
+        enricher=_parser_enricher(),
+        concurrency=_parser_settings().parser_max_concurrency,
+    )
