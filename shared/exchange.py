@@ -114,8 +114,7 @@ class Exchange:
     gateway_error: dict[str, str] | None = None
     #: The proxy added `stream_options.include_usage` and held the usage chunk back from the client.
     usage_injected: bool = False
-    #: In-stream content-safety enforcement outcome (`proxy.enforcement.EnforcementOutcome.to_record()`),
-    #: set by the proxy for streams of a product in `enforce` mode; None otherwise.
+    #: In-stream content-safety enforcement outcome (proxy/enforcement.py), when the product enforces.
     enforcement: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
 
