@@ -16,6 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from shared import record_schema
 from shared.exchange import Exchange
 from shared.pricing.book import PriceBook, load_book
 from shared.pricing.cost import cost_of
@@ -68,9 +69,19 @@ class Enricher:
         exchange: Exchange,
         client: ContentSafety | None = None,
     ) -> None:
-        """Fill `deployment_type`, `cost`, `cost_reason`, `price_version` and `safety` in `record`. Never raises."""
+        """Fill `deployment_type`, `cost`, `cost_reason`, `price_version` and `safety` in `record`. Never raises.
+
+        The cost fields have their schema types by construction; the safety object folds in what the
+        exchange carried (the proxy's enforcement outcome), so it is checked against its schema and
+        replaced by an `error` verdict when it does not match (never dropping the record).
+        """
         self.price(record, details)
-        record["safety"] = await self.assess(record, details, exchange, client)
+        safety = await self.assess(record, details, exchange, client)
+        if safety != SKIPPED:
+            problems = record_schema.field_errors("safety", safety)
+            if problems:
+                safety = _error("safety verdict failed schema validation: " + "; ".join(problems))
+        record["safety"] = safety
 
     # --- cost ------------------------------------------------------------------------------------
 

@@ -163,10 +163,16 @@ async def _handle_one(
 async def make_record(
     exchange: Exchange, enricher: Enricher, safety: ContentSafety | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    """normalize + cost and content safety + validate: the record as the parser stores and emits it."""
+    """normalize + validate + cost and content safety: the record as the parser stores and emits it.
+
+    The normalized record is validated (and repaired) first, so cost is computed from valid fields;
+    the enrichment's own fields are valid by construction (`Enricher.enrich` checks the safety
+    object, which carries data from the exchange), which keeps the schema pass to one per record.
+    """
     record, details = normalize(exchange)
+    record = valid_record(record, exchange)
     await enricher.enrich(record, details, exchange, safety)
-    return valid_record(record, exchange), details
+    return record, details
 
 
 def build_record(exchange: Exchange) -> tuple[dict[str, Any], dict[str, Any]]:

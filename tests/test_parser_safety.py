@@ -279,3 +279,20 @@ async def test_replay_checks_content_safety_when_configured(fake, tmp_path):
     for record in records:
         record_schema.validate(record)
     assert len(fake.calls("text:analyze")) == 2
+
+
+async def test_a_safety_verdict_off_the_schema_becomes_an_error_verdict(monkeypatch):
+    monkeypatch.setattr(enrich, "merge_aoai_verdicts", lambda safety, cf: {**safety, "status": "weird"})
+    ports = memory_ports()
+    result = await _run(ports, Enricher(), _chat("w", "words"))
+    assert result.recorded == ["w"]
+    safety = ports.records.records["w"]["safety"]
+    assert safety["status"] == "error" and safety["error"].startswith("safety verdict failed schema validation: safety/status")
+
+
+async def test_a_malformed_enforcement_value_is_ignored():
+    ports = memory_ports()
+    ex = _chat("m", "words")
+    ex.enforcement = ["not", "an", "object"]
+    await _run(ports, Enricher(), ex)
+    assert ports.records.records["m"]["safety"] == {"status": "skipped"}
