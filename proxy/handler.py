@@ -193,7 +193,7 @@ class Proxy:
         content_type = request.headers.get("content-type")
         # The body is parsed only when the deployment lives there (v1) or usage injection may apply.
         needs_json = route.deployment is None or (
-            self.settings.inject_stream_usage and route.api == "chat.completions"
+            self.settings.inject_stream_usage and route.api in stream_usage.APIS
         )
         json_body = _json_body(body, content_type) if needs_json and request.method == "POST" else None
         query = dict(pairs)
