@@ -17,7 +17,9 @@ the order of the events.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -96,18 +98,20 @@ async def handle_batch(
     """
     enricher = enricher or Enricher()
     limit = asyncio.Semaphore(max(1, concurrency))
-    same_id: dict[str, asyncio.Lock] = {}
+    keys = [_key(event) for event in events]
+    # Only a request id that occurs more than once in the batch needs its events in turn.
+    same_id = {key: asyncio.Lock() for key, count in Counter(keys).items() if count > 1}
 
-    async def one(event: str | bytes, result: BatchResult) -> None:
-        async with same_id.setdefault(_key(event), asyncio.Lock()), limit:
+    async def one(event: str | bytes, key: str, result: BatchResult) -> None:
+        async with same_id.get(key) or contextlib.nullcontext(), limit:
             try:
                 await _handle_one(event, ports, enricher, result, delays, sleep)
             except Exception as exc:  # the per-event boundary: never let one event sink the batch
                 log.exception("parser: unexpected failure for one event")
-                await _deadletter(ports, result, _key(event), f"unexpected error: {type(exc).__name__}: {exc}", event)
+                await _deadletter(ports, result, key, f"unexpected error: {type(exc).__name__}: {exc}", event)
 
     per_event = [BatchResult() for _ in events]
-    await asyncio.gather(*(one(event, result) for event, result in zip(events, per_event)))
+    await asyncio.gather(*(one(event, key, result) for event, key, result in zip(events, keys, per_event)))
     result = BatchResult()
     for item in per_event:
         result.extend(item)
