@@ -46,6 +46,9 @@ UPSTREAM_KEY = "upstream-AOAI-SECRET-7373"
 API_VERSION = "2024-10-21"
 OLD_API_VERSION = "2024-06-01"  # before stream_options: streams carry no usage, the parser estimates
 DEPLOYMENTS = ["gpt-4o", "gpt-35-turbo-instruct", "text-embedding-3-small", "dall-e-3", "whisper", "tts"]
+#: The 429 test's own deployment: a 429 cools that deployment down on the one backend (routing),
+#: which must not throttle the tests that follow.
+THROTTLED = "gpt-4o-throttled"
 
 
 class Gateway:
@@ -92,13 +95,13 @@ class Gateway:
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory):
     mp = pytest.MonkeyPatch()
-    sim = run_simulator(SimulatorConfig(api_key=UPSTREAM_KEY, deployments=DEPLOYMENTS))
+    sim = run_simulator(SimulatorConfig(api_key=UPSTREAM_KEY, deployments=DEPLOYMENTS + [THROTTLED]))
     tmp = tmp_path_factory.mktemp("records")
     env = {
         "GATEWAY_BACKENDS": json.dumps([{"name": "sim", "endpoint": sim.url,
                                          "auth": {"type": "api_key", "setting": "SIM_KEY"},
                                          # one deployment the simulator does not know: AOAI's own 404
-                                         "deployments": DEPLOYMENTS + ["no-such-deployment"]}]),
+                                         "deployments": DEPLOYMENTS + [THROTTLED, "no-such-deployment"]}]),
         "SIM_KEY": UPSTREAM_KEY,
         "SQLITE_PATH": str(tmp / "gateway.db"),
         "CAPTURE_OUTBOX_DIR": str(tmp / "outbox"),
@@ -408,10 +411,11 @@ def test_404_deployment_no_backend_serves_is_answered_by_the_gateway(gw):
 
 def test_429_throttled(gw):
     with pytest.raises(openai.RateLimitError) as err:
-        gw.client().chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "Hi"}],
+        gw.client().chat.completions.create(model=THROTTLED, messages=[{"role": "user", "content": "Hi"}],
                                             extra_headers={"x-sim-status": "429"})
     record = _one_record(gw, err.value.response.headers["x-gateway-request-id"])
     assert record["status_code"] == 429 and record["error_code"] == err.value.body["code"]
+    assert record["backend"] == "sim" and record["attempts"] == 1  # AOAI's own 429, passed through
     assert record["usage_source"] == "none" and _counts(record) == (0, 0, 0)
 
 
