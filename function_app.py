@@ -51,6 +51,7 @@ async def shutdown() -> None:
     if ports.cache_info().currsize:
         await ports().close()
         ports.cache_clear()
+    _parser_enricher.cache_clear()  # it holds settings too: a host started again reads them afresh
     settings.cache_clear()
 
 

@@ -171,14 +171,15 @@ def test_third_window_violates_client_gets_cleared_text_then_content_filter(gw):
     assert not ex.client_disconnected and ex.response.status == 200
     # The exchange keeps what AOAI sent, including the text the client never saw.
     logged = gw.upstream(headers["x-ms-client-request-id"])
-    assert "VIOLENCE_L" in ex.response.sse and logged.response.startswith(ex.response.sse.encode())
+    assert "VIOLENCE_L" in ex.response.sse
     # The upstream call was closed at once: AOAI saw the hang-up long before its 200 x 20 ms were over
     # (the violation was known at piece 23, 240 characters).
     deadline = time.monotonic() + 5
-    while logged.finished is None and time.monotonic() < deadline:
+    while not logged.finished and time.monotonic() < deadline:
         time.sleep(0.02)
     assert logged.client_disconnected and not logged.dropped
     assert b"word0199" not in logged.response
+    assert logged.response.startswith(ex.response.sse.encode())  # the exchange holds what AOAI sent, as sent
 
 
 def test_sdk_sees_an_honest_content_filter_end(gw):
@@ -325,3 +326,24 @@ def test_client_gone_mid_enforced_stream_is_aborted_and_upstream_closed(gw):
     while not logged.client_disconnected and time.monotonic() < deadline:
         time.sleep(0.02)
     assert logged.client_disconnected and b"word0059" not in logged.response
+
+
+def test_record_shows_the_enforcement_verdict(gw):
+    """The parser (run in-process by the dev host) folds the exchange's outcome into the record's `safety`."""
+    received, rid = raw_stream(gw, "kids", CHAT, HELLO, forced(pieces(30, trigger_at=20)))
+    assert b"VIOLENCE" not in received
+    gw.idle()
+    record = gw.host.call(function_app.ports().records.get(rid))
+    assert record is not None
+    safety = record["safety"]
+    assert safety["status"] == "flagged" and "enforcement" in safety["flagged_by"]
+    assert safety["enforcement"]["action"] == "blocked" and safety["enforcement"]["window_index"] == 2
+    assert safety["enforcement"]["categories"] == {"Violence": 6}
+    # Post-hoc analysis judges what AOAI generated (the stored exchange), violating text included.
+    assert safety["completion"]["Violence"] == 6 and "content_safety" in safety["flagged_by"]
+
+    received, rid = raw_stream(gw, "standard", CHAT, HELLO, forced(pieces(30, trigger_at=20)))
+    assert b"VIOLENCE_L" in received  # monitor: flagged after the fact, nothing cut
+    gw.idle()
+    safety = gw.host.call(function_app.ports().records.get(rid))["safety"]
+    assert safety["flagged_by"] == ["content_safety"] and safety.get("enforcement") is None
