@@ -8,8 +8,8 @@ returns the very same iterator: no extra generator, no per-chunk work.
 
 The Content Safety client (`AzureContentSafety`, key or managed identity) is built once per process,
 on the first enforced stream, and only when `CONTENT_SAFETY_ENDPOINT` is set and some product in
-`CONTENT_SAFETY_MODES` enforces. It has its own aiohttp pool, so analyser calls never queue behind
-(or hold) AOAI connections.
+`CONTENT_SAFETY_MODES` enforces. It has its own aiohttp pool (not the parser's client, not the AOAI
+pool), so a live stream's windows never queue behind a parser backlog or AOAI connections.
 """
 
 from __future__ import annotations
