@@ -13,6 +13,7 @@ import asyncio
 import base64
 import json
 import os
+import sqlite3
 import subprocess
 import sys
 import time
@@ -232,6 +233,43 @@ def test_streamed_tool_calls(gw):
     assert _counts(record) == _tokens(_sse_usage(gw.upstream(crid).response))
     assert record["usage_source"] == "service" and record["finish_reasons"] == ["tool_calls"]
     assert record["tool_call_count"] == len({tc.index for tc in calls}) >= 1
+
+
+SEARCH_KEY = "search-ADMIN-KEY-SECRET-8080"
+COSMOS_CONNECTION = "AccountEndpoint=https://docs.example:443/;AccountKey=cosmos-SECRET-6060=="
+
+
+def test_on_your_data_credentials_reach_aoai_but_are_never_stored(gw):
+    crid = _crid()
+    data_sources = [
+        {"type": "azure_search", "parameters": {"endpoint": "https://search.example", "index_name": "handbook",
+                                                "authentication": {"type": "api_key", "key": SEARCH_KEY}}},
+        {"type": "azure_cosmos_db", "parameters": {"database_name": "kb", "container_name": "docs", "index_name": "v",
+                                                   "authentication": {"type": "connection_string",
+                                                                      "connection_string": COSMOS_CONNECTION}}},
+    ]
+    raw = gw.client().chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "What does the handbook say about leave?"}], stream=True,
+        extra_body={"data_sources": data_sources}, extra_headers={"x-ms-client-request-id": crid})
+    assert list(raw.parse())
+    rid = raw.headers["x-gateway-request-id"]
+    # AOAI needs the credentials: it got them exactly as the client sent them.
+    assert json.loads(gw.upstream(crid).body)["data_sources"] == data_sources
+    record = _one_record(gw, rid)
+    assert record["usage_source"] == "service"
+    with sqlite3.connect(gw.db) as conn:
+        items = [row[0] for row in conn.execute("SELECT item FROM exchange_items WHERE request_id = ?", (rid,))]
+        stored_record, details = conn.execute("SELECT record, details FROM records WHERE request_id = ?", (rid,)).fetchone()
+    for text in (*items, stored_record, details):
+        assert SEARCH_KEY not in text and "cosmos-SECRET-6060" not in text
+    # Nor anywhere else the dev host wrote (the database file, its journal, the outbox).
+    for path in gw.db.parent.rglob("*"):
+        if path.is_file():
+            assert b"SECRET-8080" not in path.read_bytes() and b"SECRET-6060" not in path.read_bytes(), path
+    stored = json.loads(items[0])["exchange"]["request"]["body"]["data_sources"]
+    assert stored[0]["parameters"] == {**data_sources[0]["parameters"], "authentication": {"type": "api_key", "key": "[REDACTED]"}}
+    assert stored[1]["parameters"]["authentication"] == {"type": "connection_string", "connection_string": "[REDACTED]"}
+    assert json.loads(details)["request"]["data_sources"] == stored
 
 
 def test_old_api_version_stream_is_estimated_and_equals_the_simulators_tiktoken_count(gw):
