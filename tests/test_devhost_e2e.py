@@ -5,6 +5,7 @@ request without secrets, usage injection hidden from the client, and disconnects
 """
 
 import json
+import logging
 import time
 import uuid
 
@@ -224,6 +225,48 @@ def test_client_disconnect_mid_stream_is_recorded_and_upstream_closed(gw):
     # The upstream call was closed at once, long before the simulated generation (12 x 200 ms) ended.
     assert ex.timings.last_byte_ms < 1500
     assert ex.response.sse.count("data:") < 12
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_a_stream_upstream_breaks_after_its_first_byte_is_cut_for_the_client_too(gw, caplog):
+    """AOAI would have dropped the connection: the client must not get a clean end that looks complete."""
+    crid, received = _crid(), bytearray()
+    server_log = _ListHandler()
+    logging.getLogger("uvicorn.error").addHandler(server_log)
+    try:
+        with httpx.Client(base_url=gw.url, timeout=30) as http:
+            with http.stream("POST", f"/openai/deployments/gpt-4o/chat/completions?api-version={API_VERSION}",
+                             json={"messages": [{"role": "user", "content": "Hello"}], "stream": True},
+                             headers={"api-key": CLIENT_KEY, "x-ms-client-request-id": crid, "x-sim-drop-after": "3"}) as r:
+                assert r.status_code == 200
+                rid = r.headers["x-gateway-request-id"]
+                with pytest.raises(httpx.RemoteProtocolError):  # incomplete chunked read
+                    for chunk in r.iter_raw():
+                        received += chunk
+        # The official SDK, while iterating: a connection error, not an answer that merely stops.
+        with pytest.raises(openai.APIConnectionError):
+            for _ in gw.client().chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "Hi"}],
+                                                         stream=True, extra_headers={"x-sim-drop-after": "3"}):
+                pass
+    finally:
+        logging.getLogger("uvicorn.error").removeHandler(server_log)
+    logged = gw.upstream(crid)
+    # Exactly what the simulator sent before it hung up: no end spliced in.
+    assert logged.dropped and bytes(received) == logged.response and b"[DONE]" not in received
+    ex = _stored_once(gw, rid)
+    assert not ex.client_disconnected and ex.response.sse.encode() == logged.response
+    assert len(ex.attempts) == 1 and ex.attempts[0].error.startswith("stream broken")
+    # The proxy says so at warning, with the request id; the server adds no traceback per cut stream.
+    assert any(rid in m and "stream broken" in m for m in caplog.messages)
+    assert not [x for x in server_log.records if x.exc_info], [x.getMessage() for x in server_log.records]
 
 
 def test_completions_stream_and_non_stream(gw):

@@ -1,7 +1,8 @@
 """Routing under chaos, end to end: client -> dev host (function_app.py on uvicorn) -> three simulators.
 
 One backend throttles 30% of its calls, one drops 5% of its connections, one is well. Every client
-request must end as a success or an honest 429 (never a 5xx), and the parser (run by the dev host
+request must end as a success, an honest 429 (never a 5xx), or a stream the dropping backend broke
+after its first byte, which the client sees cut (not cleanly ended), and the parser (run by the dev host
 from the local channel) must leave exactly one usage record per request whose backend and attempt
 count match the stored exchange. Also: `GET /health` through the dev host.
 """
@@ -77,10 +78,15 @@ async def _drive(url: str) -> tuple[list[dict], float]:
         async def one(i: int) -> None:
             stream = i % 2 == 0
             body = {"messages": [{"role": "user", "content": f"request {i}"}], "stream": stream, "max_tokens": 24}
+            raw, cut = bytearray(), False
             async with gate:
                 async with client.stream("POST", CHAT, json=body, headers={"x-sim-chunks": "6"}) as r:
-                    raw = await r.aread()
-            results.append({"i": i, "stream": stream, "status": r.status_code, "headers": r.headers, "body": raw})
+                    try:
+                        async for chunk in r.aiter_raw():
+                            raw += chunk
+                    except httpx.RemoteProtocolError:  # the gateway cut the connection mid-body
+                        cut = True
+            results.append({"i": i, "stream": stream, "status": r.status_code, "headers": r.headers, "body": bytes(raw), "cut": cut})
 
         started = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(REQUESTS)))
@@ -99,15 +105,19 @@ def test_chaos_every_request_succeeds_or_gets_an_honest_429_and_has_one_matching
 
     outcome = Counter()
     for r in results:
-        if r["status"] == 200:
-            outcome["ok" if _complete(r) else "cut"] += 1
+        if r["status"] == 200 and r["cut"]:
+            assert r["stream"] and b"[DONE]" not in r["body"], r["i"]  # an incomplete answer is never ended cleanly
+            outcome["cut"] += 1
+        elif r["status"] == 200:
+            outcome["ok" if _complete(r) else "ended incomplete"] += 1
         elif r["status"] == 429:
             assert r["headers"].get("retry-after") and json.loads(r["body"])["error"]["code"] == "429"
             outcome["429"] += 1
         else:
             outcome[f"status {r['status']}"] += 1
     dropped = [x for x in sims["dropping"].requests if x.dropped]
-    # A dropped stream had already sent its first bytes: the client gets it cut, nothing spliced in.
+    # A dropped stream had already sent its first bytes: the client's connection is cut too (as AOAI
+    # would have cut it), nothing spliced in, never a clean end that looks complete.
     dropped_streams = [x for x in dropped if json.loads(x.body).get("stream")]
     summary = f"{dict(outcome)} in {elapsed:.1f}s; throttled upstream: {sum(x.status == 429 for x in sims['throttling'].requests)}, dropped upstream: {len(dropped)}"
     print("\nchaos:", summary)
@@ -137,6 +147,9 @@ def test_chaos_every_request_succeeds_or_gets_an_honest_429_and_has_one_matching
         if r["status"] == 200:
             assert r["headers"]["x-gateway-backend"] == ex.backend == ex.attempts[-1].backend
             assert ex.attempts[-1].outcome == "served" and all(a.outcome != "served" for a in ex.attempts[:-1])
+        if r["cut"]:  # the backend's break, recorded on its attempt; the client did not go away
+            assert ex.backend == "dropping" and ex.attempts[-1].error.startswith("stream broken")
+            assert not ex.client_disconnected and not record["client_disconnected"]
     # Failover really happened, within the attempt limit.
     attempts = Counter(len(e.attempts) for e in exchanges.values())
     print("chaos: attempts per request", dict(sorted(attempts.items())))
