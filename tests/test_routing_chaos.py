@@ -19,11 +19,9 @@ import httpx
 import pytest
 
 import function_app
-from devhost.host import DevHost, run_in_thread
 from devhost.simulator import SimulatorConfig
-from devhost.simulator import run_in_thread as run_simulator
-from devhost.subscriptions import parse_subscriptions
 from shared.exchange import Exchange, from_items
+from tests.devhost_harness import dev_host
 
 CLIENT_KEY = "sk-chaos-CLIENT-SECRET-1234"
 UPSTREAM_KEY = "upstream-CHAOS-SECRET-5678"
@@ -35,38 +33,19 @@ CHAT = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
 @pytest.fixture(scope="module")
 def chaos(tmp_path_factory):
     sims = {
-        "throttling": run_simulator(SimulatorConfig(api_key=UPSTREAM_KEY, throttle_rate=0.3, retry_after_ms=200, seed=11)),
-        "dropping": run_simulator(SimulatorConfig(api_key=UPSTREAM_KEY, drop_rate=0.05, seed=12)),
-        "steady": run_simulator(SimulatorConfig(api_key=UPSTREAM_KEY, seed=13)),
+        "throttling": SimulatorConfig(api_key=UPSTREAM_KEY, throttle_rate=0.3, retry_after_ms=200, seed=11),
+        "dropping": SimulatorConfig(api_key=UPSTREAM_KEY, drop_rate=0.05, seed=12),
+        "steady": SimulatorConfig(api_key=UPSTREAM_KEY, seed=13),
     }
-    tmp = tmp_path_factory.mktemp("chaos")
     env = {
-        "GATEWAY_BACKENDS": json.dumps([
-            {"name": name, "endpoint": sim.url, "auth": {"type": "api_key", "setting": "CHAOS_KEY"}, "deployments": ["gpt-4o"]}
-            for name, sim in sims.items()
-        ]),
-        "CHAOS_KEY": UPSTREAM_KEY,
-        "SQLITE_PATH": str(tmp / "gateway.db"),
-        "CAPTURE_OUTBOX_DIR": str(tmp / "outbox"),
-        "LOG_STORE": "sqlite",
-        "EVENT_CHANNEL": "local",
         # Short so the dropping backend's circuit opens, half-opens and closes again during the run.
         "GATEWAY_CIRCUIT_COOLDOWN_SECONDS": "1",
         "UPSTREAM_FIRST_BYTE_TIMEOUT_SECONDS": "10",
         "UPSTREAM_IDLE_TIMEOUT_SECONDS": "10",
     }
-    mp = pytest.MonkeyPatch()
-    for k, v in env.items():
-        mp.setenv(k, v)
-    host = DevHost(function_app, parse_subscriptions(json.dumps({CLIENT_KEY: {"id": "chaos", "name": "Chaos", "product": "standard"}})))
-    running = run_in_thread(host)
-    try:
-        yield host, running.url, sims, tmp / "gateway.db"
-    finally:
-        running.stop()
-        for sim in sims.values():
-            sim.stop()
-        mp.undo()
+    with dev_host(tmp_path_factory.mktemp("chaos"), {CLIENT_KEY: {"id": "chaos", "name": "Chaos", "product": "standard"}},
+                  sims, deployments=["gpt-4o"], key_setting="CHAOS_KEY", env=env) as gw:
+        yield gw.host, gw.url, gw.sims, gw.db
 
 
 async def _drive(url: str) -> tuple[list[dict], float]:
