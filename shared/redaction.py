@@ -75,6 +75,9 @@ SECRET_BODY_FIELDS = frozenset(
 SECRET_AUTHENTICATION_FIELDS = frozenset({"key"})
 
 
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def redact_body_secrets(value: Any) -> Any:
     """A parsed JSON body with credential values replaced; the same object when there are none.
 
@@ -107,6 +110,8 @@ def _redact(value: Any, parent: str | None) -> Any:
                 changed[key] = new
         return value if changed is None else changed
     if isinstance(value, list):
+        if _SCALARS.issuperset(map(type, value)):
+            return value  # token ids, embedding inputs: nothing to look into (checked in C, not per item)
         out: list[Any] | None = None
         for i, item in enumerate(value):
             new = _redact(item, parent)

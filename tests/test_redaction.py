@@ -76,3 +76,10 @@ def test_a_body_without_credentials_comes_back_as_the_same_object():
         assert redact_body_secrets(scalar) is scalar
     redacted = redact_body_secrets(ON_YOUR_DATA)
     assert redact_body_secrets(redacted) is redacted  # idempotent
+
+
+def test_a_list_of_scalars_is_skipped_whole_but_a_mixed_list_is_walked():
+    tokens = {"input": [[1, 2, 3], [4, 5]]}
+    assert redact_body_secrets(tokens) is tokens
+    mixed = {"metadata": [1, "two", {"api_key": "hidden-1"}]}
+    assert redact_body_secrets(mixed) == {"metadata": [1, "two", {"api_key": REDACTED}]}
