@@ -82,9 +82,9 @@ def redact_body_secrets(value: Any) -> Any:
     """A parsed JSON body with credential values replaced; the same object when there are none.
 
     Copy on write: the common body (no credentials) costs one walk and no allocation. A secret
-    field is replaced only when its value is a scalar: an object or list under that name is
-    walked instead, because in a JSON schema (`tools[].function.parameters.properties.password`)
-    the name belongs to a parameter, not to a credential.
+    field's value (a string, number or list) is replaced whole, except an object, which is walked
+    instead: in a JSON schema (`tools[].function.parameters.properties.password`) the name belongs
+    to a parameter, not to a credential.
     """
     return _redact(value, None)
 
@@ -94,13 +94,8 @@ def _redact(value: Any, parent: str | None) -> Any:
         changed: dict[Any, Any] | None = None
         for key, item in value.items():
             name = key.lower() if isinstance(key, str) else None
-            if (
-                name is not None
-                and item is not None
-                and not isinstance(item, (dict, list, bool))
-                and item != REDACTED
-                and (name in SECRET_BODY_FIELDS or (parent == "authentication" and name in SECRET_AUTHENTICATION_FIELDS))
-            ):
+            secret = name in SECRET_BODY_FIELDS or (parent == "authentication" and name in SECRET_AUTHENTICATION_FIELDS)
+            if secret and item is not None and not isinstance(item, (dict, bool)) and item != REDACTED:
                 new: Any = REDACTED
             else:
                 new = _redact(item, name)

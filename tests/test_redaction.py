@@ -83,3 +83,5 @@ def test_a_list_of_scalars_is_skipped_whole_but_a_mixed_list_is_walked():
     assert redact_body_secrets(tokens) is tokens
     mixed = {"metadata": [1, "two", {"api_key": "hidden-1"}]}
     assert redact_body_secrets(mixed) == {"metadata": [1, "two", {"api_key": REDACTED}]}
+    # A list under a secret name is a secret too (only an object, a schema, is looked into).
+    assert redact_body_secrets({"password": ["hidden-2"]}) == {"password": REDACTED}
