@@ -85,6 +85,8 @@ class Context:
     chunks: int
     #: Stream with Azure's asynchronous content filter (annotation frames after the content).
     async_filter: bool = False
+    #: Bytes the middle content chunk of a chat answer grows to (0: off).
+    large_chunk: int = 0
     created: int = field(default_factory=lambda: int(time.time()))
     #: The raw body and its content type (multipart uploads are parsed from these).
     raw: bytes = b""
