@@ -1,22 +1,61 @@
-"""Wiring only: the Function App, its HTTP trigger (the streaming proxy) and Event Hub trigger (the parser)."""
+"""Wiring only: the Function App, its HTTP trigger (the streaming proxy) and Event Hub trigger (the parser).
+
+Ports and the proxy are built once, lazily, inside the worker's event loop on first use.
+`ports()`, `proxy()`, `drain()` and `shutdown()` are also what the dev host (`python -m devhost`) uses.
+"""
 
 import functools
 
 import azure.functions as func
+from azurefunctions.extensions.http.fastapi import Request, Response
+
+from proxy.handler import Proxy, build_proxy
+from shared.settings import Settings
+from shared.wiring import WiredPorts, build_ports
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 
-# --- parser ------------------------------------------------------------------------------------
+@functools.cache
+def settings() -> Settings:
+    return Settings.from_env()
 
 
 @functools.cache
-def _parser_ports():
-    # Imported here so that indexing the app never needs the storage adapters or their settings.
-    from shared.settings import Settings
-    from shared.wiring import build_ports
+def ports() -> WiredPorts:
+    return build_ports(settings())
 
-    return build_ports(Settings.from_env())
+
+@functools.cache
+def proxy() -> Proxy:
+    return build_proxy(settings(), ports)
+
+
+async def drain() -> None:
+    """Wait until every captured exchange is stored and announced."""
+    if proxy.cache_info().currsize:
+        await proxy().capture.drain()
+
+
+async def shutdown() -> None:
+    """Drain captures, close upstream connections, then the ports (the dev host calls it on exit)."""
+    if proxy.cache_info().currsize:
+        await proxy().aclose()
+        proxy.cache_clear()
+    if ports.cache_info().currsize:
+        await ports().close()
+        ports.cache_clear()
+    settings.cache_clear()
+
+
+@app.route(
+    route="openai/{*path}",
+    methods=[func.HttpMethod.GET, func.HttpMethod.POST, func.HttpMethod.DELETE],
+    auth_level=func.AuthLevel.FUNCTION,
+)
+async def openai_proxy(req: Request) -> Response:
+    """Every AOAI data-plane call: streamed through to the backend, captured once."""
+    return await proxy().handle(req)
 
 
 @app.function_name("parser")
@@ -32,4 +71,4 @@ async def parse_exchanges(events: list[func.EventHubEvent]) -> None:
     """Each event names a stored exchange; see parser/handler.py for retries and dead letters."""
     from parser.handler import handle_batch
 
-    await handle_batch([event.get_body() for event in events], _parser_ports())
+    await handle_batch([event.get_body() for event in events], ports())

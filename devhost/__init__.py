@@ -1,1 +1,1 @@
-"""Local dev host: runs the gateway's function app on this machine with embedded stores."""
+"""Local dev host: runs the same function app as Azure, with SQLite, a local queue and the AOAI simulator."""

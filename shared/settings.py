@@ -69,6 +69,18 @@ class Settings:
     #: Add stream_options.include_usage upstream when the client did not ask (and hide the chunk).
     inject_stream_usage: bool = True
     max_request_body_bytes: int = 26_214_400
+    #: Upstream (AOAI) timeouts in seconds: TCP/TLS connect; response headers (for a non-streamed
+    #: call that is the whole generation); silence between two reads of a body; the whole call.
+    upstream_connect_timeout: float = 10.0
+    upstream_first_byte_timeout: float = 300.0
+    upstream_idle_timeout: float = 120.0
+    upstream_total_timeout: float = 1800.0
+    #: Pooled keep-alive connections per backend host.
+    upstream_max_connections: int = 256
+    #: Where exchanges go when the log store stays down ("" = the system temp dir).
+    capture_outbox_dir: str = ""
+    #: Dev host only: JSON object, api-key value -> {"id", "name", "product"}.
+    local_subscriptions_json: str = ""
     #: Routing (proxy/policy.py): upstream attempts per request, counting the first.
     max_attempts: int = 3
     #: No new attempt starts once this many seconds have passed since the first one.
@@ -133,6 +145,13 @@ class Settings:
             appinsights_logger_name=env.get("PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME") or "",
             inject_stream_usage=_bool(env.get("INJECT_STREAM_USAGE"), True),
             max_request_body_bytes=_int(env, "MAX_REQUEST_BODY_BYTES", 26_214_400),
+            upstream_connect_timeout=_float(env, "UPSTREAM_CONNECT_TIMEOUT_SECONDS", 10.0),
+            upstream_first_byte_timeout=_float(env, "UPSTREAM_FIRST_BYTE_TIMEOUT_SECONDS", 300.0),
+            upstream_idle_timeout=_float(env, "UPSTREAM_IDLE_TIMEOUT_SECONDS", 120.0),
+            upstream_total_timeout=_float(env, "UPSTREAM_TOTAL_TIMEOUT_SECONDS", 1800.0),
+            upstream_max_connections=_int(env, "UPSTREAM_MAX_CONNECTIONS", 256),
+            capture_outbox_dir=env.get("CAPTURE_OUTBOX_DIR") or "",
+            local_subscriptions_json=env.get("LOCAL_SUBSCRIPTIONS") or "",
             max_attempts=_int(env, "GATEWAY_MAX_ATTEMPTS", 3),
             retry_deadline_seconds=_float(env, "GATEWAY_RETRY_DEADLINE_SECONDS", 30.0),
             circuit_failures=_int(env, "GATEWAY_CIRCUIT_FAILURES", 5),

@@ -1,0 +1,115 @@
+"""`python -m devhost [serve] [--host H] [--port P] [--settings FILE]`: run the gateway locally.
+
+Subcommands: `serve` (the default). Others (`records`, `report`, `dashboard`) register in `COMMANDS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+from devhost.host import DevHost, load_settings_file, server_config
+from devhost.subscriptions import new_local_key, parse_subscriptions
+
+SIMULATOR_KEY = "simulator-key"
+
+
+def _start_simulator() -> str | None:
+    """Start the AOAI simulator on a free loopback port; its URL, or None when it is not available."""
+    try:
+        from devhost.simulator import SimulatorConfig, run_in_thread
+    except ImportError:
+        return None
+    handle = run_in_thread(SimulatorConfig())
+    return handle.url
+
+
+def _example(url: str, key: str) -> str:
+    return f"""
+    from openai import AzureOpenAI
+    client = AzureOpenAI(api_key="{key}", azure_endpoint="{url}", api_version="2024-10-21")
+    reply = client.chat.completions.create(model="gpt-4o", messages=[{{"role": "user", "content": "Hello"}}])
+    print(reply.choices[0].message.content)
+
+    curl {url}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21 \\
+      -H "api-key: {key}" -H "content-type: application/json" \\
+      -d '{{"messages": [{{"role": "user", "content": "Hello"}}], "stream": true}}'"""
+
+
+def serve(args: argparse.Namespace) -> int:
+    applied = load_settings_file(Path(args.settings))
+    say = lambda text: print(text, flush=True)  # noqa: E731 - start-up banner for a person
+    say(f"settings: {args.settings}" + ("" if applied else " (not found: defaults)"))
+    if not (os.environ.get("GATEWAY_BACKENDS") or "").strip() or os.environ["GATEWAY_BACKENDS"].strip() == "[]":
+        sim = _start_simulator()
+        if sim is None:
+            say("No backend configured (GATEWAY_BACKENDS) and the AOAI simulator is not installed: "
+                "requests will get 404 DeploymentNotFound.")
+        else:
+            os.environ["GATEWAY_BACKENDS"] = json.dumps(
+                [{"name": "simulator", "endpoint": sim, "auth": {"type": "api_key", "value": SIMULATOR_KEY},
+                  "deployments": ["*"]}]
+            )
+            say(f"No backend configured (GATEWAY_BACKENDS): using the local AOAI SIMULATOR at {sim}, not Azure OpenAI.")
+    subscriptions = parse_subscriptions(os.environ.get("LOCAL_SUBSCRIPTIONS") or "")
+    if not subscriptions:
+        key = new_local_key()
+        os.environ["LOCAL_SUBSCRIPTIONS"] = json.dumps({key: {"id": "local", "name": "Local", "product": "local"}})
+        subscriptions = parse_subscriptions(os.environ["LOCAL_SUBSCRIPTIONS"])
+        say("No LOCAL_SUBSCRIPTIONS configured: created a local key for this run.")
+    os.environ.setdefault("SQLITE_PATH", ".gateway/gateway.db")
+    Path(os.environ["SQLITE_PATH"]).parent.mkdir(parents=True, exist_ok=True)
+
+    sys.path.insert(0, str(Path.cwd()))
+    module = importlib.import_module(args.app)
+    host_app = DevHost(module, subscriptions)
+    url = f"http://{args.host}:{args.port}"
+    say(f"\nGateway: {url}  (routes: {', '.join(sorted({'/' + r.template for r in host_app.routes}))})")
+    say(f"Event Hub functions run in-process: {', '.join(f.name for f in host_app.event_functions) or 'none registered'}")
+    say(f"Exchanges stored in SQLite: {os.environ['SQLITE_PATH']}")
+    for key, sub in subscriptions.items():
+        say(f"Key: {key}  -> subscription {sub.id!r} ({sub.name}, product {sub.product})")
+    say("Example (OpenAI SDK):" + _example(url, next(iter(subscriptions))) + "\n")
+
+    import uvicorn
+
+    uvicorn.Server(server_config(host_app, args.host, args.port, log_level=args.log_level)).run()
+    return 0
+
+
+#: Subcommand name -> (help, add arguments, run).
+COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
+
+
+def _serve_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=7071, help="port (default 7071, as func start)")
+    parser.add_argument("--settings", default="local.settings.json", help="Core Tools settings file to load")
+    parser.add_argument("--app", default="function_app", help="module that defines the FunctionApp `app`")
+    parser.add_argument("--log-level", default="warning", help="uvicorn log level")
+
+
+COMMANDS["serve"] = ("run the gateway (the default)", _serve_arguments, serve)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = argparse.ArgumentParser(prog="python -m devhost", description="Run the AOAI gateway locally.")
+    sub = parser.add_subparsers(dest="command")
+    for name, (help_text, add_arguments, _) in COMMANDS.items():
+        add_arguments(sub.add_parser(name, help=help_text))
+    if not argv or argv[0] not in COMMANDS and argv[0] not in {"-h", "--help"}:
+        argv.insert(0, "serve")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return COMMANDS[args.command][2](args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,309 @@
+"""The dev host: serves a FunctionApp's HTTP routes with uvicorn and runs its Event Hub functions in-process.
+
+Routes, methods and triggers are read from the app (`app.get_functions()`), never restated here.
+HTTP requests are matched against each route template (`openai/{*path}`), checked against the local
+subscription keys as APIM would, and handed to the user function as a Starlette `Request` with
+`path_params`, exactly as the Functions Python worker does. Event Hub functions are fed batches of
+request ids from the local event channel as `func.EventHubEvent` lists.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import inspect
+import json
+import logging
+import os
+import re
+import threading
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import azure.functions as func
+from starlette.requests import Request
+from starlette.responses import Response
+
+from devhost.subscriptions import Subscription, authorize
+from shared.errors import GatewayError, NotFound
+
+log = logging.getLogger("devhost")
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+def load_settings_file(path: Path, environ: dict[str, str] | os._Environ[str] = os.environ) -> dict[str, str]:
+    """Put a local.settings.json file's `Values` into the environment, as Core Tools does.
+
+    Variables already set in the environment win (so a shell or CI can override a file value).
+    Returns the values that were applied.
+    """
+    if not path.is_file():
+        return {}
+    data = json.loads(path.read_text(encoding="utf-8"))
+    values = data.get("Values") or {}
+    applied = {}
+    for name, value in values.items():
+        if name not in environ:
+            environ[name] = str(value)
+            applied[name] = str(value)
+    return applied
+
+
+# --------------------------------------------------------------------------------------- routes
+_PARAM = re.compile(r"\{(\*?)([A-Za-z_][A-Za-z0-9_]*)(?::[^}]*)?\??\}")
+
+
+def compile_route(template: str) -> re.Pattern[str]:
+    """A Functions route template (`openai/{*path}`, `items/{id:int}`) as a regex over the URL path."""
+    out, pos = [], 0
+    for m in _PARAM.finditer(template):
+        out.append(re.escape(template[pos : m.start()]))
+        out.append(f"(?P<{m[2]}>.*)" if m[1] else f"(?P<{m[2]}>[^/]+)")
+        pos = m.end()
+    out.append(re.escape(template[pos:]))
+    return re.compile("^/" + "".join(out).lstrip("/") + "$")
+
+
+@dataclass(frozen=True, slots=True)
+class HttpRoute:
+    name: str
+    template: str
+    pattern: re.Pattern[str]
+    methods: frozenset[str]
+    arg_name: str
+    function: Callable[..., Any]
+
+
+@dataclass(frozen=True, slots=True)
+class EventHubFunction:
+    name: str
+    arg_name: str
+    many: bool
+    function: Callable[..., Any]
+
+
+@functools.cache
+def indexed(app: func.FunctionApp) -> tuple[Any, ...]:
+    """`app.get_functions()`, once: the library refuses a second call on the same app (it treats
+    the names it saw the first time as duplicates), and the host, the dev host and tests all ask."""
+    return tuple(app.get_functions())
+
+
+def _value(v: Any) -> str:
+    return str(getattr(v, "value", v))
+
+
+def http_routes(app: func.FunctionApp, route_prefix: str = "") -> list[HttpRoute]:
+    routes = []
+    for fn in indexed(app):
+        trigger = fn.get_trigger().get_dict_repr()
+        if trigger.get("type") != "httpTrigger":
+            continue
+        template = "/".join(p for p in (route_prefix.strip("/"), (trigger.get("route") or fn.get_function_name()).strip("/")) if p)
+        methods = frozenset(_value(m).upper() for m in trigger.get("methods") or ["GET", "POST"])
+        routes.append(
+            HttpRoute(fn.get_function_name(), template, compile_route(template), methods, trigger["name"], fn.get_user_function())
+        )
+    return routes
+
+
+def event_hub_functions(app: func.FunctionApp) -> list[EventHubFunction]:
+    found = []
+    for fn in indexed(app):
+        trigger = fn.get_trigger().get_dict_repr()
+        if trigger.get("type") == "eventHubTrigger":
+            many = _value(trigger.get("cardinality", "many")).lower() == "many"
+            found.append(EventHubFunction(fn.get_function_name(), trigger["name"], many, fn.get_user_function()))
+    return found
+
+
+async def _call(function: Callable[..., Any], arg_name: str, value: Any) -> Any:
+    result = function(**{arg_name: value})
+    return await result if inspect.isawaitable(result) else result
+
+
+# --------------------------------------------------------------------------------------- event pump
+BatchSource = Callable[[], AsyncIterator[list[str]]]
+
+
+def channel_batches(channel: Any, max_batch_size: int = 100) -> BatchSource | None:
+    """How to consume the local event channel, or None when the channel cannot be consumed here."""
+    consume = getattr(channel, "batches", None)
+    if consume is None:
+        return None
+    return lambda: consume(max_batch_size)
+
+
+async def pump(functions: list[EventHubFunction], batches: BatchSource) -> None:
+    """Feed every Event Hub function each batch of request ids, as the Functions host would."""
+    async for ids in batches():
+        events = [func.EventHubEvent(body=rid.encode(), partition_key=rid) for rid in ids]
+        for fn in functions:
+            try:
+                if fn.many:
+                    await _call(fn.function, fn.arg_name, events)
+                else:
+                    for event in events:
+                        await _call(fn.function, fn.arg_name, event)
+            except Exception:
+                log.exception("event hub function %s failed on a batch of %d", fn.name, len(events))
+
+
+# --------------------------------------------------------------------------------------- ASGI app
+class DevHost:
+    """ASGI app: the function app's HTTP routes behind local subscription keys, plus its lifecycle."""
+
+    def __init__(
+        self,
+        module: ModuleType,
+        subscriptions: Mapping[str, Subscription] | None,
+        *,
+        route_prefix: str = "",
+    ) -> None:
+        self.module = module
+        self.app: func.FunctionApp = module.app
+        self.routes = http_routes(self.app, route_prefix)
+        self.event_functions = event_hub_functions(self.app)
+        #: None: no key check (requests go in as they come, like `func start`).
+        self.subscriptions = dict(subscriptions) if subscriptions is not None else None
+        self._pump: asyncio.Task[None] | None = None
+        #: The serving event loop (set at start-up), for callers on other threads (tests, tools).
+        self.loop: asyncio.AbstractEventLoop | None = None
+
+    def call(self, coro: Awaitable[Any], timeout: float = 30) -> Any:
+        """Run a coroutine on the serving loop from another thread and return its result."""
+        assert self.loop is not None, "the dev host is not running"
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)  # type: ignore[arg-type]
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "lifespan":
+            await self._lifespan(receive, send)
+        elif scope["type"] == "http":
+            await self._http(scope, receive, send)
+
+    async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        for route in self.routes:
+            m = route.pattern.match(path)
+            if m is None:
+                continue
+            if scope["method"] not in route.methods:
+                await _error(GatewayError("The method is not allowed for this resource."), 405)(scope, receive, send)
+                return
+            if self.subscriptions is not None:
+                headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
+                client = scope.get("client")
+                try:
+                    headers = authorize(self.subscriptions, headers, client[0] if client else None)
+                except GatewayError as error:
+                    await _error(error)(scope, receive, send)
+                    return
+                scope = {**scope, "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]}
+            scope = {**scope, "path_params": m.groupdict()}
+            response = await _call(route.function, route.arg_name, Request(scope, receive))
+            await response(scope, receive, send)
+            return
+        await _error(NotFound(f"Resource not found: {path}"))(scope, receive, send)
+
+    async def _lifespan(self, receive: Receive, send: Send) -> None:
+        while True:
+            message = await receive()
+            if message["type"] == "lifespan.startup":
+                try:
+                    await self.startup()
+                except Exception as exc:
+                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                    return
+                await send({"type": "lifespan.startup.complete"})
+            elif message["type"] == "lifespan.shutdown":
+                await self.shutdown()
+                await send({"type": "lifespan.shutdown.complete"})
+                return
+
+    async def startup(self) -> None:
+        self.loop = asyncio.get_running_loop()
+        if not self.event_functions:
+            log.info("no Event Hub-triggered function registered: exchanges are stored, not parsed")
+            return
+        ports = getattr(self.module, "ports", None)
+        batches = channel_batches(ports().channel) if ports else None
+        if batches is None:
+            log.warning("the event channel cannot be consumed in-process: Event Hub functions will not run")
+            return
+        self._pump = asyncio.create_task(pump(self.event_functions, batches))
+
+    async def shutdown(self) -> None:
+        """Finish captures, let the Event Hub functions handle what was announced, then close."""
+        drain = getattr(self.module, "drain", None)
+        if drain is not None:
+            await drain()
+        if self._pump is not None:
+            join = getattr(self.module.ports().channel, "join", None)
+            if join is not None:
+                try:
+                    async with asyncio.timeout(10):
+                        await join()
+                except TimeoutError:
+                    log.warning("shutting down with announced exchanges not yet parsed")
+            self._pump.cancel()
+            try:
+                await self._pump
+            except (asyncio.CancelledError, Exception):
+                pass
+        stop = getattr(self.module, "shutdown", None)
+        if stop is not None:
+            await stop()
+
+
+def _error(error: GatewayError, status: int | None = None) -> Response:
+    return Response(error.to_bytes(), status_code=status or error.status, media_type="application/json")
+
+
+# --------------------------------------------------------------------------------------- server
+@dataclass(slots=True)
+class RunningHost:
+    """A dev host serving on a background thread (tests, benchmarks)."""
+
+    url: str
+    server: Any
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=15)
+
+
+def server_config(host_app: DevHost, host: str, port: int, log_level: str = "warning") -> Any:
+    import uvicorn
+
+    return uvicorn.Config(
+        host_app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
+        log_level=log_level, access_log=False, timeout_graceful_shutdown=10,
+        # AOAI's own `date` and `server` headers pass through; uvicorn must not add a second pair.
+        server_header=False, date_header=False,
+    )
+
+
+def run_in_thread(host_app: DevHost, host: str = "127.0.0.1", port: int = 0) -> RunningHost:
+    """Start uvicorn on a thread (port 0: any free port) and wait until it listens."""
+    import uvicorn
+
+    server = uvicorn.Server(server_config(host_app, host, port))
+    thread = threading.Thread(target=server.run, name="devhost", daemon=True)
+    thread.start()
+    for _ in range(500):
+        if server.started:
+            break
+        if not thread.is_alive():
+            raise RuntimeError("the dev host failed to start")
+        threading.Event().wait(0.02)
+    else:
+        raise RuntimeError("the dev host did not start in time")
+    sock = server.servers[0].sockets[0].getsockname()
+    return RunningHost(url=f"http://{sock[0]}:{sock[1]}", server=server, thread=thread)

@@ -1,0 +1,90 @@
+"""Local subscription keys: what APIM does at the front door, for the dev host.
+
+`LOCAL_SUBSCRIPTIONS` maps an api-key value to `{"id", "name", "product"}`. A request's key comes
+from the `api-key` header or `Authorization: Bearer <key>` (as the OpenAI SDKs send it); a missing or
+unknown key gets APIM's 401; a known key gets the `x-gateway-*` identity headers APIM would set,
+after any the client sent are removed (a client must not choose its own identity).
+"""
+
+from __future__ import annotations
+
+import secrets
+import uuid
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import orjson
+
+from shared.errors import ConfigurationError, Unauthorized
+
+
+@dataclass(frozen=True, slots=True)
+class Subscription:
+    id: str
+    name: str
+    product: str
+
+
+def parse_subscriptions(raw: str) -> dict[str, Subscription]:
+    """Parse LOCAL_SUBSCRIPTIONS; raises ConfigurationError naming the bad entry."""
+    if not raw.strip():
+        return {}
+    try:
+        data = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise ConfigurationError(f"LOCAL_SUBSCRIPTIONS is not valid JSON: {exc}") from None
+    if not isinstance(data, dict):
+        raise ConfigurationError("LOCAL_SUBSCRIPTIONS must be a JSON object: api-key -> {id, name, product}")
+    subs: dict[str, Subscription] = {}
+    for n, (key, value) in enumerate(data.items()):
+        if not key or not isinstance(value, dict) or not isinstance(value.get("id"), str) or not value["id"]:
+            raise ConfigurationError(f"LOCAL_SUBSCRIPTIONS entry #{n} needs a non-empty key and an 'id'")
+        sid = value["id"]
+        subs[key] = Subscription(
+            id=sid, name=str(value.get("name") or sid), product=str(value.get("product") or "standard")
+        )
+    return subs
+
+
+def new_local_key() -> str:
+    return "local-" + secrets.token_urlsafe(24)
+
+
+def key_from(headers: Iterable[tuple[str, str]]) -> str | None:
+    """The caller's key: `api-key`, else `Authorization: Bearer <key>`."""
+    bearer = None
+    for name, value in headers:
+        key = name.lower()
+        if key == "api-key" and value:
+            return value
+        if key == "authorization" and value[:7].lower() == "bearer ":
+            bearer = value[7:].strip() or None
+    return bearer
+
+
+_MISSING = "Access denied due to missing subscription key. Make sure to include subscription key when making requests to an API."
+_INVALID = "Access denied due to invalid subscription key. Make sure to provide a valid key for an active subscription."
+
+
+def authorize(
+    subscriptions: dict[str, Subscription],
+    headers: list[tuple[str, str]],
+    client_ip: str | None,
+) -> list[tuple[str, str]]:
+    """The request headers as APIM forwards them, or Unauthorized (401) for a missing/unknown key."""
+    key = key_from(headers)
+    if key is None:
+        raise Unauthorized(_MISSING)
+    sub = subscriptions.get(key)
+    if sub is None:
+        raise Unauthorized(_INVALID)
+    kept = [(k, v) for k, v in headers if not k.lower().startswith("x-gateway-")]
+    kept += [
+        ("x-gateway-request-id", str(uuid.uuid4())),
+        ("x-gateway-subscription-id", sub.id),
+        ("x-gateway-subscription-name", sub.name),
+        ("x-gateway-product", sub.product),
+    ]
+    if client_ip:
+        kept.append(("x-gateway-client-ip", client_ip))
+    return kept

@@ -1,0 +1,239 @@
+"""Exchange capture: record one request and its answer, then store it and announce it off the hot path.
+
+`ExchangeRecorder` collects what the handler sees (chunks are appended as bytes, nothing is parsed
+while streaming); `finish()` turns it into one `shared.exchange.Exchange` with secrets redacted.
+`CaptureWriter` stores then publishes each exchange in a tracked background task, retrying the
+store with backoff; if the store stays down the exchange is spilled to a JSON file in the outbox
+directory and replayed on the next start, so nothing is lost and the stream never waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import tempfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+from shared.exchange import (
+    Attempt,
+    CapturedRequest,
+    CapturedResponse,
+    Exchange,
+    Identity,
+    Timings,
+    encode_body,
+    utc_now_iso,
+)
+from shared.errors import GatewayError
+from shared.ports import Ports
+from shared.redaction import redact_headers, redact_query
+
+log = logging.getLogger(__name__)
+
+
+class ExchangeRecorder:
+    """What one request did, gathered as it happens (timings from a monotonic clock)."""
+
+    __slots__ = (
+        "request_id", "identity", "request", "started", "received_at", "status", "response_headers",
+        "content_type", "chunks", "first_byte", "last_byte", "backend", "attempts",
+        "client_disconnected", "gateway_error", "usage_injected", "_raw_request",
+    )
+
+    def __init__(self, request_id: str, identity: Identity) -> None:
+        self.request_id = request_id
+        self.identity = identity
+        self.started = time.perf_counter()
+        self.received_at = utc_now_iso()
+        self.request = CapturedRequest(method="", path="", query={}, headers={})
+        self._raw_request: tuple[str, str, list[tuple[str, str]], list[tuple[str, str]], bytes] | None = None
+        self.status: int | None = None
+        self.response_headers: dict[str, str] = {}
+        self.content_type: str | None = None
+        self.chunks: list[bytes] = []
+        self.first_byte: float | None = None
+        self.last_byte: float | None = None
+        self.backend: str | None = None
+        self.attempts: list[Attempt] = []
+        self.client_disconnected = False
+        self.gateway_error: dict[str, str] | None = None
+        self.usage_injected = False
+
+    def elapsed_ms(self) -> float:
+        return round((time.perf_counter() - self.started) * 1000, 3)
+
+    def set_request(
+        self,
+        method: str,
+        path: str,
+        query: Iterable[tuple[str, str]],
+        headers: Iterable[tuple[str, str]],
+        body: bytes,
+    ) -> None:
+        """Keep references only: redaction and body encoding happen in `finish()`, after the stream."""
+        self._raw_request = (method, path, list(query), list(headers), body)
+
+    def set_response(self, status: int, headers: Iterable[tuple[str, str]]) -> None:
+        self.status = status
+        self.response_headers = headers  # type: ignore[assignment]  # redacted in finish()
+        if self.first_byte is None:
+            self.first_byte = self.elapsed_ms()
+
+    def add_attempt(self, backend: str, status: int | None, outcome: str, error: str | None = None) -> None:
+        self.attempts.append(
+            Attempt(backend=backend, status=status, duration_ms=self.elapsed_ms(), outcome=outcome, error=error)
+        )
+
+    def answer_error(self, error: GatewayError) -> bytes:
+        """Record that the gateway answered by itself; returns the body it sends."""
+        body = error.to_bytes()
+        self.gateway_error = {"code": error.code, "message": error.message}
+        self.set_response(error.status, [("content-type", "application/json"), *error.headers.items()])
+        self.chunks = [body]
+        self.last_byte = self.elapsed_ms()
+        return body
+
+    def _captured_request(self) -> CapturedRequest:
+        if self._raw_request is None:
+            return self.request
+        method, path, query, headers, body = self._raw_request
+        redacted = redact_headers(headers)
+        stored, encoding = encode_body(body, redacted.get("content-type"))
+        return CapturedRequest(
+            method=method,
+            path=path,
+            query=redact_query(query),
+            headers=redacted,
+            body=stored,
+            body_encoding=encoding,
+            body_bytes=len(body),
+        )
+
+    def finish(self) -> Exchange:
+        if self.last_byte is None and self.status is not None:
+            self.last_byte = self.elapsed_ms()
+        response = None
+        if self.status is not None:
+            self.response_headers = redact_headers(self.response_headers)
+            self.content_type = self.response_headers.get("content-type")
+            raw = b"".join(self.chunks)
+            if self.content_type and self.content_type.lower().startswith("text/event-stream"):
+                response = CapturedResponse(
+                    status=self.status, headers=self.response_headers, body_bytes=len(raw),
+                    sse=raw.decode("utf-8", errors="replace"),
+                )
+            else:
+                body, encoding = encode_body(raw, self.content_type)
+                response = CapturedResponse(
+                    status=self.status, headers=self.response_headers, body=body,
+                    body_encoding=encoding, body_bytes=len(raw),
+                )
+        return Exchange(
+            request_id=self.request_id,
+            request=self._captured_request(),
+            timings=Timings(
+                received_at=self.received_at,
+                upstream_first_byte_ms=self.first_byte,
+                last_byte_ms=self.last_byte,
+            ),
+            identity=self.identity,
+            response=response,
+            backend=self.backend,
+            attempts=self.attempts,
+            client_disconnected=self.client_disconnected,
+            gateway_error=self.gateway_error,
+            usage_injected=self.usage_injected,
+        )
+
+
+def default_outbox_dir() -> Path:
+    return Path(tempfile.gettempdir()) / "aoai-gateway-outbox"
+
+
+class CaptureWriter:
+    """Store, then announce, each exchange in the background; spill to the outbox when the store is down."""
+
+    def __init__(
+        self,
+        ports: Callable[[], Ports],
+        outbox_dir: Path | None = None,
+        *,
+        store_attempts: int = 5,
+        backoff_seconds: float = 0.2,
+    ) -> None:
+        self._ports = ports
+        self.outbox_dir = outbox_dir or default_outbox_dir()
+        self._store_attempts = store_attempts
+        self._backoff = backoff_seconds
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def submit(self, exchange: Exchange) -> None:
+        """Hand an exchange over; returns at once (the task is tracked until done)."""
+        task = asyncio.get_running_loop().create_task(self._persist(exchange))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    @property
+    def pending(self) -> int:
+        return len(self._tasks)
+
+    async def drain(self) -> None:
+        """Wait for every submitted exchange (shutdown, tests)."""
+        while self._tasks:
+            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+
+    async def _persist(self, exchange: Exchange) -> None:
+        ports = self._ports()
+        delay = self._backoff
+        for attempt in range(1, self._store_attempts + 1):
+            try:
+                await ports.exchanges.save(exchange)
+                break
+            except Exception as exc:
+                log.warning(
+                    "storing exchange %s failed (attempt %d/%d): %s",
+                    exchange.request_id, attempt, self._store_attempts, type(exc).__name__,
+                )
+                if attempt == self._store_attempts:
+                    self._spill(exchange, "store")
+                    return
+                await asyncio.sleep(delay)
+                delay *= 2
+        try:
+            await ports.channel.publish(exchange.request_id)
+        except Exception as exc:
+            log.warning("announcing exchange %s failed: %s", exchange.request_id, type(exc).__name__)
+            self._spill(exchange, "publish")
+
+    def _spill(self, exchange: Exchange, stage: str) -> None:
+        """Write the (already redacted) exchange to `<outbox>/<request_id>.json` for a later replay."""
+        try:
+            self.outbox_dir.mkdir(parents=True, exist_ok=True)
+            final = self.outbox_dir / f"{exchange.request_id}.json"
+            tmp = final.with_suffix(".tmp")
+            tmp.write_bytes(exchange.to_json())
+            os.replace(tmp, final)
+            log.error("exchange %s spilled to %s after %s failure", exchange.request_id, final, stage)
+        except OSError as exc:
+            log.error("exchange %s lost: outbox not writable (%s)", exchange.request_id, exc)
+
+    async def replay_outbox(self) -> int:
+        """Store and announce every spilled exchange again; returns how many were sent."""
+        if not self.outbox_dir.is_dir():
+            return 0
+        sent = 0
+        for path in sorted(self.outbox_dir.glob("*.json")):
+            try:
+                exchange = Exchange.from_json(path.read_bytes())
+                ports = self._ports()
+                await ports.exchanges.save(exchange)
+                await ports.channel.publish(exchange.request_id)
+            except Exception as exc:
+                log.warning("outbox replay of %s failed: %s", path.name, type(exc).__name__)
+                continue
+            path.unlink(missing_ok=True)
+            sent += 1
+        return sent

@@ -1,0 +1,115 @@
+"""Upstream credentials: the api-key header, or a managed-identity bearer token cached ahead of expiry.
+
+Tokens come from azure-identity's `DefaultAzureCredential` (aio). One token per (identity, scope)
+is cached; when it nears expiry a background refresh replaces it while the old one is still used,
+so after warm-up no request waits for Entra ID.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from proxy.backends import Backend, BackendAuth
+
+log = logging.getLogger(__name__)
+
+#: Refresh in the background when the token has less than this left...
+REFRESH_AHEAD_SECONDS = 600.0
+#: ...and block for a new one only when it has less than this left.
+MIN_VALID_SECONDS = 60.0
+
+CredentialFactory = Callable[[BackendAuth], Any]
+
+
+def _default_credential(auth: BackendAuth) -> Any:
+    from azure.identity.aio import DefaultAzureCredential
+
+    kwargs: dict[str, Any] = {}
+    if auth.client_id:
+        kwargs["managed_identity_client_id"] = auth.client_id
+    if auth.tenant_id:
+        kwargs["additionally_allowed_tenants"] = [auth.tenant_id]
+    return DefaultAzureCredential(**kwargs)
+
+
+class _CachedToken:
+    __slots__ = ("credential", "scope", "token", "expires_on", "refreshing", "lock")
+
+    def __init__(self, credential: Any, scope: str) -> None:
+        self.credential = credential
+        self.scope = scope
+        self.token: str | None = None
+        self.expires_on = 0.0
+        self.refreshing: asyncio.Task[None] | None = None
+        self.lock = asyncio.Lock()
+
+
+class Credentials:
+    """Headers that authenticate the gateway to a backend."""
+
+    def __init__(
+        self,
+        env: Mapping[str, str],
+        credential_factory: CredentialFactory = _default_credential,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._env = env
+        self._factory = credential_factory
+        self._clock = clock
+        self._tokens: dict[tuple[str | None, str], _CachedToken] = {}
+
+    async def headers_for(self, backend: Backend) -> dict[str, str]:
+        auth = backend.auth
+        if auth.type == "api_key":
+            return {"api-key": auth.api_key(self._env)}
+        return {"Authorization": f"Bearer {await self._token(auth)}"}
+
+    async def warm(self, backends: tuple[Backend, ...]) -> None:
+        """Fetch every managed-identity token once, so the first requests do not wait."""
+        wanted = {(b.auth.client_id, b.auth.scope): b.auth for b in backends if b.auth.type == "managed_identity"}
+        results = await asyncio.gather(*(self._token(a) for a in wanted.values()), return_exceptions=True)
+        for result in results:
+            if isinstance(result, BaseException):
+                log.warning("managed identity token warm-up failed: %s", type(result).__name__)
+
+    async def close(self) -> None:
+        for entry in self._tokens.values():
+            if entry.refreshing:
+                entry.refreshing.cancel()
+            close = getattr(entry.credential, "close", None)
+            if close is not None:
+                await close()
+        self._tokens.clear()
+
+    async def _token(self, auth: BackendAuth) -> str:
+        key = (auth.client_id, auth.scope)
+        entry = self._tokens.get(key)
+        if entry is None:
+            entry = self._tokens[key] = _CachedToken(self._factory(auth), auth.scope)
+        left = entry.expires_on - self._clock()
+        if entry.token is not None and left > MIN_VALID_SECONDS:
+            if left < REFRESH_AHEAD_SECONDS and entry.refreshing is None:
+                entry.refreshing = asyncio.create_task(self._refresh_in_background(entry))
+            return entry.token
+        async with entry.lock:
+            if entry.token is None or entry.expires_on - self._clock() <= MIN_VALID_SECONDS:
+                await self._fetch(entry)
+            assert entry.token is not None
+            return entry.token
+
+    async def _fetch(self, entry: _CachedToken) -> None:
+        access = await entry.credential.get_token(entry.scope)
+        entry.token, entry.expires_on = access.token, float(access.expires_on)
+
+    async def _refresh_in_background(self, entry: _CachedToken) -> None:
+        try:
+            async with entry.lock:
+                await self._fetch(entry)
+        except Exception as exc:  # the current token is still valid; the next request retries
+            log.warning("managed identity token refresh failed: %s", type(exc).__name__)
+        finally:
+            entry.refreshing = None

@@ -1,0 +1,346 @@
+"""The streaming proxy: one client request in, the chosen AOAI backend's answer out, captured once.
+
+Hook points for later issues (keep them as they are, replace or wrap them):
+- `Proxy.choose_backend`   which backend serves a deployment (routing replaces it);
+- `Proxy.attempt`          the whole upstream leg: pick, authenticate, send, classify failures
+                           (routing/failover replaces it; it returns an open upstream response);
+- `Proxy.client_stream`    the client-bound byte stream as a composable async iterator
+                           (content-safety enforcement wraps it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+import uuid
+from collections.abc import AsyncIterator, Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import orjson
+from fastapi import Request, Response
+from fastapi.responses import StreamingResponse
+
+from proxy import stream_usage
+from proxy.backends import Backend, parse_backends, serving
+from proxy.capture import CaptureWriter, ExchangeRecorder
+from proxy.credentials import Credentials
+from proxy.upstream import Timeouts, UpstreamClient, client_response_headers, upstream_request_headers
+from shared.apis import ApiRoute, classify, deployment_for
+from shared.errors import (
+    BadGateway,
+    DeploymentNotFound,
+    GatewayError,
+    GatewayTimeout,
+    NotFound,
+    PayloadTooLarge,
+)
+from shared.exchange import Identity
+from shared.ports import Ports
+from shared.redaction import forwardable_query
+from shared.settings import Settings
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "x-gateway-request-id"
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
+
+
+def identity_from(headers: Mapping[str, str]) -> tuple[str, Identity]:
+    """Request id and caller identity from the `x-gateway-*` headers APIM sets (fresh id otherwise)."""
+    rid = headers.get(REQUEST_ID_HEADER) or ""
+    if not _SAFE_REQUEST_ID.match(rid):
+        rid = str(uuid.uuid4())
+    return rid, Identity(
+        subscription_id=headers.get("x-gateway-subscription-id") or "unknown",
+        subscription_name=headers.get("x-gateway-subscription-name") or "unknown",
+        product=headers.get("x-gateway-product") or "unknown",
+        user_id=headers.get("x-gateway-user-id") or None,
+        client_ip=headers.get("x-gateway-client-ip") or None,
+    )
+
+
+async def read_body(request: Request, limit: int) -> bytes:
+    """The whole request body, refusing (413) as soon as it exceeds `limit` bytes."""
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > limit:
+        raise PayloadTooLarge(f"The request body is larger than the gateway's limit of {limit} bytes.")
+    buf = bytearray()
+    async for chunk in request.stream():
+        buf += chunk
+        if len(buf) > limit:
+            raise PayloadTooLarge(f"The request body is larger than the gateway's limit of {limit} bytes.")
+    return bytes(buf)
+
+
+def _json_body(body: bytes, content_type: str | None) -> Any:
+    if not body or (content_type and "json" not in content_type.lower()):
+        return None
+    try:
+        return orjson.loads(body)
+    except orjson.JSONDecodeError:
+        return None
+
+
+@dataclass(slots=True)
+class ProxyCall:
+    """Everything known about one call on its way upstream."""
+
+    request_id: str
+    recorder: ExchangeRecorder
+    method: str
+    path: str
+    route: ApiRoute
+    query: dict[str, str]
+    params: list[tuple[str, str]]
+    headers: dict[str, str]
+    body: bytes
+    json_body: Any
+    deployment: str | None
+    filter_usage: bool = False
+    backend: Backend | None = None
+    #: Body bytes `attempt` already read from the response it returns (e.g. a whole error body
+    #: that failover inspected); relayed before the rest of the body.
+    head: bytes = b""
+    #: Set once the exchange was handed to the capture writer (exactly once per call).
+    captured: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class RelayResponse(StreamingResponse):
+    """A StreamingResponse that still finishes the capture when its body is never fully iterated.
+
+    If the client goes away before the body generator starts (or while it is parked at a `yield`
+    and the server stops iterating), the generator's `finally` may never run; `on_abandoned` does.
+    """
+
+    def __init__(self, content: AsyncIterator[bytes], status_code: int, on_abandoned: Callable[[], None]) -> None:
+        super().__init__(content, status_code=status_code)
+        self._on_abandoned = on_abandoned
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_abandoned()
+
+
+class Proxy:
+    """The HTTP trigger's logic, with its collaborators injected (see `function_app.py`)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        upstream: UpstreamClient,
+        credentials: Credentials,
+        capture: CaptureWriter,
+        backends: tuple[Backend, ...] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.backends = backends if backends is not None else parse_backends(settings.backends_json)
+        self.upstream = upstream
+        self.credentials = credentials
+        self.capture = capture
+        self._warm_up: asyncio.Task[None] | None = None
+
+    async def warm_up(self) -> None:
+        """First-request work off the hot path: managed-identity tokens, outbox replay."""
+        await self.credentials.warm(self.backends)
+        replayed = await self.capture.replay_outbox()
+        if replayed:
+            log.info("replayed %d spilled exchanges from %s", replayed, self.capture.outbox_dir)
+
+    # ----------------------------------------------------------------------------- entry point
+    async def handle(self, request: Request) -> Response:
+        if self._warm_up is None:
+            self._warm_up = asyncio.create_task(self.warm_up())
+        rid, identity = identity_from(request.headers)
+        rec = ExchangeRecorder(rid, identity)
+        tail = request.path_params.get("path")
+        path = f"/openai/{tail}" if tail is not None else request.url.path
+        rec.set_request(request.method, path, request.query_params.multi_items(), request.headers.items(), b"")
+        try:
+            call = await self._prepare(request, rec, path)
+            resp = await self.attempt(call)
+        except GatewayError as error:
+            return self._answer(rec, error)
+        except Exception as exc:  # a defect: still one exchange, still an AOAI-shaped answer
+            log.exception("proxy failure for %s", rid)
+            return self._answer(rec, GatewayError(f"The gateway failed to handle the request ({type(exc).__name__})."))
+
+        headers = client_response_headers(resp.headers.items())
+        if call.filter_usage and not resp.headers.get("content-type", "").startswith("text/event-stream"):
+            call.filter_usage = False  # an error answer (JSON): nothing to hold back
+        rec.set_response(resp.status, headers)
+        headers.append((REQUEST_ID_HEADER, rid))
+        response = RelayResponse(
+            self._relay(call, resp), resp.status, lambda: self._finish(call, resp, completed=False)
+        )
+        response.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+        return response
+
+    # ----------------------------------------------------------------------------- request side
+    async def _prepare(self, request: Request, rec: ExchangeRecorder, path: str) -> ProxyCall:
+        route = classify(path)
+        if route is None:
+            raise NotFound(f"Resource not found: {path} is not an Azure OpenAI data-plane path.")
+        body = await read_body(request, self.settings.max_request_body_bytes)
+        pairs = request.query_params.multi_items()
+        rec.set_request(request.method, path, pairs, request.headers.items(), body)
+        content_type = request.headers.get("content-type")
+        # The body is parsed only when the deployment lives there (v1) or usage injection may apply.
+        needs_json = route.deployment is None or (
+            self.settings.inject_stream_usage and route.api == "chat.completions"
+        )
+        json_body = _json_body(body, content_type) if needs_json and request.method == "POST" else None
+        query = dict(pairs)
+        call = ProxyCall(
+            request_id=rec.request_id,
+            recorder=rec,
+            method=request.method,
+            path=path,
+            route=route,
+            query=query,
+            params=forwardable_query(pairs),
+            headers=upstream_request_headers(request.headers.items()),
+            body=body,
+            json_body=json_body,
+            deployment=deployment_for(route, json_body),
+        )
+        if self.settings.inject_stream_usage and stream_usage.should_inject(route, query, json_body):
+            call.body = stream_usage.inject(json_body)
+            call.filter_usage = True
+            rec.usage_injected = True
+        return call
+
+    def choose_backend(self, call: ProxyCall) -> Backend:
+        """The backend for this call. Routing (issue 4) replaces this with priorities and weights."""
+        candidates = serving(self.backends, call.deployment)
+        if not candidates:
+            name = call.deployment or "(none named)"
+            raise DeploymentNotFound(
+                f"The API deployment for this resource does not exist: {name!r} is not served by this gateway."
+            )
+        return candidates[0]
+
+    def upstream_url(self, backend: Backend, call: ProxyCall) -> str:
+        path = call.path
+        if call.route.surface == "deployments" and call.deployment:
+            mapped = backend.upstream_deployment(call.deployment)
+            if mapped != call.deployment:
+                path = path.replace(f"/deployments/{call.deployment}/", f"/deployments/{mapped}/", 1)
+        return backend.endpoint + path
+
+    async def attempt(self, call: ProxyCall) -> aiohttp.ClientResponse:
+        """The upstream leg, in one place: choose, authenticate, send, map failures to 502/504."""
+        backend = self.choose_backend(call)
+        call.backend = backend
+        call.recorder.backend = backend.name
+        headers = {**call.headers, **await self.credentials.headers_for(backend)}
+        try:
+            resp = await self.upstream.send(
+                call.method, self.upstream_url(backend, call), headers=headers, params=call.params, body=call.body
+            )
+        except TimeoutError:
+            call.recorder.add_attempt(backend.name, None, "timeout", "no response headers in time")
+            raise GatewayTimeout(f"The backend {backend.name!r} did not answer in time.") from None
+        except aiohttp.ClientError as exc:
+            call.recorder.add_attempt(backend.name, None, "unreachable", type(exc).__name__)
+            raise BadGateway(f"The backend {backend.name!r} could not be reached.") from None
+        call.recorder.add_attempt(backend.name, resp.status, "served")
+        return resp
+
+    # ----------------------------------------------------------------------------- response side
+    async def upstream_chunks(self, call: ProxyCall, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+        """AOAI's body as it arrives; each piece is kept for the exchange (bytes appended, no parsing)."""
+        chunks = call.recorder.chunks
+        read = self.upstream.read
+        if call.head:
+            chunks.append(call.head)
+            yield call.head
+        while True:
+            chunk = await read(resp)
+            if not chunk:
+                return
+            chunks.append(chunk)
+            yield chunk
+
+    async def client_stream(self, call: ProxyCall, source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+        """What the client receives: the upstream bytes, minus the injected usage chunk.
+
+        Content safety (issue 7) wraps this iterator.
+        """
+        if not call.filter_usage:
+            async for chunk in source:
+                yield chunk
+            return
+        usage_filter = stream_usage.UsageChunkFilter()
+        async for chunk in source:
+            out = usage_filter.feed(chunk)
+            if out:
+                yield out
+        tail = usage_filter.flush()
+        if tail:
+            yield tail
+
+    async def _relay(self, call: ProxyCall, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+        rec = call.recorder
+        completed = False
+        try:
+            async for chunk in self.client_stream(call, self.upstream_chunks(call, resp)):
+                yield chunk
+            completed = True
+        except TimeoutError:
+            call.extra["upstream_failed"] = True
+            rec.attempts[-1].error = "stream idle timeout"
+            log.warning("upstream stream idle timeout for %s", call.request_id)
+        except aiohttp.ClientError as exc:
+            call.extra["upstream_failed"] = True
+            rec.attempts[-1].error = f"stream broken: {type(exc).__name__}"
+            log.warning("upstream stream broken for %s: %s", call.request_id, type(exc).__name__)
+        finally:
+            self._finish(call, resp, completed)
+
+    def _finish(self, call: ProxyCall, resp: aiohttp.ClientResponse, completed: bool) -> None:
+        """End of the response, whichever way it ended: release upstream, capture once."""
+        if call.captured:
+            return
+        call.captured = True
+        rec = call.recorder
+        rec.last_byte = rec.elapsed_ms()
+        if completed:
+            resp.release()
+        else:
+            # Not every byte reached the client: it went away (an upstream failure is recorded on
+            # the attempt instead). Closing drops the connection so AOAI stops generating.
+            rec.client_disconnected = rec.client_disconnected or not call.extra.get("upstream_failed", False)
+            resp.close()
+        self.capture.submit(rec.finish())
+
+    def _answer(self, rec: ExchangeRecorder, error: GatewayError) -> Response:
+        body = rec.answer_error(error)
+        self.capture.submit(rec.finish())
+        headers = {**error.headers, REQUEST_ID_HEADER: rec.request_id}
+        return Response(content=body, status_code=error.status, headers=headers, media_type="application/json")
+
+    async def aclose(self) -> None:
+        """Finish pending captures and close upstream connections (host shutdown)."""
+        if self._warm_up is not None and not self._warm_up.done():
+            self._warm_up.cancel()
+        await self.capture.drain()
+        await self.upstream.close()
+        await self.credentials.close()
+
+
+def build_proxy(settings: Settings, ports: Callable[[], Ports]) -> Proxy:
+    """The proxy with its real collaborators, from app settings."""
+    outbox = Path(settings.capture_outbox_dir) if settings.capture_outbox_dir else None
+    return Proxy(
+        settings,
+        UpstreamClient(Timeouts.from_settings(settings), settings.upstream_max_connections),
+        Credentials(settings.extra),
+        CaptureWriter(ports, outbox),
+    )

@@ -1,0 +1,98 @@
+"""Stream usage injection: ask AOAI for the usage chunk the client did not ask for, and hide it.
+
+Streamed chat completions carry token usage only when `stream_options.include_usage` is set (api
+version 2024-09-01-preview or later, or the v1 surface). The parser wants exact usage, so the proxy
+sets the flag upstream and drops the one usage-only chunk (`choices: []` with `usage`) from what the
+client receives: the client gets exactly the events it would have got without the gateway, while
+the stored `response.sse` keeps the chunk.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from shared.apis import ApiRoute, version_at_least
+from shared.sse import SSEDecoder, SSEEvent
+
+#: First dated api-version that accepts `stream_options`.
+MIN_API_VERSION = "2024-09-01-preview"
+
+# Cheap byte tests before any JSON parsing: every chunk of an include_usage stream has
+# `"usage":null`, only the usage chunk has an empty choices list AND a usage object.
+_EMPTY_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\]')
+_USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
+
+
+def should_inject(route: ApiRoute, query: Mapping[str, str], body: Any) -> bool:
+    """True for a streamed chat completion on a version that supports it, without include_usage."""
+    if route.api != "chat.completions" or not isinstance(body, dict) or body.get("stream") is not True:
+        return False
+    if route.surface == "deployments" and not version_at_least(query.get("api-version"), MIN_API_VERSION):
+        return False
+    options = body.get("stream_options")
+    if options is not None and not isinstance(options, dict):
+        return False  # leave a malformed request for AOAI to reject as it would
+    return not (options or {}).get("include_usage")
+
+
+def inject(body: dict[str, Any]) -> bytes:
+    """The request body with `stream_options.include_usage: true` (other options kept)."""
+    options = dict(body.get("stream_options") or {})
+    options["include_usage"] = True
+    return orjson.dumps({**body, "stream_options": options})
+
+
+def is_usage_chunk(event: SSEEvent) -> bool:
+    """The usage-only chunk: `choices: []` and a `usage` object (JSON verified after a byte test)."""
+    raw = event.raw
+    if event.data is None or not _USAGE_OBJECT.search(raw) or not _EMPTY_CHOICES.search(raw):
+        return False
+    try:
+        payload = orjson.loads(event.data)
+    except orjson.JSONDecodeError:
+        return False
+    return (
+        isinstance(payload, dict)
+        and payload.get("choices") == []
+        and isinstance(payload.get("usage"), dict)
+    )
+
+
+class UsageChunkFilter:
+    """Incremental filter: bytes in as they arrive, the bytes to forward out (usage chunk removed).
+
+    Whole events pass byte for byte; a partial event waits for its end (at most one event).
+    """
+
+    __slots__ = ("_decoder", "removed")
+
+    def __init__(self) -> None:
+        self._decoder = SSEDecoder()
+        self.removed = 0
+
+    def feed(self, chunk: bytes) -> bytes:
+        return self._keep(self._decoder.feed(chunk))
+
+    def flush(self) -> bytes:
+        return self._keep(self._decoder.flush())
+
+    def _keep(self, events: list[SSEEvent]) -> bytes:
+        if not events:
+            return b""
+        if len(events) == 1:
+            event = events[0]
+            if is_usage_chunk(event):
+                self.removed += 1
+                return b""
+            return event.raw
+        kept = []
+        for event in events:
+            if is_usage_chunk(event):
+                self.removed += 1
+            else:
+                kept.append(event.raw)
+        return b"".join(kept)

@@ -1,0 +1,82 @@
+"""Stream usage injection: when the proxy asks for usage, and how the usage chunk is held back."""
+
+import orjson
+import pytest
+
+from proxy.stream_usage import UsageChunkFilter, inject, is_usage_chunk, should_inject
+from shared.apis import classify
+from shared.sse import decode_all
+
+CHAT = classify("/openai/deployments/gpt-4o/chat/completions")
+V1_CHAT = classify("/openai/v1/chat/completions")
+EMB = classify("/openai/deployments/e/embeddings")
+
+CONTENT = (
+    b'data: {"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":[]}\n\n'
+    b'data: {"choices":[{"delta":{"content":"Hi"},"index":0}],"id":"c1","usage":null}\n\n'
+    b'data: {"choices":[{"delta":{},"finish_reason":"stop","index":0}],"id":"c1","usage":null}\n\n'
+)
+USAGE = b'data: {"choices":[],"id":"c1","usage":{"completion_tokens":1,"prompt_tokens":5,"total_tokens":6}}\n\n'
+DONE = b"data: [DONE]\n\n"
+
+
+@pytest.mark.parametrize(
+    ("route", "query", "body", "expected"),
+    [
+        (CHAT, {"api-version": "2024-10-21"}, {"stream": True}, True),
+        (CHAT, {"api-version": "2024-09-01-preview"}, {"stream": True}, True),
+        (CHAT, {"api-version": "2024-08-01-preview"}, {"stream": True}, False),
+        (CHAT, {}, {"stream": True}, False),
+        (V1_CHAT, {}, {"stream": True, "model": "gpt-4o"}, True),
+        (CHAT, {"api-version": "2024-10-21"}, {"stream": False}, False),
+        (CHAT, {"api-version": "2024-10-21"}, {}, False),
+        (CHAT, {"api-version": "2024-10-21"}, {"stream": True, "stream_options": {"include_usage": True}}, False),
+        (CHAT, {"api-version": "2024-10-21"}, {"stream": True, "stream_options": {"include_usage": False}}, True),
+        (CHAT, {"api-version": "2024-10-21"}, {"stream": True, "stream_options": "bad"}, False),
+        (EMB, {"api-version": "2024-10-21"}, {"stream": True}, False),
+        (CHAT, {"api-version": "2024-10-21"}, None, False),
+    ],
+)
+def test_should_inject(route, query, body, expected):
+    assert should_inject(route, query, body) is expected
+
+
+def test_inject_keeps_other_stream_options_and_fields():
+    body = {"messages": [{"role": "user", "content": "é"}], "stream": True, "stream_options": {"x": 1}}
+    out = orjson.loads(inject(body))
+    assert out["stream_options"] == {"x": 1, "include_usage": True}
+    assert out["messages"] == body["messages"] and out["stream"] is True
+    assert body["stream_options"] == {"x": 1}  # the caller's dict is untouched
+
+
+def test_usage_chunk_detection():
+    events = decode_all(CONTENT + USAGE + DONE)
+    assert [is_usage_chunk(e) for e in events] == [False, False, False, True, False]
+
+
+def test_text_mentioning_usage_is_not_the_usage_chunk():
+    tricky = b'data: {"choices":[{"delta":{"content":"\\"choices\\":[] \\"usage\\":{"},"index":0}],"usage":null}\n\n'
+    assert not any(is_usage_chunk(e) for e in decode_all(tricky))
+
+
+@pytest.mark.parametrize("size", [1, 3, 7, 64, 10_000])
+def test_filter_removes_only_the_usage_chunk_at_any_chunking(size):
+    stream = CONTENT + USAGE + DONE
+    f = UsageChunkFilter()
+    out = b"".join(f.feed(stream[i : i + size]) for i in range(0, len(stream), size)) + f.flush()
+    assert out == CONTENT + DONE
+    assert f.removed == 1
+
+
+def test_filter_forwards_each_complete_event_at_once():
+    f = UsageChunkFilter()
+    first = CONTENT.split(b"\n\n")[0] + b"\n\n"
+    assert f.feed(first[:10]) == b""
+    assert f.feed(first[10:]) == first
+
+
+def test_filter_passes_a_stream_without_usage_untouched_and_flushes_a_partial_tail():
+    f = UsageChunkFilter()
+    partial = b'data: {"choices":[{"delta":{"content":"cut'
+    assert f.feed(CONTENT) + f.feed(partial) + f.flush() == CONTENT + partial
+    assert f.removed == 0
