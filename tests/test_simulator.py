@@ -170,7 +170,7 @@ def test_large_chunk_header_grows_one_chunk_and_usage_follows(sim: SimulatorHand
     assert any(ord(ch) > 0xFFFF for ch in text) and "東京" in text  # multibyte survives the growth
     assert chunks[-1]["usage"]["completion_tokens"] == len(O200K.encode(text))
     plain = httpx.post(chat_url(sim), json={"messages": HELLO}, headers={"api-key": "k", "x-sim-chunks": "20", "x-sim-large-chunk": "8192"})
-    assert plain.json()["choices"][0]["message"]["content"] == text  # non-stream: the same answer
+    assert len(plain.json()["choices"][0]["message"]["content"].encode()) < 4096  # streams only
 
 
 def test_n_choices_stream_per_index(client: AzureOpenAI) -> None:

@@ -163,7 +163,7 @@ def build(body: dict[str, Any], ctx: Context, *, stream: bool) -> Plan:
         return _stream_tail(events, base, include_usage, prompt, completion)
 
     answers = [text.answer(ctx.enc, start + 7 * i, budget, chunks) for i in range(n)]
-    if ctx.large_chunk:
+    if ctx.large_chunk and stream:
         answers = [text.enlarge(ctx.enc, a, ctx.large_chunk) for a in answers]
     finish = "length" if truncated else "stop"
     final_filter: dict[str, Any] = {}
