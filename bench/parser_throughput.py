@@ -1,8 +1,8 @@
 """Parser throughput on one core: exchanges per second through normalize + schema validation.
 
-Two shapes: a streamed chat with 1,000 chunks (text, then parallel tool calls, no usage chunk so the
-estimate path runs), and a small non-stream chat with service usage. Run:
-`python bench/parser_throughput.py [--seconds N]`. Targets: >= 300/s and >= 3,000/s.
+Three shapes: a streamed chat with 1,000 chunks (text, then parallel tool calls, no usage chunk so the
+estimate path runs), a small non-stream chat with service usage, and an embeddings call. Run:
+`python -m bench.parser_throughput [--seconds N] [--json]`. Targets: >= 300/s and >= 3,000/s.
 """
 
 from __future__ import annotations
@@ -55,7 +55,16 @@ def small_chat() -> Exchange:
     return exchange(body={"messages": MESSAGES}, response_body=body)
 
 
-def measure(name: str, ex: Exchange, seconds: float) -> float:
+def embeddings() -> Exchange:
+    vector = [round((i % 17) / 17 - 0.5, 6) for i in range(1536)]
+    body = {"object": "list", "model": "text-embedding-3-small",
+            "data": [{"object": "embedding", "index": i, "embedding": vector} for i in range(2)],
+            "usage": {"prompt_tokens": 12, "total_tokens": 12}}
+    return exchange(path="/openai/deployments/text-embedding-3-small/embeddings",
+                    body={"input": ["The gateway forwards every token.", "東京 café"]}, response_body=body)
+
+
+def measure(name: str, ex: Exchange, seconds: float) -> dict[str, object]:
     """Exchanges per second of this process's CPU time (one core; robust to a busy machine),
     and per second of wall time, from the stored JSON to a validated record."""
     raw = ex.to_json()
@@ -66,18 +75,25 @@ def measure(name: str, ex: Exchange, seconds: float) -> float:
         count += 1
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     record, _ = build_record(Exchange.from_json(raw))
-    print(json.dumps({"case": name, "exchanges_per_cpu_s": round(count / cpu, 1), "exchanges_per_wall_s": round(count / wall, 1),
-                      "ms_per_exchange": round(cpu / count * 1000, 3), "bytes": len(raw),
-                      "usage_source": record["usage_source"], "tool_calls": record["tool_call_count"]}))
-    return count / cpu
+    return {"case": name, "exchanges_per_cpu_s": round(count / cpu, 1), "exchanges_per_wall_s": round(count / wall, 1),
+            "ms_per_exchange": round(cpu / count * 1000, 3), "bytes": len(raw),
+            "usage_source": record["usage_source"], "tool_calls": record["tool_call_count"]}
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=3.0)
+    ap.add_argument("--json", action="store_true", help="one JSON list on stdout (for python -m bench)")
     args = ap.parse_args()
-    measure("stream_1000_chunks_tool_calls", streamed_tool_chat(), args.seconds)
-    measure("small_non_stream_chat", small_chat(), args.seconds)
+    cases = [("stream_1000_chunks_tool_calls", streamed_tool_chat()), ("small_non_stream_chat", small_chat()),
+             ("embeddings", embeddings())]
+    results = []
+    for name, ex in cases:
+        results.append(measure(name, ex, args.seconds))
+        if not args.json:
+            print(json.dumps(results[-1]))
+    if args.json:
+        print(json.dumps(results))
 
 
 if __name__ == "__main__":

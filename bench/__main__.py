@@ -1,0 +1,403 @@
+"""`python -m bench` (`make bench`): the published benchmark, direct vs this gateway vs LiteLLM's proxy.
+
+Starts, each in its own process on loopback: the AOAI simulator, the dev host (this gateway, with the
+simulator as its only backend, a local subscription key and stream-usage injection on, as in
+production) and LiteLLM's proxy (installed into `bench/.venv-litellm`). One load generator
+(`bench.loadgen`, aiohttp + uvloop, its own process) drives every arm with the same requests:
+
+- non-stream chat and streamed chat (200 content chunks, multibyte text, one chunk of 8 KiB);
+- concurrency 1, 8, 32, 64; a fixed request count each, the same untimed warm-up for every arm;
+- every response checked for completeness (`bench.checks`).
+
+Then: routing overhead (one backend vs three), RSS growth per concurrent stream, the content-safety
+enforcement cost, and parser throughput on one core. Writes `bench/results/latest.md` and `.json`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from bench import peer, report
+from bench.checks import expected_from_chat, expected_from_stream
+from bench.servers import ROOT, Server, free_port, start
+
+DEPLOYMENT = "gpt-4o"
+PATH = f"/openai/deployments/{DEPLOYMENT}/chat/completions?api-version=2024-10-21"
+MESSAGES = [{"role": "user", "content": "Summarize the gateway's design in a few paragraphs."}]
+BODIES = {
+    "chat": json.dumps({"messages": MESSAGES}),
+    "stream": json.dumps({"messages": MESSAGES, "stream": True}),
+}
+SIM_KEY = "simulator-key"
+GATEWAY_KEY = "bench-subscription-key"
+CONCURRENCY = (1, 8, 32, 64)
+LARGE_CHUNK = 8192
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def loadavg() -> list[float]:
+    return [round(x, 2) for x in os.getloadavg()]
+
+
+# ------------------------------------------------------------------------------------- processes
+def start_simulator(workdir: Path) -> Server:
+    port = free_port()
+    # 200 content chunks (an answer long enough that every chunk has text), the middle one 8 KiB.
+    return start("simulator", [sys.executable, "-m", "devhost.simulator", "--port", str(port), "--no-log",
+                               "--stream-chunks", "200", "--completion-tokens", "400",
+                               "--large-chunk-bytes", str(LARGE_CHUNK)], port, workdir, {"PYTHONPATH": str(ROOT)})
+
+
+def gateway_settings(workdir: Path, name: str, simulator_url: str, backends: int) -> Path:
+    """A Core Tools settings file: the simulator as backend(s), one local key, usage injection on."""
+    items = [{"name": "sim-primary", "endpoint": simulator_url, "auth": {"type": "api_key", "value": SIM_KEY},
+              "deployments": ["*"], "priority": 1}]
+    items += [{"name": f"sim-spare-{i}", "endpoint": simulator_url, "auth": {"type": "api_key", "value": SIM_KEY},
+               "deployments": ["*"], "priority": 2} for i in range(1, backends)]
+    values = {
+        "GATEWAY_BACKENDS": json.dumps(items),
+        "LOCAL_SUBSCRIPTIONS": json.dumps({GATEWAY_KEY: {"id": "bench", "name": "Bench", "product": "bench"}}),
+        "SQLITE_PATH": str(workdir / f"{name}.db"),
+        "CAPTURE_OUTBOX_DIR": str(workdir / f"{name}-outbox"),
+        "INJECT_STREAM_USAGE": "true",
+    }
+    path = workdir / f"{name}.settings.json"
+    path.write_text(json.dumps({"IsEncrypted": False, "Values": values}))
+    return path
+
+
+def start_gateway(workdir: Path, name: str, simulator_url: str, backends: int = 1) -> Server:
+    port = free_port()
+    settings = gateway_settings(workdir, name, simulator_url, backends)
+    return start(name, [sys.executable, "-m", "devhost", "serve", "--port", str(port), "--settings", str(settings)],
+                 port, workdir, {"PYTHONPATH": str(ROOT)})
+
+
+# ------------------------------------------------------------------------------------- load
+def drive(workdir: Path, url: str, key: str, workload: str, concurrency: int, requests: int, warmup: int,
+          expected: dict[str, Any], time_limit: float, extra_headers: dict[str, str] | None = None,
+          wait: bool = True) -> Any:
+    spec = {
+        "url": url + PATH, "headers": {"api-key": key, "content-type": "application/json", **(extra_headers or {})},
+        "body": BODIES[workload], "stream": workload == "stream", "concurrency": concurrency,
+        "requests": requests, "warmup": warmup, "time_limit": time_limit, "expected": expected,
+    }
+    path = workdir / f"spec-{time.monotonic_ns()}.json"
+    path.write_text(json.dumps(spec))
+    proc = subprocess.Popen([sys.executable, "-m", "bench.loadgen", str(path)], cwd=ROOT,
+                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE)
+    if not wait:
+        return proc
+    return finish(proc)
+
+
+def finish(proc: subprocess.Popen[bytes]) -> dict[str, Any]:
+    out, _ = proc.communicate(timeout=600)
+    if proc.returncode != 0:
+        raise RuntimeError(f"load generator failed ({proc.returncode})")
+    return json.loads(out)
+
+
+def reference(simulator_url: str) -> dict[str, dict[str, Any]]:
+    """The expected answers, from one direct call per workload (the simulator is deterministic)."""
+    out = {}
+    with httpx.Client(base_url=simulator_url, headers={"api-key": SIM_KEY, "content-type": "application/json"}) as c:
+        stream = expected_from_stream(c.post(PATH, content=BODIES["stream"]).content)
+        chat = expected_from_chat(c.post(PATH, content=BODIES["chat"]).content)
+    if len(stream.large_piece.encode()) < LARGE_CHUNK or stream.content_events < 190:
+        raise RuntimeError(f"the simulator's stream has the wrong shape ({stream.content_events} content events)")
+    for name, exp in (("stream", stream), ("chat", chat)):
+        out[name] = {"text": exp.text, "content_events": exp.content_events, "large_piece": exp.large_piece}
+    return out
+
+
+# ------------------------------------------------------------------------------------- phases
+def matrix(workdir: Path, arms: dict[str, tuple[Server, str]], expected: dict[str, Any], args: argparse.Namespace
+           ) -> list[dict[str, Any]]:
+    cells = []
+    for workload in ("chat", "stream"):
+        for conc in args.concurrency:
+            direct = None
+            for arm, (server, key) in arms.items():
+                raw = drive(workdir, server.url, key, workload, conc, args.requests, max(8, conc),
+                            expected[workload], args.time_limit)
+                stats = report.summarize(raw)
+                cell = {"workload": workload, "concurrency": conc, "arm": arm, "stats": stats,
+                        "rss_kb": server.rss_kb()}
+                if arm == "direct":
+                    direct = stats
+                elif direct is not None:
+                    cell["added"] = report.added(stats, direct)
+                cells.append(cell)
+                say(f"  {workload:6s} c={conc:<3d} {arm:8s} {stats['rps']:7.0f} req/s  errors {stats['errors']:3d}  "
+                    f"TTFB p50 {stats['ttfb_ms']['p50']:.2f} p99 {stats['ttfb_ms']['p99']:.2f}  "
+                    f"total p50 {stats['total_ms']['p50']:.2f} p99 {stats['total_ms']['p99']:.2f} ms"
+                    + (f"  {stats['error_reasons']}" if stats['errors'] else ""))
+    return cells
+
+
+def routing(workdir: Path, one: Server, three: Server, expected: dict[str, Any], args: argparse.Namespace
+            ) -> list[dict[str, Any]]:
+    """Streamed chat through one backend vs three (two spares at lower priority), alternating."""
+    rows = []
+    for conc in (1, 32):
+        for label, server in (("1 backend", one), ("3 backends", three)):
+            raw = drive(workdir, server.url, GATEWAY_KEY, "stream", conc, args.requests, max(8, conc),
+                        expected["stream"], args.time_limit)
+            rows.append({"concurrency": conc, "config": label, "stats": report.summarize(raw)})
+    return rows
+
+
+def memory(workdir: Path, simulator: Server, expected: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
+    """RSS growth of a fresh gateway per concurrent slow stream, beyond the bodies it captures."""
+    gw = start_gateway(workdir, "gateway-memory", simulator.url)
+    try:
+        finish(drive(workdir, gw.url, GATEWAY_KEY, "stream", 1, 16, 0, expected["stream"], args.time_limit))
+        time.sleep(1.0)
+        idle = gw.rss_kb()
+        streams = 64
+        proc = drive(workdir, gw.url, GATEWAY_KEY, "stream", streams, streams, 0, expected["stream"], args.time_limit,
+                     {"x-sim-token-delay-ms": "10"}, wait=False)
+        peak = idle
+        while proc.poll() is None:
+            peak = max(peak, gw.rss_kb())
+            time.sleep(0.02)
+        result = finish(proc)
+    finally:
+        gw.stop()
+    body_bytes = len(expected["stream"]["text"].encode()) * 2 + 200 * 400  # the events' JSON around the text
+    request_bytes = len(BODIES["stream"])
+    per_stream_kb = (peak - idle) / streams
+    return {
+        "streams": streams, "idle_rss_kb": idle, "peak_rss_kb": peak, "per_stream_kb": per_stream_kb,
+        "errors": result["errors"], "stream_bytes_estimate": body_bytes, "request_bytes": request_bytes,
+        "per_stream_beyond_bodies_kb": per_stream_kb - (body_bytes + request_bytes) / 1024,
+    }
+
+
+def enforcement() -> dict[str, Any]:
+    """In-proxy enforce-vs-monitor when the proxy wires it; otherwise the transformer-level bench."""
+    handler = (ROOT / "proxy" / "handler.py").read_text()
+    wired = "proxy.enforcement" in handler or "from proxy import enforcement" in handler
+    out = subprocess.run([sys.executable, "-m", "bench.enforcement", "--concurrency", "1", "32"], cwd=ROOT,
+                         env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
+    return {"wired_in_proxy": wired, "transformer_level": out.stdout.strip() or out.stderr.strip()[-2000:]}
+
+
+def parser_throughput() -> list[dict[str, Any]]:
+    cmd = [sys.executable, "-m", "bench.parser_throughput", "--seconds", "3", "--json"]
+    out = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
+                         check=True, timeout=300, preexec_fn=lambda: os.sched_setaffinity(0, {0}))
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+# ------------------------------------------------------------------------------------- targets
+def _cell(cells: list[dict[str, Any]], workload: str, conc: int, arm: str) -> dict[str, Any] | None:
+    return next((c for c in cells if (c["workload"], c["concurrency"], c["arm"]) == (workload, conc, arm)), None)
+
+
+def targets(cells: list[dict[str, Any]], mem: dict[str, Any] | None, parser: list[dict[str, Any]]
+            ) -> list[dict[str, Any]]:
+    """Issue 6's targets, each with the measured value and whether it is met."""
+    rows: list[dict[str, Any]] = []
+
+    def add(name: str, value: float | None, goal: float, higher_is_better: bool, unit: str) -> None:
+        met = None if value is None else (value >= goal if higher_is_better else value <= goal)
+        rows.append({"target": name, "value": value, "goal": goal, "unit": unit,
+                     "comparison": ">=" if higher_is_better else "<=", "met": met})
+
+    gw = _cell(cells, "stream", 1, "gateway")
+    add("added TTFB, stream, p50 at c=1", gw and gw["added"]["ttfb_ms"]["p50"], 1.0, False, "ms")
+    gw = _cell(cells, "stream", 32, "gateway")
+    add("added TTFB, stream, p99 at c=32", gw and gw["added"]["ttfb_ms"]["p99"], 15.0, False, "ms")
+    for workload in ("chat", "stream"):
+        gw, d = _cell(cells, workload, 32, "gateway"), _cell(cells, workload, 32, "direct")
+        add(f"gateway/direct req/s, {workload}, c=32", gw and d and gw["stats"]["rps"] / d["stats"]["rps"], 0.5, True, "×")
+    for conc in (32, 64):
+        for workload in ("chat", "stream"):
+            gw, lt = _cell(cells, workload, conc, "gateway"), _cell(cells, workload, conc, "litellm")
+            if not (gw and lt):
+                continue
+            add(f"gateway/LiteLLM req/s, {workload}, c={conc}", gw["stats"]["rps"] / lt["stats"]["rps"], 3.0, True, "×")
+            ours, theirs = gw["added"]["total_ms"]["p99"], lt["added"]["total_ms"]["p99"]
+            ratio = ours / theirs if theirs and theirs > 0 else None
+            add(f"gateway/LiteLLM added total p99, {workload}, c={conc}", ratio, 1 / 3, False, "×")
+    if mem:
+        add("RSS growth per concurrent stream beyond bodies", mem["per_stream_beyond_bodies_kb"], 100.0, False, "KB")
+    goals = {"stream_1000_chunks_tool_calls": 300.0, "small_non_stream_chat": 3000.0}
+    for p in parser:
+        if p["case"] in goals:
+            add(f"parser {p['case']} (one core)", p["exchanges_per_cpu_s"], goals[p["case"]], True, "exchanges/s")
+    return rows
+
+
+# ------------------------------------------------------------------------------------- output
+def git_commit() -> str:
+    try:
+        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
+                             check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True).stdout.strip()
+        return sha + ("+uncommitted" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+
+
+def markdown(run: dict[str, Any]) -> str:
+    env = run["environment"]
+    lines = [
+        "# Benchmark: direct to the AOAI simulator vs this gateway vs LiteLLM's proxy",
+        "",
+        f"- date: {env['date']}; gateway commit {env['gateway_commit']}; LiteLLM {env['litellm'] or 'not run'}",
+        f"- machine: {env['cpus']} CPUs ({env['cpu_model']}), Python {env['python']}, {env['platform']}",
+        f"- load average (1/5/15 min) at start {env['load_start']}, at end {env['load_end']}"
+        " (other work on the machine makes the numbers noisier)",
+        f"- {run['settings']['requests']} requests per cell after {run['settings']['warmup']}, same for every arm; "
+        "streamed chat: 200 content events, multibyte text, one 8 KiB chunk; every response checked "
+        "(an incomplete or wrong answer is an error)",
+        "",
+        "## Latency and throughput",
+        "",
+        report.matrix_table(run["matrix"]),
+        "",
+    ]
+    peaks = run.get("peak_rss_kb") or {}
+    if peaks:
+        lines += ["Peak RSS over the run: " + ", ".join(f"{k} {v / 1024:.0f} MiB" for k, v in peaks.items()), ""]
+    if run.get("targets"):
+        lines += ["## Targets (issue 6)", "", "| target | measured | goal | met |", "|---|---|---|---|"]
+        for t in run["targets"]:
+            value = "–" if t["value"] is None else f"{t['value']:.2f} {t['unit']}"
+            met = "–" if t["met"] is None else ("yes" if t["met"] else "**no**")
+            lines.append(f"| {t['target']} | {value} | {t['comparison']} {t['goal']:.2f} {t['unit']} | {met} |")
+        lines.append("")
+    if run.get("routing"):
+        lines += ["## Routing overhead (streamed chat through the gateway)", "",
+                  "| conc. | backends | req/s | errors | TTFB p50 / p99 ms | total p50 / p99 ms |", "|---|---|---|---|---|---|"]
+        for r in run["routing"]:
+            s = r["stats"]
+            lines.append(f"| {r['concurrency']} | {r['config']} | {s['rps']:.0f} | {s['errors']} | "
+                         f"{s['ttfb_ms']['p50']:.2f} / {s['ttfb_ms']['p99']:.2f} | "
+                         f"{s['total_ms']['p50']:.2f} / {s['total_ms']['p99']:.2f} |")
+        lines.append("")
+    mem = run.get("memory")
+    if mem:
+        lines += ["## Memory per concurrent stream", "",
+                  f"A fresh gateway: RSS idle {mem['idle_rss_kb'] / 1024:.1f} MiB, peak with {mem['streams']} concurrent "
+                  f"slow streams {mem['peak_rss_kb'] / 1024:.1f} MiB: {mem['per_stream_kb']:.0f} KB per stream, of which "
+                  f"about {(mem['stream_bytes_estimate'] + mem['request_bytes']) / 1024:.0f} KB are the captured bodies "
+                  f"(request, and the stream as bytes and as text): {mem['per_stream_beyond_bodies_kb']:.0f} KB beyond them "
+                  f"({mem['errors']} errors).", ""]
+    if run.get("parser"):
+        lines += ["## Parser throughput (one core, stored JSON to validated record)", "",
+                  "| case | exchanges per CPU-second | ms per exchange | exchange size |", "|---|---|---|---|"]
+        for p in run["parser"]:
+            lines.append(f"| {p['case']} | {p['exchanges_per_cpu_s']:.0f} | {p['ms_per_exchange']:.3f} | {p['bytes']} B |")
+        lines.append("")
+    enf = run.get("enforcement")
+    if enf:
+        lines += ["## Content-safety enforcement (`enforce` vs `monitor`, fake analyser answering in 20 ms)", ""]
+        if not enf["wired_in_proxy"]:
+            lines += ["Not yet measurable through the gateway: the proxy does not wire enforcement yet. "
+                      "Transformer-level numbers (`python -m bench.enforcement`, the enforcer over a synthetic stream, "
+                      "no HTTP hops):", ""]
+        lines += ["```", enf["transformer_level"], "```", ""]
+    if run.get("notes"):
+        lines += ["## Notes", ""] + [f"- {n}" for n in run["notes"]] + [""]
+    return "\n".join(lines)
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    ap.add_argument("--requests", type=int, default=300, help="timed requests per cell (default 300)")
+    ap.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCY))
+    ap.add_argument("--time-limit", type=float, default=60.0, help="seconds per cell at most (default 60)")
+    ap.add_argument("--no-peer", action="store_true", help="skip LiteLLM")
+    ap.add_argument("--skip", nargs="*", default=[], choices=["routing", "memory", "enforcement", "parser"])
+    ap.add_argument("--out", default=str(ROOT / "bench" / "results"), help="directory for latest.md / latest.json")
+    args = ap.parse_args(argv)
+    started = time.monotonic()
+    env = {
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), "cpus": os.cpu_count(),
+        "cpu_model": cpu_model(), "python": platform.python_version(), "platform": platform.platform(),
+        "gateway_commit": git_commit(), "litellm": None, "load_start": loadavg(),
+    }
+    say(f"bench: {env['cpus']} CPUs, Python {env['python']}, load {env['load_start']}")
+    peer_python = None if args.no_peer else peer.ensure_venv(say)
+    if peer_python:
+        env["litellm"] = peer.version(peer_python)
+    run: dict[str, Any] = {"environment": env, "settings": {"requests": args.requests, "concurrency": args.concurrency,
+                                                            "warmup": "max(8, concurrency) untimed requests",
+                                                            "time_limit_s": args.time_limit}, "notes": []}
+    with tempfile.TemporaryDirectory(prefix="aoai-bench-") as tmp:
+        workdir = Path(tmp)
+        servers: list[Server] = []
+        try:
+            sim = start_simulator(workdir)
+            servers.append(sim)
+            expected = reference(sim.url)
+            gateway = start_gateway(workdir, "gateway", sim.url)
+            servers.append(gateway)
+            arms: dict[str, tuple[Server, str]] = {"direct": (sim, SIM_KEY), "gateway": (gateway, GATEWAY_KEY)}
+            if peer_python:
+                litellm = peer.start_peer(peer_python, free_port(), workdir, sim.url, DEPLOYMENT, SIM_KEY)
+                servers.append(litellm)
+                arms["litellm"] = (litellm, peer.MASTER_KEY)
+            say("latency and throughput (workload, concurrency, arm):")
+            run["matrix"] = matrix(workdir, arms, expected, args)
+            run["peak_rss_kb"] = {name: server.peak_rss_kb() for name, (server, _) in arms.items()}
+            if "routing" not in args.skip:
+                say("routing overhead: one backend vs three")
+                three = start_gateway(workdir, "gateway-3-backends", sim.url, backends=3)
+                servers.append(three)
+                run["routing"] = routing(workdir, gateway, three, expected, args)
+                three.stop()
+            if "memory" not in args.skip:
+                say("memory per concurrent stream")
+                run["memory"] = memory(workdir, sim, expected, args)
+        finally:
+            for server in reversed(servers):
+                server.stop()
+    if "enforcement" not in args.skip:
+        say("content-safety enforcement")
+        run["enforcement"] = enforcement()
+    run["parser"] = [] if "parser" in args.skip else parser_throughput()
+    run["targets"] = targets(run["matrix"], run.get("memory"), run["parser"])
+    env["load_end"] = loadavg()
+    env["duration_s"] = round(time.monotonic() - started)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "latest.json").write_text(json.dumps(run, indent=1, ensure_ascii=False))
+    (out / "latest.md").write_text(markdown(run))
+    say(markdown(run))
+    say(f"wrote {out / 'latest.md'} and latest.json in {env['duration_s']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
