@@ -7,7 +7,7 @@ of at most 1 MB (Cosmos DB items are limited to 2 MB) and joined again by `from_
 from __future__ import annotations
 
 import base64
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -117,7 +117,22 @@ class Exchange:
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The JSON form as plain dicts. Bodies are shared, not copied (a deep copy of a 5 MB body
+        costs more than storing it): treat the result as read-only."""
+        response = self.response
+        return {
+            "request_id": self.request_id,
+            "request": _fields(self.request),
+            "timings": _fields(self.timings),
+            "identity": _fields(self.identity),
+            "response": None if response is None else _fields(response),
+            "backend": self.backend,
+            "attempts": [_fields(a) for a in self.attempts],
+            "client_disconnected": self.client_disconnected,
+            "gateway_error": None if self.gateway_error is None else dict(self.gateway_error),
+            "usage_injected": self.usage_injected,
+            "schema_version": self.schema_version,
+        }
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Exchange:
@@ -138,18 +153,23 @@ class Exchange:
         )
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.to_dict())
+        return orjson.dumps(self)  # orjson serializes (slotted) dataclasses natively, in field order
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Exchange:
         return cls.from_dict(orjson.loads(raw))
 
 
+def _fields(obj: Any) -> dict[str, Any]:
+    """A flat dataclass (no nested dataclasses) as a dict, in field order, values shared."""
+    return {f.name: getattr(obj, f.name) for f in fields(obj)}
+
+
 def to_items(exchange: Exchange, max_item_bytes: int = MAX_ITEM_BYTES) -> list[dict[str, Any]]:
     """Store items for one exchange: one readable item when it fits, else base64 pieces in order."""
     rid = exchange.request_id
     data = exchange.to_dict()
-    raw = orjson.dumps(data)
+    raw = exchange.to_json()
     if len(raw) <= max_item_bytes - 1000:
         return [{"id": f"{rid}.0", "requestId": rid, "seq": 0, "count": 1, "exchange": data}]
     piece = min(_PIECE_BYTES, (max_item_bytes - 1000) // 4 * 3)
