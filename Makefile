@@ -4,7 +4,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: run test bench venv clean
+.PHONY: run test bench venv iac-venv clean
 
 $(STAMP): requirements.txt requirements-dev.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -14,14 +14,26 @@ $(STAMP): requirements.txt requirements-dev.txt
 
 venv: $(STAMP)
 
+# IaC checks (pycep-parser, checkov) live in their own venv: their pins conflict with the app's.
+IAC_VENV ?= .venv-iac
+IAC_STAMP := $(IAC_VENV)/.installed
+
+$(IAC_STAMP): requirements-iac.txt
+	@test -x $(IAC_VENV)/bin/python || $(PYTHON) -m venv $(IAC_VENV) || python3 -m venv $(IAC_VENV)
+	$(IAC_VENV)/bin/python -m pip install --quiet --upgrade pip
+	$(IAC_VENV)/bin/python -m pip install --quiet -r requirements-iac.txt
+	@touch $(IAC_STAMP)
+
+iac-venv: $(IAC_STAMP)
+
 run: $(STAMP)
 	$(PY) -m devhost
 
-test: $(STAMP)
-	$(PY) -m pytest
+test: $(STAMP) $(IAC_STAMP)
+	REQUIRE_IAC=1 IAC_VENV=$(IAC_VENV) $(PY) -m pytest
 
 bench: $(STAMP)
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) .gateway .pytest_cache
+	rm -rf $(VENV) $(IAC_VENV) .gateway .pytest_cache

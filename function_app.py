@@ -7,13 +7,19 @@ Ports and the proxy are built once, lazily, inside the worker's event loop on fi
 import functools
 
 import azure.functions as func
+import orjson
 from azurefunctions.extensions.http.fastapi import Request, Response
 
 from proxy.handler import Proxy, build_proxy
+from proxy.routing import BackendPool
 from shared.settings import Settings
 from shared.wiring import WiredPorts, build_ports
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
+
+# A bad GATEWAY_BACKENDS or routing setting stops the app when the host loads it (the error names
+# the entry), instead of failing every request later. Pure parsing: nothing is connected here.
+BackendPool.from_settings(Settings.from_env())
 
 
 @functools.cache
@@ -48,6 +54,12 @@ async def shutdown() -> None:
     settings.cache_clear()
 
 
+_parser_ports = ports  # the parser tests swap this name
+
+
+# --- proxy -------------------------------------------------------------------------------------
+
+
 @app.route(
     route="openai/{*path}",
     methods=[func.HttpMethod.GET, func.HttpMethod.POST, func.HttpMethod.DELETE],
@@ -56,6 +68,23 @@ async def shutdown() -> None:
 async def openai_proxy(req: Request) -> Response:
     """Every AOAI data-plane call: streamed through to the backend, captured once."""
     return await proxy().handle(req)
+
+
+# --- health ------------------------------------------------------------------------------------
+
+
+@app.route(route="health", methods=[func.HttpMethod.GET], auth_level=func.AuthLevel.FUNCTION)
+async def health(req: Request) -> Response:
+    """This instance's routing state per backend (`BackendPool.snapshot`: no keys, no query strings).
+
+    Function-level auth: the answer names accounts, endpoints and deployments, which is topology
+    an anonymous caller should not learn. APIM does not publish this route (docs/routing.md).
+    """
+    body = orjson.dumps(proxy().pool.snapshot())
+    return Response(content=body, media_type="application/json", headers={"cache-control": "no-store"})
+
+
+# --- parser ------------------------------------------------------------------------------------
 
 
 @app.function_name("parser")
@@ -71,4 +100,4 @@ async def parse_exchanges(events: list[func.EventHubEvent]) -> None:
     """Each event names a stored exchange; see parser/handler.py for retries and dead letters."""
     from parser.handler import handle_batch
 
-    await handle_batch([event.get_body() for event in events], ports())
+    await handle_batch([event.get_body() for event in events], _parser_ports())

@@ -1,6 +1,6 @@
 """`python -m devhost [serve] [--host H] [--port P] [--settings FILE]`: run the gateway locally.
 
-Subcommands: `serve` (the default). Others (`records`, `report`, `dashboard`) register in `COMMANDS`.
+Subcommands: `serve` (the default), `records`, `report` and `dashboard` (devhost/commands.py).
 """
 
 from __future__ import annotations
@@ -14,6 +14,8 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
+from devhost import commands
+from devhost.dashboard_app import DASHBOARD_PATH, DashboardApp
 from devhost.host import DevHost, load_settings_file, server_config
 from devhost.subscriptions import new_local_key, parse_subscriptions
 
@@ -68,11 +70,17 @@ def serve(args: argparse.Namespace) -> int:
 
     sys.path.insert(0, str(Path.cwd()))
     module = importlib.import_module(args.app)
-    host_app = DevHost(module, subscriptions)
+    db_path = Path(os.environ["SQLITE_PATH"])
+    # The dashboard reads the SQLite records, which exist only with the embedded log store.
+    local_records = (os.environ.get("LOG_STORE") or "sqlite").lower() == "sqlite"
+    mounts = {DASHBOARD_PATH: DashboardApp(db_path)} if local_records else {}
+    host_app = DevHost(module, subscriptions, mounts=mounts)
     url = f"http://{args.host}:{args.port}"
     say(f"\nGateway: {url}  (routes: {', '.join(sorted({'/' + r.template for r in host_app.routes}))})")
     say(f"Event Hub functions run in-process: {', '.join(f.name for f in host_app.event_functions) or 'none registered'}")
-    say(f"Exchanges stored in SQLite: {os.environ['SQLITE_PATH']}")
+    if local_records:
+        say(f"Exchanges and usage records stored in SQLite: {db_path}")
+        say(f"Dashboard: {url}{DASHBOARD_PATH}  (loopback only; also: python -m devhost records | report | dashboard)")
     for key, sub in subscriptions.items():
         say(f"Key: {key}  -> subscription {sub.id!r} ({sub.name}, product {sub.product})")
     say("Example (OpenAI SDK):" + _example(url, next(iter(subscriptions))) + "\n")
@@ -96,6 +104,12 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 COMMANDS["serve"] = ("run the gateway (the default)", _serve_arguments, serve)
+COMMANDS["records"] = ("print the usage records (a table, or JSON lines with --json)",
+                       commands.records_arguments, commands.records_command)
+COMMANDS["report"] = ("print totals by subscription, deployment and day",
+                      commands.report_arguments, commands.report_command)
+COMMANDS["dashboard"] = ("serve the local dashboard over the usage records",
+                         commands.dashboard_arguments, commands.dashboard_command)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -165,8 +165,11 @@ class DevHost:
         subscriptions: Mapping[str, Subscription] | None,
         *,
         route_prefix: str = "",
+        mounts: Mapping[str, Callable[[Scope, Receive, Send], Awaitable[None]]] | None = None,
     ) -> None:
         self.module = module
+        #: Path prefix -> ASGI app the dev host serves besides the function routes (the dashboard).
+        self.mounts = dict(mounts or {})
         self.app: func.FunctionApp = module.app
         self.routes = http_routes(self.app, route_prefix)
         self.event_functions = event_hub_functions(self.app)
@@ -189,6 +192,10 @@ class DevHost:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
+        for prefix, mounted in self.mounts.items():
+            if path == prefix or path.startswith(prefix + "/"):
+                await mounted(scope, receive, send)
+                return
         for route in self.routes:
             m = route.pattern.match(path)
             if m is None:

@@ -1,7 +1,7 @@
 """Upstream credentials: the api-key header, or a managed-identity bearer token cached ahead of expiry.
 
-Tokens come from azure-identity's `DefaultAzureCredential` (aio). One token per (identity, scope)
-is cached; when it nears expiry a background refresh replaces it while the old one is still used,
+Tokens come from azure-identity's `DefaultAzureCredential` (aio). One token per (identity, tenant,
+scope) is cached; when it nears expiry a background refresh replaces it while the old one is still used,
 so after warm-up no request waits for Entra ID.
 """
 
@@ -37,15 +37,20 @@ def _default_credential(auth: BackendAuth) -> Any:
 
 
 class _CachedToken:
-    __slots__ = ("credential", "scope", "token", "expires_on", "refreshing", "lock")
+    __slots__ = ("credential", "scope", "tenant_id", "token", "expires_on", "refreshing", "lock")
 
-    def __init__(self, credential: Any, scope: str) -> None:
+    def __init__(self, credential: Any, scope: str, tenant_id: str | None) -> None:
         self.credential = credential
         self.scope = scope
+        self.tenant_id = tenant_id
         self.token: str | None = None
         self.expires_on = 0.0
         self.refreshing: asyncio.Task[None] | None = None
         self.lock = asyncio.Lock()
+
+
+def _token_key(auth: BackendAuth) -> tuple[str | None, str | None, str]:
+    return (auth.client_id, auth.tenant_id, auth.scope)
 
 
 class Credentials:
@@ -60,7 +65,9 @@ class Credentials:
         self._env = env
         self._factory = credential_factory
         self._clock = clock
-        self._tokens: dict[tuple[str | None, str], _CachedToken] = {}
+        #: One cached token per (user-assigned identity, tenant, scope): backends that share all
+        #: three share a token; any difference gets its own.
+        self._tokens: dict[tuple[str | None, str | None, str], _CachedToken] = {}
 
     async def headers_for(self, backend: Backend) -> dict[str, str]:
         auth = backend.auth
@@ -70,7 +77,7 @@ class Credentials:
 
     async def warm(self, backends: tuple[Backend, ...]) -> None:
         """Fetch every managed-identity token once, so the first requests do not wait."""
-        wanted = {(b.auth.client_id, b.auth.scope): b.auth for b in backends if b.auth.type == "managed_identity"}
+        wanted = {_token_key(b.auth): b.auth for b in backends if b.auth.type == "managed_identity"}
         results = await asyncio.gather(*(self._token(a) for a in wanted.values()), return_exceptions=True)
         for result in results:
             if isinstance(result, BaseException):
@@ -86,10 +93,10 @@ class Credentials:
         self._tokens.clear()
 
     async def _token(self, auth: BackendAuth) -> str:
-        key = (auth.client_id, auth.scope)
+        key = _token_key(auth)
         entry = self._tokens.get(key)
         if entry is None:
-            entry = self._tokens[key] = _CachedToken(self._factory(auth), auth.scope)
+            entry = self._tokens[key] = _CachedToken(self._factory(auth), auth.scope, auth.tenant_id)
         left = entry.expires_on - self._clock()
         if entry.token is not None and left > MIN_VALID_SECONDS:
             if left < REFRESH_AHEAD_SECONDS and entry.refreshing is None:
@@ -102,7 +109,12 @@ class Credentials:
             return entry.token
 
     async def _fetch(self, entry: _CachedToken) -> None:
-        access = await entry.credential.get_token(entry.scope)
+        # A tenant other than the identity's home tenant must be named on each token request
+        # (DefaultAzureCredential allows it via `additionally_allowed_tenants`).
+        if entry.tenant_id:
+            access = await entry.credential.get_token(entry.scope, tenant_id=entry.tenant_id)
+        else:
+            access = await entry.credential.get_token(entry.scope)
         entry.token, entry.expires_on = access.token, float(access.expires_on)
 
     async def _refresh_in_background(self, entry: _CachedToken) -> None:

@@ -1,9 +1,9 @@
 """The streaming proxy: one client request in, the chosen AOAI backend's answer out, captured once.
 
 Hook points for later issues (keep them as they are, replace or wrap them):
-- `Proxy.choose_backend`   which backend serves a deployment (routing replaces it);
-- `Proxy.attempt`          the whole upstream leg: pick, authenticate, send, classify failures
-                           (routing/failover replaces it; it returns an open upstream response);
+- `Proxy.attempt`          the whole upstream leg: affinity, backend selection and failover
+                           (`proxy/failover.run_failover` over the app's `BackendPool`),
+                           authenticate, send; it returns an open upstream response;
 - `Proxy.client_stream`    the client-bound byte stream as a composable async iterator
                            (content-safety enforcement wraps it).
 """
@@ -25,21 +25,19 @@ from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
 from proxy import stream_usage
-from proxy.backends import Backend, parse_backends, serving
+from proxy.backends import Backend, parse_backends
 from proxy.capture import CaptureWriter, ExchangeRecorder
 from proxy.credentials import Credentials
+from proxy.failover import AiohttpAnswer, read_answer, run_failover
+from proxy.outcomes import Outcome
+from proxy.pinning import CreatedIdTap, ResponsePinning
+from proxy.policy import RoutingPolicy
+from proxy.routing import BackendPool
 from proxy.upstream import Timeouts, UpstreamClient, client_response_headers, upstream_request_headers
 from shared.apis import ApiRoute, classify, deployment_for
-from shared.errors import (
-    BadGateway,
-    DeploymentNotFound,
-    GatewayError,
-    GatewayTimeout,
-    NotFound,
-    PayloadTooLarge,
-)
+from shared.errors import GatewayError, NotFound, PayloadTooLarge
 from shared.exchange import Identity
-from shared.ports import Ports
+from shared.ports import AffinityStore, Ports
 from shared.redaction import forwardable_query
 from shared.settings import Settings
 
@@ -102,6 +100,10 @@ class ProxyCall:
     deployment: str | None
     filter_usage: bool = False
     backend: Backend | None = None
+    #: `x-gateway-backend` / `x-gateway-attempts` for the client, set by `attempt`.
+    gateway_headers: dict[str, str] = field(default_factory=dict)
+    #: Watches a Responses API answer for the id it created (None for every other call).
+    created_id_tap: CreatedIdTap | None = None
     #: Body bytes `attempt` already read from the response it returns (e.g. a whole error body
     #: that failover inspected); relayed before the rest of the body.
     head: bytes = b""
@@ -138,9 +140,19 @@ class Proxy:
         credentials: Credentials,
         capture: CaptureWriter,
         backends: tuple[Backend, ...] | None = None,
+        *,
+        pool: BackendPool | None = None,
+        affinity: Callable[[], AffinityStore] | None = None,
     ) -> None:
         self.settings = settings
-        self.backends = backends if backends is not None else parse_backends(settings.backends_json)
+        #: One pool per process: health, cooldowns and circuits are shared by every request.
+        if pool is None:
+            configured = backends if backends is not None else parse_backends(settings.backends_json)
+            pool = BackendPool(configured, policy=RoutingPolicy.from_settings(settings))
+        self.pool = pool
+        self.backends = pool.backends
+        #: Responses API affinity (None: no store, every request is routed normally).
+        self.pinning = ResponsePinning(affinity, settings.responses_affinity_ttl_seconds) if affinity else None
         self.upstream = upstream
         self.credentials = credentials
         self.capture = capture
@@ -172,9 +184,15 @@ class Proxy:
             return self._answer(rec, GatewayError(f"The gateway failed to handle the request ({type(exc).__name__})."))
 
         headers = client_response_headers(resp.headers.items())
+        headers.extend(call.gateway_headers.items())
         if call.filter_usage and not resp.headers.get("content-type", "").startswith("text/event-stream"):
             call.filter_usage = False  # an error answer (JSON): nothing to hold back
         rec.set_response(resp.status, headers)
+        if self.pinning is not None and call.backend is not None:
+            call.created_id_tap = self.pinning.tap(
+                call.route, call.method, call.json_body, resp.status, resp.headers.get("content-type", ""),
+                call.backend.name, rec.chunks,
+            )
         headers.append((REQUEST_ID_HEADER, rid))
         response = RelayResponse(
             self._relay(call, resp), resp.status, lambda: self._finish(call, resp, completed=False)
@@ -193,7 +211,7 @@ class Proxy:
         content_type = request.headers.get("content-type")
         # The body is parsed only when the deployment lives there (v1) or usage injection may apply.
         needs_json = route.deployment is None or (
-            self.settings.inject_stream_usage and route.api == "chat.completions"
+            self.settings.inject_stream_usage and route.api in stream_usage.APIS
         )
         json_body = _json_body(body, content_type) if needs_json and request.method == "POST" else None
         query = dict(pairs)
@@ -216,16 +234,6 @@ class Proxy:
             rec.usage_injected = True
         return call
 
-    def choose_backend(self, call: ProxyCall) -> Backend:
-        """The backend for this call. Routing (issue 4) replaces this with priorities and weights."""
-        candidates = serving(self.backends, call.deployment)
-        if not candidates:
-            name = call.deployment or "(none named)"
-            raise DeploymentNotFound(
-                f"The API deployment for this resource does not exist: {name!r} is not served by this gateway."
-            )
-        return candidates[0]
-
     def upstream_url(self, backend: Backend, call: ProxyCall) -> str:
         path = call.path
         if call.route.surface == "deployments" and call.deployment:
@@ -234,38 +242,76 @@ class Proxy:
                 path = path.replace(f"/deployments/{call.deployment}/", f"/deployments/{mapped}/", 1)
         return backend.endpoint + path
 
+    def upstream_body(self, backend: Backend, call: ProxyCall) -> bytes:
+        """The request bytes for `backend`: the client's (as prepared), replayed unchanged, except
+        that on the v1 surface a `deployment_map` entry renames the body's `model` (the deployment)."""
+        if call.route.surface != "v1" or not call.deployment or not isinstance(call.json_body, dict):
+            return call.body
+        mapped = backend.upstream_deployment(call.deployment)
+        if mapped == call.deployment:
+            return call.body
+        bodies: dict[str, bytes] = call.extra.setdefault("mapped_bodies", {})
+        body = bodies.get(mapped)
+        if body is None:
+            body = bodies[mapped] = orjson.dumps({**orjson.loads(call.body), "model": mapped})
+        return body
+
     async def attempt(self, call: ProxyCall) -> aiohttp.ClientResponse:
-        """The upstream leg, in one place: choose, authenticate, send, map failures to 502/504."""
-        backend = self.choose_backend(call)
-        call.backend = backend
-        call.recorder.backend = backend.name
-        headers = {**call.headers, **await self.credentials.headers_for(backend)}
-        try:
+        """The upstream leg: affinity, then backends in the pool's order until one answers for good.
+
+        Nothing has reached the client while this runs, so trying another backend is safe. Every
+        try is recorded on the exchange; the gateway's own answers (429 when every backend is
+        cooling down, 502/504 when none answered, 404 when none serves the deployment) are raised.
+        """
+        pinned = await self.pinning.lookup(call.route, call.json_body) if self.pinning is not None else None
+        idle = self.upstream.timeouts.idle
+
+        async def send(backend: Backend) -> AiohttpAnswer:
+            headers = {**call.headers, **await self.credentials.headers_for(backend)}
             resp = await self.upstream.send(
-                call.method, self.upstream_url(backend, call), headers=headers, params=call.params, body=call.body
+                call.method, self.upstream_url(backend, call), headers=headers, params=call.params,
+                body=self.upstream_body(backend, call),
             )
-        except TimeoutError:
-            call.recorder.add_attempt(backend.name, None, "timeout", "no response headers in time")
-            raise GatewayTimeout(f"The backend {backend.name!r} did not answer in time.") from None
-        except aiohttp.ClientError as exc:
-            call.recorder.add_attempt(backend.name, None, "unreachable", type(exc).__name__)
-            raise BadGateway(f"The backend {backend.name!r} could not be reached.") from None
-        call.recorder.add_attempt(backend.name, resp.status, "served")
-        return resp
+            # An error body is read whole (to judge a 404); it is small, but bounded all the same.
+            async with asyncio.timeout(idle):
+                return await read_answer(resp)
+
+        result = await run_failover(send, self.pool, call.deployment, pinned=pinned)
+        call.recorder.attempts = result.attempts
+        call.gateway_headers = result.response_headers()
+        error = result.gateway_error()
+        if error is not None:
+            if result.error is not None:
+                log.warning("no backend answered %s: %s", call.request_id, result.attempts[-1].error if result.attempts else "")
+            error.headers.update(call.gateway_headers)
+            raise error
+        answer = result.answer
+        assert answer is not None and result.backend is not None
+        call.backend = result.backend
+        call.recorder.backend = result.backend.name
+        call.head = answer.head
+        return answer.response
 
     # ----------------------------------------------------------------------------- response side
     async def upstream_chunks(self, call: ProxyCall, resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
         """AOAI's body as it arrives; each piece is kept for the exchange (bytes appended, no parsing)."""
         chunks = call.recorder.chunks
         read = self.upstream.read
+        tap = call.created_id_tap
         if call.head:
             chunks.append(call.head)
+            if tap is not None:
+                tap.feed(call.head)
             yield call.head
         while True:
             chunk = await read(resp)
             if not chunk:
+                if tap is not None:
+                    await tap.close()
                 return
             chunks.append(chunk)
+            if tap is not None:
+                tap.feed(chunk)
             yield chunk
 
     async def client_stream(self, call: ProxyCall, source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
@@ -296,13 +342,21 @@ class Proxy:
         except TimeoutError:
             call.extra["upstream_failed"] = True
             rec.attempts[-1].error = "stream idle timeout"
+            self._stream_failed(call, Outcome.failed("timeout"))
             log.warning("upstream stream idle timeout for %s", call.request_id)
         except aiohttp.ClientError as exc:
             call.extra["upstream_failed"] = True
             rec.attempts[-1].error = f"stream broken: {type(exc).__name__}"
+            self._stream_failed(call, Outcome.failed("connect_error"))
             log.warning("upstream stream broken for %s: %s", call.request_id, type(exc).__name__)
         finally:
             self._finish(call, resp, completed)
+
+    def _stream_failed(self, call: ProxyCall, outcome: Outcome) -> None:
+        """A body that broke after its first byte counts against the backend's health (no retry:
+        the client already has part of the answer)."""
+        if call.backend is not None:
+            self.pool.record(call.backend, outcome, deployment=call.deployment)
 
     def _finish(self, call: ProxyCall, resp: aiohttp.ClientResponse, completed: bool) -> None:
         """End of the response, whichever way it ended: release upstream, capture once."""
@@ -331,6 +385,8 @@ class Proxy:
         if self._warm_up is not None and not self._warm_up.done():
             self._warm_up.cancel()
         await self.capture.drain()
+        if self.pinning is not None:
+            await self.pinning.drain()
         await self.upstream.close()
         await self.credentials.close()
 
@@ -343,4 +399,5 @@ def build_proxy(settings: Settings, ports: Callable[[], Ports]) -> Proxy:
         UpstreamClient(Timeouts.from_settings(settings), settings.upstream_max_connections),
         Credentials(settings.extra),
         CaptureWriter(ports, outbox),
+        affinity=lambda: ports().affinity,
     )

@@ -1,7 +1,7 @@
 """Stream usage injection: ask AOAI for the usage chunk the client did not ask for, and hide it.
 
-Streamed chat completions carry token usage only when `stream_options.include_usage` is set (api
-version 2024-09-01-preview or later, or the v1 surface). The parser wants exact usage, so the proxy
+Streamed chat completions and legacy completions carry token usage only when
+`stream_options.include_usage` is set (api version 2024-09-01-preview or later, or the v1 surface). The parser wants exact usage, so the proxy
 sets the flag upstream and drops the one usage-only chunk (`choices: []` with `usage`) from what the
 client receives: the client gets exactly the events it would have got without the gateway, while
 the stored `response.sse` keeps the chunk.
@@ -21,6 +21,9 @@ from shared.sse import SSEDecoder, SSEEvent
 #: First dated api-version that accepts `stream_options`.
 MIN_API_VERSION = "2024-09-01-preview"
 
+#: The APIs whose streams end with a usage-only chunk when asked (`choices: []` and `usage`).
+APIS = frozenset({"chat.completions", "completions"})
+
 # Cheap byte tests before any JSON parsing: every chunk of an include_usage stream has
 # `"usage":null`, only the usage chunk has an empty choices list AND a usage object.
 _EMPTY_CHOICES = re.compile(rb'"choices"\s*:\s*\[\s*\]')
@@ -28,8 +31,8 @@ _USAGE_OBJECT = re.compile(rb'"usage"\s*:\s*\{')
 
 
 def should_inject(route: ApiRoute, query: Mapping[str, str], body: Any) -> bool:
-    """True for a streamed chat completion on a version that supports it, without include_usage."""
-    if route.api != "chat.completions" or not isinstance(body, dict) or body.get("stream") is not True:
+    """True for a streamed (chat) completion on a version that supports it, without include_usage."""
+    if route.api not in APIS or not isinstance(body, dict) or body.get("stream") is not True:
         return False
     if route.surface == "deployments" and not version_at_least(query.get("api-version"), MIN_API_VERSION):
         return False

@@ -59,7 +59,7 @@ def client_response_headers(upstream_headers: Iterable[tuple[str, str]]) -> list
 @dataclass(frozen=True, slots=True)
 class Timeouts:
     connect: float = 10.0
-    first_byte: float = 300.0
+    first_byte: float = 230.0
     idle: float = 120.0
     total: float = 1800.0
 

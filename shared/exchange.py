@@ -114,6 +114,8 @@ class Exchange:
     gateway_error: dict[str, str] | None = None
     #: The proxy added `stream_options.include_usage` and held the usage chunk back from the client.
     usage_injected: bool = False
+    #: In-stream content-safety enforcement outcome (proxy/enforcement.py), when the product enforces.
+    enforcement: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -149,6 +151,7 @@ class Exchange:
             client_disconnected=bool(d.get("client_disconnected", False)),
             gateway_error=d.get("gateway_error"),
             usage_injected=bool(d.get("usage_injected", False)),
+            enforcement=d.get("enforcement"),
             schema_version=int(d.get("schema_version", SCHEMA_VERSION)),
         )
 

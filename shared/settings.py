@@ -72,7 +72,7 @@ class Settings:
     #: Upstream (AOAI) timeouts in seconds: TCP/TLS connect; response headers (for a non-streamed
     #: call that is the whole generation); silence between two reads of a body; the whole call.
     upstream_connect_timeout: float = 10.0
-    upstream_first_byte_timeout: float = 300.0
+    upstream_first_byte_timeout: float = 230.0
     upstream_idle_timeout: float = 120.0
     upstream_total_timeout: float = 1800.0
     #: Pooled keep-alive connections per backend host.
@@ -146,7 +146,7 @@ class Settings:
             inject_stream_usage=_bool(env.get("INJECT_STREAM_USAGE"), True),
             max_request_body_bytes=_int(env, "MAX_REQUEST_BODY_BYTES", 26_214_400),
             upstream_connect_timeout=_float(env, "UPSTREAM_CONNECT_TIMEOUT_SECONDS", 10.0),
-            upstream_first_byte_timeout=_float(env, "UPSTREAM_FIRST_BYTE_TIMEOUT_SECONDS", 300.0),
+            upstream_first_byte_timeout=_float(env, "UPSTREAM_FIRST_BYTE_TIMEOUT_SECONDS", 230.0),
             upstream_idle_timeout=_float(env, "UPSTREAM_IDLE_TIMEOUT_SECONDS", 120.0),
             upstream_total_timeout=_float(env, "UPSTREAM_TOTAL_TIMEOUT_SECONDS", 1800.0),
             upstream_max_connections=_int(env, "UPSTREAM_MAX_CONNECTIONS", 256),

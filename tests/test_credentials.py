@@ -52,3 +52,34 @@ async def test_token_cached_then_refreshed_in_background_before_expiry():
     assert await creds.headers_for(BACKENDS[0]) == {"Authorization": "Bearer tok3"}
     await creds.close()
     assert fakes[0].closed
+
+
+async def test_one_token_per_tenant_and_scope_named_on_each_request():
+    backends = parse_backends(
+        '[{"name": "home", "endpoint": "https://a.openai.azure.com", "auth": {"type": "managed_identity", "client_id": "c1"}, "deployments": ["*"]},'
+        ' {"name": "home2", "endpoint": "https://b.openai.azure.com", "auth": {"type": "managed_identity", "client_id": "c1"}, "deployments": ["*"]},'
+        ' {"name": "other", "endpoint": "https://c.openai.azure.com", "auth": {"type": "managed_identity", "client_id": "c1", "tenant_id": "t2"}, "deployments": ["*"]},'
+        ' {"name": "scoped", "endpoint": "https://d.openai.azure.com", "auth": {"type": "managed_identity", "client_id": "c1", "scope": "api://x/.default"}, "deployments": ["*"]}]'
+    )
+    asked: list[tuple[str, str | None]] = []
+
+    class TenantCredential:
+        def __init__(self, auth):
+            self.auth = auth
+
+        async def get_token(self, scope, tenant_id=None):
+            asked.append((scope, tenant_id))
+            return SimpleNamespace(token=f"{scope}|{tenant_id}", expires_on=10_000.0)
+
+    creds = Credentials({}, credential_factory=TenantCredential, clock=lambda: 1000.0)
+    await creds.warm(backends)
+    assert sorted(asked, key=str) == sorted([
+        ("https://cognitiveservices.azure.com/.default", None),
+        ("https://cognitiveservices.azure.com/.default", "t2"),
+        ("api://x/.default", None),
+    ], key=str)
+    tokens = [(await creds.headers_for(b))["Authorization"] for b in backends]
+    assert tokens[0] == tokens[1] != tokens[2] != tokens[3]
+    assert tokens[2] == "Bearer https://cognitiveservices.azure.com/.default|t2"
+    assert len(asked) == 3  # served from the cache after warm-up
+    await creds.close()

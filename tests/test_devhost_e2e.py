@@ -176,13 +176,15 @@ def test_streamed_tool_calls(gw):
 
 
 def test_429_passed_through(gw):
+    # Its own deployment name: the 429 puts that deployment (only) into a cooldown on the one backend.
     with pytest.raises(openai.RateLimitError) as err:
-        gw.client().chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "Hi"}],
+        gw.client().chat.completions.create(model="gpt-4o-throttled", messages=[{"role": "user", "content": "Hi"}],
                                             extra_headers={"x-sim-status": "429"})
     headers = err.value.response.headers
     assert headers["retry-after"] and headers["retry-after-ms"]
     ex = _stored_once(gw, headers["x-gateway-request-id"])
     assert ex.response.status == 429 and ex.gateway_error is None
+    assert headers["x-gateway-backend"] == "sim" and headers["x-gateway-attempts"] == "1"
 
 
 def test_content_filter_400_passed_through(gw):

@@ -79,7 +79,8 @@ async def test_unreachable_backend_is_502():
     r = await client.post(CHAT, json=BODY, headers={"api-key": "client-key-777"})
     assert r.status_code == 502 and r.json()["error"]["code"] == "BadGateway"
     ex = await _one_exchange(proxy, ports)
-    assert ex.backend == "east" and ex.attempts[0].outcome == "unreachable"
+    # No backend served: the exchange names none; the attempt names the one that was tried.
+    assert ex.backend is None and ex.attempts[0].backend == "east" and ex.attempts[0].outcome == "connect_error"
     assert b"client-key-777" not in ex.to_json()
     await proxy.aclose()
 
@@ -111,18 +112,10 @@ async def test_upstream_errors_pass_through_unchanged_and_credentials_are_replac
         await proxy.aclose()
 
 
-async def test_bytes_read_by_attempt_are_relayed_first():
-    """The routing hook: an `attempt` that already read the body (failover reads error bodies whole)."""
+async def test_error_body_read_by_failover_is_relayed_unchanged():
+    """Failover reads an error body whole to judge it; the client still gets exactly those bytes."""
     async with serve(SimulatorConfig()) as sim:
         proxy, ports, client = _proxy(sim.url)
-        plain_attempt = proxy.attempt
-
-        async def reading_attempt(call):
-            resp = await plain_attempt(call)
-            call.head = await resp.read()
-            return resp
-
-        proxy.attempt = reading_attempt
         r = await client.post(CHAT, json=BODY, headers={"x-sim-status": "500"})
         assert r.status_code == 500 and r.content == sim.requests[-1].response
         ex = await _one_exchange(proxy, ports)

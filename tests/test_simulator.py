@@ -246,6 +246,16 @@ def test_completions_stream_and_non_stream(client: AzureOpenAI) -> None:
     assert {c.object for c in streamed if c.choices} == {"text_completion"}
 
 
+def test_completions_stream_include_usage(client: AzureOpenAI) -> None:
+    whole = client.completions.create(model="gpt-35-turbo-instruct", prompt="tiktoken is great!")
+    chunks = list(client.completions.create(model="gpt-35-turbo-instruct", prompt="tiktoken is great!", stream=True,
+                                            stream_options={"include_usage": True}))
+    assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage  # the non-stream call's usage
+    assert [c for c in chunks if c.usage] == chunks[-1:]
+    plain = list(client.completions.create(model="gpt-35-turbo-instruct", prompt="tiktoken is great!", stream=True))
+    assert all(c.usage is None for c in plain)
+
+
 def test_embeddings_float_and_base64_agree(client: AzureOpenAI, sim: SimulatorHandle) -> None:
     floats = client.embeddings.create(model="text-embedding-ada-002", input="tiktoken is great!", encoding_format="float")
     default = client.embeddings.create(model="text-embedding-ada-002", input="tiktoken is great!")
@@ -471,6 +481,9 @@ def test_ttft_and_token_delay_pace_the_stream(sim: SimulatorHandle) -> None:
 def test_request_log_keeps_exact_bytes(sim: SimulatorHandle) -> None:
     r = httpx.post(chat_url(sim), json={"messages": HELLO, "stream": True}, headers={"api-key": "secret-k"})
     record = sim.requests[-1]
+    deadline = time.monotonic() + 5
+    while not record.finished and time.monotonic() < deadline:  # logged just after the last byte went out
+        time.sleep(0.01)
     assert record.response == r.content and record.status == 200 and record.method == "POST"
     assert record.path == "/openai/deployments/gpt-4o/chat/completions" and record.query == {"api-version": API_VERSION}
     assert record.headers["api-key"] == "secret-k" and json.loads(record.body)["stream"] is True

@@ -10,6 +10,8 @@ from shared.sse import decode_all
 CHAT = classify("/openai/deployments/gpt-4o/chat/completions")
 V1_CHAT = classify("/openai/v1/chat/completions")
 EMB = classify("/openai/deployments/e/embeddings")
+COMPLETIONS = classify("/openai/deployments/instruct/completions")
+V1_COMPLETIONS = classify("/openai/v1/completions")
 
 CONTENT = (
     b'data: {"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":[]}\n\n'
@@ -35,6 +37,11 @@ DONE = b"data: [DONE]\n\n"
         (CHAT, {"api-version": "2024-10-21"}, {"stream": True, "stream_options": "bad"}, False),
         (EMB, {"api-version": "2024-10-21"}, {"stream": True}, False),
         (CHAT, {"api-version": "2024-10-21"}, None, False),
+        (COMPLETIONS, {"api-version": "2024-10-21"}, {"stream": True, "prompt": "x"}, True),
+        (COMPLETIONS, {"api-version": "2024-06-01"}, {"stream": True, "prompt": "x"}, False),
+        (COMPLETIONS, {"api-version": "2024-10-21"}, {"prompt": "x"}, False),
+        (COMPLETIONS, {"api-version": "2024-10-21"}, {"stream": True, "stream_options": {"include_usage": True}}, False),
+        (V1_COMPLETIONS, {}, {"stream": True, "model": "gpt-35-turbo-instruct", "prompt": "x"}, True),
     ],
 )
 def test_should_inject(route, query, body, expected):
@@ -80,3 +87,23 @@ def test_filter_passes_a_stream_without_usage_untouched_and_flushes_a_partial_ta
     partial = b'data: {"choices":[{"delta":{"content":"cut'
     assert f.feed(CONTENT) + f.feed(partial) + f.flush() == CONTENT + partial
     assert f.removed == 0
+
+
+# A legacy completions stream as AOAI sends it with include_usage (the simulator's shape).
+COMPLETION_CONTENT = (
+    b'data: {"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":[]}\n\n'
+    b'data: {"choices":[{"finish_reason":null,"index":0,"logprobs":null,"text":"Once"}],"id":"cmpl-1",'
+    b'"object":"text_completion","usage":null}\n\n'
+    b'data: {"choices":[{"finish_reason":"stop","index":0,"logprobs":null,"text":""}],"id":"cmpl-1",'
+    b'"object":"text_completion","usage":null}\n\n'
+)
+COMPLETION_USAGE = (b'data: {"choices":[],"id":"cmpl-1","object":"text_completion",'
+                    b'"usage":{"completion_tokens":1,"prompt_tokens":2,"total_tokens":3}}\n\n')
+
+
+@pytest.mark.parametrize("size", [1, 5, 10_000])
+def test_filter_removes_the_completions_usage_chunk(size):
+    stream = COMPLETION_CONTENT + COMPLETION_USAGE + DONE
+    f = UsageChunkFilter()
+    out = b"".join(f.feed(stream[i : i + size]) for i in range(0, len(stream), size)) + f.flush()
+    assert out == COMPLETION_CONTENT + DONE and f.removed == 1

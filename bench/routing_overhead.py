@@ -1,0 +1,111 @@
+"""Added latency of routing: a gateway with one backend vs the same gateway with a three-backend pool.
+
+    .venv/bin/python -m bench.routing_overhead [--requests 300] [--warmup 30]
+
+Starts one AOAI simulator and two dev hosts as separate processes on loopback. Dev host "single"
+has one backend; dev host "pool" has three (priorities 1, 1, 2 with weights 1 and 3 and a
+`deployment_map`, all pointing at the same simulator so the upstream is identical): every request
+through it goes through plan, weighted order, lease, failover bookkeeping and the per-backend
+deployment mapping. Streamed chat completions are sent one at a time, alternating between the
+two, and the p50/p90/p99 time to first byte and to last byte are reported with the difference.
+Not a test: speed targets live here, never in timed tests.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import httpx
+
+from bench.quick_proxy import KEY, free_port, one, pct, wait_listening
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _settings(tmp: Path, name: str, backends: list[dict]) -> Path:
+    path = tmp / f"{name}.settings.json"
+    path.write_text(json.dumps({"Values": {
+        "GATEWAY_BACKENDS": json.dumps(backends),
+        "LOCAL_SUBSCRIPTIONS": json.dumps({KEY: {"id": "bench", "name": "Bench", "product": "bench"}}),
+        "SQLITE_PATH": str(tmp / f"{name}.db"),
+        "CAPTURE_OUTBOX_DIR": str(tmp / f"{name}-outbox"),
+    }}))
+    return path
+
+
+Samples = tuple[list[float], list[float]]
+
+
+async def measure(urls: list[str], n: int, warmup: int) -> list[Samples]:
+    """Alternate between the gateways, so machine noise hits both alike."""
+    out: list[Samples] = [([], []) for _ in urls]
+    clients = [httpx.AsyncClient(base_url=u, timeout=30, headers={"api-key": KEY}) for u in urls]
+    try:
+        for i in range(warmup + n):
+            for (ttfb, total), client in zip(out, clients):
+                first, whole = await one(client)
+                if i >= warmup:
+                    ttfb.append(first)
+                    total.append(whole)
+    finally:
+        for client in clients:
+            await client.aclose()
+    return out
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--requests", type=int, default=300)
+    ap.add_argument("--warmup", type=int, default=30)
+    args = ap.parse_args()
+    py = sys.executable
+    sim_port = free_port()
+    sim = f"http://127.0.0.1:{sim_port}"
+    auth = {"type": "api_key", "value": "sim"}
+    single = [{"name": "only", "endpoint": sim, "auth": auth, "deployments": ["gpt-4o"]}]
+    pool = [
+        {"name": "ptu-a", "endpoint": sim, "auth": auth, "deployments": ["gpt-4o"], "priority": 1, "weight": 1},
+        {"name": "ptu-b", "endpoint": sim, "auth": auth, "deployment_map": {"gpt-4o": "gpt-4o-b"}, "priority": 1, "weight": 3},
+        {"name": "paygo", "endpoint": sim, "auth": auth, "deployments": ["gpt-4o"], "priority": 2},
+    ]
+    procs: list[subprocess.Popen] = []
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        try:
+            procs.append(subprocess.Popen([py, "-m", "devhost.simulator", "--port", str(sim_port), "--no-log"],
+                                          cwd=ROOT, env=env, stdout=subprocess.DEVNULL))
+            wait_listening(sim_port, procs[-1])
+            urls = []
+            for name, backends in (("single", single), ("pool", pool)):
+                port = free_port()
+                procs.append(subprocess.Popen(
+                    [py, "-m", "devhost", "--port", str(port), "--settings", str(_settings(tmp, name, backends))],
+                    cwd=ROOT, env=env, stdout=subprocess.DEVNULL))
+                wait_listening(port, procs[-1])
+                urls.append(f"http://127.0.0.1:{port}")
+            single_s, pool_s = asyncio.run(measure(urls, args.requests, args.warmup))
+        finally:
+            for p in procs:
+                p.terminate()
+                p.wait(timeout=15)
+    print(f"streamed chat completions, concurrency 1, {args.requests} requests each (after {args.warmup} warm-up)")
+    print(f"{'':24}{'p50':>9}{'p90':>9}{'p99':>9}  (ms)")
+    for label, (ttfb, total) in (("single backend", single_s), ("three-backend pool", pool_s)):
+        print(f"{label + ' ttfb':24}{pct(ttfb, 50):9.2f}{pct(ttfb, 90):9.2f}{pct(ttfb, 99):9.2f}")
+        print(f"{label + ' total':24}{pct(total, 50):9.2f}{pct(total, 90):9.2f}{pct(total, 99):9.2f}")
+    for i, what in ((0, "ttfb"), (1, "total")):
+        diffs = [pct(pool_s[i], p) - pct(single_s[i], p) for p in (50, 90, 99)]
+        print(f"{'pool - single ' + what:24}" + "".join(f"{d:9.2f}" for d in diffs))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
