@@ -129,21 +129,48 @@ def reference(simulator_url: str) -> dict[str, dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------------- phases
+def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """One load-generator result from several rounds of the same cell."""
+    reasons: dict[str, int] = {}
+    for part in parts:
+        for reason, count in part["error_reasons"].items():
+            reasons[reason] = reasons.get(reason, 0) + count
+    return {
+        "sent": sum(p["sent"] for p in parts), "ok": sum(p["ok"] for p in parts),
+        "errors": sum(p["errors"] for p in parts), "error_reasons": reasons,
+        "stopped_by_time_limit": any(p["stopped_by_time_limit"] for p in parts),
+        "wall_s": sum(p["wall_s"] for p in parts),
+        "ttfb_ms": [v for p in parts for v in p["ttfb_ms"]], "total_ms": [v for p in parts for v in p["total_ms"]],
+    }
+
+
+def interleaved(workdir: Path, arms: dict[str, tuple[Server, str]], workload: str, conc: int,
+                expected: dict[str, Any], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+    """Each arm's share of a cell, sent in rounds that alternate the arms (in a rotating order), so
+    that the machine's background load falls on every arm alike. Only the first round warms up."""
+    parts: dict[str, list[dict[str, Any]]] = {arm: [] for arm in arms}
+    names = list(arms)
+    rounds = max(1, min(args.rounds, args.requests // max(conc, 1)))
+    for r in range(rounds):
+        count = args.requests // rounds + (1 if r < args.requests % rounds else 0)
+        for arm in names[r % len(names):] + names[: r % len(names)]:
+            server, key = arms[arm]
+            parts[arm].append(drive(workdir, server.url, key, workload, conc, count, max(8, conc) if r == 0 else 0,
+                                    expected[workload], args.time_limit / rounds))
+    return {arm: merge(p) for arm, p in parts.items()}
+
+
 def matrix(workdir: Path, arms: dict[str, tuple[Server, str]], expected: dict[str, Any], args: argparse.Namespace
            ) -> list[dict[str, Any]]:
     cells = []
     for workload in ("chat", "stream"):
         for conc in args.concurrency:
-            direct = None
-            for arm, (server, key) in arms.items():
-                raw = drive(workdir, server.url, key, workload, conc, args.requests, max(8, conc),
-                            expected[workload], args.time_limit)
-                stats = report.summarize(raw)
-                cell = {"workload": workload, "concurrency": conc, "arm": arm, "stats": stats,
-                        "rss_kb": server.rss_kb()}
-                if arm == "direct":
-                    direct = stats
-                elif direct is not None:
+            raw = interleaved(workdir, arms, workload, conc, expected, args)
+            direct = report.summarize(raw["direct"])
+            for arm, (server, _) in arms.items():
+                stats = report.summarize(raw[arm])
+                cell = {"workload": workload, "concurrency": conc, "arm": arm, "stats": stats, "rss_kb": server.rss_kb()}
+                if arm != "direct":
                     cell["added"] = report.added(stats, direct)
                 cells.append(cell)
                 say(f"  {workload:6s} c={conc:<3d} {arm:8s} {stats['rps']:7.0f} req/s  errors {stats['errors']:3d}  "
@@ -155,13 +182,12 @@ def matrix(workdir: Path, arms: dict[str, tuple[Server, str]], expected: dict[st
 
 def routing(workdir: Path, one: Server, three: Server, expected: dict[str, Any], args: argparse.Namespace
             ) -> list[dict[str, Any]]:
-    """Streamed chat through one backend vs three (two spares at lower priority), alternating."""
+    """Streamed chat through one backend vs three (two spares at lower priority), interleaved."""
     rows = []
+    configs = {"1 backend": (one, GATEWAY_KEY), "3 backends": (three, GATEWAY_KEY)}
     for conc in (1, 32):
-        for label, server in (("1 backend", one), ("3 backends", three)):
-            raw = drive(workdir, server.url, GATEWAY_KEY, "stream", conc, args.requests, max(8, conc),
-                        expected["stream"], args.time_limit)
-            rows.append({"concurrency": conc, "config": label, "stats": report.summarize(raw)})
+        raw = interleaved(workdir, configs, "stream", conc, expected, args)
+        rows += [{"concurrency": conc, "config": label, "stats": report.summarize(raw[label])} for label in configs]
     return rows
 
 
@@ -287,7 +313,8 @@ def markdown(run: dict[str, Any]) -> str:
         f"- machine: {env['cpus']} CPUs ({env['cpu_model']}), Python {env['python']}, {env['platform']}",
         f"- load average (1/5/15 min) at start {env['load_start']}, at end {env['load_end']}"
         " (other work on the machine makes the numbers noisier)",
-        f"- {run['settings']['requests']} requests per cell after {run['settings']['warmup']}, same for every arm; "
+        f"- {run['settings']['requests']} requests per cell and arm after {run['settings']['warmup']}, same for every arm, "
+        f"sent in {run['settings']['rounds']} rounds that alternate the arms; "
         "streamed chat: 200 content events, multibyte text, one 8 KiB chunk; every response checked "
         "(an incomplete or wrong answer is an error)",
         "",
@@ -359,7 +386,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
     ap.add_argument("--requests", type=int, default=300, help="timed requests per cell (default 300)")
     ap.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCY))
-    ap.add_argument("--time-limit", type=float, default=60.0, help="seconds per cell at most (default 60)")
+    ap.add_argument("--time-limit", type=float, default=60.0, help="seconds per cell and arm at most (default 60)")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds per cell, alternating the arms (default 3)")
     ap.add_argument("--no-peer", action="store_true", help="skip LiteLLM")
     ap.add_argument("--skip", nargs="*", default=[], choices=["routing", "memory", "enforcement", "parser"])
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"), help="directory for latest.md / latest.json")
@@ -382,7 +410,7 @@ def main(argv: list[str] | None = None) -> int:
         "events, text, the 8 KiB chunk, finish reason, [DONE]), so this is not counted as an error.",
     ]
     run: dict[str, Any] = {"environment": env, "settings": {"requests": args.requests, "concurrency": args.concurrency,
-                                                            "warmup": "max(8, concurrency) untimed requests",
+                                                            "warmup": "max(8, concurrency) untimed requests", "rounds": args.rounds,
                                                             "time_limit_s": args.time_limit}, "notes": notes}
     with tempfile.TemporaryDirectory(prefix="aoai-bench-") as tmp:
         workdir = Path(tmp)
