@@ -51,10 +51,19 @@ async def shutdown() -> None:
     if ports.cache_info().currsize:
         await ports().close()
         ports.cache_clear()
+    _parser_enricher.cache_clear()  # it holds settings too: a host started again reads them afresh
     settings.cache_clear()
 
 
 _parser_ports = ports  # the parser tests swap this name
+
+
+@functools.cache
+def _parser_enricher():
+    """Price book, DEPLOYMENT_MODELS and content-safety thresholds for the parser, read once per worker."""
+    from parser.enrich import Enricher
+
+    return Enricher.from_settings(settings())
 
 
 # --- proxy -------------------------------------------------------------------------------------
@@ -100,4 +109,9 @@ async def parse_exchanges(events: list[func.EventHubEvent]) -> None:
     """Each event names a stored exchange; see parser/handler.py for retries and dead letters."""
     from parser.handler import handle_batch
 
-    await handle_batch([event.get_body() for event in events], _parser_ports())
+    await handle_batch(
+        [event.get_body() for event in events],
+        _parser_ports(),
+        enricher=_parser_enricher(),
+        concurrency=settings().parser_max_concurrency,
+    )

@@ -195,6 +195,10 @@ param captureOutboxDir string = ''
 @description('DEPLOYMENT_MODELS: deployment name -> {"model": "gpt-4o-2024-08-06", "type": "global|data_zone|regional|provisioned"}, for cost; unmapped deployments use the model AOAI reports.')
 param deploymentModels object = {}
 
+@description('Events of one Event Hub batch the parser handles at the same time (PARSER_MAX_CONCURRENCY); times contentSafetyOptions.maxConcurrency it bounds the concurrent Content Safety calls per instance.')
+@minValue(1)
+param parserMaxConcurrency int = 8
+
 @description('Content Safety options (CONTENT_SAFETY_*), used when enableContentSafety is true; thresholds, modes and failModes are per product with a "default". See docs/settings.md.')
 param contentSafetyOptions object = {
   analyzePrompt: false
@@ -413,6 +417,7 @@ module functionApp 'modules/function-app.bicep' = {
     upstream: upstream
     captureOutboxDir: captureOutboxDir
     deploymentModels: deploymentModels
+    parserMaxConcurrency: parserMaxConcurrency
     contentSafetyEndpoint: enableContentSafety ? 'https://${toLower(names.contentSafety)}.cognitiveservices.azure.com' : ''
     contentSafety: contentSafetyOptions
     maximumInstanceCount: functionMaximumInstanceCount

@@ -7,21 +7,30 @@ short bounded backoff, and what still cannot be handled goes to the dead-letter 
 reason. One bad event never stops the others. Only when an event could not even be dead-lettered
 does the batch raise `BatchIncomplete`, so the function's retry policy replays the batch (the
 events already recorded are then skipped as duplicates).
+
+Events of a batch are handled concurrently (at most `concurrency` at once, PARSER_MAX_CONCURRENCY),
+so that waiting on the stores or on Content Safety for one exchange does not hold up the others;
+repeats of one request id within a batch are handled one after the other. The result lists keep
+the order of the events.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import orjson
 
+from parser.enrich import Enricher
 from shared import record_schema
 from shared.exchange import Exchange, IncompleteExchange
 from shared.ports import Ports
+from shared.safety.client import ContentSafety
 from shared.usage import base_record, normalize
 
 log = logging.getLogger(__name__)
@@ -29,6 +38,8 @@ T = TypeVar("T")
 
 #: Delays between tries: about 1.5 s in all, short enough to keep a partition moving.
 DEFAULT_DELAYS = (0.05, 0.2, 0.5, 0.75)
+#: Events of one batch in flight at once (PARSER_MAX_CONCURRENCY).
+DEFAULT_CONCURRENCY = 8
 _MAX_ID_CHARS = 200
 
 
@@ -47,6 +58,12 @@ class BatchResult:
     deadlettered: list[str] = field(default_factory=list)
     #: Events that could not even be dead-lettered (the batch raises when this is not empty).
     failed: list[str] = field(default_factory=list)
+
+    def extend(self, other: BatchResult) -> None:
+        self.recorded += other.recorded
+        self.duplicates += other.duplicates
+        self.deadlettered += other.deadlettered
+        self.failed += other.failed
 
 
 def request_id_of(event: str | bytes) -> str:
@@ -67,24 +84,45 @@ async def handle_batch(
     events: Sequence[str | bytes],
     ports: Ports,
     *,
+    enricher: Enricher | None = None,
+    concurrency: int = DEFAULT_CONCURRENCY,
     delays: Sequence[float] = DEFAULT_DELAYS,
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     raise_incomplete: bool = True,
 ) -> BatchResult:
-    """Record every event of a batch; see the module docstring for the guarantees."""
+    """Record every event of a batch; see the module docstring for the guarantees.
+
+    `enricher` prices and checks each record (`Enricher.from_settings(settings)` in the app); the
+    default prices with the shipped book, maps no deployments and leaves content safety off.
+    Content Safety is called through `ports.safety` when it is set and the enricher enables it.
+    """
+    enricher = enricher or Enricher()
+    limit = asyncio.Semaphore(max(1, concurrency))
+    keys = [_key(event) for event in events]
+    # Only a request id that occurs more than once in the batch needs its events in turn.
+    same_id = {key: asyncio.Lock() for key, count in Counter(keys).items() if count > 1}
+
+    async def one(event: str | bytes, key: str, result: BatchResult) -> None:
+        async with same_id.get(key) or contextlib.nullcontext(), limit:
+            try:
+                await _handle_one(event, ports, enricher, result, delays, sleep)
+            except Exception as exc:  # the per-event boundary: never let one event sink the batch
+                log.exception("parser: unexpected failure for one event")
+                await _deadletter(ports, result, key, f"unexpected error: {type(exc).__name__}: {exc}", event)
+
+    per_event = [BatchResult() for _ in events]
+    await asyncio.gather(*(one(event, key, result) for event, key, result in zip(events, keys, per_event)))
     result = BatchResult()
-    for event in events:
-        try:
-            await _handle_one(event, ports, result, delays, sleep)
-        except Exception as exc:  # the per-event boundary: never let one event sink the batch
-            log.exception("parser: unexpected failure for one event")
-            await _deadletter(ports, result, _key(event), f"unexpected error: {type(exc).__name__}: {exc}", event)
+    for item in per_event:
+        result.extend(item)
     if result.failed and raise_incomplete:
         raise BatchIncomplete(f"{len(result.failed)} event(s) neither recorded nor dead-lettered: {result.failed[:5]}")
     return result
 
 
-async def _handle_one(event: str | bytes, ports: Ports, result: BatchResult, delays, sleep) -> None:
+async def _handle_one(
+    event: str | bytes, ports: Ports, enricher: Enricher, result: BatchResult, delays, sleep
+) -> None:
     try:
         request_id = request_id_of(event)
     except (ValueError, UnicodeDecodeError, orjson.JSONDecodeError, AttributeError) as exc:
@@ -103,7 +141,11 @@ async def _handle_one(event: str | bytes, ports: Ports, result: BatchResult, del
         await _deadletter(ports, result, request_id, f"exchange store unavailable: {type(exc).__name__}: {exc}", event)
         return
 
-    record, details = build_record(exchange)
+    if enricher.analyses(ports.safety) and await _already_recorded(ports, request_id):
+        # A redelivered event: do not pay Content Safety again for a record that exists.
+        result.duplicates.append(request_id)
+        return
+    record, details = await make_record(exchange, enricher, ports.safety)
 
     try:
         added = await _retry(lambda: ports.records.add(record, details), delays, sleep)
@@ -122,12 +164,33 @@ async def _handle_one(event: str | bytes, ports: Ports, result: BatchResult, del
     result.recorded.append(request_id)
 
 
-def build_record(exchange: Exchange) -> tuple[dict[str, Any], dict[str, Any]]:
-    """normalize + validate; a record the schema rejects is replaced by a minimal valid one."""
+async def make_record(
+    exchange: Exchange, enricher: Enricher, safety: ContentSafety | None = None
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """normalize + validate + cost and content safety: the record as the parser stores and emits it.
+
+    The normalized record is validated (and repaired) first, so cost is computed from valid fields;
+    the enrichment's own fields are valid by construction (`Enricher.enrich` checks the safety
+    object, which carries data from the exchange), which keeps the schema pass to one per record.
+    """
     record, details = normalize(exchange)
+    record = valid_record(record, exchange)
+    await enricher.enrich(record, details, exchange, safety)
+    return record, details
+
+
+def build_record(exchange: Exchange) -> tuple[dict[str, Any], dict[str, Any]]:
+    """normalize + validate, without cost or content safety (see `make_record` for the full record)."""
+    record, details = normalize(exchange)
+    return valid_record(record, exchange), details
+
+
+def valid_record(record: dict[str, Any], exchange: Exchange) -> dict[str, Any]:
+    """`record` if the schema accepts it; else only the offending top-level fields are reset (or
+    dropped) and `parse_error` says why, so a record is never lost to a bad field."""
     problems = record_schema.errors(record)
     if not problems:
-        return record, details
+        return record
     # Reset only the offending top-level fields to their neutral values and keep the rest.
     base = base_record(exchange)
     repaired = {key: value for key, value in record.items() if key in base or key in record_schema.validator().schema["properties"]}
@@ -143,7 +206,15 @@ def build_record(exchange: Exchange) -> tuple[dict[str, Any], dict[str, Any]]:
     if record_schema.errors(repaired):
         repaired = {**base, "parse_error": reason}
     record_schema.validate(repaired)  # base_record is valid for any well-formed exchange
-    return repaired, details
+    return repaired
+
+
+async def _already_recorded(ports: Ports, request_id: str) -> bool:
+    try:
+        return await ports.records.get(request_id) is not None
+    except Exception as exc:  # unknown: go on; `add` is idempotent anyway
+        log.warning("parser: could not check for %s before analysis: %s: %s", request_id, type(exc).__name__, exc)
+        return False
 
 
 async def _load(ports: Ports, request_id: str) -> Exchange:

@@ -16,6 +16,7 @@ import tempfile
 import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import Any
 
 from shared.exchange import (
     Attempt,
@@ -40,7 +41,7 @@ class ExchangeRecorder:
     __slots__ = (
         "request_id", "identity", "request", "started", "received_at", "status", "response_headers",
         "content_type", "chunks", "first_byte", "last_byte", "backend", "attempts",
-        "client_disconnected", "gateway_error", "usage_injected", "_raw_request",
+        "client_disconnected", "gateway_error", "usage_injected", "enforcement", "_raw_request",
     )
 
     def __init__(self, request_id: str, identity: Identity) -> None:
@@ -61,6 +62,8 @@ class ExchangeRecorder:
         self.client_disconnected = False
         self.gateway_error: dict[str, str] | None = None
         self.usage_injected = False
+        #: In-stream enforcement outcome (`EnforcementOutcome.to_record()`) when the product enforces.
+        self.enforcement: dict[str, Any] | None = None
 
     def elapsed_ms(self) -> float:
         return round((time.perf_counter() - self.started) * 1000, 3)
@@ -146,6 +149,7 @@ class ExchangeRecorder:
             client_disconnected=self.client_disconnected,
             gateway_error=self.gateway_error,
             usage_injected=self.usage_injected,
+            enforcement=self.enforcement,
         )
 
 

@@ -33,6 +33,7 @@ from proxy.outcomes import Outcome
 from proxy.pinning import CreatedIdTap, ResponsePinning
 from proxy.policy import RoutingPolicy
 from proxy.routing import BackendPool
+from proxy.stream_safety import StreamSafety
 from proxy.upstream import Timeouts, UpstreamClient, client_response_headers, upstream_request_headers
 from shared.apis import ApiRoute, classify, deployment_for
 from shared.errors import GatewayError, NotFound, PayloadTooLarge
@@ -143,6 +144,7 @@ class Proxy:
         *,
         pool: BackendPool | None = None,
         affinity: Callable[[], AffinityStore] | None = None,
+        safety: StreamSafety | None = None,
     ) -> None:
         self.settings = settings
         #: One pool per process: health, cooldowns and circuits are shared by every request.
@@ -156,6 +158,7 @@ class Proxy:
         self.upstream = upstream
         self.credentials = credentials
         self.capture = capture
+        self.safety = safety or StreamSafety.off()
         self._warm_up: asyncio.Task[None] | None = None
 
     async def warm_up(self) -> None:
@@ -317,7 +320,7 @@ class Proxy:
     async def client_stream(self, call: ProxyCall, source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """What the client receives: the upstream bytes, minus the injected usage chunk.
 
-        Content safety (issue 7) wraps this iterator.
+        Content safety (issue 7) wraps this iterator in `_relay` (`StreamSafety.wrap`).
         """
         if not call.filter_usage:
             async for chunk in source:
@@ -336,7 +339,9 @@ class Proxy:
         rec = call.recorder
         completed = False
         try:
-            async for chunk in self.client_stream(call, self.upstream_chunks(call, resp)):
+            # Content safety (issue 7) composes here, around what the client would get (after the usage filter).
+            stream = self.safety.wrap(call, resp, self.client_stream(call, self.upstream_chunks(call, resp)))
+            async for chunk in stream:
                 yield chunk
             completed = True
         except TimeoutError:
@@ -387,6 +392,7 @@ class Proxy:
         await self.capture.drain()
         if self.pinning is not None:
             await self.pinning.drain()
+        await self.safety.aclose()
         await self.upstream.close()
         await self.credentials.close()
 
@@ -400,4 +406,5 @@ def build_proxy(settings: Settings, ports: Callable[[], Ports]) -> Proxy:
         Credentials(settings.extra),
         CaptureWriter(ports, outbox),
         affinity=lambda: ports().affinity,
+        safety=StreamSafety.from_settings(settings),
     )

@@ -8,9 +8,12 @@ Wiring picks one of each from app settings, in one place (`shared/wiring.py`).
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.exchange import Exchange
+
+if TYPE_CHECKING:  # the Azure SDK behind it is imported only when Content Safety is configured
+    from shared.safety.client import ContentSafety
 
 UsageRecord = dict[str, Any]
 
@@ -61,9 +64,13 @@ class AffinityStore(Protocol):
 
 
 class Ports:
-    """One of each port, as chosen by the wiring (`shared/wiring.py`) from app settings."""
+    """One of each port, as chosen by the wiring (`shared/wiring.py`) from app settings.
 
-    __slots__ = ("exchanges", "channel", "records", "sink", "deadletters", "affinity")
+    `safety` is the Content Safety analyser (`shared.safety.client.ContentSafety`), or None when
+    CONTENT_SAFETY_ENDPOINT is not set: then records say `safety.status: "skipped"`.
+    """
+
+    __slots__ = ("exchanges", "channel", "records", "sink", "deadletters", "affinity", "safety")
 
     def __init__(
         self,
@@ -74,6 +81,7 @@ class Ports:
         sink: UsageSink,
         deadletters: DeadLetterStore,
         affinity: AffinityStore,
+        safety: ContentSafety | None = None,
     ) -> None:
         self.exchanges = exchanges
         self.channel = channel
@@ -81,3 +89,4 @@ class Ports:
         self.sink = sink
         self.deadletters = deadletters
         self.affinity = affinity
+        self.safety = safety

@@ -77,6 +77,20 @@ def errors(record: Any) -> list[str]:
     ]
 
 
+@functools.cache
+def field_validator(name: str) -> Draft202012Validator:
+    """A validator for one top-level field of the record (its schema, `$ref`s inlined)."""
+    return Draft202012Validator(validator().schema["properties"][name], format_checker=FormatChecker())
+
+
+def field_errors(name: str, value: Any) -> list[str]:
+    """Every violation of one top-level field's schema, as `name/path: message`."""
+    return [
+        f"{'/'.join([name, *(str(p) for p in e.absolute_path)])}: {e.message}"
+        for e in sorted(field_validator(name).iter_errors(value), key=lambda e: list(e.absolute_path))
+    ]
+
+
 def validate(record: Any) -> None:
     problems = errors(record)
     if problems:

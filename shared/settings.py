@@ -92,6 +92,8 @@ class Settings:
     circuit_cooldown_seconds: float = 30.0
     #: How long a Responses API response id stays pinned to the backend that created it.
     responses_affinity_ttl_seconds: int = 30 * 24 * 3600
+    #: Parser: events of one batch handled at the same time (each may wait on Content Safety).
+    parser_max_concurrency: int = 8
     #: JSON object deployment -> {"model", "type"} for pricing (see shared/pricing/deployments.py).
     deployment_models_json: str = "{}"
     # Content safety (shared/safety/config.py parses and checks these). Off unless the endpoint is set.
@@ -158,6 +160,7 @@ class Settings:
             circuit_window_seconds=_float(env, "GATEWAY_CIRCUIT_WINDOW_SECONDS", 30.0),
             circuit_cooldown_seconds=_float(env, "GATEWAY_CIRCUIT_COOLDOWN_SECONDS", 30.0),
             responses_affinity_ttl_seconds=_int(env, "RESPONSES_AFFINITY_TTL_SECONDS", 30 * 24 * 3600),
+            parser_max_concurrency=_int(env, "PARSER_MAX_CONCURRENCY", 8),
             deployment_models_json=env.get("DEPLOYMENT_MODELS") or "{}",
             content_safety_endpoint=env.get("CONTENT_SAFETY_ENDPOINT") or None,
             content_safety_key_setting=env.get("CONTENT_SAFETY_KEY_SETTING") or None,

@@ -11,10 +11,14 @@ Azure SDK modules are imported only when a setting asks for them, so the embedde
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
 
 from shared.errors import ConfigurationError
 from shared.ports import Ports
 from shared.settings import Settings
+
+if TYPE_CHECKING:
+    from shared.safety.client import AzureContentSafety
 
 LOG_STORES = ("sqlite", "cosmos")
 EVENT_CHANNELS = ("local", "eventhub")
@@ -69,10 +73,35 @@ def check_settings(settings: Settings) -> None:
         )
     if settings.exchange_ttl_seconds <= 0 and settings.exchange_ttl_seconds != -1:
         raise ConfigurationError("EXCHANGE_TTL_SECONDS must be a positive number of seconds, or -1 for never")
+    if settings.parser_max_concurrency < 1:
+        raise ConfigurationError("PARSER_MAX_CONCURRENCY must be at least 1")
+    from shared.pricing.deployments import parse_deployment_models
+    from shared.safety.config import SafetyConfig
+
+    parse_deployment_models(settings.deployment_models_json)
+    SafetyConfig.from_settings(settings)
+
+
+def build_content_safety(settings: Settings) -> AzureContentSafety | None:
+    """The Content Safety client when CONTENT_SAFETY_ENDPOINT is set, else None (analysis off).
+
+    No I/O here: the client's aiohttp session opens on the first call, in the running event loop,
+    and is reused for every call after; `await client.close()` closes it (and a managed-identity
+    credential the client created). Raises ConfigurationError for invalid CONTENT_SAFETY_* settings.
+    """
+    from shared.safety.config import SafetyConfig
+
+    config = SafetyConfig.from_settings(settings)
+    if not config.enabled:
+        return None
+    from shared.safety.client import AzureContentSafety
+
+    return AzureContentSafety.from_config(config)
 
 
 def build_ports(settings: Settings) -> WiredPorts:
-    """One adapter per port, chosen by LOG_STORE, EVENT_CHANNEL and APPLICATIONINSIGHTS_CONNECTION_STRING.
+    """One adapter per port, chosen by LOG_STORE, EVENT_CHANNEL, APPLICATIONINSIGHTS_CONNECTION_STRING
+    and CONTENT_SAFETY_ENDPOINT (the `safety` analyser; None when it is not set).
 
     Construction does no I/O: connections open on first use, so this is safe at import time of
     function_app.py. Raises ConfigurationError for missing or invalid settings.
@@ -131,6 +160,10 @@ def build_ports(settings: Settings) -> WiredPorts:
         sink = LogUsageSink()
     closers.append(sink.close)
 
+    safety = build_content_safety(settings)
+    if safety is not None:
+        closers.append(safety.close)
+
     return WiredPorts(
         closers=closers,
         exchanges=exchanges,
@@ -139,4 +172,5 @@ def build_ports(settings: Settings) -> WiredPorts:
         sink=sink,
         deadletters=deadletters,
         affinity=affinity,
+        safety=safety,
     )

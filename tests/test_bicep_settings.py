@@ -184,6 +184,7 @@ TUNABLE_DEFAULTS = {
     "UPSTREAM_MAX_CONNECTIONS": ("upstream", "maxConnections"),
     "EXCHANGE_TTL_SECONDS": ("exchangeTtlSeconds", None),
     "MAX_REQUEST_BODY_BYTES": ("maxRequestBodyBytes", None),
+    "PARSER_MAX_CONCURRENCY": ("parserMaxConcurrency", None),
 }
 
 

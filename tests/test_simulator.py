@@ -7,6 +7,7 @@ import json
 import struct
 import time
 from collections.abc import Iterator
+from urllib.parse import quote
 
 import httpx
 import openai
@@ -171,6 +172,26 @@ def test_large_chunk_header_grows_one_chunk_and_usage_follows(sim: SimulatorHand
     assert chunks[-1]["usage"]["completion_tokens"] == len(O200K.encode(text))
     plain = httpx.post(chat_url(sim), json={"messages": HELLO}, headers={"api-key": "k", "x-sim-chunks": "20", "x-sim-large-chunk": "8192"})
     assert len(plain.json()["choices"][0]["message"]["content"].encode()) < 4096  # streams only
+
+
+def test_content_header_forces_the_answer_text_and_its_chunks(sim: SimulatorHandle, client: AzureOpenAI) -> None:
+    forced = "".join(f"word{i:04d}. " for i in range(8))  # 80 characters
+    _, events = raw_events(sim, {"messages": HELLO, "stream": True}, {"x-sim-content": quote(forced), "x-sim-chunks": "8"})
+    content = [json.loads(e.data)["choices"][0]["delta"].get("content") for e in events[1:-1]]
+    pieces = [c for c in content if c]
+    assert pieces == [f"word{i:04d}. " for i in range(8)]  # near-equal character runs, in order
+    # Percent-encoded UTF-8 for text a header cannot carry; every API that streams text honours it.
+    reply = client.chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=1,
+                                           extra_headers={"x-sim-content": "caf%C3%A9 VIOLENCE_LEVEL_6"})
+    assert reply.choices[0].message.content == "café VIOLENCE_LEVEL_6" and reply.choices[0].finish_reason == "stop"
+    assert reply.usage.completion_tokens == len(O200K.encode("café VIOLENCE_LEVEL_6"))
+    legacy = client.completions.create(model="gpt-35-turbo-instruct", prompt="x", stream=True,
+                                       extra_headers={"x-sim-content": "abc def"})
+    assert "".join(c.choices[0].text for c in legacy if c.choices) == "abc def"
+    response = client.responses.create(model="gpt-4o", input="x", extra_headers={"x-sim-content": "one two"})
+    assert response.output_text == "one two"
+    r = httpx.post(chat_url(sim), json={"messages": HELLO}, headers={"api-key": "k", "x-sim-content": ""})
+    assert r.status_code == 400 and r.json()["error"]["code"] == "BadRequest"
 
 
 def test_n_choices_stream_per_index(client: AzureOpenAI) -> None:

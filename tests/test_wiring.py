@@ -94,3 +94,38 @@ async def test_close_runs_every_closer_and_reports_the_first_failure(tmp_path):
     with pytest.raises(OSError):
         await ports.close()
     assert closed == ["ok"]
+
+
+async def test_content_safety_client_is_wired_once_and_closed_with_the_ports(tmp_path):
+    from shared.safety.client import AzureContentSafety
+
+    off = build_ports(Settings.from_env({"SQLITE_PATH": str(tmp_path / "a.db")}))
+    assert off.safety is None
+    await off.close()
+    on = build_ports(Settings.from_env({"SQLITE_PATH": str(tmp_path / "b.db"),
+                                        "CONTENT_SAFETY_ENDPOINT": "http://127.0.0.1:9", "CONTENT_SAFETY_KEY": "k"}))
+    assert isinstance(on.safety, AzureContentSafety)
+    closed = []
+    real_close = on.safety.close
+
+    async def close():
+        closed.append(True)
+        await real_close()
+
+    on.safety.close = close
+    on._closers = [close if c == real_close else c for c in on._closers]
+    await on.close()
+    assert closed == [True]
+
+
+@pytest.mark.parametrize(
+    ("env", "name"),
+    [
+        ({"PARSER_MAX_CONCURRENCY": "0"}, "PARSER_MAX_CONCURRENCY"),
+        ({"DEPLOYMENT_MODELS": "[1]"}, "DEPLOYMENT_MODELS"),
+        ({"CONTENT_SAFETY_THRESHOLDS": '{"default": {"Gore": 2}}'}, "CONTENT_SAFETY_THRESHOLDS"),
+    ],
+)
+def test_parser_settings_are_checked_before_anything_opens(env, name):
+    with pytest.raises(ConfigurationError, match=name):
+        build_ports(Settings.from_env(env))

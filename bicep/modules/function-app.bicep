@@ -84,6 +84,9 @@ param captureOutboxDir string
 @description('DEPLOYMENT_MODELS: deployment name -> {model, type} for cost.')
 param deploymentModels object
 
+@description('PARSER_MAX_CONCURRENCY: events of one batch the parser handles at the same time.')
+param parserMaxConcurrency int
+
 @description('Content Safety endpoint (empty: content safety off).')
 param contentSafetyEndpoint string
 
@@ -295,6 +298,10 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
         {
           name: 'DEPLOYMENT_MODELS'
           value: string(deploymentModels)
+        }
+        {
+          name: 'PARSER_MAX_CONCURRENCY'
+          value: string(parserMaxConcurrency)
         }
         {
           name: 'CONTENT_SAFETY_ENDPOINT'

@@ -26,6 +26,7 @@ Scripted behaviour:
 - `latency` (seconds, default 0; the bench uses 0.02) before every answer.
 - `requests` records (monotonic time, operation, JSON body) of every request, for assertions.
 
+In a thread (sync tests): `running = run_in_thread(FakeContentSafety(key="k"))`, `running.url`, `running.stop()`.
 Run alone: `python -m devhost.fakes.content_safety --port 7073 --latency-ms 20 --key local-key`.
 """
 
@@ -34,6 +35,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import re
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -194,6 +196,31 @@ def _error(status: int, code: str, message: str, headers: dict[str, str] | None 
         status=status,
         headers={"x-ms-error-code": code, **(headers or {})},
     )
+
+
+@dataclass
+class RunningFake:
+    """A fake serving on its own event loop in a daemon thread (sync tests, benchmarks)."""
+
+    fake: FakeContentSafety
+    url: str
+    loop: asyncio.AbstractEventLoop
+    thread: threading.Thread
+
+    def stop(self) -> None:
+        asyncio.run_coroutine_threadsafe(self.fake.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+
+def run_in_thread(fake: FakeContentSafety, host: str = "127.0.0.1", port: int = 0) -> RunningFake:
+    """Start `fake` on a free loopback port (port 0) on its own thread; `.stop()` when done."""
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="fake-content-safety", daemon=True)
+    thread.start()
+    url = asyncio.run_coroutine_threadsafe(fake.start(host, port), loop).result(10)
+    return RunningFake(fake, url, loop, thread)
 
 
 def main() -> None:

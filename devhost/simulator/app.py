@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import unquote
 
 import orjson
 from aiohttp import web
@@ -68,6 +69,16 @@ def _header_number(request: web.Request, name: str) -> float | None:
 
 def _flag(raw: str | None, default: bool) -> bool:
     return default if raw is None else raw.strip().lower() in ("1", "true", "yes", "on")
+
+
+def _content(raw: str | None) -> str | None:
+    """`x-sim-content`: the answer text, percent-encoded UTF-8 (headers are ASCII); None when absent."""
+    if raw is None:
+        return None
+    content = unquote(raw)
+    if not content:
+        raise _Reply(400, errors.error_body("BadRequest", "Header x-sim-content must not be empty."))
+    return content
 
 
 def _check_auth(request: web.Request, config: SimulatorConfig) -> None:
@@ -284,6 +295,7 @@ async def _dispatch(
         chunks=max(1, int(chunks if chunks is not None else config.stream_chunks)),
         async_filter=_flag(request.headers.get("x-sim-async-filter"), config.async_filter),
         large_chunk=int(large if large is not None else config.large_chunk_bytes),
+        content=_content(request.headers.get("x-sim-content")),
         raw=body, content_type=request.headers.get("Content-Type", ""),
         base_url=f"{request.scheme}://{request.host}", responses=state.responses,
     )

@@ -10,7 +10,9 @@ import orjson
 
 from . import text, tokens
 from .filters import SAFE_COMPLETION, blocked_completion, prompt_filter_results
-from .wire import DONE, BadRequest, ChunkFrame, Context, Event, Plan, data_event, max_tokens, token_budget
+from .wire import (
+    DONE, BadRequest, ChunkFrame, Context, Event, Plan, data_event, max_tokens, text_answer, token_budget,
+)
 
 
 #: In a prompt, makes the completion filter cut the answer: finish_reason content_filter.
@@ -162,10 +164,10 @@ def build(body: dict[str, Any], ctx: Context, *, stream: bool) -> Plan:
             events.append(Event(frame([_delta(i, {}, {}, finish)])))
         return _stream_tail(events, base, include_usage, prompt, completion)
 
-    answers = [text.answer(ctx.enc, start + 7 * i, budget, chunks) for i in range(n)]
+    answers = [text_answer(ctx, start + 7 * i, budget) for i in range(n)]
     if ctx.large_chunk and stream:
         answers = [text.enlarge(ctx.enc, a, ctx.large_chunk) for a in answers]
-    finish = "length" if truncated else "stop"
+    finish = "length" if truncated and ctx.content is None else "stop"
     final_filter: dict[str, Any] = {}
     if COMPLETION_FILTER_MARKER in key:
         # The completion filter stops the answer halfway: what was sent is still billed.

@@ -8,7 +8,7 @@ import orjson
 
 from . import text, tokens
 from .filters import SAFE_COMPLETION, prompt_filter_results
-from .wire import DONE, BadRequest, Context, Event, Plan, data_event, max_tokens, token_budget
+from .wire import DONE, BadRequest, Context, Event, Plan, data_event, max_tokens, text_answer, token_budget
 
 #: The API's own default for max_tokens on completions.
 DEFAULT_MAX_TOKENS = 16
@@ -35,11 +35,11 @@ def build(body: dict[str, Any], ctx: Context, *, stream: bool) -> Plan:
     prompt_tokens = tokens.prompt_text_tokens(ctx.enc, prompts)
     cap = max_tokens(body, "max_tokens") or DEFAULT_MAX_TOKENS
     budget, truncated = token_budget(ctx, cap)
-    finish = "length" if truncated else "stop"
+    finish = "length" if truncated and ctx.content is None else "stop"
     chunks = ctx.chunks
     start = text.variant(ctx.config.seed, orjson.dumps(prompts))
     # One choice per prompt per n, indexed prompt-major as the API does.
-    answers = [text.answer(ctx.enc, start + 5 * p + 7 * i, budget, chunks) for p in range(len(prompts)) for i in range(n)]
+    answers = [text_answer(ctx, start + 5 * p + 7 * i, budget) for p in range(len(prompts)) for i in range(n)]
     completion = sum(a.tokens for a in answers)
     usage = {"completion_tokens": completion, "prompt_tokens": prompt_tokens, "total_tokens": prompt_tokens + completion}
     cid = ctx.new_id("cmpl", "-")

@@ -12,7 +12,9 @@ from typing import Any
 import orjson
 
 from . import chat, text, tokens
-from .wire import BadRequest, Context, Event, Plan, StoredResponse, max_tokens, named_event, token_budget
+from .wire import (
+    BadRequest, Context, Event, Plan, StoredResponse, max_tokens, named_event, text_answer, token_budget,
+)
 
 
 def _as_messages(body: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -75,9 +77,9 @@ def build(body: dict[str, Any], ctx: Context, *, stream: bool) -> Plan:
             completion += tokens.count(ctx.enc, name) + tokens.count(ctx.enc, args)
         incomplete = False
     else:
-        answer = text.answer(ctx.enc, text.variant(ctx.config.seed, key), budget, chunks)
+        answer = text_answer(ctx, text.variant(ctx.config.seed, key), budget)
         completion = answer.tokens
-        incomplete = truncated
+        incomplete = truncated and ctx.content is None
         output.append({"id": ctx.new_id("msg", "_"), "type": "message", "status": "incomplete" if incomplete else "completed",
                        "role": "assistant", "content": [{"type": "output_text", "text": answer.text, "annotations": [],
                                                          "logprobs": []}]})

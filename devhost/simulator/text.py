@@ -60,6 +60,15 @@ def answer(enc: tiktoken.Encoding, start: int, max_tokens: int, chunks: int) -> 
     return Answer(text=text, tokens=count(enc, text), chunks=split(words, chunks))
 
 
+def forced(enc: tiktoken.Encoding, content: str, chunks: int) -> Answer:
+    """A given answer text (the `x-sim-content` header), cut into up to `chunks` near-equal character runs.
+
+    Tests use it to put a known word at a known position of a stream; the request's token cap does
+    not cut it, and usage counts exactly this text.
+    """
+    return Answer(text=content, tokens=count(enc, content), chunks=split_text(content, chunks))
+
+
 def split(pieces: list[str], chunks: int) -> tuple[str, ...]:
     """Group pieces into `chunks` runs of near-equal length (order kept, none empty)."""
     chunks = max(1, min(chunks, len(pieces)))

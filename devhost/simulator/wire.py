@@ -11,6 +11,7 @@ from typing import Any
 import orjson
 import tiktoken
 
+from . import text
 from .config import SimulatorConfig
 
 DONE = b"data: [DONE]\n\n"
@@ -87,6 +88,8 @@ class Context:
     async_filter: bool = False
     #: Bytes the middle content chunk of a chat answer grows to (0: off).
     large_chunk: int = 0
+    #: The answer text forced by `x-sim-content` (None: the generated text).
+    content: str | None = None
     created: int = field(default_factory=lambda: int(time.time()))
     #: The raw body and its content type (multipart uploads are parsed from these).
     raw: bytes = b""
@@ -102,6 +105,13 @@ class Context:
     @property
     def fingerprint(self) -> str:
         return f"fp_{zlib.crc32(self.model.encode()):08x}"[:13]
+
+
+def text_answer(ctx: Context, start: int, budget: int) -> "text.Answer":
+    """The answer for one choice: the forced `x-sim-content` text, else generated words from `start`."""
+    if ctx.content is not None:
+        return text.forced(ctx.enc, ctx.content, ctx.chunks)
+    return text.answer(ctx.enc, start, budget, ctx.chunks)
 
 
 def max_tokens(body: dict[str, Any], *keys: str) -> int | None:
