@@ -63,7 +63,8 @@ def start_simulator(workdir: Path) -> Server:
                                "--large-chunk-bytes", str(LARGE_CHUNK)], port, workdir, {"PYTHONPATH": str(ROOT)})
 
 
-def gateway_settings(workdir: Path, name: str, simulator_url: str, backends: int) -> Path:
+def gateway_settings(workdir: Path, name: str, simulator_url: str, backends: int,
+                     extra: dict[str, str] | None = None) -> Path:
     """A Core Tools settings file: the simulator as backend(s), one local key, usage injection on."""
     items = [{"name": "sim-primary", "endpoint": simulator_url, "auth": {"type": "api_key", "value": SIM_KEY},
               "deployments": ["*"], "priority": 1}]
@@ -75,15 +76,17 @@ def gateway_settings(workdir: Path, name: str, simulator_url: str, backends: int
         "SQLITE_PATH": str(workdir / f"{name}.db"),
         "CAPTURE_OUTBOX_DIR": str(workdir / f"{name}-outbox"),
         "INJECT_STREAM_USAGE": "true",
+        **(extra or {}),
     }
     path = workdir / f"{name}.settings.json"
     path.write_text(json.dumps({"IsEncrypted": False, "Values": values}))
     return path
 
 
-def start_gateway(workdir: Path, name: str, simulator_url: str, backends: int = 1) -> Server:
+def start_gateway(workdir: Path, name: str, simulator_url: str, backends: int = 1,
+                  extra: dict[str, str] | None = None) -> Server:
     port = free_port()
-    settings = gateway_settings(workdir, name, simulator_url, backends)
+    settings = gateway_settings(workdir, name, simulator_url, backends, extra)
     # The proxy alone, as deployed: the parser runs on its own instances in Azure (bench/gateway_app.py).
     return start(name, [sys.executable, "-m", "devhost", "serve", "--port", str(port), "--settings", str(settings),
                         "--app", "bench.gateway_app"],
@@ -236,13 +239,47 @@ def memory(workdir: Path, simulator: Server, expected: dict[str, Any], args: arg
     }
 
 
-def enforcement() -> dict[str, Any]:
-    """In-proxy enforce-vs-monitor when the proxy wires it; otherwise the transformer-level bench."""
-    handler = (ROOT / "proxy" / "handler.py").read_text()
-    wired = "proxy.enforcement" in handler or "from proxy import enforcement" in handler
+CS_KEY = "bench-content-safety-key"
+CS_LATENCY_MS = 20
+
+
+def enforcement(workdir: Path, simulator: Server, expected: dict[str, Any], args: argparse.Namespace
+                ) -> dict[str, Any]:
+    """Streamed chat through two gateways that differ only in the product's mode (`monitor` vs
+    `enforce`), the fake Content Safety server answering in 20 ms; plus the transformer-level bench."""
     out = subprocess.run([sys.executable, "-m", "bench.enforcement", "--concurrency", "1", "32"], cwd=ROOT,
                          env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
-    return {"wired_in_proxy": wired, "transformer_level": out.stdout.strip() or out.stderr.strip()[-2000:]}
+    result: dict[str, Any] = {"transformer_level": out.stdout.strip() or out.stderr.strip()[-2000:], "rows": []}
+    handler = (ROOT / "proxy" / "handler.py").read_text()
+    result["wired_in_proxy"] = "StreamSafety" in handler or "proxy.enforcement" in handler
+    if not result["wired_in_proxy"]:
+        return result
+    port = free_port()
+    fake = start("content-safety", [sys.executable, "-m", "devhost.fakes.content_safety", "--port", str(port),
+                                    "--latency-ms", str(CS_LATENCY_MS), "--key", CS_KEY], port, workdir,
+                 {"PYTHONPATH": str(ROOT)})
+    gateways: list[Server] = []
+    try:
+        arms = {}
+        for mode in ("monitor", "enforce"):
+            gw = start_gateway(workdir, f"gateway-{mode}", simulator.url, extra={
+                "CONTENT_SAFETY_ENDPOINT": fake.url, "CONTENT_SAFETY_KEY": CS_KEY,
+                "CONTENT_SAFETY_MODES": json.dumps({"bench": mode})})
+            gateways.append(gw)
+            arms[mode] = (gw, GATEWAY_KEY)
+        sub = argparse.Namespace(**{**vars(args), "requests": min(args.requests, 150)})
+        for conc in (1, 32):
+            raw = interleaved(workdir, arms, "stream", conc, expected, sub)
+            monitor, enforce_ = report.summarize(raw["monitor"]), report.summarize(raw["enforce"])
+            result["rows"].append({"concurrency": conc, "monitor": monitor, "enforce": enforce_,
+                                   "added": report.added(enforce_, monitor)})
+            say(f"  c={conc:<3d} enforce adds TTFB p50 {result['rows'][-1]['added']['ttfb_ms']['p50']:+.1f} ms, "
+                f"total p50 {result['rows'][-1]['added']['total_ms']['p50']:+.1f} ms "
+                f"(errors {monitor['errors']} / {enforce_['errors']})")
+    finally:
+        for server in (*gateways, fake):
+            server.stop()
+    return result
 
 
 def parser_throughput() -> list[dict[str, Any]]:
@@ -365,10 +402,25 @@ def markdown(run: dict[str, Any]) -> str:
     if enf:
         lines += ["## Content-safety enforcement (`enforce` vs `monitor`, fake analyser answering in 20 ms)", ""]
         if not enf["wired_in_proxy"]:
-            lines += ["Not yet measurable through the gateway: the proxy does not wire enforcement yet. "
-                      "Transformer-level numbers (`python -m bench.enforcement`, the enforcer over a synthetic stream, "
-                      "no HTTP hops):", ""]
-        lines += ["```", enf["transformer_level"], "```", ""]
+            lines += ["Not yet measurable through the gateway: the proxy does not wire enforcement yet.", ""]
+        if enf.get("rows"):
+            lines += ["Streamed chat through two gateways that differ only in the product's mode; every response "
+                      "checked (enforcement must not cut a clean answer). TTFB is the first body byte, Azure's "
+                      "prompt-annotation frame, which carries no text; the text is held until its window is cleared, "
+                      "which the total shows.", "",
+                      "| conc. | mode | req/s | errors | TTFB p50 / p99 ms | total p50 / p99 ms |", "|---|---|---|---|---|---|"]
+            for r in enf["rows"]:
+                for mode in ("monitor", "enforce"):
+                    st = r[mode]
+                    lines.append(f"| {r['concurrency']} | {mode} | {st['rps']:.0f} | {st['errors']} | "
+                                 f"{st['ttfb_ms']['p50']:.1f} / {st['ttfb_ms']['p99']:.1f} | "
+                                 f"{st['total_ms']['p50']:.1f} / {st['total_ms']['p99']:.1f} |")
+                a = r["added"]
+                lines.append(f"| {r['concurrency']} | **enforce − monitor** | | | {a['ttfb_ms']['p50']:+.1f} / "
+                             f"{a['ttfb_ms']['p99']:+.1f} | {a['total_ms']['p50']:+.1f} / {a['total_ms']['p99']:+.1f} |")
+            lines.append("")
+        lines += ["The enforcer alone (`python -m bench.enforcement`: a synthetic stream of 300 chunks every 5 ms, "
+                  "no HTTP hops):", "", "```", enf["transformer_level"], "```", ""]
     if run.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in run["notes"]] + [""]
     return "\n".join(lines)
@@ -448,12 +500,12 @@ def main(argv: list[str] | None = None) -> int:
             if "memory" not in args.skip:
                 say("memory per concurrent stream")
                 run["memory"] = memory(workdir, sim, expected, args)
+            if "enforcement" not in args.skip:
+                say("content-safety enforcement: enforce vs monitor")
+                run["enforcement"] = enforcement(workdir, sim, expected, args)
         finally:
             for server in reversed(servers):
                 server.stop()
-    if "enforcement" not in args.skip:
-        say("content-safety enforcement")
-        run["enforcement"] = enforcement()
     run["parser"] = [] if "parser" in args.skip else parser_throughput()
     run["targets"] = targets(run["matrix"], run.get("memory"), run["parser"])
     env["load_end"] = loadavg()
