@@ -119,22 +119,9 @@ class Exchange:
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON form as plain dicts. Bodies are shared, not copied (a deep copy of a 5 MB body
-        costs more than storing it): treat the result as read-only."""
-        response = self.response
-        return {
-            "request_id": self.request_id,
-            "request": _fields(self.request),
-            "timings": _fields(self.timings),
-            "identity": _fields(self.identity),
-            "response": None if response is None else _fields(response),
-            "backend": self.backend,
-            "attempts": [_fields(a) for a in self.attempts],
-            "client_disconnected": self.client_disconnected,
-            "gateway_error": None if self.gateway_error is None else dict(self.gateway_error),
-            "usage_injected": self.usage_injected,
-            "schema_version": self.schema_version,
-        }
+        """The JSON form as plain dicts, like `dataclasses.asdict` but shallow: bodies are shared,
+        not copied (a deep copy of a 5 MB body costs more than storing it). Treat it as read-only."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Exchange:
@@ -163,9 +150,13 @@ class Exchange:
         return cls.from_dict(orjson.loads(raw))
 
 
-def _fields(obj: Any) -> dict[str, Any]:
-    """A flat dataclass (no nested dataclasses) as a dict, in field order, values shared."""
-    return {f.name: getattr(obj, f.name) for f in fields(obj)}
+def _plain(value: Any) -> Any:
+    """A field value in JSON form: dataclasses (and lists of them) as dicts, in field order."""
+    if hasattr(type(value), "__dataclass_fields__"):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if type(value) is list and value and hasattr(type(value[0]), "__dataclass_fields__"):
+        return [_plain(v) for v in value]  # attempts; a JSON body's lists are left as they are
+    return value
 
 
 def to_items(exchange: Exchange, max_item_bytes: int = MAX_ITEM_BYTES) -> list[dict[str, Any]]:
