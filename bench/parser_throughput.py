@@ -3,11 +3,12 @@
 The record path is `parser.handler.make_record`: normalize, cost from the price book, content
 safety (off here: `skipped`, plus the AOAI-verdict merge) and schema validation. Two shapes: a
 streamed chat with 1,000 chunks (text, then parallel tool calls, no usage chunk so the estimate
-path runs), and a small non-stream chat with service usage; then whole batches of 100 small chats
+path runs), a small non-stream chat with service usage and an embeddings call; then whole batches of 100 small chats
 through `handle_batch` over memory ports. With `--safety-latency-ms N` it also times batches of 100
 against the fake Content Safety server answering in N ms, events handled one at a time versus
 PARSER_MAX_CONCURRENCY at once. Run: `python bench/parser_throughput.py [--seconds N]
-[--safety-latency-ms 20]`. Targets: >= 300/s and >= 3,000/s.
+[--safety-latency-ms 20] [--json]` (`--json`: the per-exchange cases as one JSON list, for
+`python -m bench`). Targets: >= 300/s and >= 3,000/s.
 """
 
 from __future__ import annotations
@@ -66,7 +67,16 @@ def small_chat() -> Exchange:
     return exchange(body={"messages": MESSAGES}, response_body=body)
 
 
-async def measure(name: str, ex: Exchange, seconds: float) -> float:
+def embeddings() -> Exchange:
+    vector = [round((i % 17) / 17 - 0.5, 6) for i in range(1536)]
+    body = {"object": "list", "model": "text-embedding-3-small",
+            "data": [{"object": "embedding", "index": i, "embedding": vector} for i in range(2)],
+            "usage": {"prompt_tokens": 12, "total_tokens": 12}}
+    return exchange(path="/openai/deployments/text-embedding-3-small/embeddings",
+                    body={"input": ["The gateway forwards every token.", "東京 café"]}, response_body=body)
+
+
+async def measure(name: str, ex: Exchange, seconds: float, quiet: bool = False) -> dict[str, object]:
     """Exchanges per second of this process's CPU time (one core; robust to a busy machine),
     and per second of wall time, from the stored JSON to a priced, validated record."""
     raw = ex.to_json()
@@ -78,11 +88,13 @@ async def measure(name: str, ex: Exchange, seconds: float) -> float:
         count += 1
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     record, _ = await make_record(Exchange.from_json(raw), enricher)
-    print(json.dumps({"case": name, "exchanges_per_cpu_s": round(count / cpu, 1), "exchanges_per_wall_s": round(count / wall, 1),
-                      "ms_per_exchange": round(cpu / count * 1000, 3), "bytes": len(raw),
-                      "usage_source": record["usage_source"], "tool_calls": record["tool_call_count"],
-                      "cost": record["cost"], "safety": record["safety"]["status"]}))
-    return count / cpu
+    result = {"case": name, "exchanges_per_cpu_s": round(count / cpu, 1), "exchanges_per_wall_s": round(count / wall, 1),
+              "ms_per_exchange": round(cpu / count * 1000, 3), "bytes": len(raw),
+              "usage_source": record["usage_source"], "tool_calls": record["tool_call_count"],
+              "cost": record["cost"], "safety": record["safety"]["status"]}
+    if not quiet:
+        print(json.dumps(result))
+    return result
 
 
 def _batch(prefix: str, size: int = 100) -> list[Exchange]:
@@ -138,8 +150,12 @@ async def measure_safety_batches(latency_ms: float, rounds: int = 3) -> None:
 
 
 async def run(args: argparse.Namespace) -> None:
-    await measure("stream_1000_chunks_tool_calls", streamed_tool_chat(), args.seconds)
-    await measure("small_non_stream_chat", small_chat(), args.seconds)
+    cases = [("stream_1000_chunks_tool_calls", streamed_tool_chat()), ("small_non_stream_chat", small_chat()),
+             ("embeddings", embeddings())]
+    results = [await measure(name, ex, args.seconds, quiet=args.json) for name, ex in cases]
+    if args.json:
+        print(json.dumps(results))
+        return
     await measure_batches(args.seconds)
     if args.safety_latency_ms:
         await measure_safety_batches(args.safety_latency_ms)
@@ -149,6 +165,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=3.0)
     ap.add_argument("--safety-latency-ms", type=float, default=0.0, help="also time batches against a fake analyser")
+    ap.add_argument("--json", action="store_true", help="only the per-exchange cases, as one JSON list")
     asyncio.run(run(ap.parse_args()))
 
 

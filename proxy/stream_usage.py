@@ -49,10 +49,21 @@ def inject(body: dict[str, Any]) -> bytes:
     return orjson.dumps({**body, "stream_options": options})
 
 
+def _has_empty_choices(raw: bytes) -> bool:
+    """`"choices": []` somewhere in the event: anchored matches at each `"choices"` (a substring
+    search), cheaper per event than scanning with the regex, and rare chunks have it at all."""
+    at = raw.find(b'"choices"')
+    while at != -1:
+        if _EMPTY_CHOICES.match(raw, at):
+            return True
+        at = raw.find(b'"choices"', at + 9)
+    return False
+
+
 def is_usage_chunk(event: SSEEvent) -> bool:
     """The usage-only chunk: `choices: []` and a `usage` object (JSON verified after a byte test)."""
     raw = event.raw
-    if event.data is None or not _USAGE_OBJECT.search(raw) or not _EMPTY_CHOICES.search(raw):
+    if event.data is None or not _has_empty_choices(raw) or not _USAGE_OBJECT.search(raw):
         return False
     try:
         payload = orjson.loads(event.data)

@@ -56,6 +56,10 @@ def client_response_headers(upstream_headers: Iterable[tuple[str, str]]) -> list
     return [(k, v) for k, v in upstream_headers if k.lower() not in _RESPONSE_DROP]
 
 
+#: Upper bound of one read from the backend's body (see `UpstreamClient.read`).
+READ_BYTES = 16_384
+
+
 @dataclass(frozen=True, slots=True)
 class Timeouts:
     connect: float = 10.0
@@ -120,9 +124,14 @@ class UpstreamClient:
             )
 
     async def read(self, response: aiohttp.ClientResponse) -> bytes:
-        """The next piece of the body as it arrives (b"" at the end), with the idle timeout."""
+        """The next piece of the body as it arrives (b"" at the end), with the idle timeout.
+
+        At most READ_BYTES at a time: when the backend is faster than the client (a burst of
+        events already buffered), the first piece still goes out at once instead of after the
+        whole burst has been filtered and copied (the bench saw 55 KB first reads, ~1 ms).
+        """
         async with asyncio.timeout(self.timeouts.idle):
-            return await response.content.readany()
+            return await response.content.read(READ_BYTES)
 
     async def close(self) -> None:
         if self._session is not None:

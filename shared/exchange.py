@@ -7,7 +7,7 @@ of at most 1 MB (Cosmos DB items are limited to 2 MB) and joined again by `from_
 from __future__ import annotations
 
 import base64
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any, Literal
 
@@ -119,7 +119,9 @@ class Exchange:
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The JSON form as plain dicts, like `dataclasses.asdict` but shallow: bodies are shared,
+        not copied (a deep copy of a 5 MB body costs more than storing it). Treat it as read-only."""
+        return {f.name: _plain(getattr(self, f.name)) for f in fields(self)}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Exchange:
@@ -141,18 +143,27 @@ class Exchange:
         )
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self.to_dict())
+        return orjson.dumps(self)  # orjson serializes (slotted) dataclasses natively, in field order
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Exchange:
         return cls.from_dict(orjson.loads(raw))
 
 
+def _plain(value: Any) -> Any:
+    """A field value in JSON form: dataclasses (and lists of them) as dicts, in field order."""
+    if hasattr(type(value), "__dataclass_fields__"):
+        return {f.name: _plain(getattr(value, f.name)) for f in fields(value)}
+    if type(value) is list and value and hasattr(type(value[0]), "__dataclass_fields__"):
+        return [_plain(v) for v in value]  # attempts; a JSON body's lists are left as they are
+    return value
+
+
 def to_items(exchange: Exchange, max_item_bytes: int = MAX_ITEM_BYTES) -> list[dict[str, Any]]:
     """Store items for one exchange: one readable item when it fits, else base64 pieces in order."""
     rid = exchange.request_id
     data = exchange.to_dict()
-    raw = orjson.dumps(data)
+    raw = exchange.to_json()
     if len(raw) <= max_item_bytes - 1000:
         return [{"id": f"{rid}.0", "requestId": rid, "seq": 0, "count": 1, "exchange": data}]
     piece = min(_PIECE_BYTES, (max_item_bytes - 1000) // 4 * 3)

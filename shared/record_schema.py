@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import jsonschema_rs
 from jsonschema import Draft202012Validator, FormatChecker
 
 SCHEMA_PATH = Path(__file__).parent / "schema" / "usage-record.schema.json"
@@ -48,11 +49,31 @@ def inline_refs(node: Any, defs: dict[str, Any] | None = None) -> Any:
     return node
 
 
+@functools.cache
+def fast_validator() -> jsonschema_rs.Draft202012Validator:
+    """The same schema compiled by jsonschema-rs (Rust): about 20x faster on a valid record.
+
+    `format` is not asserted, as with `validator()` (jsonschema checks date-time only with an
+    optional package): the two give the same verdicts, which a test checks on valid and broken records.
+    """
+    return jsonschema_rs.Draft202012Validator(schema(), validate_formats=False)
+
+
 def errors(record: Any) -> list[str]:
-    """Every violation as `path: message`, empty when the record is valid."""
-    return [
+    """Every violation as `path: message`, empty when the record is valid.
+
+    Valid records (nearly all) take the fast validator's verdict; an invalid one gets jsonschema's
+    messages (or the fast validator's own, should only it object).
+    """
+    fast = fast_validator()
+    if fast.is_valid(record):
+        return []
+    found = [
         f"{'/'.join(str(p) for p in e.absolute_path) or '(record)'}: {e.message}"
         for e in sorted(validator().iter_errors(record), key=lambda e: list(e.absolute_path))
+    ]
+    return found or [
+        f"{'/'.join(str(p) for p in e.instance_path) or '(record)'}: {e.message}" for e in fast.iter_errors(record)
     ]
 
 

@@ -41,6 +41,21 @@ def test_json_round_trip_keeps_every_field():
     assert Exchange.from_json(ex.to_json()) == ex
 
 
+def test_to_dict_and_to_json_equal_asdict_for_every_field():
+    from dataclasses import asdict, fields
+
+    import orjson
+
+    ex = make_exchange()
+    ex.enforcement = {"mode": "enforce", "verdict": "ok"}
+    ex.gateway_error = {"code": "x", "message": "y"}
+    ex.attempts = ex.attempts * 2
+    for f in fields(ex):  # a field added later must still be serialized (no hand-kept list)
+        assert f.name in ex.to_dict()
+    assert ex.to_dict() == asdict(ex)
+    assert ex.to_json() == orjson.dumps(asdict(ex))
+
+
 def test_small_exchange_is_one_readable_item():
     items = to_items(make_exchange())
     assert len(items) == 1

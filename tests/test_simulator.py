@@ -158,6 +158,22 @@ def test_chunks_header_sets_content_chunk_count(sim: SimulatorHandle) -> None:
     assert len(content) == 40
 
 
+def test_large_chunk_header_grows_one_chunk_and_usage_follows(sim: SimulatorHandle) -> None:
+    body = {"messages": HELLO, "stream": True, "stream_options": {"include_usage": True}}
+    _, events = raw_events(sim, body, {"x-sim-chunks": "20", "x-sim-large-chunk": "8192"})
+    chunks = [json.loads(e.data) for e in events[1:-1]]
+    pieces = [c["choices"][0]["delta"].get("content") for c in chunks if c["choices"]]
+    pieces = [p for p in pieces if p]
+    sizes = sorted(len(p.encode()) for p in pieces)
+    assert len(pieces) == 20
+    assert sizes[-1] >= 8192 and sizes[-2] < 1024  # exactly one big chunk
+    text = "".join(pieces)
+    assert any(ord(ch) > 0xFFFF for ch in text) and "東京" in text  # multibyte survives the growth
+    assert chunks[-1]["usage"]["completion_tokens"] == len(O200K.encode(text))
+    plain = httpx.post(chat_url(sim), json={"messages": HELLO}, headers={"api-key": "k", "x-sim-chunks": "20", "x-sim-large-chunk": "8192"})
+    assert len(plain.json()["choices"][0]["message"]["content"].encode()) < 4096  # streams only
+
+
 def test_content_header_forces_the_answer_text_and_its_chunks(sim: SimulatorHandle, client: AzureOpenAI) -> None:
     forced = "".join(f"word{i:04d}. " for i in range(8))  # 80 characters
     _, events = raw_events(sim, {"messages": HELLO, "stream": True}, {"x-sim-content": quote(forced), "x-sim-chunks": "8"})

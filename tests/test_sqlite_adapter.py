@@ -53,6 +53,9 @@ async def test_small_exchange_round_trip_and_file_is_wal(db):
     await store.save(ex)
     assert await store.load("rid-small") == ex
     assert await store.load("missing") is None
+    # Items are JSON text (readable with any SQLite tool), though bound from bytes.
+    kind = await db.run(lambda c: c.execute("SELECT typeof(item) FROM exchange_items WHERE request_id = 'rid-small'").fetchone()[0])
+    assert kind == "text"
     mode = await db.run(lambda c: c.execute("PRAGMA journal_mode").fetchone()[0])
     assert mode == "wal"
     assert db.path.exists()

@@ -86,3 +86,28 @@ def test_decode_text_gives_the_events_decode_all_gives(seed):
         text = b"\xef\xbb\xbf" + text
     expected = [(e.event, e.data) for e in decode_all(text) if e.data]
     assert [(ev, d) for ev, d in decode_text(text.decode()) if d] == expected
+
+
+class _LineLoopOnly(SSEDecoder):
+    """The decoder without its fast path for one-line data blocks: the reference it must agree with."""
+
+    __slots__ = ()
+
+    def _single_data_lines(self, events):
+        return None
+
+
+@pytest.mark.parametrize("seed", range(30))
+def test_fast_path_gives_exactly_the_line_loop_events(seed):
+    rng = random.Random(seed)
+    blocks = [b'data: {"choices":[{"delta":{"content":"caf\xc3\xa9 \xf0\x9f\x9a\x80"}}]}\n\n'] * 20 + [
+        STREAM, b"data:no space\n\n", b"data: a\n\n\n", b"id: 9\n\n", b"data: \n\n", b"data: x\r\n\r\n", b": c\n\n",
+    ]
+    text = b"".join(rng.choice(blocks) for _ in range(40)) + b"data: tail without end"
+    cuts = sorted(rng.sample(range(1, len(text)), rng.randint(0, 30)))
+    chunks = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)])]
+    fast, slow = SSEDecoder(), _LineLoopOnly()
+    got = [e for c in chunks for e in fast.feed(c)] + fast.flush()
+    want = [e for c in chunks for e in slow.feed(c)] + slow.flush()
+    assert got == want
+    assert b"".join(e.raw for e in got) == text

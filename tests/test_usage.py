@@ -214,6 +214,18 @@ def test_inlined_schema_gives_the_same_verdicts_as_the_original():
     assert sum(original.is_valid(v) for v in variants) == 1
 
 
+def test_fast_validator_agrees_with_jsonschema():
+    record, _ = normalize(exchange(body={"messages": []}, sse_text=text_stream(["x"])))
+    variants = [record, {**record, "cached_tokens": -1}, {**record, "user_id": 5}, {**record, "extra": 1},
+                {**record, "usage_source": "guess"}, {k: v for k, v in record.items() if k != "request_id"},
+                {**record, "stream": "yes"}, {**record, "finish_reasons": [3]}, {**record, "prompt_tokens": 1.5},
+                {**record, "timestamp": "yesterday"}]
+    slow = record_schema.validator()
+    for variant in variants:
+        assert record_schema.fast_validator().is_valid(variant) == slow.is_valid(variant), variant
+    assert record_schema.errors({**record, "stream": "yes"})[0].startswith("stream:")
+
+
 def test_n_greater_than_one_estimates_every_choice_once_and_the_prompt_once():
     one = sse(chunk([delta(0, role="assistant", content="Hello world")]), chunk([delta(0, finish_reason="stop")]))
     two = sse(chunk([delta(0, role="assistant", content="Hello world"), delta(1, role="assistant", content="Hello world")]),

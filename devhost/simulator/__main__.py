@@ -28,6 +28,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[SimulatorConfig, str, int
     p.add_argument("--model", action="append", default=[], metavar="DEPLOYMENT=MODEL", help="model version map")
     p.add_argument("--completion-tokens", type=int, default=60)
     p.add_argument("--stream-chunks", type=int, default=12)
+    p.add_argument("--large-chunk-bytes", type=int, default=0, help="grow the middle chat chunk to this many bytes")
     p.add_argument("--async-filter", action="store_true", help="stream with the asynchronous content filter")
     # A standalone server has nobody to read its request log, so it keeps none unless asked.
     p.add_argument("--log", dest="log", action="store_true", default=False, help="keep requests in memory")
@@ -40,6 +41,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[SimulatorConfig, str, int
         fail_statuses=tuple(a.fail_status), fail_rate=a.fail_rate, seed=a.seed, deployments=a.deployment,
         models=dict(m.split("=", 1) for m in a.model), completion_tokens=a.completion_tokens,
         stream_chunks=a.stream_chunks, log_requests=a.log, async_filter=a.async_filter,
+        large_chunk_bytes=a.large_chunk_bytes,
     )
     return config, a.host, a.port, not a.no_uvloop
 

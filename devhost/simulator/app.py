@@ -289,10 +289,12 @@ async def _dispatch(
 
     model = model_for(deployment, config.models)
     chunks = _header_number(request, "x-sim-chunks")
+    large = _header_number(request, "x-sim-large-chunk")
     ctx = Context(
         config=config, deployment=deployment, model=model, enc=encoding_for(model), rng=state.rng,
         chunks=max(1, int(chunks if chunks is not None else config.stream_chunks)),
         async_filter=_flag(request.headers.get("x-sim-async-filter"), config.async_filter),
+        large_chunk=int(large if large is not None else config.large_chunk_bytes),
         content=_content(request.headers.get("x-sim-content")),
         raw=body, content_type=request.headers.get("Content-Type", ""),
         base_url=f"{request.scheme}://{request.host}", responses=state.responses,

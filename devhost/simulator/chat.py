@@ -165,6 +165,8 @@ def build(body: dict[str, Any], ctx: Context, *, stream: bool) -> Plan:
         return _stream_tail(events, base, include_usage, prompt, completion)
 
     answers = [text_answer(ctx, start + 7 * i, budget) for i in range(n)]
+    if ctx.large_chunk and stream:
+        answers = [text.enlarge(ctx.enc, a, ctx.large_chunk) for a in answers]
     finish = "length" if truncated and ctx.content is None else "stop"
     final_filter: dict[str, Any] = {}
     if COMPLETION_FILTER_MARKER in key:

@@ -38,6 +38,8 @@ class SimulatorConfig:
     completion_tokens: int = 60
     #: Number of content chunks a stream is cut into (x-sim-chunks overrides).
     stream_chunks: int = 12
+    #: Grow the middle content chunk of a streamed chat answer to at least this many bytes (0: off; x-sim-large-chunk overrides).
+    large_chunk_bytes: int = 0
     #: Stream chat like a deployment with the asynchronous content filter (x-sim-async-filter overrides).
     async_filter: bool = False
     #: Keep every request and response in `handle.requests` (benchmarks turn this off).

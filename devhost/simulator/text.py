@@ -86,6 +86,28 @@ def split_text(text: str, chunks: int) -> tuple[str, ...]:
     return split(list(text), chunks) if text else ("",)
 
 
+def enlarge(enc: tiktoken.Encoding, whole: Answer, nbytes: int) -> Answer:
+    """The answer with its middle chunk grown (by more words) to at least `nbytes` bytes of UTF-8.
+
+    Benchmarks use one big chunk to check that a proxy passes a long event intact; the usage stays
+    honest because the tokens are counted again over the grown text.
+    """
+    if nbytes <= 0 or not whole.chunks:
+        return whole
+    k = len(whole.chunks) // 2
+    piece, i = whole.chunks[k], 0
+    size = len(piece.encode())
+    grown = [piece]
+    while size < nbytes:
+        word = WORDS[i % len(WORDS)]
+        grown.append(word)
+        size += len(word.encode())
+        i += 1
+    chunks = (*whole.chunks[:k], "".join(grown), *whole.chunks[k + 1 :])
+    text = "".join(chunks)
+    return Answer(text=text, tokens=count(enc, text), chunks=chunks)
+
+
 def cut(enc: tiktoken.Encoding, whole: Answer, keep: int) -> Answer:
     """The first `keep` chunks of an answer (a filtered completion stops early)."""
     chunks = whole.chunks[:keep]

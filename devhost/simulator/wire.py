@@ -86,6 +86,8 @@ class Context:
     chunks: int
     #: Stream with Azure's asynchronous content filter (annotation frames after the content).
     async_filter: bool = False
+    #: Bytes the middle content chunk of a chat answer grows to (0: off).
+    large_chunk: int = 0
     #: The answer text forced by `x-sim-content` (None: the generated text).
     content: str | None = None
     created: int = field(default_factory=lambda: int(time.time()))

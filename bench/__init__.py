@@ -1,0 +1,1 @@
+"""Benchmarks: `python -m bench` (the full run, `make bench`) and single-purpose scripts."""
