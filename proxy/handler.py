@@ -119,17 +119,65 @@ class RelayResponse(StreamingResponse):
 
     If the client goes away before the body generator starts (or while it is parked at a `yield`
     and the server stops iterating), the generator's `finally` may never run; `on_abandoned` does.
+
+    Cheaper than Starlette's own `__call__` per request (the profile's largest single item): the
+    headers arrive pre-encoded, and on ASGI servers below spec 2.4 (uvicorn) the body is sent from
+    the calling task while one plain asyncio task waits for `http.disconnect` and cancels it, where
+    Starlette runs an anyio task group with two tasks. Same semantics: a disconnect cancels the
+    body iteration at once, and the response then returns normally.
     """
 
-    def __init__(self, content: AsyncIterator[bytes], status_code: int, on_abandoned: Callable[[], None]) -> None:
-        super().__init__(content, status_code=status_code)
+    def __init__(
+        self,
+        content: AsyncIterator[bytes],
+        status_code: int,
+        on_abandoned: Callable[[], None],
+        raw_headers: list[tuple[bytes, bytes]] | None = None,
+    ) -> None:
+        if raw_headers is None:
+            super().__init__(content, status_code=status_code)
+        else:  # what StreamingResponse.__init__ sets, without building headers twice
+            self.body_iterator = content
+            self.status_code = status_code
+            self.background = None
+            self.raw_headers = raw_headers
         self._on_abandoned = on_abandoned
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         try:
-            await super().__call__(scope, receive, send)
+            if scope["type"] == "http" and scope.get("asgi", {}).get("spec_version", "2.0") in _SPECS_BEFORE_2_4:
+                await self._stream_until_disconnect(receive, send)
+            else:
+                await super().__call__(scope, receive, send)
         finally:
             self._on_abandoned()
+
+    async def _stream_until_disconnect(self, receive: Any, send: Any) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        state = {"streaming": True, "disconnected": False}
+
+        def client_left(listener: asyncio.Task[None]) -> None:
+            if listener.cancelled() or listener.exception() is not None or not state["streaming"]:
+                return
+            state["disconnected"] = True
+            task.cancel()
+
+        listener = asyncio.get_running_loop().create_task(self.listen_for_disconnect(receive))
+        listener.add_done_callback(client_left)
+        try:
+            await self.stream_response(send)
+        except asyncio.CancelledError:
+            if state["disconnected"] and task.uncancel() == 0:
+                return  # the client went away: not an error, as with Starlette's task group
+            raise
+        finally:
+            state["streaming"] = False
+            listener.cancel()
+
+
+#: ASGI spec versions for which Starlette listens for `http.disconnect` while streaming.
+_SPECS_BEFORE_2_4 = frozenset({"2.0", "2.1", "2.2", "2.3"})
 
 
 class Proxy:
@@ -198,11 +246,10 @@ class Proxy:
                 call.backend.name, rec.chunks,
             )
         headers.append((REQUEST_ID_HEADER, rid))
-        response = RelayResponse(
-            self._relay(call, resp), resp.status, lambda: self._finish(call, resp, completed=False)
+        return RelayResponse(
+            self._relay(call, resp), resp.status, lambda: self._finish(call, resp, completed=False),
+            [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers],
         )
-        response.raw_headers = [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
-        return response
 
     # ----------------------------------------------------------------------------- request side
     async def _prepare(self, request: Request, rec: ExchangeRecorder, path: str) -> ProxyCall:
