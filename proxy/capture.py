@@ -179,8 +179,10 @@ class CaptureWriter:
         self._backoff = backoff_seconds
         self._tasks: set[asyncio.Task[None]] = set()
 
-    def submit(self, exchange: Exchange) -> None:
-        """Hand an exchange over; returns at once (the task is tracked until done)."""
+    def submit(self, exchange: Exchange | ExchangeRecorder) -> None:
+        """Hand an exchange (or the recorder that will build it) over; returns at once (the task
+        is tracked until done). Given a recorder, `finish()` (join, decode, redact) runs in the
+        task, after the client's last byte, instead of in the response's path."""
         task = asyncio.get_running_loop().create_task(self._persist(exchange))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -194,7 +196,13 @@ class CaptureWriter:
         while self._tasks:
             await asyncio.gather(*list(self._tasks), return_exceptions=True)
 
-    async def _persist(self, exchange: Exchange) -> None:
+    async def _persist(self, exchange: Exchange | ExchangeRecorder) -> None:
+        if isinstance(exchange, ExchangeRecorder):
+            try:
+                exchange = exchange.finish()
+            except Exception:  # a defect: say which request, as the response path would have
+                log.exception("building the exchange of %s failed", exchange.request_id)
+                return
         ports = self._ports()
         delay = self._backoff
         for attempt in range(1, self._store_attempts + 1):

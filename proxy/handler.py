@@ -434,7 +434,7 @@ class Proxy:
             # the attempt instead). Closing drops the connection so AOAI stops generating.
             rec.client_disconnected = rec.client_disconnected or not call.extra.get("upstream_failed", False)
             resp.close()
-        self.capture.submit(rec.finish())
+        self.capture.submit(rec)  # finished (joined, redacted) in the capture task, off this response
 
     def _answer(self, rec: ExchangeRecorder, error: GatewayError) -> Response:
         body = rec.answer_error(error)
