@@ -27,7 +27,7 @@ import azure.functions as func
 from starlette.requests import Request
 from starlette.responses import Response
 
-from devhost.subscriptions import Subscription, authorize
+from devhost.subscriptions import Subscription, authorize_raw
 from shared.errors import GatewayError, NotFound
 
 log = logging.getLogger("devhost")
@@ -204,15 +204,15 @@ class DevHost:
                 await _error(GatewayError("The method is not allowed for this resource."), 405)(scope, receive, send)
                 return
             if self.subscriptions is not None:
-                headers = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in scope["headers"]]
                 client = scope.get("client")
                 try:
-                    headers = authorize(self.subscriptions, headers, client[0] if client else None)
+                    headers = authorize_raw(self.subscriptions, scope["headers"], client[0] if client else None)
                 except GatewayError as error:
                     await _error(error)(scope, receive, send)
                     return
-                scope = {**scope, "headers": [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]}
-            scope = {**scope, "path_params": m.groupdict()}
+                scope = {**scope, "headers": headers, "path_params": m.groupdict()}
+            else:
+                scope = {**scope, "path_params": m.groupdict()}
             response = await _call(route.function, route.arg_name, Request(scope, receive))
             await response(scope, receive, send)
             return

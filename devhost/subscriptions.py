@@ -72,19 +72,41 @@ def authorize(
     client_ip: str | None,
 ) -> list[tuple[str, str]]:
     """The request headers as APIM forwards them, or Unauthorized (401) for a missing/unknown key."""
-    key = key_from(headers)
+    raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
+    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in authorize_raw(subscriptions, raw, client_ip)]
+
+
+def authorize_raw(
+    subscriptions: dict[str, Subscription],
+    headers: list[tuple[bytes, bytes]],
+    client_ip: str | None,
+) -> list[tuple[bytes, bytes]]:
+    """`authorize` on an ASGI scope's raw headers (what the dev host runs per request: one pass,
+    nothing decoded but the key); names come back lower-case."""
+    api_key = bearer = None
+    kept = []
+    for name, value in headers:
+        lower = name.lower()
+        if lower.startswith(b"x-gateway-"):
+            continue
+        kept.append((lower, value))  # ASGI names are lower-case; a server that did not lower them still gets lower
+        if api_key is None:
+            if lower == b"api-key" and value:
+                api_key = value
+            elif lower == b"authorization" and value[:7].lower() == b"bearer ":
+                bearer = value[7:].strip() or None
+    key = api_key or bearer
     if key is None:
         raise Unauthorized(_MISSING)
-    sub = subscriptions.get(key)
+    sub = subscriptions.get(key.decode("latin-1"))
     if sub is None:
         raise Unauthorized(_INVALID)
-    kept = [(k, v) for k, v in headers if not k.lower().startswith("x-gateway-")]
     kept += [
-        ("x-gateway-request-id", str(uuid.uuid4())),
-        ("x-gateway-subscription-id", sub.id),
-        ("x-gateway-subscription-name", sub.name),
-        ("x-gateway-product", sub.product),
+        (b"x-gateway-request-id", str(uuid.uuid4()).encode()),
+        (b"x-gateway-subscription-id", sub.id.encode("latin-1")),
+        (b"x-gateway-subscription-name", sub.name.encode("latin-1")),
+        (b"x-gateway-product", sub.product.encode("latin-1")),
     ]
     if client_ip:
-        kept.append(("x-gateway-client-ip", client_ip))
+        kept.append((b"x-gateway-client-ip", client_ip.encode("latin-1")))
     return kept

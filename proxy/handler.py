@@ -63,9 +63,12 @@ def identity_from(headers: Mapping[str, str]) -> tuple[str, Identity]:
     )
 
 
-async def read_body(request: Request, limit: int) -> bytes:
-    """The whole request body, refusing (413) as soon as it exceeds `limit` bytes."""
-    declared = request.headers.get("content-length")
+async def read_body(request: Request, limit: int, declared: str | None = None) -> bytes:
+    """The whole request body, refusing (413) as soon as it exceeds `limit` bytes.
+
+    `declared` is the request's content-length when the caller already looked it up."""
+    if declared is None:
+        declared = request.headers.get("content-length")
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"The request body is larger than the gateway's limit of {limit} bytes.")
     buf = bytearray()
@@ -221,13 +224,16 @@ class Proxy:
     async def handle(self, request: Request) -> Response:
         if self._warm_up is None:
             self._warm_up = asyncio.create_task(self.warm_up())
-        rid, identity = identity_from(request.headers)
+        # The headers decoded once; Starlette's `request.headers.get` decodes and scans on every call.
+        header_items = request.headers.items()
+        first = dict(reversed(header_items))  # name -> first value, as `Headers.get` answers
+        rid, identity = identity_from(first)
         rec = ExchangeRecorder(rid, identity)
         tail = request.path_params.get("path")
         path = f"/openai/{tail}" if tail is not None else request.url.path
-        rec.set_request(request.method, path, request.query_params.multi_items(), request.headers.items(), b"")
+        rec.set_request(request.method, path, request.query_params.multi_items(), header_items, b"")
         try:
-            call = await self._prepare(request, rec, path)
+            call = await self._prepare(request, rec, path, header_items, first)
             resp = await self.attempt(call)
         except GatewayError as error:
             return self._answer(rec, error)
@@ -252,14 +258,17 @@ class Proxy:
         )
 
     # ----------------------------------------------------------------------------- request side
-    async def _prepare(self, request: Request, rec: ExchangeRecorder, path: str) -> ProxyCall:
+    async def _prepare(
+        self, request: Request, rec: ExchangeRecorder, path: str,
+        header_items: list[tuple[str, str]], first: dict[str, str],
+    ) -> ProxyCall:
         route = classify(path)
         if route is None:
             raise NotFound(f"Resource not found: {path} is not an Azure OpenAI data-plane path.")
-        body = await read_body(request, self.settings.max_request_body_bytes)
+        body = await read_body(request, self.settings.max_request_body_bytes, first.get("content-length", ""))
         pairs = request.query_params.multi_items()
-        rec.set_request(request.method, path, pairs, request.headers.items(), body)
-        content_type = request.headers.get("content-type")
+        rec.set_request(request.method, path, pairs, header_items, body)
+        content_type = first.get("content-type")
         # The body is parsed only when the deployment lives there (v1) or usage injection may apply.
         needs_json = route.deployment is None or (
             self.settings.inject_stream_usage and route.api in stream_usage.APIS
@@ -274,7 +283,7 @@ class Proxy:
             route=route,
             query=query,
             params=forwardable_query(pairs),
-            headers=upstream_request_headers(request.headers.items()),
+            headers=upstream_request_headers(header_items),
             body=body,
             json_body=json_body,
             deployment=deployment_for(route, json_body),
