@@ -380,15 +380,15 @@ class Proxy:
                 tap.feed(chunk)
             yield chunk
 
-    async def client_stream(self, call: ProxyCall, source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    def client_stream(self, call: ProxyCall, source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         """What the client receives: the upstream bytes, minus the injected usage chunk.
 
-        Content safety (issue 7) wraps this iterator in `_relay` (`StreamSafety.wrap`).
+        Content safety (issue 7) wraps this iterator in `_relay` (`StreamSafety.wrap`). Without a
+        usage chunk to hide it is `source` itself: no generator layer (a resumption per chunk) for nothing.
         """
-        if not call.filter_usage:
-            async for chunk in source:
-                yield chunk
-            return
+        return self._without_usage_chunk(source) if call.filter_usage else source
+
+    async def _without_usage_chunk(self, source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
         usage_filter = stream_usage.UsageChunkFilter()
         async for chunk in source:
             out = usage_filter.feed(chunk)
