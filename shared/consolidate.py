@@ -234,13 +234,44 @@ def _merge_logprobs(current: dict[str, list[Any]] | None, new: Any) -> dict[str,
     return merged
 
 
-def _consolidate_choices(events: list[tuple[str | None, str]], choice_type: type, obj: str) -> Consolidated:
+def _consolidate_choices(
+    events: list[tuple[str | None, str]], choice_type: type, obj: str, *, fast: bool = True
+) -> Consolidated:
     result = Consolidated(body={})
     body = result.body
     choices: dict[int, Any] = {}
     prompt_filters: dict[int, dict[str, Any]] = {}
     header_missing = True
-    for _, chunk in _payloads(events, result):
+    # Chat streams repeat one chunk shape hundreds of times with only a text fragment changing:
+    # such events are matched as text against a shape learnt from a parsed one (see _Shape) and
+    # only the fragment is decoded. Anything else goes through the general path below.
+    shapes: list[_Shape] = []
+    learn = fast and choice_type is _ChatChoice
+    count = bad = 0
+    for _, data in events:
+        if not data:
+            continue
+        if data[0] != "{" and data.strip() == "[DONE]":
+            result.complete = True
+            continue
+        count += 1
+        matched = False
+        for shape in shapes:
+            fragment = shape.fragment(data)
+            if fragment is not None:
+                shape.target.append(fragment)
+                matched = True
+                break
+        if matched:
+            continue
+        try:
+            chunk = orjson.loads(data)
+        except orjson.JSONDecodeError:
+            bad += 1
+            continue
+        if type(chunk) is not dict:
+            bad += 1
+            continue
         if header_missing:
             # id/model/created come from the first chunk that has them (Azure's annotation frames
             # have empty ones); stop looking once all are known.
@@ -274,6 +305,14 @@ def _consolidate_choices(events: list[tuple[str | None, str]], choice_type: type
             if state is None:
                 state = choices[idx] = choice_type(idx)
             state.add(choice)
+        if learn and len(shapes) < _MAX_SHAPES:
+            shape = _Shape.learn(data, chunk, choices)
+            if shape is not None:
+                shapes.insert(0, shape)
+    result.events = count
+    result.bad_events = bad
+    if bad:
+        result.notes.append(f"{bad} stream event(s) were not JSON objects")
     body["object"] = obj
     body["choices"] = [choices[i].build() for i in sorted(choices)]
     if prompt_filters:
@@ -283,6 +322,133 @@ def _consolidate_choices(events: list[tuple[str | None, str]], choice_type: type
     if not result.complete:
         result.notes.append("stream ended without [DONE]")
     return result
+
+
+_MAX_SHAPES = 4
+#: A string no real fragment is: substituted into a learnt shape to prove where the fragment is.
+_PROBE = "\u2603probe\u0001"
+_PROBE_LITERAL = orjson.dumps(_PROBE).decode()
+
+
+class _Shape:
+    """One chunk's text with its only varying part, a text fragment, cut out: `prefix`, `suffix`.
+
+    An event `prefix + literal + suffix` whose middle decodes as one JSON string parses to the
+    learnt chunk with that fragment in place (JSON's grammar treats a string token as atomic), so
+    such an event is handled by appending the decoded fragment to `target`, the list the general
+    path would append it to, without parsing the rest. A shape is learnt only from a chunk whose
+    every other effect is a no-op on a repeat (see `learn`), and only after a probe substituted at
+    the cut parses back to the same chunk, so a wrong cut never yields a shape.
+    """
+
+    __slots__ = ("prefix", "suffix", "target", "_lengths")
+
+    def __init__(self, prefix: str, suffix: str, target: list[str]) -> None:
+        self.prefix = prefix
+        self.suffix = suffix
+        self.target = target
+        self._lengths = len(prefix) + len(suffix) + 2
+
+    def fragment(self, data: str) -> str | None:
+        """The fragment of `data` if it is this shape, else None."""
+        if len(data) < self._lengths or not data.startswith(self.prefix) or not data.endswith(self.suffix):
+            return None
+        try:
+            value = orjson.loads(data[len(self.prefix) : len(data) - len(self.suffix)])
+        except orjson.JSONDecodeError:
+            return None
+        return value if type(value) is str else None
+
+    @staticmethod
+    def learn(data: str, chunk: dict[str, Any], choices: dict[int, Any]) -> _Shape | None:
+        """The shape of `chunk` (just consolidated from `data`), when a repeat of it with another
+        fragment would only append that fragment: one choice, no finish reason, logprobs, usage,
+        error or prompt annotations, an empty `content_filter_results` at most (merging `{}`
+        again changes nothing), and a delta that is only `content`, or only one tool call's
+        `arguments` (its id, type and name, set by an earlier chunk, are left alone)."""
+        if (
+            "prompt_filter_results" in chunk
+            or "prompt_annotations" in chunk
+            or chunk.get("usage")
+            or chunk.get("error")
+        ):
+            return None
+        chunk_choices = chunk.get("choices")
+        if type(chunk_choices) is not list or len(chunk_choices) != 1 or type(chunk_choices[0]) is not dict:
+            return None
+        choice = chunk_choices[0]
+        if choice.get("finish_reason") or choice.get("logprobs") or choice.get("content_filter_results", {}) != {}:
+            return None
+        idx = choice.get("index")
+        state = choices.get(idx if type(idx) is int else 0)
+        delta = choice.get("delta")
+        if state is None or type(delta) is not dict or len(delta) != 1:
+            return None
+        if type(delta.get("content")) is str:
+            key, target = "content", state.content
+        else:
+            calls = delta.get("tool_calls")
+            if type(calls) is not list or len(calls) != 1 or type(calls[0]) is not dict:
+                return None
+            call = calls[0]
+            fn = call.get("function")
+            if not set(call) <= {"index", "function"} or type(fn) is not dict or len(fn) != 1:
+                return None
+            if type(fn.get("arguments")) is not str:
+                return None
+            call_index = call.get("index")
+            current = state.tool_calls.get(call_index if type(call_index) is int else 0)
+            if current is None:
+                return None
+            key, target = "arguments", current["function"]["arguments"]
+        start = data.rfind(f'"{key}"')
+        if start < 0:
+            return None
+        start = _value_start(data, start + len(key) + 2)
+        end = _string_end(data, start) if start >= 0 else -1
+        if end < 0:
+            return None
+        prefix, suffix = data[:start], data[end:]
+        # Prove the cut: the probe in place parses to the same chunk with the probe as fragment.
+        try:
+            probe = orjson.loads(prefix + _PROBE_LITERAL + suffix)
+        except orjson.JSONDecodeError:
+            return None
+        expected = orjson.loads(data)
+        holder = expected["choices"][0]["delta"]
+        if key == "arguments":
+            holder = holder["tool_calls"][0]["function"]
+        holder[key] = _PROBE
+        if probe != expected:
+            return None
+        return _Shape(prefix, suffix, target)
+
+
+def _value_start(data: str, i: int) -> int:
+    """Where the string value after a key ending at `i` starts (`: ` and JSON whitespace), or -1."""
+    n = len(data)
+    while i < n and data[i] in " \t\n\r":
+        i += 1
+    if i >= n or data[i] != ":":
+        return -1
+    i += 1
+    while i < n and data[i] in " \t\n\r":
+        i += 1
+    return i if i < n and data[i] == '"' else -1
+
+
+def _string_end(data: str, start: int) -> int:
+    """The index just past the JSON string literal starting at `start`, or -1."""
+    i, n = start + 1, len(data)
+    while i < n:
+        c = data[i]
+        if c == "\\":
+            i += 2
+        elif c == '"':
+            return i + 1
+        else:
+            i += 1
+    return -1
 
 
 def _prompt_annotations(chunk: dict[str, Any], prompt_filters: dict[int, dict[str, Any]]) -> None:
