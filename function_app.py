@@ -10,6 +10,7 @@ import azure.functions as func
 import orjson
 from azurefunctions.extensions.http.fastapi import Request, Response
 
+from proxy.broken_stream import quiet_server_log
 from proxy.handler import Proxy, build_proxy
 from proxy.routing import BackendPool
 from shared.settings import Settings
@@ -20,6 +21,10 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 # A bad GATEWAY_BACKENDS or routing setting stops the app when the host loads it (the error names
 # the entry), instead of failing every request later. Pure parsing: nothing is connected here.
 BackendPool.from_settings(Settings.from_env())
+
+# A stream AOAI breaks mid-way is cut for the client by raising out of the body; the proxy logs it,
+# the server (uvicorn) need not add a traceback per cut stream (proxy/broken_stream.py).
+quiet_server_log()
 
 
 @functools.cache

@@ -1,7 +1,8 @@
 """Exchange capture: record one request and its answer, then store it and announce it off the hot path.
 
 `ExchangeRecorder` collects what the handler sees (chunks are appended as bytes, nothing is parsed
-while streaming); `finish()` turns it into one `shared.exchange.Exchange` with secrets redacted.
+while streaming); `finish()` turns it into one `shared.exchange.Exchange` with secrets redacted
+(headers, query, credentials in a JSON request body).
 `CaptureWriter` stores then publishes each exchange in a tracked background task, retrying the
 store with backoff; if the store stays down the exchange is spilled to a JSON file in the outbox
 directory and replayed on the next start, so nothing is lost and the stream never waits.
@@ -30,7 +31,7 @@ from shared.exchange import (
 )
 from shared.errors import GatewayError
 from shared.ports import Ports
-from shared.redaction import redact_headers, redact_query
+from shared.redaction import redact_body_secrets, redact_headers, redact_query
 
 log = logging.getLogger(__name__)
 
@@ -105,6 +106,10 @@ class ExchangeRecorder:
         method, path, query, headers, body = self._raw_request
         redacted = redact_headers(headers)
         stored, encoding = encode_body(body, redacted.get("content-type"))
+        if encoding == "json":
+            # Credentials in the body (On Your Data keys, connection strings) stay out of the store;
+            # upstream got the bytes as sent. Base64 bodies (multipart uploads) are stored as they are.
+            stored = redact_body_secrets(stored)
         return CapturedRequest(
             method=method,
             path=path,

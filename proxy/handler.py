@@ -26,6 +26,7 @@ from fastapi.responses import StreamingResponse
 
 from proxy import stream_usage
 from proxy.backends import Backend, parse_backends
+from proxy.broken_stream import UpstreamBroken
 from proxy.capture import CaptureWriter, ExchangeRecorder
 from proxy.credentials import Credentials
 from proxy.failover import AiohttpAnswer, read_answer, run_failover
@@ -306,6 +307,12 @@ class Proxy:
             if tap is not None:
                 tap.feed(call.head)
             yield call.head
+        if resp.content.at_eof():
+            # `attempt` read the whole body (an error answer; one held during failover is released,
+            # and reading a released response raises): nothing more to relay.
+            if tap is not None:
+                await tap.close()
+            return
         while True:
             chunk = await read(resp)
             if not chunk:
@@ -344,16 +351,19 @@ class Proxy:
             async for chunk in stream:
                 yield chunk
             completed = True
-        except TimeoutError:
+        except TimeoutError as exc:
             call.extra["upstream_failed"] = True
             rec.attempts[-1].error = "stream idle timeout"
             self._stream_failed(call, Outcome.failed("timeout"))
             log.warning("upstream stream idle timeout for %s", call.request_id)
+            # Cut the client's connection as AOAI would have: a clean end would look complete.
+            raise UpstreamBroken(call.request_id, "idle timeout") from exc
         except aiohttp.ClientError as exc:
             call.extra["upstream_failed"] = True
             rec.attempts[-1].error = f"stream broken: {type(exc).__name__}"
             self._stream_failed(call, Outcome.failed("connect_error"))
             log.warning("upstream stream broken for %s: %s", call.request_id, type(exc).__name__)
+            raise UpstreamBroken(call.request_id, type(exc).__name__) from exc
         finally:
             self._finish(call, resp, completed)
 

@@ -17,6 +17,7 @@ from shared import filter_results
 from shared.apis import api_version, classify, deployment_for
 from shared.consolidate import consolidate
 from shared.exchange import Exchange, utc_now_iso
+from shared.redaction import redact_body_secrets
 from shared.requests import parse_request
 from shared.tokens import TokenCounter, encoding_name
 
@@ -388,35 +389,29 @@ def _header(headers: Any, name: str) -> str | None:
     return value if isinstance(value, str) and value else None
 
 
-#: Body fields that carry credentials (Azure On Your Data `data_sources[].parameters.authentication`
-#: holds keys, connection strings and tokens); `key` counts only inside an `authentication` object.
-_SECRET_FIELDS = frozenset(
-    {"api_key", "apikey", "connection_string", "access_token", "encoded_api_key", "client_secret", "password", "authorization"}
-)
-REDACTED = "[REDACTED]"
-
-
-def _scrub(value: Any, parent: str | None = None) -> Any:
-    """Details without payloads or secrets: data URLs, base64 images and embedding vectors are
-    summarized, credentials in the body redacted.
+def _scrub(value: Any) -> Any:
+    """Details without payloads or secrets: credentials in the body redacted
+    (`shared.redaction.redact_body_secrets`: exchanges stored before the proxy redacted bodies may
+    still hold them), data URLs, base64 images and embedding vectors summarized.
 
     Details live beside the record (Cosmos items are limited to 2 MB); the raw exchange keeps the payloads.
     """
+    return _summarize(redact_body_secrets(value))
+
+
+def _summarize(value: Any) -> Any:
     if isinstance(value, Mapping):
         out: dict[str, Any] = {}
         for key, item in value.items():
-            lowered = key.lower() if isinstance(key, str) else key
-            if lowered in _SECRET_FIELDS or (lowered == "key" and parent == "authentication"):
-                out[key] = REDACTED
-            elif key == "embedding" and isinstance(item, (list, str)):
+            if key == "embedding" and isinstance(item, (list, str)):
                 out[key] = f"[{len(item)} {'values' if isinstance(item, list) else 'base64 chars'} omitted]"
             elif key in ("b64_json", "partial_image_b64") and isinstance(item, str):
                 out[key] = f"[{len(item)} base64 chars omitted]"
             else:
-                out[key] = _scrub(item, lowered if isinstance(lowered, str) else None)
+                out[key] = _summarize(item)
         return out
     if isinstance(value, list):
-        return [_scrub(v, parent) for v in value]
+        return [_summarize(v) for v in value]
     if isinstance(value, str) and len(value) > _KEEP_DATA_URL_CHARS and value.startswith("data:"):
         head, _, rest = value.partition(",")
         return f"{head},[{len(rest)} chars omitted]"

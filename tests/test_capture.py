@@ -39,6 +39,23 @@ def test_streamed_exchange_keeps_raw_sse_and_redacts_secrets():
     assert ex.timings.upstream_first_byte_ms is not None and ex.timings.last_byte_ms >= ex.timings.upstream_first_byte_ms
 
 
+def test_credentials_in_a_json_request_body_are_redacted_and_a_clean_body_is_stored_as_parsed():
+    rec = ExchangeRecorder("rid-2", Identity())
+    sent = orjson.dumps({"messages": [], "data_sources": [{"type": "azure_search", "parameters": {
+        "index_name": "i", "authentication": {"type": "api_key", "key": "search-key-77"}}}]})
+    rec.set_request("POST", "/openai/deployments/gpt-4o/chat/completions", [], [("content-type", "application/json")], sent)
+    rec.set_response(200, [("content-type", "application/json")])
+    ex = rec.finish()
+    assert b"search-key-77" not in ex.to_json() and ex.request.body_bytes == len(sent)
+    assert ex.request.body["data_sources"][0]["parameters"] == {
+        "index_name": "i", "authentication": {"type": "api_key", "key": "[REDACTED]"}}
+    # Not JSON (a multipart upload): stored as base64, as received (documented limit).
+    rec = ExchangeRecorder("rid-3", Identity())
+    rec.set_request("POST", "/openai/deployments/whisper/audio/transcriptions", [],
+                    [("content-type", "multipart/form-data; boundary=b")], b"--b\r\n\r\nRIFF--b--")
+    assert rec.finish().request.body_encoding == "base64"
+
+
 def test_json_and_binary_bodies():
     rec = _recorder()
     rec.set_response(200, [("content-type", "application/json")])

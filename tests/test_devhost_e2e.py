@@ -5,6 +5,7 @@ request without secrets, usage injection hidden from the client, and disconnects
 """
 
 import json
+import logging
 import time
 import uuid
 
@@ -14,11 +15,9 @@ import pytest
 from openai import AzureOpenAI
 
 import function_app
-from devhost.host import DevHost, run_in_thread
 from devhost.simulator import SimulatorConfig
-from devhost.simulator import run_in_thread as run_simulator
-from devhost.subscriptions import parse_subscriptions
 from shared.exchange import decode_body
+from tests.devhost_harness import DevHostGateway, dev_host
 
 CLIENT_KEY = "sk-team-a-CLIENT-SECRET-4242"
 UPSTREAM_KEY = "upstream-AOAI-SECRET-9191"
@@ -26,64 +25,17 @@ TOKEN_DELAY_MS = 25
 API_VERSION = "2024-10-21"
 
 
-class Gateway:
-    def __init__(self, host: DevHost, url: str, sim) -> None:
-        self.host, self.url, self.sim = host, url, sim
-        self.published: list[str] = []
-
+class Gateway(DevHostGateway):
     def client(self, **kw) -> AzureOpenAI:
         return AzureOpenAI(api_key=CLIENT_KEY, azure_endpoint=self.url, api_version=API_VERSION, max_retries=0, **kw)
 
-    def upstream(self, client_request_id: str):
-        """The simulator's log entry for a request, found by the client request id it was sent with."""
-        for logged in self.sim.requests:
-            if {k.lower(): v for k, v in logged.headers.items()}.get("x-ms-client-request-id") == client_request_id:
-                return logged
-        raise AssertionError(f"{client_request_id} never reached the simulator")
-
-    def exchange(self, request_id: str):
-        self.host.call(function_app.drain())
-        return self.host.call(function_app.ports().exchanges.load(request_id))
-
 
 @pytest.fixture(scope="module")
-def gw(tmp_path_factory, monkeypatch_module):
-    sim = run_simulator(SimulatorConfig(api_key=UPSTREAM_KEY, token_delay_ms=TOKEN_DELAY_MS))
-    tmp = tmp_path_factory.mktemp("gw")
-    env = {
-        "GATEWAY_BACKENDS": json.dumps([{"name": "sim", "endpoint": sim.url,
-                                         "auth": {"type": "api_key", "setting": "SIM_KEY"}, "deployments": ["*"]}]),
-        "SIM_KEY": UPSTREAM_KEY,
-        "SQLITE_PATH": str(tmp / "gateway.db"),
-        "CAPTURE_OUTBOX_DIR": str(tmp / "outbox"),
-        "LOG_STORE": "sqlite",
-        "EVENT_CHANNEL": "local",
-        "INJECT_STREAM_USAGE": "true",
-    }
-    for k, v in env.items():
-        monkeypatch_module.setenv(k, v)
-    host = DevHost(function_app, parse_subscriptions(json.dumps({CLIENT_KEY: {"id": "team-a", "name": "Team A", "product": "standard"}})))
-    gateway = Gateway(host, "", sim)
-    channel = function_app.ports().channel
-    publish = channel.publish
-
-    async def spy(request_id: str) -> None:  # counts announcements, then delivers as usual
-        gateway.published.append(request_id)
-        await publish(request_id)
-
-    channel.publish = spy
-    running = run_in_thread(host)
-    gateway.url = running.url
-    yield gateway
-    running.stop()
-    sim.stop()
-
-
-@pytest.fixture(scope="module")
-def monkeypatch_module():
-    mp = pytest.MonkeyPatch()
-    yield mp
-    mp.undo()
+def gw(tmp_path_factory):
+    with dev_host(tmp_path_factory.mktemp("gw"), {CLIENT_KEY: {"id": "team-a", "name": "Team A", "product": "standard"}},
+                  {"sim": SimulatorConfig(api_key=UPSTREAM_KEY, token_delay_ms=TOKEN_DELAY_MS)},
+                  env={"INJECT_STREAM_USAGE": "true"}, gateway=Gateway) as gateway:
+        yield gateway
 
 
 def _crid() -> str:
@@ -224,6 +176,48 @@ def test_client_disconnect_mid_stream_is_recorded_and_upstream_closed(gw):
     # The upstream call was closed at once, long before the simulated generation (12 x 200 ms) ended.
     assert ex.timings.last_byte_ms < 1500
     assert ex.response.sse.count("data:") < 12
+
+
+class _ListHandler(logging.Handler):
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
+
+
+def test_a_stream_upstream_breaks_after_its_first_byte_is_cut_for_the_client_too(gw, caplog):
+    """AOAI would have dropped the connection: the client must not get a clean end that looks complete."""
+    crid, received = _crid(), bytearray()
+    server_log = _ListHandler()
+    logging.getLogger("uvicorn.error").addHandler(server_log)
+    try:
+        with httpx.Client(base_url=gw.url, timeout=30) as http:
+            with http.stream("POST", f"/openai/deployments/gpt-4o/chat/completions?api-version={API_VERSION}",
+                             json={"messages": [{"role": "user", "content": "Hello"}], "stream": True},
+                             headers={"api-key": CLIENT_KEY, "x-ms-client-request-id": crid, "x-sim-drop-after": "3"}) as r:
+                assert r.status_code == 200
+                rid = r.headers["x-gateway-request-id"]
+                with pytest.raises(httpx.RemoteProtocolError):  # incomplete chunked read
+                    for chunk in r.iter_raw():
+                        received += chunk
+        # The official SDK, while iterating: a connection error, not an answer that merely stops.
+        with pytest.raises(openai.APIConnectionError):
+            for _ in gw.client().chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "Hi"}],
+                                                         stream=True, extra_headers={"x-sim-drop-after": "3"}):
+                pass
+    finally:
+        logging.getLogger("uvicorn.error").removeHandler(server_log)
+    logged = gw.upstream(crid)
+    # Exactly what the simulator sent before it hung up: no end spliced in.
+    assert logged.dropped and bytes(received) == logged.response and b"[DONE]" not in received
+    ex = _stored_once(gw, rid)
+    assert not ex.client_disconnected and ex.response.sse.encode() == logged.response
+    assert len(ex.attempts) == 1 and ex.attempts[0].error.startswith("stream broken")
+    # The proxy says so at warning, with the request id; the server adds no traceback per cut stream.
+    assert any(rid in m and "stream broken" in m for m in caplog.messages)
+    assert not [x for x in server_log.records if x.exc_info], [x.getMessage() for x in server_log.records]
 
 
 def test_completions_stream_and_non_stream(gw):

@@ -10,15 +10,13 @@ dashboard renders in headless Chromium with the same totals.
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import os
+import sqlite3
 import subprocess
 import sys
-import time
 import urllib.request
 import uuid
-from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -30,13 +28,11 @@ from openai import AzureOpenAI
 
 import function_app
 from devhost.dashboard_app import DASHBOARD_PATH, DashboardApp
-from devhost.host import DevHost, run_in_thread
 from devhost.simulator import SimulatorConfig
-from devhost.simulator import run_in_thread as run_simulator
-from devhost.subscriptions import parse_subscriptions
 from devhost.usage_report import report
 from shared.encodings import get_encoding
 from shared.sse import decode_all
+from tests.devhost_harness import DevHostGateway, dev_host
 from tests.test_dashboard import _check_page as _check_costed_page
 from tests.test_dashboard import chromium_binary
 
@@ -51,90 +47,42 @@ DEPLOYMENTS = ["gpt-4o", "gpt-35-turbo-instruct", "text-embedding-3-small", "dal
 THROTTLED = "gpt-4o-throttled"
 
 
-class Gateway:
-    def __init__(self, host: DevHost, sim: Any, db: Path) -> None:
-        self.host, self.sim, self.db = host, sim, db
-        self.url = ""
-        self.published: list[str] = []
-        self.emitted: Counter[str] = Counter()
-
+class Gateway(DevHostGateway):
     def client(self, api_version: str = API_VERSION) -> AzureOpenAI:
         return AzureOpenAI(api_key=CLIENT_KEY, azure_endpoint=self.url, api_version=api_version, max_retries=0)
 
-    def upstream(self, crid: str) -> Any:
+    def upstream(self, crid: str) -> Any:  # type: ignore[override]
         """The simulator's log entry for a client request id, once its last byte was written."""
-        deadline = time.monotonic() + 10
-        while time.monotonic() < deadline:
-            for logged in list(self.sim.requests):
-                if {k.lower(): v for k, v in logged.headers.items()}.get("x-ms-client-request-id") == crid:
-                    if logged.finished:
-                        return logged
-            time.sleep(0.01)
-        raise AssertionError(f"{crid} never completed at the simulator")
-
-    def settle(self) -> None:
-        """Every capture stored and announced, every announced id handled by the parser."""
-        self.host.call(function_app.drain())
-        self.host.call(function_app.ports().channel.join())
+        return super().upstream(crid, finished=True)
 
     def record(self, request_id: str) -> dict[str, Any]:
         self.settle()
-        record = self.host.call(function_app.ports().records.get(request_id))
+        record = self.call(function_app.ports().records.get(request_id))
         assert record is not None, f"no usage record for {request_id}"
         return record
 
     def records(self) -> list[dict[str, Any]]:
         self.settle()
-        return self.host.call(function_app.ports().records.list_records())
+        return self.call(function_app.ports().records.list_records())
 
     def letters(self) -> list[dict[str, Any]]:
         self.settle()
-        return self.host.call(function_app.ports().deadletters.list_letters())
+        return self.call(function_app.ports().deadletters.list_letters())
 
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    sim = run_simulator(SimulatorConfig(api_key=UPSTREAM_KEY, deployments=DEPLOYMENTS + [THROTTLED]))
-    tmp = tmp_path_factory.mktemp("records")
-    env = {
-        "GATEWAY_BACKENDS": json.dumps([{"name": "sim", "endpoint": sim.url,
-                                         "auth": {"type": "api_key", "setting": "SIM_KEY"},
-                                         # one deployment the simulator does not know: AOAI's own 404
-                                         "deployments": DEPLOYMENTS + [THROTTLED, "no-such-deployment"]}]),
-        "SIM_KEY": UPSTREAM_KEY,
-        "SQLITE_PATH": str(tmp / "gateway.db"),
-        "CAPTURE_OUTBOX_DIR": str(tmp / "outbox"),
-        "LOG_STORE": "sqlite",
-        "EVENT_CHANNEL": "local",
-        "INJECT_STREAM_USAGE": "true",
-    }
-    for k, v in env.items():
-        mp.setenv(k, v)
-    gateway = Gateway(None, sim, tmp / "gateway.db")  # type: ignore[arg-type]
-    gateway.host = DevHost(
-        function_app,
-        parse_subscriptions(json.dumps({CLIENT_KEY: {"id": "team-rec", "name": "Team Rec", "product": "standard"}})),
-        mounts={DASHBOARD_PATH: DashboardApp(gateway.db)},
-    )
-    ports = function_app.ports()
-    publish, emit = ports.channel.publish, ports.sink.emit
-
-    async def spy_publish(request_id: str) -> None:
-        gateway.published.append(request_id)
-        await publish(request_id)
-
-    async def spy_emit(record: dict) -> None:  # counts what the parser emits: once per request id
-        gateway.emitted[record["request_id"]] += 1
-        await emit(record)
-
-    ports.channel.publish, ports.sink.emit = spy_publish, spy_emit
-    running = run_in_thread(gateway.host)
-    gateway.url = running.url
-    yield gateway
-    running.stop()
-    sim.stop()
-    mp.undo()
+    with dev_host(
+        tmp_path_factory.mktemp("records"),
+        {CLIENT_KEY: {"id": "team-rec", "name": "Team Rec", "product": "standard"}},
+        {"sim": SimulatorConfig(api_key=UPSTREAM_KEY, deployments=DEPLOYMENTS + [THROTTLED])},
+        # one deployment the simulator does not know: AOAI's own 404
+        deployments=DEPLOYMENTS + [THROTTLED, "no-such-deployment"],
+        env={"INJECT_STREAM_USAGE": "true"},
+        gateway=Gateway,
+        mounts=lambda db: {DASHBOARD_PATH: DashboardApp(db)},
+    ) as gateway:
+        yield gateway
 
 
 def _crid() -> str:
@@ -232,6 +180,43 @@ def test_streamed_tool_calls(gw):
     assert _counts(record) == _tokens(_sse_usage(gw.upstream(crid).response))
     assert record["usage_source"] == "service" and record["finish_reasons"] == ["tool_calls"]
     assert record["tool_call_count"] == len({tc.index for tc in calls}) >= 1
+
+
+SEARCH_KEY = "search-ADMIN-KEY-SECRET-8080"
+COSMOS_CONNECTION = "AccountEndpoint=https://docs.example:443/;AccountKey=cosmos-SECRET-6060=="
+
+
+def test_on_your_data_credentials_reach_aoai_but_are_never_stored(gw):
+    crid = _crid()
+    data_sources = [
+        {"type": "azure_search", "parameters": {"endpoint": "https://search.example", "index_name": "handbook",
+                                                "authentication": {"type": "api_key", "key": SEARCH_KEY}}},
+        {"type": "azure_cosmos_db", "parameters": {"database_name": "kb", "container_name": "docs", "index_name": "v",
+                                                   "authentication": {"type": "connection_string",
+                                                                      "connection_string": COSMOS_CONNECTION}}},
+    ]
+    raw = gw.client().chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "What does the handbook say about leave?"}], stream=True,
+        extra_body={"data_sources": data_sources}, extra_headers={"x-ms-client-request-id": crid})
+    assert list(raw.parse())
+    rid = raw.headers["x-gateway-request-id"]
+    # AOAI needs the credentials: it got them exactly as the client sent them.
+    assert json.loads(gw.upstream(crid).body)["data_sources"] == data_sources
+    record = _one_record(gw, rid)
+    assert record["usage_source"] == "service"
+    with sqlite3.connect(gw.db) as conn:
+        items = [row[0] for row in conn.execute("SELECT item FROM exchange_items WHERE request_id = ?", (rid,))]
+        stored_record, details = conn.execute("SELECT record, details FROM records WHERE request_id = ?", (rid,)).fetchone()
+    for text in (*items, stored_record, details):
+        assert SEARCH_KEY not in text and "cosmos-SECRET-6060" not in text
+    # Nor anywhere else the dev host wrote (the database file, its journal, the outbox).
+    for path in gw.db.parent.rglob("*"):
+        if path.is_file():
+            assert b"SECRET-8080" not in path.read_bytes() and b"SECRET-6060" not in path.read_bytes(), path
+    stored = json.loads(items[0])["exchange"]["request"]["body"]["data_sources"]
+    assert stored[0]["parameters"] == {**data_sources[0]["parameters"], "authentication": {"type": "api_key", "key": "[REDACTED]"}}
+    assert stored[1]["parameters"]["authentication"] == {"type": "connection_string", "connection_string": "[REDACTED]"}
+    assert json.loads(details)["request"]["data_sources"] == stored
 
 
 def test_old_api_version_stream_is_estimated_and_equals_the_simulators_tiktoken_count(gw):

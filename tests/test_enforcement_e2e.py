@@ -24,11 +24,9 @@ from openai.types.completion import Completion
 import function_app
 from devhost.fakes.content_safety import FakeContentSafety
 from devhost.fakes.content_safety import run_in_thread as run_fake
-from devhost.host import DevHost, run_in_thread
 from devhost.simulator import SimulatorConfig
-from devhost.simulator import run_in_thread as run_simulator
-from devhost.subscriptions import parse_subscriptions
 from shared.sse import decode_all
+from tests.devhost_harness import DevHostGateway, dev_host
 
 UPSTREAM_KEY = "upstream-AOAI-SECRET-7373"
 SAFETY_KEY = "content-safety-SECRET-5151"
@@ -52,24 +50,14 @@ def forced(parts: list[str], **extra: str) -> dict[str, str]:
             "x-ms-client-request-id": f"test-{uuid.uuid4()}", **extra}
 
 
-class Gateway:
-    def __init__(self, host: DevHost, sim, fake) -> None:
-        self.host, self.sim, self.fake = host, sim, fake
-        self.url = ""
-        self.published: list[str] = []
+class Gateway(DevHostGateway):
+    fake: FakeContentSafety
 
     def client(self, product: str, api_version: str = API_VERSION) -> AzureOpenAI:
         return AzureOpenAI(api_key=KEYS[product], azure_endpoint=self.url, api_version=api_version, max_retries=0)
 
-    def upstream(self, client_request_id: str):
-        for logged in self.sim.requests:
-            if {k.lower(): v for k, v in logged.headers.items()}.get("x-ms-client-request-id") == client_request_id:
-                return logged
-        raise AssertionError(f"{client_request_id} never reached the simulator")
-
     def exchange(self, request_id: str):
-        self.host.call(function_app.drain())
-        exchange = self.host.call(function_app.ports().exchanges.load(request_id))
+        exchange = super().exchange(request_id)
         assert exchange is not None and self.published.count(request_id) == 1
         raw = exchange.to_json()
         assert SAFETY_KEY.encode() not in raw and UPSTREAM_KEY.encode() not in raw
@@ -77,26 +65,13 @@ class Gateway:
 
     def idle(self) -> None:
         """Wait until every announced exchange is parsed (the parser may call Content Safety too)."""
-        self.host.call(function_app.drain())
-        join = getattr(function_app.ports().channel, "join", None)
-        if join is not None:
-            self.host.call(join())
+        self.settle()
 
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    sim = run_simulator(SimulatorConfig(api_key=UPSTREAM_KEY))
     fake = run_fake(FakeContentSafety(key=SAFETY_KEY))
-    tmp = tmp_path_factory.mktemp("enf")
     env = {
-        "GATEWAY_BACKENDS": json.dumps([{"name": "sim", "endpoint": sim.url,
-                                         "auth": {"type": "api_key", "setting": "SIM_KEY"}, "deployments": ["*"]}]),
-        "SIM_KEY": UPSTREAM_KEY,
-        "SQLITE_PATH": str(tmp / "gateway.db"),
-        "CAPTURE_OUTBOX_DIR": str(tmp / "outbox"),
-        "LOG_STORE": "sqlite",
-        "EVENT_CHANNEL": "local",
         "INJECT_STREAM_USAGE": "true",
         "CONTENT_SAFETY_ENDPOINT": fake.url,
         "CONTENT_SAFETY_KEY": SAFETY_KEY,
@@ -106,26 +81,14 @@ def gw(tmp_path_factory):
         "CONTENT_SAFETY_STREAM_WINDOW_OVERLAP": str(OVERLAP),
         "CONTENT_SAFETY_MAX_RETRIES": "0",
     }
-    for k, v in env.items():
-        mp.setenv(k, v)
     subscriptions = {key: {"id": product, "name": product.title(), "product": product} for product, key in KEYS.items()}
-    host = DevHost(function_app, parse_subscriptions(json.dumps(subscriptions)))
-    gateway = Gateway(host, sim, fake.fake)
-    channel = function_app.ports().channel
-    publish = channel.publish
-
-    async def spy(request_id: str) -> None:
-        gateway.published.append(request_id)
-        await publish(request_id)
-
-    channel.publish = spy
-    running = run_in_thread(host)
-    gateway.url = running.url
-    yield gateway
-    running.stop()
-    fake.stop()
-    sim.stop()
-    mp.undo()
+    try:
+        with dev_host(tmp_path_factory.mktemp("enf"), subscriptions, {"sim": SimulatorConfig(api_key=UPSTREAM_KEY)},
+                      env=env, gateway=Gateway) as gateway:
+            gateway.fake = fake.fake
+            yield gateway
+    finally:
+        fake.stop()
 
 
 def raw_stream(gw: Gateway, product: str, op: str, body: dict, headers: dict[str, str]) -> tuple[bytes, str]:

@@ -10,6 +10,7 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from devhost.simulator import SimulatorConfig, serve
+from proxy.broken_stream import UpstreamBroken
 from proxy.capture import CaptureWriter
 from proxy.credentials import Credentials
 from proxy.handler import Proxy
@@ -91,6 +92,18 @@ async def test_backend_too_slow_is_504():
         r = await client.post(CHAT, json={**BODY, "stream": True})
         assert r.status_code == 504 and r.json()["error"]["code"] == "GatewayTimeout"
         assert (await _one_exchange(proxy, ports)).attempts[0].outcome == "timeout"
+        await proxy.aclose()
+
+
+async def test_a_stream_that_goes_silent_is_cut_for_the_client_after_the_idle_timeout():
+    async with serve(SimulatorConfig(token_delay_ms=800)) as sim:
+        proxy, ports, client = _proxy(sim.url, timeouts=Timeouts(idle=0.3))
+        # Over ASGI the app raises out of the body: the server drops the client's connection.
+        with pytest.raises(UpstreamBroken, match="idle timeout"):
+            await client.post(CHAT, json={**BODY, "stream": True})
+        ex = await _one_exchange(proxy, ports)
+        assert ex.response.status == 200 and "[DONE]" not in ex.response.sse
+        assert ex.attempts[0].error == "stream idle timeout" and not ex.client_disconnected
         await proxy.aclose()
 
 

@@ -1,7 +1,8 @@
 """Routing under chaos, end to end: client -> dev host (function_app.py on uvicorn) -> three simulators.
 
 One backend throttles 30% of its calls, one drops 5% of its connections, one is well. Every client
-request must end as a success or an honest 429 (never a 5xx), and the parser (run by the dev host
+request must end as a success, an honest 429 (never a 5xx), or a stream the dropping backend broke
+after its first byte, which the client sees cut (not cleanly ended), and the parser (run by the dev host
 from the local channel) must leave exactly one usage record per request whose backend and attempt
 count match the stored exchange. Also: `GET /health` through the dev host.
 """
@@ -18,11 +19,9 @@ import httpx
 import pytest
 
 import function_app
-from devhost.host import DevHost, run_in_thread
 from devhost.simulator import SimulatorConfig
-from devhost.simulator import run_in_thread as run_simulator
-from devhost.subscriptions import parse_subscriptions
 from shared.exchange import Exchange, from_items
+from tests.devhost_harness import dev_host
 
 CLIENT_KEY = "sk-chaos-CLIENT-SECRET-1234"
 UPSTREAM_KEY = "upstream-CHAOS-SECRET-5678"
@@ -34,38 +33,19 @@ CHAT = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
 @pytest.fixture(scope="module")
 def chaos(tmp_path_factory):
     sims = {
-        "throttling": run_simulator(SimulatorConfig(api_key=UPSTREAM_KEY, throttle_rate=0.3, retry_after_ms=200, seed=11)),
-        "dropping": run_simulator(SimulatorConfig(api_key=UPSTREAM_KEY, drop_rate=0.05, seed=12)),
-        "steady": run_simulator(SimulatorConfig(api_key=UPSTREAM_KEY, seed=13)),
+        "throttling": SimulatorConfig(api_key=UPSTREAM_KEY, throttle_rate=0.3, retry_after_ms=200, seed=11),
+        "dropping": SimulatorConfig(api_key=UPSTREAM_KEY, drop_rate=0.05, seed=12),
+        "steady": SimulatorConfig(api_key=UPSTREAM_KEY, seed=13),
     }
-    tmp = tmp_path_factory.mktemp("chaos")
     env = {
-        "GATEWAY_BACKENDS": json.dumps([
-            {"name": name, "endpoint": sim.url, "auth": {"type": "api_key", "setting": "CHAOS_KEY"}, "deployments": ["gpt-4o"]}
-            for name, sim in sims.items()
-        ]),
-        "CHAOS_KEY": UPSTREAM_KEY,
-        "SQLITE_PATH": str(tmp / "gateway.db"),
-        "CAPTURE_OUTBOX_DIR": str(tmp / "outbox"),
-        "LOG_STORE": "sqlite",
-        "EVENT_CHANNEL": "local",
         # Short so the dropping backend's circuit opens, half-opens and closes again during the run.
         "GATEWAY_CIRCUIT_COOLDOWN_SECONDS": "1",
         "UPSTREAM_FIRST_BYTE_TIMEOUT_SECONDS": "10",
         "UPSTREAM_IDLE_TIMEOUT_SECONDS": "10",
     }
-    mp = pytest.MonkeyPatch()
-    for k, v in env.items():
-        mp.setenv(k, v)
-    host = DevHost(function_app, parse_subscriptions(json.dumps({CLIENT_KEY: {"id": "chaos", "name": "Chaos", "product": "standard"}})))
-    running = run_in_thread(host)
-    try:
-        yield host, running.url, sims, tmp / "gateway.db"
-    finally:
-        running.stop()
-        for sim in sims.values():
-            sim.stop()
-        mp.undo()
+    with dev_host(tmp_path_factory.mktemp("chaos"), {CLIENT_KEY: {"id": "chaos", "name": "Chaos", "product": "standard"}},
+                  sims, deployments=["gpt-4o"], key_setting="CHAOS_KEY", env=env) as gw:
+        yield gw.host, gw.url, gw.sims, gw.db
 
 
 async def _drive(url: str) -> tuple[list[dict], float]:
@@ -77,10 +57,15 @@ async def _drive(url: str) -> tuple[list[dict], float]:
         async def one(i: int) -> None:
             stream = i % 2 == 0
             body = {"messages": [{"role": "user", "content": f"request {i}"}], "stream": stream, "max_tokens": 24}
+            raw, cut = bytearray(), False
             async with gate:
                 async with client.stream("POST", CHAT, json=body, headers={"x-sim-chunks": "6"}) as r:
-                    raw = await r.aread()
-            results.append({"i": i, "stream": stream, "status": r.status_code, "headers": r.headers, "body": raw})
+                    try:
+                        async for chunk in r.aiter_raw():
+                            raw += chunk
+                    except httpx.RemoteProtocolError:  # the gateway cut the connection mid-body
+                        cut = True
+            results.append({"i": i, "stream": stream, "status": r.status_code, "headers": r.headers, "body": bytes(raw), "cut": cut})
 
         started = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(REQUESTS)))
@@ -99,15 +84,19 @@ def test_chaos_every_request_succeeds_or_gets_an_honest_429_and_has_one_matching
 
     outcome = Counter()
     for r in results:
-        if r["status"] == 200:
-            outcome["ok" if _complete(r) else "cut"] += 1
+        if r["status"] == 200 and r["cut"]:
+            assert r["stream"] and b"[DONE]" not in r["body"], r["i"]  # an incomplete answer is never ended cleanly
+            outcome["cut"] += 1
+        elif r["status"] == 200:
+            outcome["ok" if _complete(r) else "ended incomplete"] += 1
         elif r["status"] == 429:
             assert r["headers"].get("retry-after") and json.loads(r["body"])["error"]["code"] == "429"
             outcome["429"] += 1
         else:
             outcome[f"status {r['status']}"] += 1
     dropped = [x for x in sims["dropping"].requests if x.dropped]
-    # A dropped stream had already sent its first bytes: the client gets it cut, nothing spliced in.
+    # A dropped stream had already sent its first bytes: the client's connection is cut too (as AOAI
+    # would have cut it), nothing spliced in, never a clean end that looks complete.
     dropped_streams = [x for x in dropped if json.loads(x.body).get("stream")]
     summary = f"{dict(outcome)} in {elapsed:.1f}s; throttled upstream: {sum(x.status == 429 for x in sims['throttling'].requests)}, dropped upstream: {len(dropped)}"
     print("\nchaos:", summary)
@@ -137,6 +126,9 @@ def test_chaos_every_request_succeeds_or_gets_an_honest_429_and_has_one_matching
         if r["status"] == 200:
             assert r["headers"]["x-gateway-backend"] == ex.backend == ex.attempts[-1].backend
             assert ex.attempts[-1].outcome == "served" and all(a.outcome != "served" for a in ex.attempts[:-1])
+        if r["cut"]:  # the backend's break, recorded on its attempt; the client did not go away
+            assert ex.backend == "dropping" and ex.attempts[-1].error.startswith("stream broken")
+            assert not ex.client_disconnected and not record["client_disconnected"]
     # Failover really happened, within the attempt limit.
     attempts = Counter(len(e.attempts) for e in exchanges.values())
     print("chaos: attempts per request", dict(sorted(attempts.items())))

@@ -22,6 +22,7 @@ from starlette.routing import Route
 from devhost.simulator import SimulatorConfig, serve
 from parser.handler import handle_batch
 from proxy.backends import parse_backends
+from proxy.broken_stream import UpstreamBroken
 from proxy.capture import CaptureWriter
 from proxy.credentials import Credentials
 from proxy.handler import Proxy
@@ -156,13 +157,16 @@ async def test_no_retry_after_the_first_streamed_byte():
     async with simulators(SimulatorConfig(), SimulatorConfig()) as (a, b):
         async with gateway([{"name": "a", "endpoint": a.url, "priority": 1},
                             {"name": "b", "endpoint": b.url, "priority": 2}]) as gw:
-            r = await gw.chat(stream=True, headers={"x-sim-drop-after": "2"})
-            assert r.status_code == 200 and r.headers["x-gateway-backend"] == "a"
+            # The client's body is aborted, not ended: over ASGI the app raises out of the body (the
+            # server then drops the connection; the dev host e2e test shows what a client sees).
+            with pytest.raises(UpstreamBroken, match="ClientPayloadError"):
+                await gw.chat(stream=True, headers={"x-sim-drop-after": "2", "x-gateway-request-id": "cut-1"})
             assert a.requests[0].dropped and not b.requests  # nothing spliced in from another backend
-            assert "[DONE]" not in r.text and r.text.count('"content":') >= 2
-            # The client got exactly the bytes a sent before it hung up.
-            assert r.content == a.requests[0].response
-            ex = await gw.exchange(r)
+            await gw.proxy.capture.drain()
+            ex = await gw.ports.exchanges.load("cut-1")
+            assert ex.backend == "a" and ex.response.status == 200 and not ex.client_disconnected
+            # The exchange keeps exactly the bytes a sent before it hung up.
+            assert ex.response.sse.encode() == a.requests[0].response and "[DONE]" not in ex.response.sse
             assert len(ex.attempts) == 1 and ex.attempts[0].outcome == "served"
             assert ex.attempts[0].error.startswith("stream broken")
             # The break counts against a's health (no retry, but the pool knows).
@@ -198,6 +202,10 @@ async def test_every_backend_cooling_down_gives_429_with_when_the_first_is_free(
             # Both answered 429: the client gets the real answer of the one free soonest.
             assert first.status_code == 429 and first.headers["x-gateway-attempts"] == "2"
             assert first.headers["x-gateway-backend"] == "a" and first.headers["retry-after-ms"] == "2000"
+            assert first.content == a.requests[0].response  # relayed whole, and the relay ended there:
+            relayed = await gw.exchange(first)  # no read of the released answer, no break counted
+            assert [x.error for x in relayed.attempts] == [None, None] and not relayed.client_disconnected
+            assert gw.proxy.pool.snapshot()["a"]["recent_failures"] == 0
             second = await gw.chat()
             assert second.status_code == 429 and second.json()["error"]["code"] == "429"
             assert second.headers["retry-after"] == "2" and 1000 < int(second.headers["retry-after-ms"]) <= 2000
