@@ -66,24 +66,14 @@ def _payloads(events: list[tuple[str | None, str]], result: Consolidated) -> lis
         named.append(event)
         datas.append(data)
     result.events = len(datas)
-    # Fast path: one parse of the events as the items of a JSON array. Each item is a complete
-    # JSON text, so this is only valid when every event is; the item count guards against
-    # broken events that happen to combine, and anything odd falls back to one parse per event.
-    parsed: list[Any] | None = None
-    if datas:
+    # One parse per event: joining events into one JSON array would let two broken events combine
+    # into a valid one (`{"x": [1` + `2]}, 3`).
+    parsed: list[Any] = []
+    for data in datas:
         try:
-            joined = orjson.loads("[" + ",".join(datas) + "]")
-            if len(joined) == len(datas):
-                parsed = joined
+            parsed.append(orjson.loads(data))
         except orjson.JSONDecodeError:
-            parsed = None
-    if parsed is None:
-        parsed = []
-        for data in datas:
-            try:
-                parsed.append(orjson.loads(data))
-            except orjson.JSONDecodeError:
-                parsed.append(None)
+            parsed.append(None)
     out = [(name, payload) for name, payload in zip(named, parsed) if isinstance(payload, dict)]
     result.bad_events = len(datas) - len(out)
     if result.bad_events:
