@@ -396,7 +396,9 @@ def _scrub(value: Any) -> Any:
 
     Details live beside the record (Cosmos items are limited to 2 MB); the raw exchange keeps the payloads.
     """
-    return _summarize(redact_body_secrets(value))
+    # Summarize first: redaction then never walks embedding vectors (the same result, as a summary
+    # only replaces payloads no redaction rule looks into, and a secret field is replaced whole).
+    return redact_body_secrets(_summarize(value))
 
 
 def _summarize(value: Any) -> Any:

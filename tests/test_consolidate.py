@@ -220,3 +220,10 @@ def test_older_prompt_annotations_name_is_merged_too():
     body = consolidate("chat.completions", sse(older, *[json.loads(e) for e in _events(text_stream(["x"]))])).body
     assert [p["prompt_index"] for p in body["prompt_filter_results"]] == [0, 1]
     assert body["prompt_filter_results"][0]["content_filter_results"]["sexual"]["severity"] == "low"
+
+
+def test_responses_stream_broken_events_never_combine_into_one():
+    # Each half is invalid JSON; joined into one array they would parse as a bogus event.
+    stream = 'event: response.created\ndata: {"x": [1\n\nevent: response.created\ndata: 2]}, 3\n\n'
+    result = consolidate("responses", stream)
+    assert result.bad_events == 2 and result.events == 2

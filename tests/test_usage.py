@@ -250,3 +250,24 @@ def test_credentials_in_the_body_never_reach_the_details():
     assert "sekrit" not in text
     assert details["request"]["data_sources"][0]["parameters"]["authentication"] == {"type": "api_key", "key": "[REDACTED]"}
     assert details["request"]["tools"][0]["function"]["parameters"]["properties"]["key"] == {"type": "string"}
+
+
+def test_details_scrub_summarizes_then_redacts_with_the_same_result_as_the_other_order():
+    # `_scrub` summarizes payloads before redacting (so redaction never walks embedding vectors);
+    # every rule of either step must give what redacting first gives.
+    from shared.redaction import redact_body_secrets
+    from shared.usage import _scrub, _summarize
+
+    url = "data:image/png;base64," + "A" * 5000
+    body = {
+        "data": [{"object": "embedding", "embedding": [0.1] * 1536}, {"embedding": "QUJD" * 100}],
+        "password": url, "api_key": [1, 2, 3], "client_secret": {"embedding": [1.0], "api_key": "k"},
+        "data_sources": [{"parameters": {"authentication": {"type": "api_key", "key": url, "embedding": [2.0]}}}],
+        "messages": [{"content": [{"image_url": {"url": url}}, {"b64_json": "x" * 99}]}],
+        "tools": [{"function": {"parameters": {"properties": {"password": {"type": "string"}}}}}],
+    }
+    scrubbed = _scrub(body)
+    assert scrubbed == _summarize(redact_body_secrets(body))
+    assert scrubbed["password"] == scrubbed["api_key"] == "[REDACTED]"
+    assert scrubbed["data"][0]["embedding"] == "[1536 values omitted]"
+    assert scrubbed["data_sources"][0]["parameters"]["authentication"]["key"] == "[REDACTED]"
