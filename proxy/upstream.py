@@ -102,6 +102,9 @@ class UpstreamClient:
                 auto_decompress=True,
                 skip_auto_headers=("User-Agent", "Accept-Encoding", "Content-Type"),
                 raise_for_status=False,
+                # One session serves every client: a cookie one AOAI answer set must never ride
+                # on another client's request (and the proxy forwards Set-Cookie untouched).
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
 
