@@ -24,9 +24,7 @@ import argparse
 import asyncio
 import json
 import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -41,12 +39,12 @@ import httpx
 import orjson
 from azure.core.credentials import AzureKeyCredential
 
+from bench.servers import ROOT, Server, free_port, start
 from devhost.fakes.content_safety import FakeContentSafety
 from proxy.enforcement import enforce
 from shared.safety.client import AzureContentSafety
 from shared.safety.config import StreamPolicy
 
-ROOT = Path(__file__).resolve().parent.parent
 KEYS = {"monitor": "bench-monitor-key", "enforce": "bench-enforce-key"}
 SAFETY_KEY = "bench-safety-key"
 CHAT = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
@@ -62,32 +60,13 @@ def answer_pieces(chunks: int, piece_chars: int) -> list[str]:
 # --------------------------------------------------------------------------------- through the dev host
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _wait_listening(port: int, proc: subprocess.Popen[bytes], timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args!r} exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on {port}")
-
-
 @contextmanager
 def _processes(window: int, overlap: int, latency_ms: float, interval_ms: float):
     """Simulator, fake Content Safety and dev host as their own processes; yields the gateway URL."""
     py = sys.executable
-    sim_port, safety_port, gw_port = _free_port(), _free_port(), _free_port()
-    procs: list[subprocess.Popen[bytes]] = []
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    sim_port, safety_port, gw_port = free_port(), free_port(), free_port()
+    servers: list[Server] = []
+    env = {"PYTHONPATH": str(ROOT)}
     with tempfile.TemporaryDirectory() as tmp:
         settings = Path(tmp) / "local.settings.json"
         settings.write_text(json.dumps({"Values": {
@@ -104,22 +83,19 @@ def _processes(window: int, overlap: int, latency_ms: float, interval_ms: float)
             "CONTENT_SAFETY_STREAM_WINDOW_OVERLAP": str(overlap),
         }}))
         commands = [
-            ([py, "-m", "devhost.simulator", "--port", str(sim_port), "--no-log", "--token-delay-ms", str(interval_ms)],
-             sim_port),
-            ([py, "-m", "devhost.fakes.content_safety", "--port", str(safety_port), "--latency-ms", str(latency_ms),
-              "--key", SAFETY_KEY], safety_port),
-            ([py, "-m", "devhost", "--port", str(gw_port), "--settings", str(settings)], gw_port),
+            ("simulator", [py, "-m", "devhost.simulator", "--port", str(sim_port), "--no-log", "--token-delay-ms",
+                           str(interval_ms)], sim_port),
+            ("content-safety", [py, "-m", "devhost.fakes.content_safety", "--port", str(safety_port), "--latency-ms",
+                                str(latency_ms), "--key", SAFETY_KEY], safety_port),
+            ("devhost", [py, "-m", "devhost", "--port", str(gw_port), "--settings", str(settings)], gw_port),
         ]
         try:
-            for command, port in commands:
-                procs.append(subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
-                                              stderr=subprocess.DEVNULL))
-                _wait_listening(port, procs[-1])
-            yield f"http://127.0.0.1:{gw_port}", procs[-1].pid
+            for name, command, port in commands:
+                servers.append(start(name, command, port, Path(tmp), env))
+            yield servers[-1].url, servers[-1].proc.pid
         finally:
-            for p in reversed(procs):
-                p.terminate()
-                p.wait(timeout=15)
+            for server in reversed(servers):
+                server.stop()
 
 
 async def _one(client: httpx.AsyncClient, mode: str, headers: dict[str, str]) -> tuple[float, float, float]:

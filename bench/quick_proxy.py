@@ -13,10 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import socket
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,29 +21,14 @@ from pathlib import Path
 
 import httpx
 
-ROOT = Path(__file__).resolve().parent.parent
+if not __package__:  # run as `python bench/quick_proxy.py`: make the `bench` package importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from bench.servers import ROOT, Server, free_port, start  # noqa: E402
+
 KEY = "bench-key"
 BODY = {"messages": [{"role": "user", "content": "Say hello"}], "stream": True}
 PATH = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def wait_listening(port: int, proc: subprocess.Popen, timeout: float = 30) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"process exited with {proc.returncode}")
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.2):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listening on {port}")
 
 
 async def one(client: httpx.AsyncClient) -> tuple[float, float]:
@@ -92,7 +74,7 @@ def main() -> int:
     args = ap.parse_args()
     py = sys.executable
     sim_port, gw_port = free_port(), free_port()
-    procs = []
+    servers: list[Server] = []
     with tempfile.TemporaryDirectory() as tmp:
         settings = Path(tmp) / "local.settings.json"
         settings.write_text(json.dumps({"Values": {
@@ -102,21 +84,16 @@ def main() -> int:
             "SQLITE_PATH": str(Path(tmp) / "gateway.db"),
             "CAPTURE_OUTBOX_DIR": str(Path(tmp) / "outbox"),
         }}))
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = {"PYTHONPATH": str(ROOT)}
         try:
-            procs.append(subprocess.Popen([py, "-m", "devhost.simulator", "--port", str(sim_port), "--no-log"],
-                                          cwd=ROOT, env=env, stdout=subprocess.DEVNULL))
-            wait_listening(sim_port, procs[-1])
-            procs.append(subprocess.Popen([py, "-m", "devhost", "--port", str(gw_port), "--settings", str(settings)],
-                                          cwd=ROOT, env=env, stdout=subprocess.DEVNULL))
-            wait_listening(gw_port, procs[-1])
-            direct, proxied = asyncio.run(
-                measure(f"http://127.0.0.1:{sim_port}", f"http://127.0.0.1:{gw_port}", args.requests, args.warmup)
-            )
+            servers.append(start("simulator", [py, "-m", "devhost.simulator", "--port", str(sim_port), "--no-log"],
+                                 sim_port, Path(tmp), env))
+            servers.append(start("devhost", [py, "-m", "devhost", "--port", str(gw_port), "--settings", str(settings)],
+                                 gw_port, Path(tmp), env))
+            direct, proxied = asyncio.run(measure(servers[0].url, servers[1].url, args.requests, args.warmup))
         finally:
-            for p in procs:
-                p.terminate()
-                p.wait(timeout=15)
+            for server in servers:
+                server.stop()
     print(f"streamed chat completions, concurrency 1, {args.requests} requests each (after {args.warmup} warm-up)")
     print(f"{'':24}{'p50':>9}{'p90':>9}{'p99':>9}  (ms)")
     for label, (ttfb, total) in (("direct", direct), ("through dev host", proxied)):

@@ -16,17 +16,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
-import subprocess
 import sys
 import tempfile
 from pathlib import Path
 
 import httpx
 
-from bench.quick_proxy import KEY, free_port, one, pct, wait_listening
-
-ROOT = Path(__file__).resolve().parent.parent
+from bench.quick_proxy import KEY, one, pct
+from bench.servers import ROOT, Server, free_port, start
 
 
 def _settings(tmp: Path, name: str, backends: list[dict]) -> Path:
@@ -75,27 +72,22 @@ def main() -> int:
         {"name": "ptu-b", "endpoint": sim, "auth": auth, "deployment_map": {"gpt-4o": "gpt-4o-b"}, "priority": 1, "weight": 3},
         {"name": "paygo", "endpoint": sim, "auth": auth, "deployments": ["gpt-4o"], "priority": 2},
     ]
-    procs: list[subprocess.Popen] = []
+    servers: list[Server] = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        env = {"PYTHONPATH": str(ROOT)}
         try:
-            procs.append(subprocess.Popen([py, "-m", "devhost.simulator", "--port", str(sim_port), "--no-log"],
-                                          cwd=ROOT, env=env, stdout=subprocess.DEVNULL))
-            wait_listening(sim_port, procs[-1])
-            urls = []
+            servers.append(start("simulator", [py, "-m", "devhost.simulator", "--port", str(sim_port), "--no-log"],
+                                 sim_port, tmp, env))
             for name, backends in (("single", single), ("pool", pool)):
                 port = free_port()
-                procs.append(subprocess.Popen(
-                    [py, "-m", "devhost", "--port", str(port), "--settings", str(_settings(tmp, name, backends))],
-                    cwd=ROOT, env=env, stdout=subprocess.DEVNULL))
-                wait_listening(port, procs[-1])
-                urls.append(f"http://127.0.0.1:{port}")
-            single_s, pool_s = asyncio.run(measure(urls, args.requests, args.warmup))
+                servers.append(start(
+                    name, [py, "-m", "devhost", "--port", str(port), "--settings", str(_settings(tmp, name, backends))],
+                    port, tmp, env))
+            single_s, pool_s = asyncio.run(measure([s.url for s in servers[1:]], args.requests, args.warmup))
         finally:
-            for p in procs:
-                p.terminate()
-                p.wait(timeout=15)
+            for server in servers:
+                server.stop()
     print(f"streamed chat completions, concurrency 1, {args.requests} requests each (after {args.warmup} warm-up)")
     print(f"{'':24}{'p50':>9}{'p90':>9}{'p99':>9}  (ms)")
     for label, (ttfb, total) in (("single backend", single_s), ("three-backend pool", pool_s)):
