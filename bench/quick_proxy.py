@@ -47,24 +47,38 @@ async def one(client: httpx.AsyncClient) -> tuple[float, float]:
 Samples = tuple[list[float], list[float]]
 
 
-async def measure(direct_url: str, proxied_url: str, n: int, warmup: int) -> tuple[Samples, Samples]:
-    """Alternate direct and proxied requests, so machine noise hits both paths alike."""
-    out: tuple[Samples, Samples] = (([], []), ([], []))
-    async with (
-        httpx.AsyncClient(base_url=direct_url, timeout=30, headers={"api-key": KEY}) as direct,
-        httpx.AsyncClient(base_url=proxied_url, timeout=30, headers={"api-key": KEY}) as proxied,
-    ):
+async def measure(urls: list[str], n: int, warmup: int) -> list[Samples]:
+    """Alternate between the URLs request by request, so machine noise hits every path alike."""
+    out: list[Samples] = [([], []) for _ in urls]
+    clients = [httpx.AsyncClient(base_url=u, timeout=30, headers={"api-key": KEY}) for u in urls]
+    try:
         for i in range(warmup + n):
-            for (ttfb, total), client in zip(out, (direct, proxied)):
+            for (ttfb, total), client in zip(out, clients):
                 first, whole = await one(client)
                 if i >= warmup:
                     ttfb.append(first)
                     total.append(whole)
+    finally:
+        for client in clients:
+            await client.aclose()
     return out
 
 
 def pct(values: list[float], p: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1] if p < 100 else max(values)
+
+
+def print_table(requests: int, warmup: int, base: tuple[str, Samples], other: tuple[str, Samples],
+                diff_label: str) -> None:
+    """p50/p90/p99 of both paths, then `other` minus `base` per percentile."""
+    print(f"streamed chat completions, concurrency 1, {requests} requests each (after {warmup} warm-up)")
+    print(f"{'':24}{'p50':>9}{'p90':>9}{'p99':>9}  (ms)")
+    for label, (ttfb, total) in (base, other):
+        print(f"{label + ' ttfb':24}{pct(ttfb, 50):9.2f}{pct(ttfb, 90):9.2f}{pct(ttfb, 99):9.2f}")
+        print(f"{label + ' total':24}{pct(total, 50):9.2f}{pct(total, 90):9.2f}{pct(total, 99):9.2f}")
+    for i, what in ((0, "ttfb"), (1, "total")):
+        diffs = [pct(other[1][i], p) - pct(base[1][i], p) for p in (50, 90, 99)]
+        print(f"{diff_label + ' ' + what:24}" + "".join(f"{d:9.2f}" for d in diffs))
 
 
 def main() -> int:
@@ -90,19 +104,11 @@ def main() -> int:
                                  sim_port, Path(tmp), env))
             servers.append(start("devhost", [py, "-m", "devhost", "--port", str(gw_port), "--settings", str(settings)],
                                  gw_port, Path(tmp), env))
-            direct, proxied = asyncio.run(measure(servers[0].url, servers[1].url, args.requests, args.warmup))
+            direct, proxied = asyncio.run(measure([s.url for s in servers], args.requests, args.warmup))
         finally:
             for server in servers:
                 server.stop()
-    print(f"streamed chat completions, concurrency 1, {args.requests} requests each (after {args.warmup} warm-up)")
-    print(f"{'':24}{'p50':>9}{'p90':>9}{'p99':>9}  (ms)")
-    for label, (ttfb, total) in (("direct", direct), ("through dev host", proxied)):
-        print(f"{label + ' ttfb':24}{pct(ttfb, 50):9.2f}{pct(ttfb, 90):9.2f}{pct(ttfb, 99):9.2f}")
-        print(f"{label + ' total':24}{pct(total, 50):9.2f}{pct(total, 90):9.2f}{pct(total, 99):9.2f}")
-    print(f"{'added ttfb':24}{pct(proxied[0], 50) - pct(direct[0], 50):9.2f}"
-          f"{pct(proxied[0], 90) - pct(direct[0], 90):9.2f}{pct(proxied[0], 99) - pct(direct[0], 99):9.2f}")
-    print(f"{'added total':24}{pct(proxied[1], 50) - pct(direct[1], 50):9.2f}"
-          f"{pct(proxied[1], 90) - pct(direct[1], 90):9.2f}{pct(proxied[1], 99) - pct(direct[1], 99):9.2f}")
+    print_table(args.requests, args.warmup, ("direct", direct), ("through dev host", proxied), "added")
     return 0
 
 

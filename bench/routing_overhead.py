@@ -20,9 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-import httpx
-
-from bench.quick_proxy import KEY, one, pct
+from bench.quick_proxy import KEY, measure, print_table
 from bench.servers import ROOT, Server, free_port, start
 
 
@@ -35,26 +33,6 @@ def _settings(tmp: Path, name: str, backends: list[dict]) -> Path:
         "CAPTURE_OUTBOX_DIR": str(tmp / f"{name}-outbox"),
     }}))
     return path
-
-
-Samples = tuple[list[float], list[float]]
-
-
-async def measure(urls: list[str], n: int, warmup: int) -> list[Samples]:
-    """Alternate between the gateways, so machine noise hits both alike."""
-    out: list[Samples] = [([], []) for _ in urls]
-    clients = [httpx.AsyncClient(base_url=u, timeout=30, headers={"api-key": KEY}) for u in urls]
-    try:
-        for i in range(warmup + n):
-            for (ttfb, total), client in zip(out, clients):
-                first, whole = await one(client)
-                if i >= warmup:
-                    ttfb.append(first)
-                    total.append(whole)
-    finally:
-        for client in clients:
-            await client.aclose()
-    return out
 
 
 def main() -> int:
@@ -88,14 +66,8 @@ def main() -> int:
         finally:
             for server in servers:
                 server.stop()
-    print(f"streamed chat completions, concurrency 1, {args.requests} requests each (after {args.warmup} warm-up)")
-    print(f"{'':24}{'p50':>9}{'p90':>9}{'p99':>9}  (ms)")
-    for label, (ttfb, total) in (("single backend", single_s), ("three-backend pool", pool_s)):
-        print(f"{label + ' ttfb':24}{pct(ttfb, 50):9.2f}{pct(ttfb, 90):9.2f}{pct(ttfb, 99):9.2f}")
-        print(f"{label + ' total':24}{pct(total, 50):9.2f}{pct(total, 90):9.2f}{pct(total, 99):9.2f}")
-    for i, what in ((0, "ttfb"), (1, "total")):
-        diffs = [pct(pool_s[i], p) - pct(single_s[i], p) for p in (50, 90, 99)]
-        print(f"{'pool - single ' + what:24}" + "".join(f"{d:9.2f}" for d in diffs))
+    print_table(args.requests, args.warmup, ("single backend", single_s), ("three-backend pool", pool_s),
+                "pool - single")
     return 0
 
 
