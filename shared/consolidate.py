@@ -88,19 +88,48 @@ _HEADER_KEYS = ("id", "model", "system_fingerprint")
 _DELTA_KEYS = frozenset(("role", "content", "refusal", "tool_calls", "function_call"))
 
 
-class _ChatChoice:
-    __slots__ = ("index", "role", "content", "refusal", "tool_calls", "function_call", "finish", "logprobs", "filters", "extra")
+class _Choice:
+    """What chat and legacy-completions choices merge alike: finish_reason, logprobs, filter results."""
+
+    __slots__ = ("index", "finish", "logprobs", "filters")
 
     def __init__(self, index: int) -> None:
         self.index = index
+        self.finish: str | None = None
+        self.logprobs: dict[str, list[Any]] | None = None
+        self.filters: dict[str, Any] | None = None
+
+    def _outcome(self, choice: dict[str, Any]) -> None:
+        reason = choice.get("finish_reason")
+        if reason and type(reason) is str and self.finish != "content_filter":
+            # Annotation frames after the stop chunk carry no finish_reason: never un-set it. A
+            # content_filter verdict outranks the stop that may precede it.
+            self.finish = reason
+        logprobs = choice.get("logprobs")
+        if logprobs:
+            self.logprobs = _merge_logprobs(self.logprobs, logprobs)
+        if "content_filter_results" in choice:
+            self.filters = filter_results.merge(self.filters or {}, choice["content_filter_results"])
+
+    def _finish(self, out: dict[str, Any]) -> dict[str, Any]:
+        """`out` (index and body already in place) with finish_reason, logprobs and filter results."""
+        out["finish_reason"] = self.finish
+        out["logprobs"] = self.logprobs
+        if self.filters is not None:
+            out["content_filter_results"] = self.filters
+        return out
+
+
+class _ChatChoice(_Choice):
+    __slots__ = ("role", "content", "refusal", "tool_calls", "function_call", "extra")
+
+    def __init__(self, index: int) -> None:
+        super().__init__(index)
         self.role: str | None = None
         self.content: list[str] = []
         self.refusal: list[str] = []
         self.tool_calls: dict[int, dict[str, Any]] = {}
         self.function_call: dict[str, str] | None = None
-        self.finish: str | None = None
-        self.logprobs: dict[str, list[Any]] | None = None
-        self.filters: dict[str, Any] | None = None
         self.extra: dict[str, Any] = {}
 
     def add(self, choice: dict[str, Any]) -> None:
@@ -112,16 +141,7 @@ class _ChatChoice:
                 self.content.append(content)
             elif delta:
                 self._delta(delta)
-        reason = choice.get("finish_reason")
-        if reason and type(reason) is str and self.finish != "content_filter":
-            # Annotation frames after the stop chunk carry no finish_reason: never un-set it. A
-            # content_filter verdict outranks the stop that may precede it.
-            self.finish = reason
-        logprobs = choice.get("logprobs")
-        if logprobs:
-            self.logprobs = _merge_logprobs(self.logprobs, logprobs)
-        if "content_filter_results" in choice:
-            self.filters = filter_results.merge(self.filters or {}, choice["content_filter_results"])
+        self._outcome(choice)
 
     def _delta(self, delta: dict[str, Any]) -> None:
         role = delta.get("role")
@@ -179,40 +199,24 @@ class _ChatChoice:
         if self.function_call:
             message["function_call"] = self.function_call
         message.update(self.extra)
-        out: dict[str, Any] = {"index": self.index, "message": message, "finish_reason": self.finish, "logprobs": self.logprobs}
-        if self.filters is not None:
-            out["content_filter_results"] = self.filters
-        return out
+        return self._finish({"index": self.index, "message": message})
 
 
-class _CompletionChoice:
-    __slots__ = ("index", "text", "finish", "logprobs", "filters")
+class _CompletionChoice(_Choice):
+    __slots__ = ("text",)
 
     def __init__(self, index: int) -> None:
-        self.index = index
+        super().__init__(index)
         self.text: list[str] = []
-        self.finish: str | None = None
-        self.logprobs: dict[str, list[Any]] | None = None
-        self.filters: dict[str, Any] | None = None
 
     def add(self, choice: dict[str, Any]) -> None:
         text = choice.get("text")
         if type(text) is str:
             self.text.append(text)
-        reason = choice.get("finish_reason")
-        if reason and type(reason) is str and self.finish != "content_filter":
-            self.finish = reason
-        logprobs = choice.get("logprobs")
-        if logprobs:
-            self.logprobs = _merge_logprobs(self.logprobs, logprobs)
-        if "content_filter_results" in choice:
-            self.filters = filter_results.merge(self.filters or {}, choice["content_filter_results"])
+        self._outcome(choice)
 
     def build(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"index": self.index, "text": "".join(self.text), "finish_reason": self.finish, "logprobs": self.logprobs}
-        if self.filters is not None:
-            out["content_filter_results"] = self.filters
-        return out
+        return self._finish({"index": self.index, "text": "".join(self.text)})
 
 
 def _merge_logprobs(current: dict[str, list[Any]] | None, new: Any) -> dict[str, list[Any]] | None:
