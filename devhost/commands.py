@@ -56,6 +56,19 @@ def _missing(db_path: Path) -> int:
     return 1
 
 
+def _records_since(args: argparse.Namespace, example: str = "") -> tuple[Path, list[dict[str, Any]]] | int:
+    """The database and its records from `--since` on, or the exit code once the user has been told why not."""
+    db_path = database_path(args.settings)
+    try:
+        since = since_filter(args.since) if args.since else None
+    except ValueError:
+        print(f"--since: {args.since!r} is not an ISO-8601 date or time{example}", file=sys.stderr)
+        return 2
+    if not db_path.is_file():
+        return _missing(db_path)
+    return db_path, read_records(db_path, since)
+
+
 def _settings_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--settings", default="local.settings.json", help="Core Tools settings file to load")
 
@@ -68,16 +81,10 @@ def records_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def records_command(args: argparse.Namespace) -> int:
-    db_path = database_path(args.settings)
-    try:
-        since = since_filter(args.since) if args.since else None
-    except ValueError:
-        print(f"--since: {args.since!r} is not an ISO-8601 date or time (e.g. 2025-09-15 or 2025-09-15T10:00:00Z)",
-              file=sys.stderr)
-        return 2
-    if not db_path.is_file():
-        return _missing(db_path)
-    records = read_records(db_path, since)
+    loaded = _records_since(args, example=" (e.g. 2025-09-15 or 2025-09-15T10:00:00Z)")
+    if isinstance(loaded, int):
+        return loaded
+    db_path, records = loaded
     if args.json:
         for record in records:
             print(json.dumps(record, ensure_ascii=False, sort_keys=True))
@@ -95,15 +102,10 @@ def report_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def report_command(args: argparse.Namespace) -> int:
-    db_path = database_path(args.settings)
-    try:
-        since = since_filter(args.since) if args.since else None
-    except ValueError:
-        print(f"--since: {args.since!r} is not an ISO-8601 date or time", file=sys.stderr)
-        return 2
-    if not db_path.is_file():
-        return _missing(db_path)
-    lines = report(read_records(db_path, since))
+    loaded = _records_since(args)
+    if isinstance(loaded, int):
+        return loaded
+    lines = report(loaded[1])
     if args.json:
         for line in lines:
             print(json.dumps(asdict(line), sort_keys=True))
