@@ -148,9 +148,7 @@ async def _measure(url: str, pid: int, concurrency: Sequence[int], rounds: dict[
                 results.append({
                     "mode": mode, "concurrency": conc, "requests": len(rows),
                     "devhost_cpu_ms_per_request": round(cpu[mode] * 1000 / len(rows), 2),
-                    "ttfb_ms": _summary([r[0] for r in rows]),
-                    "first_text_ms": _summary([r[1] for r in rows]),
-                    "total_ms": _summary([r[2] for r in rows]),
+                    **_timings(rows),
                 })
     return results
 
@@ -174,14 +172,9 @@ async def run(
     headers = {"x-sim-content": quote("".join(pieces)), "x-sim-chunks": str(chunks)}
     with _processes(window, overlap, latency_ms, interval_ms) as (url, pid):
         results = await _measure(url, pid, concurrency, rounds, warmup, headers)
-    return {
-        "setup": {"path": "client -> dev host (uvicorn, function app) -> simulator; analyser = fake Content Safety",
-                  "answer_chars": chunks * piece_chars, "chunks": chunks, "interval_ms": interval_ms,
-                  "analyser_latency_ms": latency_ms, "window": window, "overlap": overlap,
-                  "analyser_calls_per_request": _calls(chunks * piece_chars, window, overlap)},
-        "results": results,
-        "added": _added(results),
-    }
+    return _result("client -> dev host (uvicorn, function app) -> simulator; analyser = fake Content Safety", results,
+                   chunks=chunks, piece_chars=piece_chars, interval_ms=interval_ms, latency_ms=latency_ms,
+                   window=window, overlap=overlap)
 
 
 # --------------------------------------------------------------------------------- the transformer alone
@@ -245,21 +238,14 @@ async def run_transformer(
                         _one_transformed(events, interval_ms / 1000, client, policy) for _ in range(conc)))
                     results.append({
                         "mode": mode, "concurrency": conc, "requests": len(rows),
-                        "ttfb_ms": _summary([r[0] for r in rows]),
-                        "first_text_ms": _summary([r[1] for r in rows]),
-                        "total_ms": _summary([r[2] for r in rows]),
+                        **_timings(rows),
                     })
             await client.close()
     finally:
         await fake.stop()
-    return {
-        "setup": {"path": "proxy.enforcement.enforce in-process; analyser = fake Content Safety",
-                  "answer_chars": chunks * piece_chars, "chunks": chunks, "interval_ms": interval_ms,
-                  "analyser_latency_ms": latency_ms, "window": window, "overlap": overlap,
-                  "analyser_calls_per_request": _calls(chunks * piece_chars, window, overlap)},
-        "results": results,
-        "added": _added(results),
-    }
+    return _result("proxy.enforcement.enforce in-process; analyser = fake Content Safety", results,
+                   chunks=chunks, piece_chars=piece_chars, interval_ms=interval_ms, latency_ms=latency_ms,
+                   window=window, overlap=overlap)
 
 
 # --------------------------------------------------------------------------------- numbers
@@ -269,6 +255,25 @@ def _summary(values: list[float]) -> dict[str, float]:
     ordered = sorted(values)
     p95 = ordered[min(len(ordered) - 1, int(round(0.95 * (len(ordered) - 1))))]
     return {"p50": round(statistics.median(ordered), 1), "p95": round(p95, 1)}
+
+
+def _timings(rows: list[tuple[float, float, float]]) -> dict[str, dict[str, float]]:
+    """p50/p95 of (first byte, first text, last byte) rows."""
+    metrics = ("ttfb_ms", "first_text_ms", "total_ms")
+    return {metric: _summary([r[i] for r in rows]) for i, metric in enumerate(metrics)}
+
+
+def _result(path: str, results: list[dict[str, Any]], *, chunks: int, piece_chars: int, interval_ms: float,
+            latency_ms: float, window: int, overlap: int) -> dict[str, Any]:
+    """What `run` and `run_transformer` return: the setup, the rows and what enforce added."""
+    return {
+        "setup": {"path": path,
+                  "answer_chars": chunks * piece_chars, "chunks": chunks, "interval_ms": interval_ms,
+                  "analyser_latency_ms": latency_ms, "window": window, "overlap": overlap,
+                  "analyser_calls_per_request": _calls(chunks * piece_chars, window, overlap)},
+        "results": results,
+        "added": _added(results),
+    }
 
 
 def _added(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
