@@ -135,6 +135,10 @@ class ExchangeRecorder:
                 )
             else:
                 body, encoding = encode_body(raw, self.content_type)
+                if encoding == "json":
+                    # An answer can echo request configuration (a Responses API `tools` entry
+                    # with its headers): the same rule as for request bodies.
+                    body = redact_body_secrets(body)
                 response = CapturedResponse(
                     status=self.status, headers=self.response_headers, body=body,
                     body_encoding=encoding, body_bytes=len(raw),

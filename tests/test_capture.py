@@ -154,3 +154,15 @@ async def test_submit_does_not_wait_for_the_store():
     gate.set()
     await writer.drain()
     assert writer.pending == 0 and ports.channel.published == ["rid-1"]
+
+
+def test_credentials_echoed_in_a_json_response_are_redacted():
+    rec = ExchangeRecorder("rid-4", Identity())
+    rec.set_request("POST", "/openai/v1/responses", [], [("content-type", "application/json")], b'{"model": "m"}')
+    rec.set_response(200, [("content-type", "application/json")])
+    rec.chunks.append(orjson.dumps({"id": "resp_1", "output": [], "tools": [
+        {"type": "mcp", "server_url": "https://mcp.example", "headers": {"Authorization": "Bearer mcp-token-5"}}]}))
+    ex = rec.finish()
+    assert b"mcp-token-5" not in ex.to_json()
+    assert ex.response.body["tools"][0]["headers"] == {"Authorization": "[REDACTED]"}
+    assert ex.response.body["id"] == "resp_1"
