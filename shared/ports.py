@@ -1,7 +1,7 @@
 """The I/O boundaries, as small protocols. Each has an Azure adapter and an embedded one.
 
 Azure: Cosmos DB (stores), Event Hubs (channel), Application Insights (sink).
-Embedded: SQLite (stores), an in-process queue (channel), SQLite (sink).
+Embedded: SQLite (stores, records included), an in-process queue (channel), a log line per record (sink).
 Wiring picks one of each from app settings, in one place (`shared/wiring.py`).
 """
 
