@@ -1,13 +1,21 @@
 # Quick start: `make run` (gateway on http://127.0.0.1:7071 with the AOAI simulator) and `make test`.
-PYTHON ?= python3.11
+# Python 3.13: the one on PATH if it runs, else pyenv's or the system's build. Override with PYTHON=...
+PYTHON ?= $(shell for p in python3.13 $$HOME/.pyenv/versions/3.13*/bin/python3.13 /usr/local/bin/python3.13 /usr/bin/python3.13; do \
+	"$$p" -c 'import sys; assert sys.version_info[:2] == (3, 13)' >/dev/null 2>&1 && { echo "$$p"; break; }; done)
 VENV ?= .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed
+STAMP := $(VENV)/.installed-py3.13
 
 .PHONY: run test bench venv iac-venv clean
 
+# A venv from another Python (an older checkout's 3.11) is made again.
+define fresh_venv
+	@test -n "$(PYTHON)" || { echo "make: Python 3.13 not found: install python3.13 (or pyenv install 3.13) or set PYTHON=/path/to/python3.13" >&2; exit 1; }
+	@$(1)/bin/python -c 'import sys; assert sys.version_info[:2] == (3, 13)' >/dev/null 2>&1 || { rm -rf $(1) && $(PYTHON) -m venv $(1); }
+endef
+
 $(STAMP): requirements.txt requirements-dev.txt
-	@test -x $(PY) || $(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+	$(call fresh_venv,$(VENV))
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -r requirements-dev.txt
 	@touch $(STAMP)
@@ -16,10 +24,10 @@ venv: $(STAMP)
 
 # IaC checks (pycep-parser, checkov) live in their own venv: their pins conflict with the app's.
 IAC_VENV ?= .venv-iac
-IAC_STAMP := $(IAC_VENV)/.installed
+IAC_STAMP := $(IAC_VENV)/.installed-py3.13
 
 $(IAC_STAMP): requirements-iac.txt
-	@test -x $(IAC_VENV)/bin/python || $(PYTHON) -m venv $(IAC_VENV) || python3 -m venv $(IAC_VENV)
+	$(call fresh_venv,$(IAC_VENV))
 	$(IAC_VENV)/bin/python -m pip install --quiet --upgrade pip
 	$(IAC_VENV)/bin/python -m pip install --quiet -r requirements-iac.txt
 	@touch $(IAC_STAMP)

@@ -5,6 +5,7 @@ Ports and the proxy are built once, lazily, inside the worker's event loop on fi
 """
 
 import functools
+import typing
 
 import azure.functions as func
 import orjson
@@ -110,7 +111,8 @@ async def health(req: Request) -> Response:
     consumer_group="%EVENT_HUB_CONSUMER_GROUP%",
     cardinality=func.Cardinality.MANY,
 )
-async def parse_exchanges(events: list[func.EventHubEvent]) -> None:
+# typing.List, not list[...]: the Functions worker rejects PEP 585 generics as binding annotations.
+async def parse_exchanges(events: typing.List[func.EventHubEvent]) -> None:  # noqa: UP006
     """Each event names a stored exchange; see parser/handler.py for retries and dead letters."""
     from parser.handler import handle_batch
 
