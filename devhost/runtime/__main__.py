@@ -114,14 +114,21 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--app-dir", type=Path, default=Path(app_dir()))
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=7072)
+    serve.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    serve.add_argument("--keep-runtime-leak", action="store_true",
+                       help="do not release the runtime's per-invocation HTTP entries (bench: shows the leak)")
     args = parser.parse_args(argv)
     directory = args.app_dir.resolve()
     sys.path.insert(0, str(directory))
     if args.command == "index":
         return asyncio.run(_index(directory))
+    if args.keep_runtime_leak:
+        import proxy.runtime_leak
+
+        proxy.runtime_leak.release_http_invocations = lambda: False  # function_app calls it on import
     import uvicorn
 
-    uvicorn.run(RuntimeHost(directory), host=args.host, port=args.port, loop="uvloop", http="httptools",
+    uvicorn.run(RuntimeHost(directory), host=args.host, port=args.port, loop=args.loop, http="httptools",
                 log_level="warning", access_log=False, server_header=False, date_header=False)
     return 0
 

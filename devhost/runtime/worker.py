@@ -12,6 +12,7 @@ the real worker process.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import uuid
 from collections.abc import Iterable, Mapping, Sequence
@@ -58,6 +59,23 @@ class EventData:
     partition_key: str | None = None
 
 
+async def _listening(uri: str, timeout: float = 20) -> None:
+    """The runtime starts its web server as a task: wait until it accepts connections."""
+    host, port = uri.rsplit("/", 1)[-1].rsplit(":", 1)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        try:
+            _, writer = await asyncio.open_connection(host, int(port))
+        except OSError:
+            if loop.time() > deadline:
+                raise FunctionLoadError(f"the runtime's HTTP server at {uri} did not start") from None
+            await asyncio.sleep(0.02)
+        else:
+            writer.close()
+            return
+
+
 def _failure(result: Any) -> str | None:
     if result.status == protos().StatusResult.Success:
         return None
@@ -94,6 +112,8 @@ class FunctionsWorker:
         if (error := _failure(init.result)) is not None:
             raise FunctionLoadError(error)
         self.http_uri = init.capabilities.get("HttpUri") or None
+        if self.http_uri:
+            await _listening(self.http_uri)
         metadata = await self._events.functions_metadata_request(self._message(
             functions_metadata_request=p.FunctionsMetadataRequest(function_app_directory=str(self.app_dir))))
         if (error := _failure(metadata.result)) is not None:
