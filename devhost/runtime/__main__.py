@@ -41,19 +41,9 @@ class RuntimeHost:
 
     async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
         if scope["type"] == "lifespan":
-            while True:
-                message = await receive()
-                if message["type"] == "lifespan.startup":
-                    try:
-                        await self.startup()
-                    except Exception as exc:  # noqa: BLE001 - reported to uvicorn, which stops
-                        await send({"type": "lifespan.startup.failed", "message": f"{type(exc).__name__}: {exc}"})
-                        return
-                    await send({"type": "lifespan.startup.complete"})
-                elif message["type"] == "lifespan.shutdown":
-                    await self.shutdown()
-                    await send({"type": "lifespan.shutdown.complete"})
-                    return
+            from devhost.host import lifespan
+
+            await lifespan(receive, send, self.startup, self.shutdown)
         elif scope["type"] == "http" and scope["path"] == "/_runtime/stats":
             await _json(send, runtime_stats())
         elif self.front is not None:
