@@ -153,7 +153,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         "LOCAL_SUBSCRIPTIONS": json.dumps({KEY: {"id": "team-rt", "name": "Runtime", "product": "standard"}}),
     }
     log = open(tmp / "serve.log", "wb")  # noqa: SIM115 - closed below
-    process = subprocess.Popen([sys.executable, "-m", "devhost.runtime", "serve", "--port", str(port)],
+    process = subprocess.Popen([sys.executable, "-m", "devhost.runtime", "serve", "--over-http", "--port", str(port)],
                                cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     s = Served(url, sim, tmp / "gateway.db", process)

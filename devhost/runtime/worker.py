@@ -13,9 +13,11 @@ the real worker process.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import sys
 import uuid
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,6 +61,30 @@ class EventData:
     partition_key: str | None = None
 
 
+@contextlib.contextmanager
+def _capture_web_app(sink: list[Any]) -> Iterator[None]:
+    """Let the runtime build its web app, but hand it to `sink` instead of starting uvicorn on it.
+
+    The runtime looks up the extension's `WebServer` when it initialises; a plain stand-in (no
+    subclass: the extension tracks the modules that subclass its types) takes its place meanwhile.
+    """
+    import azurefunctions.extensions.http.fastapi as extension
+
+    class KeepWebApp:
+        def __init__(self, hostname: str, port: int, web_app: Any) -> None:
+            sink.append(web_app.get_app())
+
+        async def serve(self) -> None:
+            return None
+
+    original = extension.WebServer
+    extension.WebServer = KeepWebApp
+    try:
+        yield
+    finally:
+        extension.WebServer = original
+
+
 async def _listening(uri: str, timeout: float = 20) -> None:
     """The runtime starts its web server as a task: wait until it accepts connections."""
     host, port = uri.rsplit("/", 1)[-1].rsplit(":", 1)
@@ -95,6 +121,8 @@ class FunctionsWorker:
         self.functions: dict[str, LoadedFunction] = {}
         #: The runtime's HTTP v2 address (`HttpUri` capability); None when no function streams HTTP.
         self.http_uri: str | None = None
+        #: The runtime's HTTP v2 ASGI app, when `start(serve_http=False)` kept it instead of serving it.
+        self.http_app: Any = None
 
     def _message(self, **content: Any) -> SimpleNamespace:
         return SimpleNamespace(
@@ -102,17 +130,28 @@ class FunctionsWorker:
             properties={"host": self.host, "protos": self._protos},
         )
 
-    async def start(self) -> None:
-        """Init (indexing), metadata and one load per function, refusing as the host would."""
+    async def start(self, *, serve_http: bool = True) -> None:
+        """Init (indexing), metadata and one load per function, refusing as the host would.
+
+        With `serve_http` False the runtime's HTTP v2 web app is built as usual but not served:
+        it is kept as `http_app` for a caller that serves it in front of its own ASGI layer.
+        """
         p = self._protos
-        init = await self._events.worker_init_request(self._message(
-            worker_init_request=p.WorkerInitRequest(
-                host_version=HOST_VERSION, function_app_directory=str(self.app_dir),
-                worker_directory=str(self.app_dir))))
+        if str(self.app_dir) not in sys.path:
+            sys.path.insert(0, str(self.app_dir))  # the worker imports the script from the app's folder
+        web_apps: list[Any] = []
+        with contextlib.ExitStack() as stack:
+            if not serve_http:
+                stack.enter_context(_capture_web_app(web_apps))
+            init = await self._events.worker_init_request(self._message(
+                worker_init_request=p.WorkerInitRequest(
+                    host_version=HOST_VERSION, function_app_directory=str(self.app_dir),
+                    worker_directory=str(self.app_dir))))
         if (error := _failure(init.result)) is not None:
             raise FunctionLoadError(error)
         self.http_uri = init.capabilities.get("HttpUri") or None
-        if self.http_uri:
+        self.http_app = web_apps[0] if web_apps else None
+        if self.http_uri and serve_http:
             await _listening(self.http_uri)
         metadata = await self._events.functions_metadata_request(self._message(
             functions_metadata_request=p.FunctionsMetadataRequest(function_app_directory=str(self.app_dir))))
