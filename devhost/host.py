@@ -92,6 +92,7 @@ class EventHubFunction:
 def indexed(app: func.FunctionApp) -> tuple[Any, ...]:
     """`app.get_functions()`, once: the library refuses a second call on the same app (it treats
     the names it saw the first time as duplicates), and the host, the dev host and tests all ask."""
+    app.functions_bindings = None  # the runtime may have indexed it already in this process
     return tuple(app.get_functions())
 
 

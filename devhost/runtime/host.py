@@ -91,12 +91,15 @@ class RuntimeDevHost:
         self.worker = worker = FunctionsWorker(self.app_dir)
         await worker.start(serve_http=self.over_http)
         self.module = sys.modules[stem]
+        # Three INFO lines per invocation from the runtime: the host's log filter, not the app's, in Azure.
+        logging.getLogger("azure_functions_runtime").setLevel(logging.WARNING)
         self.routes = [
             (compile_route(str(f.trigger.get("route") or f.name)),
              frozenset(m.upper() for m in f.trigger.get("methods") or ["GET", "POST"]), f)
             for f in worker.by_trigger("httpTrigger")
         ]
         functions = worker.by_trigger("eventHubTrigger")
+        log.info("functions: %s", ", ".join(f"{f.name} ({f.trigger_type})" for f in worker.functions.values()))
         if not functions:
             log.info("no Event Hub-triggered function registered: exchanges are stored, not parsed")
             return

@@ -68,7 +68,12 @@ def _capture_web_app(sink: list[Any]) -> Iterator[None]:
     The runtime looks up the extension's `WebServer` when it initialises; a plain stand-in (no
     subclass: the extension tracks the modules that subclass its types) takes its place meanwhile.
     """
-    import azurefunctions.extensions.http.fastapi as extension
+    import importlib
+
+    import azurefunctions.extensions.base as base
+    import azurefunctions.extensions.http.fastapi  # noqa: F401 - registers its web module with the base
+
+    extension = importlib.import_module(base.ModuleTrackerMeta.get_module())
 
     class KeepWebApp:
         def __init__(self, hostname: str, port: int, web_app: Any) -> None:
