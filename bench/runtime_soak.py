@@ -76,9 +76,9 @@ def soak(requests: int, concurrency: int, keep_leak: bool, sim_url: str, workdir
             done += step
             stats = asyncio.run(_stats(server.url))
             rows.append({"requests": done, "rss_mb": server.rss_kb() / 1024, "delta_mb": (server.rss_kb() - base) / 1024,
-                         "entries": stats["context_references"], "failures": failures})
+                         "entries": stats.get("context_references", -1), "failures": failures})
             print(f"  {'without fix' if keep_leak else 'with fix':12} {done:>7,} requests  RSS {rows[-1]['rss_mb']:7.1f} MB "
-                  f"(+{rows[-1]['delta_mb']:.1f})  coordinator entries {stats['context_references']:>6}  failures {failures}", flush=True)
+                  f"(+{rows[-1]['delta_mb']:.1f})  coordinator entries {stats.get("context_references", -1):>6}  failures {failures}", flush=True)
     finally:
         server.stop()
     return rows
