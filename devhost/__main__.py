@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import logging
 import os
@@ -83,9 +84,12 @@ def serve(args: argparse.Namespace) -> int:
         say(f"\nGateway: {url}  (routes: {', '.join(sorted({'/' + r.template for r in host_app.routes}))})")
         say("Functions called in-process by the dev host (--direct: not through azure-functions-runtime)")
     else:
-        package, _, script = args.app.rpartition(".")
-        os.environ["PYTHON_SCRIPT_FILE_NAME"] = f"{script}.py"
-        host_app = RuntimeDevHost(Path.cwd() / package.replace(".", "/"), subscriptions, mounts=mounts)
+        spec = importlib.util.find_spec(args.app)
+        if spec is None or spec.origin is None:
+            raise SystemExit(f"devhost: no module {args.app!r} (--app) on the path")
+        script = Path(spec.origin)
+        os.environ["PYTHON_SCRIPT_FILE_NAME"] = script.name  # the runtime imports it from its folder
+        host_app = RuntimeDevHost(script.parent, subscriptions, mounts=mounts)
         say(f"\nGateway: {url}  (functions indexed, loaded and invoked by azure-functions-runtime {_runtime_version()})")
     if local_records:
         say(f"Exchanges and usage records stored in SQLite: {db_path}")

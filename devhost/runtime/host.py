@@ -91,8 +91,11 @@ class RuntimeDevHost:
         self.worker = worker = FunctionsWorker(self.app_dir)
         await worker.start(serve_http=self.over_http)
         self.module = sys.modules[stem]
-        # Three INFO lines per invocation from the runtime: the host's log filter, not the app's, in Azure.
-        logging.getLogger("azure_functions_runtime").setLevel(logging.WARNING)
+        # The runtime logs three INFO lines per invocation (about 90 µs of CPU per request here); in
+        # Azure the host's log levels filter them. The dev host keeps its warnings and errors.
+        from azure_functions_runtime.logging import logger as runtime_logger
+
+        runtime_logger.setLevel(logging.WARNING)
         self.routes = [
             (compile_route(str(f.trigger.get("route") or f.name)),
              frozenset(m.upper() for m in f.trigger.get("methods") or ["GET", "POST"]), f)
