@@ -53,6 +53,24 @@ async def _stats(url: str) -> dict[str, int]:
         return await r.json()
 
 
+async def _settle(url: str, timeout: float = 180) -> int:
+    """Wait until captures are stored and announcements parsed; returns the backlog found first.
+
+    The in-process store and parser fall behind a closed-loop burst on two cores; RSS is measured
+    once they caught up, so what remains is what the process keeps, not work still queued."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    first = -1
+    while True:
+        stats = await _stats(url)
+        backlog = stats.get("captures_pending", 0) + stats.get("announced_not_parsed", 0)
+        first = backlog if first < 0 else first
+        if backlog == 0 or loop.time() > deadline:
+            await asyncio.sleep(1)  # the last batch's records are written after the queue empties
+            return first
+        await asyncio.sleep(0.5)
+
+
 def soak(requests: int, concurrency: int, keep_leak: bool, sim_url: str, workdir: Path) -> list[dict[str, float]]:
     port = free_port()
     env = {
@@ -68,17 +86,20 @@ def soak(requests: int, concurrency: int, keep_leak: bool, sim_url: str, workdir
     rows = []
     try:
         asyncio.run(_load(server.url, 1000, concurrency))  # warm-up
+        asyncio.run(_settle(server.url))
         base = server.rss_kb()
         step = 10_000
         done = 0
         while done < requests:
             failures = asyncio.run(_load(server.url, step, concurrency))
             done += step
+            backlog = asyncio.run(_settle(server.url))
             stats = asyncio.run(_stats(server.url))
             rows.append({"requests": done, "rss_mb": server.rss_kb() / 1024, "delta_mb": (server.rss_kb() - base) / 1024,
-                         "entries": stats.get("context_references", -1), "failures": failures})
+                         "entries": stats.get("context_references", -1), "failures": failures, "peak_backlog": backlog})
             print(f"  {'without fix' if keep_leak else 'with fix':12} {done:>7,} requests  RSS {rows[-1]['rss_mb']:7.1f} MB "
-                  f"(+{rows[-1]['delta_mb']:.1f})  coordinator entries {stats.get("context_references", -1):>6}  failures {failures}", flush=True)
+                  f"(+{rows[-1]['delta_mb']:.1f})  coordinator entries {stats.get('context_references', -1):>6}  "
+                  f"backlog after the burst {backlog:>6} (drained before measuring)  failures {failures}", flush=True)
     finally:
         server.stop()
     return rows

@@ -34,10 +34,18 @@ async def _index(directory: Path) -> int:
 
 
 def runtime_stats() -> dict[str, int]:
-    """What the runtime holds per invocation (its HTTP coordinator's table): flat when nothing leaks."""
+    """What grows per request when something leaks or lags: the runtime's HTTP coordinator table,
+    captures not yet stored, and announced exchanges the parser has not taken yet."""
     from azure_functions_runtime.http_v2 import http_coordinator
 
-    return {"context_references": len(http_coordinator._context_references)}
+    stats = {"context_references": len(http_coordinator._context_references)}
+    app = sys.modules.get(os.environ.get("PYTHON_SCRIPT_FILE_NAME", "function_app.py").removesuffix(".py"))
+    if app is not None and hasattr(app, "proxy") and app.proxy.cache_info().currsize:
+        stats["captures_pending"] = app.proxy().capture.pending
+    queue = getattr(getattr(app, "ports", lambda: None)() if app is not None else None, "channel", None)
+    if queue is not None and hasattr(queue, "_queue"):
+        stats["announced_not_parsed"] = queue._queue.qsize()
+    return stats
 
 
 async def _stats_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
