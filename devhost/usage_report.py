@@ -14,7 +14,8 @@ from typing import Any
 Record = Mapping[str, Any]
 
 RECORD_COLUMNS = ("timestamp", "request_id", "subscription", "api", "deployment", "status", "error_code", "stream",
-                  "prompt", "completion", "total", "usage_source", "cost_usd", "latency_ms")
+                  "prompt", "completion", "total", "usage_source", "cost_usd", "latency_ms", "operation",
+                  "billable", "cached")
 REPORT_COLUMNS = ("subscription", "deployment", "day", "requests", "prompt_tokens", "completion_tokens",
                   "total_tokens", "errors", "cost_usd")
 
@@ -107,7 +108,8 @@ def record_row(r: Record) -> list[str]:
     values = (r.get("timestamp"), r.get("request_id"), _subscription(r), r.get("api"), r.get("deployment"),
               r.get("status_code"), r.get("error_code"), bool(r.get("stream")), _int(r, "prompt_tokens"),
               _int(r, "completion_tokens"), _int(r, "total_tokens"), r.get("usage_source"), r.get("cost"),
-              round(float(r["latency_ms"])) if r.get("latency_ms") is not None else None)
+              round(float(r["latency_ms"])) if r.get("latency_ms") is not None else None,
+              r.get("operation"), r.get("billable"), _int(r, "cached_tokens"))
     return [_cell(v) for v in values]
 
 
