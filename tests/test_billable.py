@@ -2,11 +2,11 @@
 
 import pytest
 
+from parser.enrich import default_book
 from shared import record_schema
 from shared.apis import billable, classify, operation
 from shared.pricing.cost import cost_of
 from shared.usage import normalize
-from parser.enrich import default_book
 from tests.factories import exchange
 
 _STORED_RESPONSE = {
