@@ -252,7 +252,7 @@ class Proxy:
                 call.backend.name, rec.chunks,
             )
         headers.append((REQUEST_ID_HEADER, rid))
-        headers.append(telemetry.overhead_header(rec.first_byte or rec.elapsed_ms(), rec.attempts))
+        headers.append(telemetry.stamp_overhead(rec, rec.first_byte or rec.elapsed_ms()))
         return RelayResponse(
             self._relay(call, resp), resp.status, lambda: self._finish(call, resp, completed=False),
             [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers],
@@ -448,8 +448,8 @@ class Proxy:
 
     def _answer(self, rec: ExchangeRecorder, error: GatewayError) -> Response:
         body = rec.answer_error(error)
+        name, value = telemetry.stamp_overhead(rec, rec.elapsed_ms())
         self.capture.submit(rec.finish())
-        name, value = telemetry.overhead_header(rec.elapsed_ms(), rec.attempts)
         headers = {**error.headers, REQUEST_ID_HEADER: rec.request_id, name: value}
         return Response(content=body, status_code=error.status, headers=headers, media_type="application/json")
 

@@ -10,8 +10,12 @@ Pure functions only; the proxy handler calls them at the edge.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from typing import TYPE_CHECKING
 
 from shared.exchange import Attempt
+
+if TYPE_CHECKING:
+    from proxy.capture import ExchangeRecorder
 
 OVERHEAD_HEADER = "x-gateway-overhead-ms"
 
@@ -29,3 +33,9 @@ def overhead_ms(first_byte_ms: float, attempts: Iterable[Attempt]) -> float:
 def overhead_header(first_byte_ms: float, attempts: Iterable[Attempt]) -> tuple[str, str]:
     """The header pair sent on every answer, the gateway's own errors included."""
     return OVERHEAD_HEADER, f"{overhead_ms(first_byte_ms, attempts):.3f}"
+
+
+def stamp_overhead(rec: "ExchangeRecorder", first_byte_ms: float) -> tuple[str, str]:
+    """Compute the overhead once, keep it on the exchange (for the record), return the header."""
+    rec.overhead_ms = overhead_ms(first_byte_ms, rec.attempts)
+    return OVERHEAD_HEADER, f"{rec.overhead_ms:.3f}"

@@ -76,6 +76,7 @@ def base_record(exchange: Exchange) -> dict[str, Any]:
         "error_code": (exchange.gateway_error or {}).get("code"),
         "latency_ms": _ms(timings.last_byte_ms),
         "ttft_ms": _ms(timings.upstream_first_byte_ms),
+        "gateway_overhead_ms": _ms(timings.gateway_overhead_ms),
         "prompt_tokens": 0,
         "completion_tokens": 0,
         "total_tokens": 0,

@@ -59,3 +59,17 @@ async def test_gateway_own_answers_carry_the_overhead(path, status):
     assert r.status_code == status
     assert float(r.headers[OVERHEAD_HEADER]) >= 0.0
     await proxy.aclose()
+
+
+async def test_the_record_carries_the_header_value():
+    """The usage record built from the stored exchange says what the client was told."""
+    from shared.usage import normalize  # noqa: PLC0415
+
+    async with serve(SimulatorConfig()) as sim:
+        proxy, ports, client = _proxy(sim.url)
+        r = await client.post(CHAT, json=BODY)
+        await proxy.capture.drain()
+        ex = await ports.exchanges.load(ports.channel.published[0])
+        record, _ = normalize(ex)
+        assert record["gateway_overhead_ms"] == float(r.headers[OVERHEAD_HEADER])
+        await proxy.aclose()
