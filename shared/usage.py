@@ -19,6 +19,7 @@ from shared.consolidate import consolidate
 from shared.exchange import Exchange, utc_now_iso
 from shared.redaction import redact_body_secrets
 from shared.requests import parse_request
+from shared.telemetry.tracecontext import trace_id_from
 from shared.tokens import TokenCounter, encoding_name
 
 #: Statuses where the service did no model work, so no tokens were used.
@@ -62,6 +63,7 @@ def base_record(exchange: Exchange) -> dict[str, Any]:
         "user_id": _str(identity.user_id),
         "client_ip": _str(identity.client_ip),
         "user_agent": _header(headers, "user-agent"),
+        "trace_id": trace_id_from(_header(headers, "traceparent")),
         "method": _str(request.method) or "",
         "path": _str(request.path) or "",
         "api": "other",

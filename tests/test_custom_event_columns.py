@@ -41,7 +41,7 @@ def _full_record() -> dict:
         cost_reason="priced", price_version="2025-09", error_code="none", parse_error="none",
         ttft_ms=95.5, latency_ms=812.25,
     )
-    record.update(gateway_overhead_ms=1.75, usage_details={"audio_tokens": 0}, estimation_notes=["n"],
+    record.update(gateway_overhead_ms=1.75, trace_id="4bf92f3577b34da6a3ce929d0e0e4736", usage_details={"audio_tokens": 0}, estimation_notes=["n"],
                   usage_injected=True)
     missing = [name for name in SCHEMA["properties"] if record.get(name) is None]
     assert not missing, f"fill these schema fields in the test record: {missing}"
