@@ -35,7 +35,7 @@ def overhead_header(first_byte_ms: float, attempts: Iterable[Attempt]) -> tuple[
     return OVERHEAD_HEADER, f"{overhead_ms(first_byte_ms, attempts):.3f}"
 
 
-def stamp_overhead(rec: "ExchangeRecorder", first_byte_ms: float) -> tuple[str, str]:
+def stamp_overhead(rec: ExchangeRecorder, first_byte_ms: float) -> tuple[str, str]:
     """Compute the overhead once, keep it on the exchange (for the record), return the header."""
     rec.overhead_ms = overhead_ms(first_byte_ms, rec.attempts)
     return OVERHEAD_HEADER, f"{rec.overhead_ms:.3f}"

@@ -61,8 +61,8 @@ class GenAITelemetry:
 
     # ------------------------------------------------------------------------------------------
     def observe(self, exchange: Exchange, record: Mapping[str, Any], details: Mapping[str, Any]) -> None:
-        request = details.get("request") if isinstance(details.get("request"), Mapping) else {}
-        response = details.get("response") if isinstance(details.get("response"), Mapping) else {}
+        request = _mapping(details.get("request"))
+        response = _mapping(details.get("response"))
         common = genai.common_attributes(record)
         start_ns = _epoch_ns(exchange.timings.received_at)
         end_ns = start_ns + _ns(exchange.timings.last_byte_ms or 0.0)
@@ -148,6 +148,10 @@ class GenAITelemetry:
         overhead = record.get("gateway_overhead_ms")
         if isinstance(overhead, (int, float)):
             self.overhead.record(overhead / 1000, {k: attrs[k] for k in ("gen_ai.operation.name",) if k in attrs})
+
+
+def _mapping(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
 
 
 def _ns(ms: float) -> int:
