@@ -51,6 +51,7 @@ def serve(args: argparse.Namespace) -> int:
     applied = load_settings_file(Path(args.settings))
     say = lambda text: print(text, flush=True)  # noqa: E731 - start-up banner for a person
     say(f"settings: {args.settings}" + ("" if applied else " (not found: defaults)"))
+    _apply_otel_flag(args.otel, say)
     if not (os.environ.get("GATEWAY_BACKENDS") or "").strip() or os.environ["GATEWAY_BACKENDS"].strip() == "[]":
         sim = _start_simulator()
         if sim is None:
@@ -122,6 +123,23 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-level", default="warning", help="uvicorn log level")
     parser.add_argument("--direct", action="store_true",
                         help="call the functions in-process instead of through azure-functions-runtime (comparison arm)")
+    parser.add_argument("--otel", default=None, metavar="console|URL",
+                        help="GenAI spans and metrics: 'console' prints them, a URL (http://127.0.0.1:4318) "
+                        "sends them to that OTLP/HTTP endpoint (see docs/telemetry.md)")
+
+
+def _apply_otel_flag(value: str | None, say: Callable[[str], None]) -> None:
+    """`--otel` sets the same settings an operator would (GATEWAY_OTEL_CONSOLE / OTEL_EXPORTER_OTLP_ENDPOINT)."""
+    if not value:
+        return
+    if value == "console":
+        os.environ["GATEWAY_OTEL_CONSOLE"] = "true"
+        say("telemetry: GenAI spans and metrics printed on the console")
+    elif value.startswith(("http://", "https://")):
+        os.environ["OTEL_EXPORTER_OTLP_ENDPOINT"] = value
+        say(f"telemetry: GenAI spans and metrics sent to the OTLP endpoint {value}")
+    else:
+        raise SystemExit(f"--otel must be 'console' or an http(s) OTLP endpoint URL, got {value!r}")
 
 
 COMMANDS["serve"] = ("run the gateway (the default)", _serve_arguments, serve)

@@ -31,6 +31,7 @@ from shared import record_schema
 from shared.exchange import Exchange, IncompleteExchange
 from shared.ports import Ports
 from shared.safety.client import ContentSafety
+from shared.telemetry import setup as telemetry
 from shared.usage import base_record, normalize
 
 log = logging.getLogger(__name__)
@@ -155,6 +156,7 @@ async def _handle_one(
     if not added:
         result.duplicates.append(request_id)
         return
+    telemetry.observe(exchange, record, details)
     try:
         await _retry(lambda: ports.sink.emit(record), delays, sleep)
     except Exception as exc:

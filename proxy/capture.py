@@ -42,7 +42,7 @@ class ExchangeRecorder:
 
     __slots__ = (
         "request_id", "identity", "request", "started", "received_at", "status", "response_headers",
-        "content_type", "chunks", "first_byte", "last_byte", "backend", "attempts",
+        "content_type", "chunks", "first_byte", "last_byte", "overhead_ms", "backend", "attempts",
         "client_disconnected", "gateway_error", "usage_injected", "enforcement", "_raw_request",
     )
 
@@ -59,6 +59,8 @@ class ExchangeRecorder:
         self.chunks: list[bytes] = []
         self.first_byte: float | None = None
         self.last_byte: float | None = None
+        #: Sent as `x-gateway-overhead-ms` and kept for the record.
+        self.overhead_ms: float | None = None
         self.backend: str | None = None
         self.attempts: list[Attempt] = []
         self.client_disconnected = False
@@ -151,6 +153,7 @@ class ExchangeRecorder:
                 received_at=self.received_at,
                 upstream_first_byte_ms=self.first_byte,
                 last_byte_ms=self.last_byte,
+                gateway_overhead_ms=self.overhead_ms,
             ),
             identity=self.identity,
             response=response,

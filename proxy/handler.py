@@ -24,7 +24,7 @@ import orjson
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
-from proxy import stream_usage
+from proxy import stream_usage, telemetry
 from proxy.backends import Backend, parse_backends
 from proxy.broken_stream import UpstreamBroken
 from proxy.capture import CaptureWriter, ExchangeRecorder
@@ -252,6 +252,7 @@ class Proxy:
                 call.backend.name, rec.chunks,
             )
         headers.append((REQUEST_ID_HEADER, rid))
+        headers.append(telemetry.stamp_overhead(rec, rec.first_byte or rec.elapsed_ms()))
         return RelayResponse(
             self._relay(call, resp), resp.status, lambda: self._finish(call, resp, completed=False),
             [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers],
@@ -447,8 +448,9 @@ class Proxy:
 
     def _answer(self, rec: ExchangeRecorder, error: GatewayError) -> Response:
         body = rec.answer_error(error)
+        name, value = telemetry.stamp_overhead(rec, rec.elapsed_ms())
         self.capture.submit(rec.finish())
-        headers = {**error.headers, REQUEST_ID_HEADER: rec.request_id}
+        headers = {**error.headers, REQUEST_ID_HEADER: rec.request_id, name: value}
         return Response(content=body, status_code=error.status, headers=headers, media_type="application/json")
 
     async def aclose(self) -> None:

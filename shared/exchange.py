@@ -86,6 +86,8 @@ class Timings:
     received_at: str
     upstream_first_byte_ms: float | None = None
     last_byte_ms: float | None = None
+    #: Time the gateway itself added before the first byte (`x-gateway-overhead-ms`).
+    gateway_overhead_ms: float | None = None
 
 
 @dataclass(slots=True)

@@ -66,6 +66,12 @@ class Settings:
     appinsights_worker_telemetry: bool = False
     #: The logger the Azure Monitor log handler sits on ("" = root); usage events are logged under it.
     appinsights_logger_name: str = ""
+    #: OTLP collector (HTTP/protobuf) that also receives the gateway's spans and metrics.
+    otel_exporter_otlp_endpoint: str | None = None
+    #: Print spans and metrics on the console (`python -m devhost --otel console`).
+    otel_console: bool = False
+    #: Message content on spans as the GenAI conventions' opt-in event (off: prompts are sensitive).
+    genai_capture_content: bool = False
     #: Add stream_options.include_usage upstream when the client did not ask (and hide the chunk).
     inject_stream_usage: bool = True
     max_request_body_bytes: int = 26_214_400
@@ -145,6 +151,9 @@ class Settings:
             appinsights_connection_string=env.get("APPLICATIONINSIGHTS_CONNECTION_STRING") or None,
             appinsights_worker_telemetry=_bool(env.get("PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY"), False),
             appinsights_logger_name=env.get("PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME") or "",
+            otel_exporter_otlp_endpoint=env.get("OTEL_EXPORTER_OTLP_ENDPOINT") or None,
+            otel_console=_bool(env.get("GATEWAY_OTEL_CONSOLE"), False),
+            genai_capture_content=_bool(env.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"), False),
             inject_stream_usage=_bool(env.get("INJECT_STREAM_USAGE"), True),
             max_request_body_bytes=_int(env, "MAX_REQUEST_BODY_BYTES", 26_214_400),
             upstream_connect_timeout=_float(env, "UPSTREAM_CONNECT_TIMEOUT_SECONDS", 10.0),

@@ -19,6 +19,7 @@ from shared.consolidate import consolidate
 from shared.exchange import Exchange, utc_now_iso
 from shared.redaction import redact_body_secrets
 from shared.requests import parse_request
+from shared.telemetry.tracecontext import trace_id_from
 from shared.tokens import TokenCounter, encoding_name
 
 #: Statuses where the service did no model work, so no tokens were used.
@@ -65,6 +66,7 @@ def base_record(exchange: Exchange) -> dict[str, Any]:
         "user_id": _str(identity.user_id),
         "client_ip": _str(identity.client_ip),
         "user_agent": _header(headers, "user-agent"),
+        "trace_id": trace_id_from(_header(headers, "traceparent")),
         "method": _str(request.method) or "",
         "path": _str(request.path) or "",
         "api": "other",
@@ -81,6 +83,7 @@ def base_record(exchange: Exchange) -> dict[str, Any]:
         "error_code": (exchange.gateway_error or {}).get("code"),
         "latency_ms": _ms(timings.last_byte_ms),
         "ttft_ms": _ms(timings.upstream_first_byte_ms),
+        "gateway_overhead_ms": _ms(timings.gateway_overhead_ms),
         "prompt_tokens": 0,
         "completion_tokens": 0,
         "total_tokens": 0,

@@ -166,6 +166,9 @@ def build_ports(settings: Settings) -> WiredPorts:
         sink = LogUsageSink()
     closers.append(sink.close)
 
+    from shared.telemetry.setup import configure as configure_telemetry
+
+    configure_telemetry(settings)  # after Azure Monitor, whose providers it then uses
     safety = build_content_safety(settings)
     if safety is not None:
         closers.append(safety.close)

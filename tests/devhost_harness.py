@@ -85,6 +85,7 @@ def dev_host(
     env: Mapping[str, str] | None = None,
     gateway: type[G] = DevHostGateway,  # type: ignore[assignment]
     mounts: Callable[[Path], Mapping[str, Any]] | None = None,
+    backend_options: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> Iterator[G]:
     """Simulators (one backend each, named by `sims`' keys, serving `deployments` or all), the app's
     settings for SQLite and the local channel (plus `env`), and the dev host serving on loopback.
@@ -101,7 +102,8 @@ def dev_host(
         for name, config in sims.items():
             started[name] = run_simulator(config)
         backends = [{"name": name, "endpoint": sim.url, "auth": {"type": "api_key", "setting": key_setting},
-                     "deployments": deployments or ["*"]} for name, sim in started.items()]
+                     "deployments": deployments or ["*"], **(backend_options or {}).get(name, {})}
+                    for name, sim in started.items()]
         settings = {
             "GATEWAY_BACKENDS": json.dumps(backends),
             key_setting: keys.pop(),

@@ -22,6 +22,9 @@ FUNCTION_APP = BICEP_DIR / "modules" / "function-app.bicep"
 
 #: In local.settings.sample.json but deliberately not written by bicep.
 LOCAL_ONLY = {
+    "OTEL_EXPORTER_OTLP_ENDPOINT": "optional: an operator adds it by hand to reach their own collector",
+    "GATEWAY_OTEL_CONSOLE": "console telemetry is for the dev host",
+    "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "message content stays off in Azure unless added by hand",
     "AzureWebJobsStorage": "connection-string form for Azurite/local runs; Azure uses the identity form "
     "AzureWebJobsStorage__accountName (no storage keys)",
     "FUNCTIONS_WORKER_RUNTIME": "Flex Consumption rejects it as an app setting: the runtime is "
