@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from devhost.subscriptions import Subscription, authorize_raw
-from shared.errors import GatewayError, NotFound
+from shared.errors import GatewayError, MethodNotAllowed, NotFound
 
 log = logging.getLogger("devhost")
 
@@ -192,6 +192,10 @@ class DevHost:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
+        if "//" in path:
+            # An endpoint configured with a trailing slash sends `//openai/...`; AOAI serves it.
+            path = re.sub("/{2,}", "/", path)
+            scope = {**scope, "path": path}
         for prefix, mounted in self.mounts.items():
             if path == prefix or path.startswith(prefix + "/"):
                 await mounted(scope, receive, send)
@@ -201,7 +205,7 @@ class DevHost:
             if m is None:
                 continue
             if scope["method"] not in route.methods:
-                await _error(GatewayError("The method is not allowed for this resource."), 405)(scope, receive, send)
+                await _error(MethodNotAllowed("The method is not allowed for this resource."))(scope, receive, send)
                 return
             if self.subscriptions is not None:
                 client = scope.get("client")
