@@ -93,7 +93,7 @@ def resolve_path(path: str) -> str | None:
             segments.pop()
             continue
         segments.append(segment)
-    if len(segments) < 2 or segments[0] != "openai":
+    if not segments or segments[0] != "openai":
         return None
     resolved = "/" + "/".join(segments)
     return resolved + "/" if path.endswith("/") and not path.endswith("/.") else resolved
