@@ -210,7 +210,9 @@ class DevHost:
             if self.subscriptions is not None:
                 client = scope.get("client")
                 try:
-                    headers = authorize_raw(self.subscriptions, scope["headers"], client[0] if client else None)
+                    headers = authorize_raw(
+                        self.subscriptions, scope["headers"], client[0] if client else None, scope.get("query_string", b"")
+                    )
                 except GatewayError as error:
                     await _error(error)(scope, receive, send)
                     return
