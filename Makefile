@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-py3.13
 
-.PHONY: run test bench venv iac-venv clean
+.PHONY: run test lint bench venv iac-venv servers clean
 
 # A venv from another Python (an older checkout's 3.11) is made again.
 define fresh_venv
@@ -34,14 +34,29 @@ $(IAC_STAMP): requirements-iac.txt
 
 iac-venv: $(IAC_STAMP)
 
+# Real protocol servers for the tests (npm: Cosmos DB for NoSQL), pinned by testing/servers/package-lock.json.
+SERVERS_STAMP := testing/servers/node_modules/.installed
+
+$(SERVERS_STAMP): testing/servers/package.json testing/servers/package-lock.json
+	@command -v npm >/dev/null || { echo "make: npm not found: install Node.js 20+ (apt-get install nodejs npm) for the test servers" >&2; exit 1; }
+	npm ci --prefix testing/servers --no-audit --no-fund --loglevel=error
+	@touch $(SERVERS_STAMP)
+
+servers: $(SERVERS_STAMP)
+
 run: $(STAMP)
 	$(PY) -m devhost
 
-test: $(STAMP) $(IAC_STAMP)
+test: $(STAMP) $(IAC_STAMP) $(SERVERS_STAMP)
 	REQUIRE_IAC=1 IAC_VENV=$(IAC_VENV) $(PY) -m pytest
+
+# ruff (lint) and mypy (types), configured in pyproject.toml. CI runs this before the tests.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	$(PY) -m bench
 
 clean:
-	rm -rf $(VENV) $(IAC_VENV) .gateway .pytest_cache
+	rm -rf $(VENV) $(IAC_VENV) .gateway .pytest_cache testing/servers/node_modules

@@ -14,6 +14,7 @@ from azurefunctions.extensions.http.fastapi import Request, Response
 from proxy.broken_stream import quiet_server_log
 from proxy.handler import Proxy, build_proxy
 from proxy.routing import BackendPool
+from proxy.runtime_leak import release_http_invocations
 from shared.settings import Settings
 from shared.wiring import WiredPorts, build_ports
 
@@ -26,6 +27,9 @@ BackendPool.from_settings(Settings.from_env())
 # A stream AOAI breaks mid-way is cut for the client by raising out of the body; the proxy logs it,
 # the server (uvicorn) need not add a traceback per cut stream (proxy/broken_stream.py).
 quiet_server_log()
+
+# azure-functions-runtime 1.3.0 keeps ~2 KB per HTTP invocation forever (proxy/runtime_leak.py).
+release_http_invocations()
 
 
 @functools.cache

@@ -7,16 +7,19 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import importlib.util
 import json
 import logging
 import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from devhost import commands
 from devhost.dashboard_app import DASHBOARD_PATH, DashboardApp
 from devhost.host import DevHost, load_settings_file, server_config
+from devhost.runtime.host import RuntimeDevHost
 from devhost.subscriptions import new_local_key, parse_subscriptions
 
 SIMULATOR_KEY = "simulator-key"
@@ -69,15 +72,25 @@ def serve(args: argparse.Namespace) -> int:
     Path(os.environ["SQLITE_PATH"]).parent.mkdir(parents=True, exist_ok=True)
 
     sys.path.insert(0, str(Path.cwd()))
-    module = importlib.import_module(args.app)
     db_path = Path(os.environ["SQLITE_PATH"])
     # The dashboard reads the SQLite records, which exist only with the embedded log store.
     local_records = (os.environ.get("LOG_STORE") or "sqlite").lower() == "sqlite"
     mounts = {DASHBOARD_PATH: DashboardApp(db_path)} if local_records else {}
-    host_app = DevHost(module, subscriptions, mounts=mounts)
     url = f"http://{args.host}:{args.port}"
-    say(f"\nGateway: {url}  (routes: {', '.join(sorted({'/' + r.template for r in host_app.routes}))})")
-    say(f"Event Hub functions run in-process: {', '.join(f.name for f in host_app.event_functions) or 'none registered'}")
+    host_app: Any
+    if args.direct:
+        module = importlib.import_module(args.app)
+        host_app = DevHost(module, subscriptions, mounts=mounts)
+        say(f"\nGateway: {url}  (routes: {', '.join(sorted({'/' + r.template for r in host_app.routes}))})")
+        say("Functions called in-process by the dev host (--direct: not through azure-functions-runtime)")
+    else:
+        spec = importlib.util.find_spec(args.app)
+        if spec is None or spec.origin is None:
+            raise SystemExit(f"devhost: no module {args.app!r} (--app) on the path")
+        script = Path(spec.origin)
+        os.environ["PYTHON_SCRIPT_FILE_NAME"] = script.name  # the runtime imports it from its folder
+        host_app = RuntimeDevHost(script.parent, subscriptions, mounts=mounts)
+        say(f"\nGateway: {url}  (functions indexed, loaded and invoked by azure-functions-runtime {_runtime_version()})")
     if local_records:
         say(f"Exchanges and usage records stored in SQLite: {db_path}")
         say(f"Dashboard: {url}{DASHBOARD_PATH}  (loopback only; also: python -m devhost records | report | dashboard)")
@@ -91,6 +104,12 @@ def serve(args: argparse.Namespace) -> int:
     return 0
 
 
+def _runtime_version() -> str:
+    from azure_functions_runtime.version import VERSION
+
+    return str(VERSION)
+
+
 #: Subcommand name -> (help, add arguments, run).
 COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int]]] = {}
 
@@ -101,6 +120,8 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--settings", default="local.settings.json", help="Core Tools settings file to load")
     parser.add_argument("--app", default="function_app", help="module that defines the FunctionApp `app`")
     parser.add_argument("--log-level", default="warning", help="uvicorn log level")
+    parser.add_argument("--direct", action="store_true",
+                        help="call the functions in-process instead of through azure-functions-runtime (comparison arm)")
 
 
 COMMANDS["serve"] = ("run the gateway (the default)", _serve_arguments, serve)

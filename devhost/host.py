@@ -17,7 +17,7 @@ import logging
 import os
 import re
 import threading
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, MutableMapping
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -34,7 +34,7 @@ log = logging.getLogger("devhost")
 
 Scope = dict[str, Any]
 Receive = Callable[[], Awaitable[dict[str, Any]]]
-Send = Callable[[dict[str, Any]], Awaitable[None]]
+Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
 
 
 def load_settings_file(path: Path, environ: dict[str, str] | os._Environ[str] = os.environ) -> dict[str, str]:
@@ -92,6 +92,7 @@ class EventHubFunction:
 def indexed(app: func.FunctionApp) -> tuple[Any, ...]:
     """`app.get_functions()`, once: the library refuses a second call on the same app (it treats
     the names it saw the first time as duplicates), and the host, the dev host and tests all ask."""
+    app.functions_bindings = None  # the runtime may have indexed it already in this process
     return tuple(app.get_functions())
 
 
@@ -225,19 +226,7 @@ class DevHost:
         await _error(NotFound(f"Resource not found: {path}"))(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
-        while True:
-            message = await receive()
-            if message["type"] == "lifespan.startup":
-                try:
-                    await self.startup()
-                except Exception as exc:
-                    await send({"type": "lifespan.startup.failed", "message": str(exc)})
-                    return
-                await send({"type": "lifespan.startup.complete"})
-            elif message["type"] == "lifespan.shutdown":
-                await self.shutdown()
-                await send({"type": "lifespan.shutdown.complete"})
-                return
+        await lifespan(receive, send, self.startup, self.shutdown)
 
     async def startup(self) -> None:
         self.loop = asyncio.get_running_loop()
@@ -272,6 +261,23 @@ class DevHost:
         stop = getattr(self.module, "shutdown", None)
         if stop is not None:
             await stop()
+
+
+async def lifespan(receive: Receive, send: Send, startup: Callable[[], Awaitable[None]], shutdown: Callable[[], Awaitable[None]]) -> None:
+    """ASGI lifespan: a failed start-up is reported to the server (which then stops) with its reason."""
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            try:
+                await startup()
+            except Exception as exc:
+                await send({"type": "lifespan.startup.failed", "message": str(exc)})
+                return
+            await send({"type": "lifespan.startup.complete"})
+        elif message["type"] == "lifespan.shutdown":
+            await shutdown()
+            await send({"type": "lifespan.shutdown.complete"})
+            return
 
 
 def _error(error: GatewayError, status: int | None = None) -> Response:

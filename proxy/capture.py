@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from shared.background import BackgroundTasks
+from shared.errors import GatewayError
 from shared.exchange import (
     Attempt,
     CapturedRequest,
@@ -29,7 +31,6 @@ from shared.exchange import (
     encode_body,
     utc_now_iso,
 )
-from shared.errors import GatewayError
 from shared.ports import Ports
 from shared.redaction import Redactor, request_secrets
 
@@ -202,24 +203,21 @@ class CaptureWriter:
         self.outbox_dir = outbox_dir or default_outbox_dir()
         self._store_attempts = store_attempts
         self._backoff = backoff_seconds
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = BackgroundTasks()
 
     def submit(self, exchange: Exchange | ExchangeRecorder) -> None:
         """Hand an exchange (or the recorder that will build it) over; returns at once (the task
         is tracked until done). Given a recorder, `finish()` (join, decode, redact) runs in the
         task, after the client's last byte, instead of in the response's path."""
-        task = asyncio.get_running_loop().create_task(self._persist(exchange))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self._persist(exchange))
 
     @property
     def pending(self) -> int:
-        return len(self._tasks)
+        return self._tasks.pending
 
     async def drain(self) -> None:
         """Wait for every submitted exchange (shutdown, tests)."""
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._tasks.drain()
 
     async def _persist(self, exchange: Exchange | ExchangeRecorder) -> None:
         if isinstance(exchange, ExchangeRecorder):

@@ -30,7 +30,7 @@ def classify_error(error: BaseException) -> ErrorKind | None:
     aiohttp's `ServerTimeoutError` (and its `ConnectionTimeoutError`/`SocketTimeoutError`) is both a
     connection error and a `TimeoutError`, so timeouts are checked first.
     """
-    if isinstance(error, TimeoutError):  # asyncio.TimeoutError is TimeoutError on 3.11
+    if isinstance(error, TimeoutError):
         return "timeout"
     if isinstance(error, (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ConnectionError)):
         return "connect_error"

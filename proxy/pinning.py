@@ -20,6 +20,7 @@ from typing import Any
 
 from proxy.affinity import CreatedResponseWatcher, affinity_key, created_response_id
 from shared.apis import ApiRoute
+from shared.background import BackgroundTasks
 from shared.ports import AffinityStore
 
 log = logging.getLogger(__name__)
@@ -83,7 +84,7 @@ class ResponsePinning:
     def __init__(self, store: Callable[[], AffinityStore], ttl_seconds: int) -> None:
         self._store = store
         self.ttl_seconds = ttl_seconds
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = BackgroundTasks()
 
     async def lookup(self, route: ApiRoute, body: Any) -> str | None:
         """The backend that holds the response this request refers to, or None (normal selection)."""
@@ -109,10 +110,7 @@ class ResponsePinning:
         return CreatedIdTap(self, backend, stream, chunks)
 
     def remember_soon(self, response_id: str, backend: str) -> asyncio.Task[None]:
-        task = asyncio.get_running_loop().create_task(self._remember(response_id, backend))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
+        return self._tasks.spawn(self._remember(response_id, backend))
 
     async def _remember(self, response_id: str, backend: str) -> None:
         try:
@@ -121,5 +119,4 @@ class ResponsePinning:
             log.warning("storing response affinity failed: %s", type(exc).__name__)
 
     async def drain(self) -> None:
-        while self._tasks:
-            await asyncio.gather(*list(self._tasks), return_exceptions=True)
+        await self._tasks.drain()

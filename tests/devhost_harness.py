@@ -19,7 +19,8 @@ from typing import Any, TypeVar
 import pytest
 
 import function_app
-from devhost.host import DevHost, run_in_thread
+from devhost.host import run_in_thread
+from devhost.runtime.host import RuntimeDevHost
 from devhost.simulator import LoggedRequest, SimulatorConfig, SimulatorHandle
 from devhost.simulator import run_in_thread as run_simulator
 from devhost.subscriptions import parse_subscriptions
@@ -29,7 +30,7 @@ from shared.exchange import Exchange
 class DevHostGateway:
     """A running dev host and its simulators (by backend name)."""
 
-    def __init__(self, host: DevHost, sims: Mapping[str, SimulatorHandle], db: Path) -> None:
+    def __init__(self, host: RuntimeDevHost, sims: Mapping[str, SimulatorHandle], db: Path) -> None:
         self.host, self.sims, self.db = host, dict(sims), db
         self.url = ""
         #: Request ids announced on the event channel, in order (once each, when all is well).
@@ -112,7 +113,8 @@ def dev_host(
         }
         for name, value in settings.items():
             mp.setenv(name, value)
-        host = DevHost(function_app, parse_subscriptions(json.dumps(subscriptions)), mounts=mounts(db) if mounts else None)
+        host = RuntimeDevHost(Path(function_app.__file__).parent, parse_subscriptions(json.dumps(subscriptions)),
+                              mounts=mounts(db) if mounts else None)
         gw = gateway(host, started, db)
         _spy(gw)
         running = run_in_thread(host)

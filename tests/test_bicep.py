@@ -145,7 +145,7 @@ def test_function_app_is_flex_python_311_with_identity(parsed: dict[Path, dict[s
     site = resources["site"]["config"]
     assert site["identity"] == {"type": "SystemAssigned"}
     props = site["properties"]
-    assert props["functionAppConfig"]["runtime"] == {"name": "python", "version": "3.11"}
+    assert props["functionAppConfig"]["runtime"] == {"name": "python", "version": "3.13"}
     assert props["functionAppConfig"]["deployment"]["storage"]["authentication"] == {"type": "SystemAssignedIdentity"}
     assert props["siteConfig"]["ipSecurityRestrictionsDefaultAction"] == "Deny"
     assert "virtualNetworkSubnetId" in props

@@ -25,7 +25,7 @@ LOCAL_ONLY = {
     "AzureWebJobsStorage": "connection-string form for Azurite/local runs; Azure uses the identity form "
     "AzureWebJobsStorage__accountName (no storage keys)",
     "FUNCTIONS_WORKER_RUNTIME": "Flex Consumption rejects it as an app setting: the runtime is "
-    "functionAppConfig.runtime (python 3.11), checked below",
+    "functionAppConfig.runtime (python 3.13), checked below",
     "SQLITE_PATH": "embedded store of the dev host; in Azure LOG_STORE is cosmos",
     "LOCAL_SUBSCRIPTIONS": "the dev host stands in for APIM; in Azure APIM sets the x-gateway-* identity headers",
     "CONTENT_SAFETY_KEY": "a secret: in Azure the function app reaches Content Safety with its managed identity "

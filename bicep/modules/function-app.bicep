@@ -1,4 +1,4 @@
-// The gateway's Function App on Flex Consumption: Python 3.11, VNet-integrated, system-assigned identity,
+// The gateway's Function App on Flex Consumption: Python 3.13, VNet-integrated, system-assigned identity,
 // identity-based connections only. Inbound traffic arrives through its private endpoint (from APIM in the
 // VNet); the public endpoint denies everything except, optionally, deployments to the SCM site.
 //
@@ -393,7 +393,7 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
       }
       runtime: {
         name: 'python'
-        version: '3.11'
+        version: '3.13'
       }
     }
   }

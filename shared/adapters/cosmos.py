@@ -30,8 +30,9 @@ UPSERT_CONCURRENCY = 4
 #: Details bigger than this (e.g. a 5 MB base64 image in the request) are not stored beside the
 #: record; the raw exchange (TTL-bound) keeps them. Leaves room for the record in the same batch.
 DETAILS_MAX_BYTES = 1_500_000
-#: Dead-letter payloads are cut to this many characters so an item always fits in 2 MB.
-DEADLETTER_PAYLOAD_MAX_CHARS = 500_000
+#: Dead-letter payloads are cut to this many UTF-8 bytes (as they go on the wire, compact) so an
+#: item always fits in 2 MB, whatever the script (a character is 1 to 4 bytes).
+DEADLETTER_PAYLOAD_MAX_BYTES = 1_500_000
 
 Container = Any  # azure.cosmos.aio.ContainerProxy, or a test double with the same methods
 WarmUp = Callable[[], Awaitable[None]]
@@ -141,7 +142,10 @@ class CosmosDeadLetterStore:
         self._warm_up = warm_up
 
     async def put(self, key: str, reason: str, payload: str) -> None:
-        truncated = len(payload) > DEADLETTER_PAYLOAD_MAX_CHARS
+        encoded = payload.encode("utf-8", "surrogatepass")
+        truncated = len(encoded) > DEADLETTER_PAYLOAD_MAX_BYTES
+        if truncated:
+            payload = encoded[:DEADLETTER_PAYLOAD_MAX_BYTES].decode("utf-8", "ignore")  # never half a character
         await self._warm_up()
         await self.container.create_item(
             {
@@ -149,7 +153,7 @@ class CosmosDeadLetterStore:
                 "requestId": key,
                 "key": key,
                 "reason": reason,
-                "payload": payload[:DEADLETTER_PAYLOAD_MAX_CHARS],
+                "payload": payload,
                 "payloadTruncated": truncated,
                 "createdAt": utc_now_iso(),
             }
@@ -212,11 +216,17 @@ class _Once:
                 self._done = True
 
 
-def open_cosmos_stores(settings: Settings, credential: Any) -> CosmosStores:
-    """The four Cosmos stores over one client. No I/O until first use."""
+def open_cosmos_stores(settings: Settings, credential: Any, **client_options: Any) -> CosmosStores:
+    """The four Cosmos stores over one client. No I/O until first use.
+
+    `client_options` go to the SDK client as they are (an emulator's self-signed certificate:
+    `connection_verify=False`; tests: request hooks)."""
     from azure.cosmos.aio import CosmosClient
 
-    client = CosmosClient(settings.cosmos_endpoint or "", credential=credential)
+    # Compact UTF-8: by default the SDK escapes every non-ASCII character (`\uXXXX`, 6 bytes for a
+    # 3-byte CJK character), so an item sized in UTF-8 bytes could exceed the 2 MB limit on the wire.
+    client = CosmosClient(settings.cosmos_endpoint or "", credential=credential,
+                          enable_compact_utf8_item_writes=True, **client_options)
     database = client.get_database_client(settings.cosmos_database)
     warm_up = _Once(client)
     return CosmosStores(
