@@ -28,7 +28,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from devhost.subscriptions import Subscription, authorize_raw
-from shared.errors import GatewayError, NotFound
+from shared.errors import GatewayError, MethodNotAllowed, NotFound
 
 log = logging.getLogger("devhost")
 
@@ -193,6 +193,10 @@ class DevHost:
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
+        if "//" in path:
+            # An endpoint configured with a trailing slash sends `//openai/...`; AOAI serves it.
+            path = re.sub("/{2,}", "/", path)
+            scope = {**scope, "path": path}
         for prefix, mounted in self.mounts.items():
             if path == prefix or path.startswith(prefix + "/"):
                 await mounted(scope, receive, send)
@@ -202,12 +206,14 @@ class DevHost:
             if m is None:
                 continue
             if scope["method"] not in route.methods:
-                await _error(GatewayError("The method is not allowed for this resource."), 405)(scope, receive, send)
+                await _error(MethodNotAllowed("The method is not allowed for this resource."))(scope, receive, send)
                 return
             if self.subscriptions is not None:
                 client = scope.get("client")
                 try:
-                    headers = authorize_raw(self.subscriptions, scope["headers"], client[0] if client else None)
+                    headers = authorize_raw(
+                        self.subscriptions, scope["headers"], client[0] if client else None, scope.get("query_string", b"")
+                    )
                 except GatewayError as error:
                     await _error(error)(scope, receive, send)
                     return

@@ -1,7 +1,8 @@
 """Local subscription keys: what APIM does at the front door, for the dev host.
 
 `LOCAL_SUBSCRIPTIONS` maps an api-key value to `{"id", "name", "product"}`. A request's key comes
-from the `api-key` header or `Authorization: Bearer <key>` (as the OpenAI SDKs send it); a missing or
+from the `api-key` header, the `api-key` query parameter or `Authorization: Bearer <key>` (as the
+OpenAI SDKs send it on the v1 surface): the same forms APIM accepts (policies/fragments/gateway-bearer.xml); a missing or
 unknown key gets APIM's 401; a known key gets the `x-gateway-*` identity headers APIM would set,
 after any the client sent are removed (a client must not choose its own identity).
 """
@@ -10,6 +11,7 @@ from __future__ import annotations
 
 import secrets
 import uuid
+from urllib.parse import parse_qsl
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -70,19 +72,31 @@ def authorize(
     subscriptions: dict[str, Subscription],
     headers: list[tuple[str, str]],
     client_ip: str | None,
+    query_string: str = "",
 ) -> list[tuple[str, str]]:
     """The request headers as APIM forwards them, or Unauthorized (401) for a missing/unknown key."""
     raw = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in headers]
-    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in authorize_raw(subscriptions, raw, client_ip)]
+    forwarded = authorize_raw(subscriptions, raw, client_ip, query_string.encode("latin-1"))
+    return [(k.decode("latin-1"), v.decode("latin-1")) for k, v in forwarded]
+
+
+def _query_key(query_string: bytes) -> bytes | None:
+    """The first non-empty `api-key` query parameter, percent-decoded."""
+    for name, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=False):
+        if name == "api-key" and value:
+            return value.encode("latin-1")
+    return None
 
 
 def authorize_raw(
     subscriptions: dict[str, Subscription],
     headers: list[tuple[bytes, bytes]],
     client_ip: str | None,
+    query_string: bytes = b"",
 ) -> list[tuple[bytes, bytes]]:
     """`authorize` on an ASGI scope's raw headers (what the dev host runs per request: one pass,
-    nothing decoded but the key); names come back lower-case."""
+    nothing decoded but the key); names come back lower-case. The `api-key` header wins over the
+    `api-key` query parameter, which wins over a bearer token (APIM's order: its key locations first)."""
     api_key = bearer = None
     kept = []
     for name, value in headers:
@@ -95,7 +109,7 @@ def authorize_raw(
                 api_key = value
             elif lower == b"authorization" and value[:7].lower() == b"bearer ":
                 bearer = value[7:].strip() or None
-    key = api_key or bearer
+    key = api_key or (_query_key(query_string) if b"api-key=" in query_string else None) or bearer
     if key is None:
         raise Unauthorized(_MISSING)
     sub = subscriptions.get(key.decode("latin-1"))

@@ -32,7 +32,7 @@ from shared.exchange import (
     utc_now_iso,
 )
 from shared.ports import Ports
-from shared.redaction import redact_body_secrets, redact_headers, redact_query
+from shared.redaction import Redactor, request_secrets
 
 log = logging.getLogger(__name__)
 
@@ -103,20 +103,33 @@ class ExchangeRecorder:
         self.last_byte = self.elapsed_ms()
         return body
 
-    def _captured_request(self) -> CapturedRequest:
+    def _redactor(self) -> Redactor:
+        """The one redaction policy (shared/redaction.py), knowing this caller's own key so that an
+        answer echoing it is redacted too."""
+        if self._raw_request is None:
+            return Redactor()
+        _, _, query, headers, _ = self._raw_request
+        return Redactor(request_secrets(headers, query))
+
+    def _captured_request(self, redactor: Redactor) -> CapturedRequest:
         if self._raw_request is None:
             return self.request
         method, path, query, headers, body = self._raw_request
-        redacted = redact_headers(headers)
-        stored, encoding = encode_body(body, redacted.get("content-type"))
+        redacted = redactor.headers(headers)
+        content_type = redacted.get("content-type")
+        stored, encoding = encode_body(body, content_type)
+        # Credentials in the body (On Your Data keys, connection strings, form fields) stay out of
+        # the store; upstream got the bytes as sent.
         if encoding == "json":
-            # Credentials in the body (On Your Data keys, connection strings) stay out of the store;
-            # upstream got the bytes as sent. Base64 bodies (multipart uploads) are stored as they are.
-            stored = redact_body_secrets(stored)
+            stored = redactor.json(stored)
+        elif encoding == "base64":
+            clean = redactor.raw_body(body, content_type)
+            if clean is not body:
+                stored, encoding = encode_body(clean, "application/octet-stream")
         return CapturedRequest(
             method=method,
-            path=path,
-            query=redact_query(query),
+            path=redactor.path(path),
+            query=redactor.query(query),
             headers=redacted,
             body=stored,
             body_encoding=encoding,
@@ -127,28 +140,36 @@ class ExchangeRecorder:
         if self.last_byte is None and self.status is not None:
             self.last_byte = self.elapsed_ms()
         response = None
+        redactor = self._redactor()
         if self.status is not None:
-            self.response_headers = redact_headers(self.response_headers)
+            self.response_headers = redactor.headers(self.response_headers)
             self.content_type = self.response_headers.get("content-type")
             raw = b"".join(self.chunks)
             if self.content_type and self.content_type.lower().startswith("text/event-stream"):
                 response = CapturedResponse(
                     status=self.status, headers=self.response_headers, body_bytes=len(raw),
-                    sse=raw.decode("utf-8", errors="replace"),
+                    sse=redactor.event_text(raw.decode("utf-8", errors="replace")),
                 )
             else:
                 body, encoding = encode_body(raw, self.content_type)
+                # An answer can echo request configuration (a Responses API `tools` entry with its
+                # headers) or a key: the same rules as for request bodies.
                 if encoding == "json":
-                    # An answer can echo request configuration (a Responses API `tools` entry
-                    # with its headers): the same rule as for request bodies.
-                    body = redact_body_secrets(body)
+                    body = redactor.json(body)
+                elif encoding == "base64":
+                    clean = redactor.raw_body(raw, self.content_type)
+                    if clean is not raw:
+                        body, encoding = encode_body(clean, "application/octet-stream")
                 response = CapturedResponse(
                     status=self.status, headers=self.response_headers, body=body,
                     body_encoding=encoding, body_bytes=len(raw),
                 )
+        gateway_error = self.gateway_error
+        if gateway_error is not None:
+            gateway_error = {k: redactor.text(v) if isinstance(v, str) else v for k, v in gateway_error.items()}
         return Exchange(
             request_id=self.request_id,
-            request=self._captured_request(),
+            request=self._captured_request(redactor),
             timings=Timings(
                 received_at=self.received_at,
                 upstream_first_byte_ms=self.first_byte,
@@ -160,7 +181,7 @@ class ExchangeRecorder:
             backend=self.backend,
             attempts=self.attempts,
             client_disconnected=self.client_disconnected,
-            gateway_error=self.gateway_error,
+            gateway_error=gateway_error,
             usage_injected=self.usage_injected,
             enforcement=self.enforcement,
         )

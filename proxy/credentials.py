@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from proxy.backends import Backend, BackendAuth
+from shared.redaction import remember_secret
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +73,9 @@ class Credentials:
     async def headers_for(self, backend: Backend) -> dict[str, str]:
         auth = backend.auth
         if auth.type == "api_key":
-            return {"api-key": auth.api_key(self._env)}
+            key = auth.api_key(self._env)
+            remember_secret(key)  # a backend echoing it back is redacted in the stored exchange
+            return {"api-key": key}
         return {"Authorization": f"Bearer {await self._token(auth)}"}
 
     async def warm(self, backends: tuple[Backend, ...]) -> None:

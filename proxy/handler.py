@@ -36,8 +36,8 @@ from proxy.policy import RoutingPolicy
 from proxy.routing import BackendPool
 from proxy.stream_safety import StreamSafety
 from proxy.upstream import Timeouts, UpstreamClient, client_response_headers, upstream_request_headers
-from shared.apis import ApiRoute, classify, deployment_for
-from shared.errors import GatewayError, NotFound, PayloadTooLarge
+from shared.apis import ApiRoute, classify, deployment_for, resolve_path
+from shared.errors import BadRequest, GatewayError, NotFound, PayloadTooLarge
 from shared.exchange import Identity
 from shared.ports import AffinityStore, Ports
 from shared.redaction import forwardable_query
@@ -263,6 +263,10 @@ class Proxy:
         self, request: Request, rec: ExchangeRecorder, path: str,
         header_items: list[tuple[str, str]], first: dict[str, str],
     ) -> ProxyCall:
+        resolved = resolve_path(path)
+        if resolved is None:
+            raise BadRequest("Invalid URL: the path is not an Azure OpenAI data-plane path.")
+        path = resolved  # from here on, the only path: the upstream URL is built from it
         route = classify(path)
         if route is None:
             raise NotFound(f"Resource not found: {path} is not an Azure OpenAI data-plane path.")

@@ -68,6 +68,37 @@ def classify(path: str) -> ApiRoute | None:
     return ApiRoute(api=_OPERATIONS.get(op, "other"), surface="v1", deployment=None)
 
 
+#: What an AOAI data-plane path can hold once the server decoded it: printable ASCII without `%`
+#: (a second encoding layer), `\\`, `?` or `#`. Anything else (an overlong UTF-8 sequence decoded
+#: to U+FFFD, a NUL, a double-encoded dot) is refused rather than guessed at.
+_PATH_CHARS = re.compile(r"^[A-Za-z0-9\-._~!$&'()*+,;=:@/]+$")
+
+
+def resolve_path(path: str) -> str | None:
+    """The path with doubled slashes collapsed and dot-segments resolved, or None when it leaves
+    `/openai/...` or holds characters no AOAI path has.
+
+    Done once, on the decoded path, so that the upstream URL is built only from what the router
+    classified: a path the backend would resolve differently (`/openai/../x`) must never be sent.
+    """
+    if not _PATH_CHARS.match(path):
+        return None
+    segments: list[str] = []
+    for segment in path.split("/"):
+        if segment in ("", "."):
+            continue
+        if segment == "..":
+            if not segments:
+                return None
+            segments.pop()
+            continue
+        segments.append(segment)
+    if not segments or segments[0] != "openai":
+        return None
+    resolved = "/" + "/".join(segments)
+    return resolved + "/" if path.endswith("/") and not path.endswith("/.") else resolved
+
+
 def deployment_for(route: ApiRoute, body: Any) -> str | None:
     """The deployment: from the path, else the JSON body's `model` (v1 surface, `/openai/responses`)."""
     if route.deployment is not None:

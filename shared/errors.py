@@ -29,6 +29,14 @@ class GatewayError(Exception):
         return orjson.dumps(self.body())
 
 
+class BadRequest(GatewayError):
+    status, code = 400, "BadRequest"
+
+
+class MethodNotAllowed(GatewayError):
+    status, code = 405, "405"
+
+
 class Unauthorized(GatewayError):
     status, code = 401, "401"
 

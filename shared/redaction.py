@@ -1,13 +1,29 @@
-"""Secrets out of headers, query strings and JSON bodies, case-insensitively, before anything is stored."""
+"""One redaction policy for everything the gateway stores: secrets out of headers, query strings,
+paths, JSON bodies at any depth, form, multipart and text bodies and raw event streams, on the
+request and the response alike, before anything is stored.
+
+A value is a secret when its *name* says so (`api-key`, `x-upstream-token`, `client_secret`,
+`subscription_key`, `sig`, `connectionString`, ...: `is_secret_name`), when its *shape* says so
+(JWTs, `sk-...` keys, `Bearer ...`, SAS signatures, connection strings with `AccountKey=`,
+PEM blocks: `redact_text`), or when it is a credential the gateway itself knows (an upstream key
+it sends, the caller's key: `remember_secret`), wherever it appears, e.g. echoed by a backend.
+
+Redaction only ever changes the stored copy: what is forwarded is decided elsewhere
+(`is_secret_header` / `forwardable_query` drop the client's own credentials, nothing else).
+Walks are iterative (a 1,000-deep JSON body cannot exhaust the stack) and copy on write.
+"""
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 REDACTED = "[REDACTED]"
 
-#: Header names whose values are credentials (compared lower-case).
+#: Header names whose values are the *client's* credentials: never forwarded upstream (compared lower-case).
 SECRET_HEADERS = frozenset(
     {
         "api-key",
@@ -22,29 +38,287 @@ SECRET_HEADERS = frozenset(
     }
 )
 
-#: Query parameter names whose values are credentials (compared lower-case).
+#: Query parameter names whose values are the client's credentials: not forwarded (compared lower-case).
 SECRET_QUERY_PARAMS = frozenset({"api-key", "code", "subscription-key", "sig", "access_token"})
+
+#: Words that make a name secret wherever they appear in it (`x-upstream-token`, `db_password`).
+_SECRET_WORDS = frozenset(
+    {
+        "token", "secret", "secrets", "password", "passwd", "pwd", "passphrase", "auth", "authorization",
+        "authentication", "signature", "sig", "sas", "credential", "credentials", "cookie", "apikey",
+        "connectionstring", "privatekey", "accesskey", "accountkey", "sharedaccesskey", "bearer",
+    }
+)
+#: Whole names (separators removed) that are secrets although no single word says so.
+_SECRET_COMPACT = frozenset({"connectionstring", "apikey", "setcookie", "sastoken", "xapikey"})
+#: Names that look secret by the rules above but are ordinary AOAI/HTTP fields.
+_NOT_SECRET = frozenset(
+    {
+        "promptcachekey", "idempotencykey", "partitionkey", "rowkey", "key", "type", "authtype",
+        "authenticationtype", "tokenizer",
+    }
+)
+#: Fields that are credentials only inside an `authentication` object: elsewhere `key` is ordinary.
+SECRET_AUTHENTICATION_FIELDS = frozenset({"key"})
+
+_WORDS = re.compile(r"[A-Z]?[a-z0-9]+|[A-Z]+(?![a-z])")
+
+
+@functools.lru_cache(maxsize=4096)
+def is_secret_name(name: str) -> bool:
+    """Does a header, query parameter, form field or JSON key name a credential?
+
+    Words are split at separators and camelCase: `x-partner-key`, `subscriptionKey`, `access_token`,
+    `X-Ms-Client-Secret` are secrets; `max_tokens`, `prompt_cache_key`, `key` alone are not. A name
+    of several words ending in `key` is a secret (`x-api-key`, `partner_key`)."""
+    compact = re.sub(r"[^a-z0-9]", "", name.lower())
+    if not compact or compact in _NOT_SECRET:
+        return False
+    if compact in _SECRET_COMPACT:
+        return True
+    words = [w.lower() for w in _WORDS.findall(name)]
+    if any(w in _SECRET_WORDS for w in words):
+        return True
+    return len(words) > 1 and words[-1] in ("key", "keys")
+
+
+# ------------------------------------------------------------------------------------ value shapes
+_SHAPES = re.compile(
+    r"(?P<pem>-----BEGIN [A-Z0-9 ]+-----[\s\S]*?-----END [A-Z0-9 ]+-----)"
+    r"|(?P<jwt>\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*)"
+    r"|(?P<sk>\bsk-[A-Za-z0-9_-]{16,})"
+    # a credential after Bearer/Basic holds a digit or a symbol ("Bearer authentication" is prose)
+    r"|(?P<bearer>\b(?:Bearer|Basic)\s+)(?P<bearer_value>(?=[A-Za-z]*[0-9._~+/=-])[A-Za-z0-9._~+/=-]{12,})"
+    r"|(?P<assign>\b(?:AccountKey|SharedAccessKey|SharedAccessSignature|SharedSecretValue|Password|Pwd|"
+    r"sig|client_secret|api[-_]?key|access_token|subscription[-_]key)=)(?P<assign_value>[^;&\s\"'<>]+)",
+    re.IGNORECASE,
+)
+#: Cheap pre-check: a string holding none of these cannot match `_SHAPES` (case-insensitive search).
+_MARKERS = re.compile(r"-----BEGIN|eyJ|sk-|bearer|basic|key=|signature=|value=|password=|pwd=|sig=|secret=|token=", re.I)
+
+#: Credentials the gateway holds (longest first, so a key containing another is replaced whole).
+_known: list[str] = []
+
+
+def remember_secret(value: str | None) -> None:
+    """A credential the gateway holds (an upstream api-key): redacted wherever it turns up."""
+    if value and len(value) >= 8 and value not in _known:
+        _known.append(value)
+        _known.sort(key=len, reverse=True)
+
+
+def _longest_first(values: Iterable[str]) -> tuple[str, ...]:
+    return tuple(sorted({v for v in values if v and len(v) >= 8}, key=len, reverse=True))
+
+
+def _shape(m: re.Match[str]) -> str:
+    if m["bearer"]:
+        return m["bearer"] + REDACTED
+    if m["assign"]:
+        return m["assign"] + REDACTED
+    return REDACTED
+
+
+class Redactor:
+    """The policy for one exchange: the shapes, the gateway's known secrets and this request's own
+    credentials (the caller's key), so that an answer echoing any of them is redacted too."""
+
+    __slots__ = ("_extra",)
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        self._extra = _longest_first(secrets)
+
+    def text(self, value: str) -> str:
+        """A string with every secret shape and known secret replaced (the same object when none)."""
+        out = value
+        if _MARKERS.search(out):
+            out = _SHAPES.sub(_shape, out)
+        for known in (_known, self._extra):
+            for secret in known:
+                if secret in out:  # a substring search in C: cheap on long prompts
+                    out = out.replace(secret, REDACTED)
+        return value if out == value else out
+
+    # --- names and values ---------------------------------------------------------------------
+    def headers(self, headers: Iterable[tuple[str, str]] | Mapping[str, str]) -> dict[str, str]:
+        """Lower-case names, repeated headers joined with ', ', secret values replaced."""
+        items = headers.items() if isinstance(headers, Mapping) else headers
+        out: dict[str, str] = {}
+        for name, value in items:
+            key = name.lower()
+            value = REDACTED if (key in SECRET_HEADERS or is_secret_name(key)) else self.text(value)
+            out[key] = f"{out[key]}, {value}" if key in out else value
+        return out
+
+    def query(self, params: Iterable[tuple[str, str]] | Mapping[str, str]) -> dict[str, str]:
+        """Query parameters as a dict (last value wins), secret values replaced."""
+        items = params.items() if isinstance(params, Mapping) else params
+        return {self.text(k): (REDACTED if _secret_param(k) else self.text(v)) for k, v in items}
+
+    def path(self, path: str) -> str:
+        """A path with a key smuggled into it (`.../completions?api-key=...` once decoded) redacted."""
+        if "=" in path:
+            path = _PATH_PARAM.sub(lambda m: m[1] + (REDACTED if _secret_param(m[2]) else m[3]), path)
+        return self.text(path)
+
+    def form(self, raw: str) -> str:
+        pairs = parse_qsl(raw, keep_blank_values=True)
+        return urlencode([(k, REDACTED if _secret_param(k) else self.text(v)) for k, v in pairs])
+
+    def event_text(self, raw: str) -> str:
+        """A raw event stream (or any JSON-ish text): `"name": "value"` pairs with a secret name,
+        and every secret shape."""
+        if '":' in raw:
+            raw = _JSON_PAIR.sub(self._pair, raw)
+        return self.text(raw)
+
+    def _pair(self, m: re.Match[str]) -> str:
+        name = m["name"]
+        if is_secret_name(name) and not (name == "token" and '"logprob"' in m.string[m.end(): m.end() + 60]):
+            return f'{m["head"]}"{REDACTED}"'
+        return m[0]
+
+    # --- JSON ---------------------------------------------------------------------------------
+    def json(self, value: Any) -> Any:
+        """A parsed JSON value with credentials replaced; the same object when there are none.
+
+        Copy on write, iterative. A secret-named field's value (a string, number or list) is
+        replaced whole, except an object, which is walked instead: in a JSON schema
+        (`tools[].function.parameters.properties.password`) the name belongs to a parameter. A
+        logprobs entry's `token` is the model's output, not a credential."""
+        if not isinstance(value, (dict, list)):
+            return self.text(value) if isinstance(value, str) else value
+        # frame: [container, items iterator, name of the container, copy (None until changed), key being walked]
+        stack: list[list[Any]] = [[value, _items(value), None, None, None]]
+        while True:
+            frame = stack[-1]
+            container, items, cname = frame[0], frame[1], frame[2]
+            step = next(items, _DONE)
+            if step is _DONE:
+                stack.pop()
+                done = container if frame[3] is None else frame[3]
+                if not stack:
+                    return done
+                parent = stack[-1]
+                if done is not container:
+                    if parent[3] is None:
+                        parent[3] = dict(parent[0]) if isinstance(parent[0], dict) else list(parent[0])
+                    parent[3][parent[4]] = done
+                continue
+            key, item = step
+            if isinstance(container, dict):
+                name = key if isinstance(key, str) else None
+                secret = name is not None and (
+                    (is_secret_name(name) and not (name == "token" and "logprob" in container))
+                    or (cname is not None and cname.lower() == "authentication" and name.lower() in SECRET_AUTHENTICATION_FIELDS)
+                )
+                child_name = name
+            else:
+                secret, child_name = False, cname
+            if secret and item is not None and not isinstance(item, (dict, bool)) and item != REDACTED:
+                new: Any = REDACTED
+            elif isinstance(item, dict) or (isinstance(item, list) and not _plain_numbers(item)):
+                frame[4] = key
+                stack.append([item, _items(item), child_name, None, None])
+                continue
+            elif isinstance(item, str):
+                new = self.text(item)
+            else:
+                continue
+            if new is not item:
+                if frame[3] is None:
+                    frame[3] = dict(container) if isinstance(container, dict) else list(container)
+                frame[3][key] = new
+
+    # --- bodies -------------------------------------------------------------------------------
+    def raw_body(self, raw: bytes, content_type: str | None) -> bytes:
+        """A body that is not stored as JSON (form, multipart, text, broken JSON), redacted as
+        bytes; binary content (audio, images) comes back unchanged."""
+        ctype = (content_type or "").lower()
+        if ctype.startswith("multipart/"):
+            return self.multipart(raw, content_type or "")
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return raw
+        if ctype.startswith("application/x-www-form-urlencoded"):
+            out = self.form(text)
+        else:
+            out = self.event_text(text)
+        return raw if out == text else out.encode("utf-8")
+
+    def multipart(self, raw: bytes, content_type: str) -> bytes:
+        """Form fields of a multipart body (not its files) by name and shape."""
+        m = re.search(r'boundary="?([^";]+)"?', content_type)
+        if not m:
+            return raw
+        delimiter = b"--" + m[1].encode("latin-1")
+        parts = raw.split(delimiter)
+        changed = False
+        for i, part in enumerate(parts):
+            head, sep, content = part.partition(b"\r\n\r\n")
+            if not sep:
+                continue
+            disposition = head.decode("latin-1")
+            name = re.search(r'\bname="([^"]*)"', disposition)
+            if name is None or "filename=" in disposition:
+                continue
+            trailer = b"\r\n" if content.endswith(b"\r\n") else b""
+            value = content[: len(content) - len(trailer)]
+            if is_secret_name(name[1]):
+                new = REDACTED.encode()
+            else:
+                try:
+                    new = self.event_text(value.decode("utf-8")).encode("utf-8")
+                except UnicodeDecodeError:
+                    continue
+            if new != value:
+                parts[i] = head + sep + new + trailer
+                changed = True
+        return delimiter.join(parts) if changed else raw
+
+
+_DONE = object()
+_PATH_PARAM = re.compile(r"([?&;/])([^=?&;/]+)=([^&;/]*)")
+_JSON_PAIR = re.compile(r'(?P<head>"(?P<name>[A-Za-z0-9_.\-]{1,64})"\s*:\s*)"(?:[^"\\]|\\.)*"')
+_SCALARS = (int, float, bool, type(None))
+
+
+def _items(container: Any) -> Any:
+    return iter(container.items()) if isinstance(container, dict) else enumerate(container)
+
+
+def _plain_numbers(items: list[Any]) -> bool:
+    """Token ids, embedding vectors: nothing to look into (checked in C, not per item)."""
+    return all(isinstance(x, _SCALARS) for x in items) if len(items) < 8 else _SCALAR_TYPES.issuperset(map(type, items))
+
+
+_SCALAR_TYPES = frozenset({int, float, bool, type(None)})
+
+
+def _secret_param(name: str) -> bool:
+    return name.lower() in SECRET_QUERY_PARAMS or is_secret_name(name)
+
+
+# ------------------------------------------------------------------------------ module-level API
+_DEFAULT = Redactor()
 
 
 def is_secret_header(name: str) -> bool:
+    """A client credential header: not forwarded upstream (the stored copy uses `is_secret_name` too)."""
     return name.lower() in SECRET_HEADERS
 
 
 def redact_headers(headers: Iterable[tuple[str, str]] | Mapping[str, str]) -> dict[str, str]:
-    """Lower-case names, join repeated headers with ', ', replace secret values."""
-    items = headers.items() if isinstance(headers, Mapping) else headers
-    out: dict[str, str] = {}
-    for name, value in items:
-        key = name.lower()
-        value = REDACTED if key in SECRET_HEADERS else value
-        out[key] = f"{out[key]}, {value}" if key in out else value
-    return out
+    return _DEFAULT.headers(headers)
 
 
 def redact_query(params: Iterable[tuple[str, str]] | Mapping[str, str]) -> dict[str, str]:
-    """Query parameters as a dict (last value wins), secret values replaced."""
-    items = params.items() if isinstance(params, Mapping) else params
-    return {k: (REDACTED if k.lower() in SECRET_QUERY_PARAMS else v) for k, v in items}
+    return _DEFAULT.query(params)
+
+
+def redact_text(value: str) -> str:
+    return _DEFAULT.text(value)
 
 
 def forwardable_query(params: Iterable[tuple[str, str]]) -> list[tuple[str, str]]:
@@ -52,67 +326,21 @@ def forwardable_query(params: Iterable[tuple[str, str]]) -> list[tuple[str, str]
     return [(k, v) for k, v in params if k.lower() not in SECRET_QUERY_PARAMS]
 
 
-#: JSON body fields whose values are credentials (compared lower-case): Azure "On Your Data"
-#: `data_sources[].parameters.authentication` (and `embedding_dependency.authentication`) carries
-#: keys, connection strings and tokens; an MCP tool carries `authorization` or secret `headers`.
-SECRET_BODY_FIELDS = frozenset(
-    {
-        "api_key",
-        "apikey",
-        "connection_string",
-        "access_token",
-        "encoded_api_key",
-        "client_secret",
-        "password",
-        "authorization",
-        "x-api-key",
-        *SECRET_HEADERS,
-    }
-)
-
-#: Fields that are credentials only inside an `authentication` object: elsewhere `key` is ordinary
-#: (a tool parameter named "key", a metadata key).
-SECRET_AUTHENTICATION_FIELDS = frozenset({"key"})
-
-
-_SCALARS = frozenset({str, int, float, bool, type(None)})
-
-
 def redact_body_secrets(value: Any) -> Any:
-    """A parsed JSON body with credential values replaced; the same object when there are none.
-
-    Copy on write: the common body (no credentials) costs one walk and no allocation. A secret
-    field's value (a string, number or list) is replaced whole, except an object, which is walked
-    instead: in a JSON schema (`tools[].function.parameters.properties.password`) the name belongs
-    to a parameter, not to a credential.
-    """
-    return _redact(value, None)
+    """A parsed JSON body with credential values replaced; the same object when there are none."""
+    return _DEFAULT.json(value)
 
 
-def _redact(value: Any, parent: str | None) -> Any:
-    if isinstance(value, dict):
-        changed: dict[Any, Any] | None = None
-        for key, item in value.items():
-            name = key.lower() if isinstance(key, str) else None
-            secret = name in SECRET_BODY_FIELDS or (parent == "authentication" and name in SECRET_AUTHENTICATION_FIELDS)
-            if secret and item is not None and not isinstance(item, (dict, bool)) and item != REDACTED:
-                new: Any = REDACTED
-            else:
-                new = _redact(item, name)
-            if new is not item:
-                if changed is None:
-                    changed = dict(value)
-                changed[key] = new
-        return value if changed is None else changed
-    if isinstance(value, list):
-        if _SCALARS.issuperset(map(type, value)):
-            return value  # token ids, embedding inputs: nothing to look into (checked in C, not per item)
-        out: list[Any] | None = None
-        for i, item in enumerate(value):
-            new = _redact(item, parent)
-            if new is not item:
-                if out is None:
-                    out = list(value)
-                out[i] = new
-        return value if out is None else out
-    return value
+def request_secrets(headers: Iterable[tuple[str, str]], query: Iterable[tuple[str, str]]) -> list[str]:
+    """The caller's own credentials in this request (its key), to be redacted wherever echoed."""
+    found = [v for k, v in headers if k.lower() in SECRET_HEADERS or is_secret_name(k)]
+    found += [v for k, v in query if _secret_param(k)]
+    out = []
+    for v in found:
+        v = v.strip()
+        if v[:7].lower() == "bearer ":
+            v = v[7:].strip()
+        if len(v) >= 8:
+            out.append(v)
+    return out
+

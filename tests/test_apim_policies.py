@@ -90,7 +90,11 @@ def test_api_policy_is_deployed_from_its_file() -> None:
 
 def test_api_policy_composes_fragments_in_the_right_sections_and_order() -> None:
     root = ET.parse(POLICIES / "api-policy.xml").getroot()
-    inbound = included_fragments(root.find("inbound"))
+    choose = root.find("inbound").find("choose")
+    no_key, keyed = choose.find("when"), choose.find("otherwise")
+    assert no_key.attrib["condition"] == "@(context.Subscription == null)"
+    assert included_fragments(no_key) == ["gateway-bearer"], "a call without a subscription only meets the bearer hop"
+    inbound = included_fragments(keyed)
     assert inbound[0] == "gateway-identity", "identity before anything reads headers"
     assert inbound.index("gateway-limits") < inbound.index("gateway-backend")
     assert included_fragments(root.find("backend")) == ["gateway-forward"]
@@ -287,3 +291,31 @@ def test_operation_names_are_unique_and_templates_declare_their_parameters() -> 
     for op in operations():
         declared = {p["name"] for p in op["templateParameters"]}
         assert declared == set(re.findall(r"\{([^}]+)\}", op["urlTemplate"])), op["name"]
+
+
+def test_bearer_fragment_sends_a_bearer_key_through_apim_again_as_api_key_and_refuses_no_key() -> None:
+    """APIM checks subscription keys before policies, from `api-key` only: the API does not require one,
+    so that this fragment can move a bearer key into `api-key` and send the call through APIM once more."""
+    root = ET.parse(FRAGMENTS / "gateway-bearer.xml").getroot()
+    when, otherwise = root.find("choose").find("when"), root.find("choose").find("otherwise")
+    condition = when.attrib["condition"]
+    assert "Bearer " in condition and "x-apim-bearer-hop" in condition and "Length > 0" in condition
+    sets = {el.attrib["name"].lower(): el for el in when.iter("set-header")}
+    assert "Authorization" in sets["api-key"].findtext("value") and sets["authorization"].attrib["exists-action"] == "delete"
+    assert sets["x-apim-bearer-hop"].attrib["exists-action"] == "override"
+    backend = when.find("set-backend-service").attrib["base-url"]
+    assert "context.Request.OriginalUrl.Host" in backend and "context.Api.Path" in backend
+    assert not list(when.iter("include-fragment")), "no function key, no identity on the keyless hop"
+    refusal = otherwise.find("return-response")
+    assert refusal.find("set-status").attrib["code"] == "401"
+    assert "missing subscription key" in refusal.findtext("set-body")
+    # The second hop's identity fragment removes the marker, and the API accepts a call without a key.
+    identity = ET.parse(FRAGMENTS / "gateway-identity.xml").getroot()
+    assert any(el.attrib["name"] == "x-apim-bearer-hop" and el.attrib.get("exists-action") == "delete"
+               for el in identity.iter("set-header"))
+    api = APIM_BICEP.read_text()
+    api = api[api.index("resource api 'Microsoft.ApiManagement/service/apis"):]
+    assert re.search(r"subscriptionRequired: false", api[: api.index("resource apiOperations")])
+    products = APIM_BICEP.read_text()
+    products = products[products.index("resource productResources"):]
+    assert "subscriptionRequired: true" in products[: products.index("resource productApis")]

@@ -192,6 +192,16 @@ resource identityFragment 'Microsoft.ApiManagement/service/policyFragments@2023-
   }
 }
 
+resource bearerFragment 'Microsoft.ApiManagement/service/policyFragments@2023-05-01-preview' = {
+  parent: service
+  name: 'gateway-bearer'
+  properties: {
+    description: 'A key sent as Authorization: Bearer (OpenAI v1 clients) goes through APIM once more as api-key; no key at all is refused (401).'
+    format: 'rawxml'
+    value: loadTextContent('../../policies/fragments/gateway-bearer.xml')
+  }
+}
+
 resource limitsFragment 'Microsoft.ApiManagement/service/policyFragments@2023-05-01-preview' = {
   parent: service
   name: 'gateway-limits'
@@ -295,13 +305,16 @@ resource api 'Microsoft.ApiManagement/service/apis@2023-05-01-preview' = {
   name: 'azure-openai'
   properties: {
     displayName: 'Azure OpenAI (gateway)'
-    description: 'Azure OpenAI data plane through the operations gateway. Send your subscription key in the api-key header.'
+    description: 'Azure OpenAI data plane through the operations gateway. Send your subscription key in the api-key header, the api-key query parameter or as Authorization: Bearer.'
     path: 'openai'
     protocols: [
       'https'
     ]
     serviceUrl: 'https://${functionAppHostName}/openai'
-    subscriptionRequired: true
+    // Not required here so that a bearer key can reach the gateway-bearer fragment, which refuses a call with no
+    // key (401) and sends a bearer key through APIM again as api-key. A key that is sent is always checked, and
+    // every product still requires a subscription.
+    subscriptionRequired: false
     subscriptionKeyParameterNames: {
       header: 'api-key'
       query: 'api-key'
@@ -330,6 +343,7 @@ resource apiPolicy 'Microsoft.ApiManagement/service/apis/policies@2023-05-01-pre
   }
   dependsOn: [
     identityFragment
+    bearerFragment
     limitsFragment
     metricsFragment
     backendFragment

@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import re
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -32,7 +33,7 @@ import aiohttp
 from devhost.host import Receive, Scope, Send, channel_batches, compile_route, lifespan
 from devhost.runtime.worker import EventData, FunctionsWorker, LoadedFunction
 from devhost.subscriptions import Subscription, authorize_raw
-from shared.errors import GatewayError, NotFound
+from shared.errors import GatewayError, MethodNotAllowed, NotFound
 
 log = logging.getLogger("devhost.runtime")
 
@@ -137,6 +138,10 @@ class RuntimeDevHost:
     # ------------------------------------------------------------------------------- HTTP
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = scope["path"]
+        if "//" in path:
+            # An endpoint configured with a trailing slash sends `//openai/...`; AOAI serves it.
+            path = re.sub("/{2,}", "/", path)
+            scope = {**scope, "path": path}
         for prefix, mounted in self.mounts.items():
             if path == prefix or path.startswith(prefix + "/"):
                 await mounted(scope, receive, send)
@@ -146,13 +151,15 @@ class RuntimeDevHost:
             if m is None:
                 continue
             if scope["method"] not in methods:
-                await _send_error(send, GatewayError("The method is not allowed for this resource."), 405)
+                await _send_error(send, MethodNotAllowed("The method is not allowed for this resource."))
                 return
             headers = scope["headers"]
             if self.subscriptions is not None:
                 client = scope.get("client")
                 try:
-                    headers = authorize_raw(self.subscriptions, headers, client[0] if client else None)
+                    headers = authorize_raw(
+                        self.subscriptions, headers, client[0] if client else None, scope.get("query_string", b"")
+                    )
                 except GatewayError as error:
                     await _send_error(send, error)
                     return
