@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import secrets
 import uuid
-from urllib.parse import parse_qsl
 from collections.abc import Iterable
 from dataclasses import dataclass
+from urllib.parse import parse_qsl
 
 import orjson
 

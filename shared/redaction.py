@@ -205,7 +205,9 @@ class Redactor:
                         parent[3] = dict(parent[0]) if isinstance(parent[0], dict) else list(parent[0])
                     parent[3][parent[4]] = done
                 continue
-            key, item = step
+            key: Any
+            item: Any
+            key, item = step  # type: ignore[misc]  # a (key, value) pair from _items
             if isinstance(container, dict):
                 name = key if isinstance(key, str) else None
                 secret = name is not None and (
