@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-py3.13
 
-.PHONY: run test bench venv iac-venv servers clean
+.PHONY: run test lint bench venv iac-venv servers clean
 
 # A venv from another Python (an older checkout's 3.11) is made again.
 define fresh_venv
@@ -49,6 +49,11 @@ run: $(STAMP)
 
 test: $(STAMP) $(IAC_STAMP) $(SERVERS_STAMP)
 	REQUIRE_IAC=1 IAC_VENV=$(IAC_VENV) $(PY) -m pytest
+
+# ruff (lint) and mypy (types), configured in pyproject.toml. CI runs this before the tests.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 
 bench: $(STAMP)
 	$(PY) -m bench

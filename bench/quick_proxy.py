@@ -53,7 +53,7 @@ async def measure(urls: list[str], n: int, warmup: int) -> list[Samples]:
     clients = [httpx.AsyncClient(base_url=u, timeout=30, headers={"api-key": KEY}) for u in urls]
     try:
         for i in range(warmup + n):
-            for (ttfb, total), client in zip(out, clients):
+            for (ttfb, total), client in zip(out, clients, strict=False):
                 first, whole = await one(client)
                 if i >= warmup:
                     ttfb.append(first)

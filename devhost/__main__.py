@@ -13,8 +13,8 @@ import logging
 import os
 import sys
 from collections.abc import Callable
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 from devhost import commands
 from devhost.dashboard_app import DASHBOARD_PATH, DashboardApp

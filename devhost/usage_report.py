@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from typing import Any
 
 Record = Mapping[str, Any]
 
 RECORD_COLUMNS = ("timestamp", "request_id", "subscription", "api", "deployment", "status", "error_code", "stream",
-                  "prompt", "completion", "total", "usage_source", "cost_usd", "latency_ms")
+                  "prompt", "completion", "total", "usage_source", "cost_usd", "latency_ms", "operation",
+                  "billable", "cached")
 REPORT_COLUMNS = ("subscription", "deployment", "day", "requests", "prompt_tokens", "completion_tokens",
                   "total_tokens", "errors", "cost_usd")
 
@@ -46,8 +47,8 @@ def since_filter(value: str) -> str:
     """
     moment = datetime.fromisoformat(value.strip())
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=timezone.utc)
-    return moment.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _subscription(record: Record) -> str:
@@ -107,7 +108,8 @@ def record_row(r: Record) -> list[str]:
     values = (r.get("timestamp"), r.get("request_id"), _subscription(r), r.get("api"), r.get("deployment"),
               r.get("status_code"), r.get("error_code"), bool(r.get("stream")), _int(r, "prompt_tokens"),
               _int(r, "completion_tokens"), _int(r, "total_tokens"), r.get("usage_source"), r.get("cost"),
-              round(float(r["latency_ms"])) if r.get("latency_ms") is not None else None)
+              round(float(r["latency_ms"])) if r.get("latency_ms") is not None else None,
+              r.get("operation"), r.get("billable"), _int(r, "cached_tokens"))
     return [_cell(v) for v in values]
 
 
@@ -123,7 +125,7 @@ def format_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     numeric = [bool(rows) and all(_numeric(r[i]) for r in rows) for i in range(len(headers))]
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if n else c.ljust(w) for c, w, n in zip(cells, widths, numeric)).rstrip()
+        return "  ".join(c.rjust(w) if n else c.ljust(w) for c, w, n in zip(cells, widths, numeric, strict=False)).rstrip()
 
     return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
 

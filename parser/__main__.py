@@ -112,7 +112,7 @@ async def _replay_file(
 
     outcomes = await asyncio.gather(*(record_of(doc) for _, doc in documents))
     status = 0
-    for (where, _), outcome in zip(documents, outcomes):
+    for (where, _), outcome in zip(documents, outcomes, strict=False):
         if isinstance(outcome, str):
             print(f"{where}: {outcome}", file=err)
             status = 1

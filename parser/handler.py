@@ -111,7 +111,7 @@ async def handle_batch(
                 await _deadletter(ports, result, key, f"unexpected error: {type(exc).__name__}: {exc}", event)
 
     per_event = [BatchResult() for _ in events]
-    await asyncio.gather(*(one(event, key, result) for event, key, result in zip(events, keys, per_event)))
+    await asyncio.gather(*(one(event, key, result) for event, key, result in zip(events, keys, per_event, strict=False)))
     result = BatchResult()
     for item in per_event:
         result.extend(item)

@@ -44,7 +44,7 @@ class Table:
     measures: tuple[Measure, ...] = field(default_factory=tuple)
 
 
-S, I, D, T, B = "string", "int64", "double", "dateTime", "boolean"
+S, I, D, T, B = "string", "int64", "double", "dateTime", "boolean"  # noqa: E741 - TMDL data types, one letter each
 USD = "\\$#,0.00;(\\$#,0.00);\\$#,0.00"
 PCT = "0.00%;-0.00%;0.00%"
 MS = "#,0 \"ms\""
@@ -302,7 +302,7 @@ def project_files() -> dict[Path, str]:
         files[d / "pages" / pid / "page.json"] = _json({"$schema": f"{SCHEMAS}/item/report/definition/page/1.3.0/schema.json",
                                                         "name": pid, "displayName": page, "displayOption": "FitToPage",
                                                         "height": height, "width": 1280})
-        for i, ((vtype, table, fields), box) in enumerate(zip(visuals, boxes)):
+        for i, ((vtype, table, fields), box) in enumerate(zip(visuals, boxes, strict=False)):
             v = _visual(page, i, box, vtype, by_title[table], fields)
             files[d / "pages" / pid / "visuals" / v["name"] / "visual.json"] = _json(v)
     files[WORKBOOK] = _json(workbook())

@@ -106,7 +106,7 @@ def parse_backend(index: int, item: Any) -> Backend:
         raise _fail(index, item, "'name' is required")
     endpoint = item.get("endpoint")
     parts = urlsplit(endpoint) if isinstance(endpoint, str) else None
-    if parts is None or parts.scheme not in {"http", "https"} or not parts.netloc:
+    if not isinstance(endpoint, str) or parts is None or parts.scheme not in {"http", "https"} or not parts.netloc:
         raise _fail(index, item, f"'endpoint' must be an http(s) URL, got {endpoint!r}")
     deployments = item.get("deployments", [])
     if not isinstance(deployments, list) or not all(isinstance(d, str) and d for d in deployments):

@@ -19,6 +19,8 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from shared.background import BackgroundTasks
+from shared.errors import GatewayError
 from shared.exchange import (
     Attempt,
     CapturedRequest,
@@ -29,8 +31,6 @@ from shared.exchange import (
     encode_body,
     utc_now_iso,
 )
-from shared.background import BackgroundTasks
-from shared.errors import GatewayError
 from shared.ports import Ports
 from shared.redaction import redact_body_secrets, redact_headers, redact_query
 

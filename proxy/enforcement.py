@@ -398,7 +398,7 @@ class _Run:
         meta.setdefault("model", "")
         open_choices = sorted(self.choices_seen - self.choices_finished) or [0]
         if self.api == "chat.completions":
-            choices = [
+            choices: list[dict[str, Any]] = [
                 {"index": i, "delta": {}, "logprobs": None, "finish_reason": "content_filter"} for i in open_choices
             ]
         else:

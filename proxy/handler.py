@@ -17,7 +17,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 import orjson
@@ -289,7 +289,7 @@ class Proxy:
             deployment=deployment_for(route, json_body),
         )
         if self.settings.inject_stream_usage and stream_usage.should_inject(route, query, json_body):
-            call.body = stream_usage.inject(json_body)
+            call.body = stream_usage.inject(cast(dict[str, Any], json_body))  # should_inject: a JSON object
             call.filter_usage = True
             rec.usage_injected = True
         return call

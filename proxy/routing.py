@@ -22,7 +22,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from itertools import groupby
 from typing import Any, Literal
 from urllib.parse import urlsplit
@@ -196,7 +196,7 @@ class BackendPool:
         now, wall = self.clock(), self._wall()
 
         def iso(at: float) -> str:
-            when = datetime.fromtimestamp(wall + (at - now), tz=timezone.utc)
+            when = datetime.fromtimestamp(wall + (at - now), tz=UTC)
             return when.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
         out: dict[str, dict[str, Any]] = {}

@@ -90,3 +90,57 @@ def version_at_least(version: str | None, minimum: str) -> bool:
     if not version[:4].isdigit():
         return True
     return version[:10] >= minimum[:10]
+
+
+Operation = Literal["create", "retrieve", "list", "delete", "cancel", "update", "content", "other"]
+
+#: APIs whose `create` runs a model and so uses tokens (or audio seconds, or images).
+GENERATIVE_APIS: frozenset[str] = frozenset(_OPERATIONS.values())
+_CANCEL = re.compile(r"/cancel/?$")
+_CONTENT = re.compile(r"/content/?$")
+_COLLECTIONS = frozenset({"models", "files", "batches", "jobs", "vector_stores", "deployments", "responses",
+                          "conversations", "items", "evals", "runs", "containers", "assistants", "threads"})
+_SUB_LIST = re.compile(r"/(?:input_items|events|checkpoints|files|messages)/?$")
+
+
+def operation(method: str, path: str, route: ApiRoute | None) -> Operation:
+    """What a request does to its resource, from the method and the path alone.
+
+    A POST to a generative API creates a model answer (`create`); reading, listing, deleting or
+    cancelling an object that already exists (a stored response, a file, a batch) does no model
+    work, whatever the object it reads says about the tokens it once used.
+    """
+    verb = (method or "").upper()
+    if _CANCEL.search(path) and verb == "POST":
+        return "cancel"
+    if verb == "DELETE":
+        return "delete"
+    if verb in ("GET", "HEAD"):
+        if _CONTENT.search(path):
+            return "content"
+        if route is not None and route.response_id is not None and not _SUB_LIST.search(path):
+            return "retrieve"
+        if _SUB_LIST.search(path) or _is_collection(path):
+            return "list"
+        return "retrieve"
+    if verb == "POST":
+        if route is not None and route.response_id is not None:
+            return "other"
+        return "create"
+    if verb in ("PATCH", "PUT"):
+        return "update"
+    return "other"
+
+
+def billable(api: str, op: str) -> bool:
+    """Only creating an answer with a model is billed; management and read calls never are."""
+    return api in GENERATIVE_APIS and op == "create"
+
+
+def _is_collection(path: str) -> bool:
+    """`/openai/models`, `/openai/v1/files`, `/openai/batches`: a collection has no id after its name."""
+    m = _V1_PATH.match(path)
+    if not m or path.startswith("/openai/deployments"):
+        return path.rstrip("/").endswith("/deployments")
+    parts = [p for p in m["op"].split("/") if p]
+    return bool(parts) and parts[-1] in _COLLECTIONS

@@ -74,7 +74,7 @@ def _payloads(events: list[tuple[str | None, str]], result: Consolidated) -> lis
             parsed.append(orjson.loads(data))
         except orjson.JSONDecodeError:
             parsed.append(None)
-    out = [(name, payload) for name, payload in zip(named, parsed) if isinstance(payload, dict)]
+    out = [(name, payload) for name, payload in zip(named, parsed, strict=False) if isinstance(payload, dict)]
     result.bad_events = len(datas) - len(out)
     if result.bad_events:
         result.notes.append(f"{result.bad_events} stream event(s) were not JSON objects")
@@ -453,8 +453,8 @@ def _string_end(data: str, start: int) -> int:
 
 
 def _prompt_annotations(chunk: dict[str, Any], prompt_filters: dict[int, dict[str, Any]]) -> None:
-    for annotations in (chunk.get("prompt_filter_results"), chunk.get("prompt_annotations")):
-        for item in annotations if isinstance(annotations, list) else []:
+    for found in (chunk.get("prompt_filter_results"), chunk.get("prompt_annotations")):
+        for item in found if isinstance(found, list) else []:
             if isinstance(item, dict):
                 idx = item.get("prompt_index", 0)
                 idx = idx if type(idx) is int else 0

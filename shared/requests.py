@@ -71,7 +71,8 @@ def _binary_request(b64: Any, content_type: str | None) -> dict[str, Any]:
     for part in message.iter_parts() if message.is_multipart() else []:
         name = part.get_param("name", header="content-disposition")
         filename = part.get_filename()
-        payload = part.get_payload(decode=True) or b""
+        decoded = part.get_payload(decode=True)
+        payload = decoded if isinstance(decoded, bytes) else b""
         if filename is not None:
             files.append({"field": name, "filename": filename, "bytes": len(payload)})
         elif name in _FORM_FIELDS or name == "stream":

@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from shared import filter_results
-from shared.apis import api_version, classify, deployment_for
+from shared.apis import api_version, billable, classify, deployment_for, operation
 from shared.consolidate import consolidate
 from shared.exchange import Exchange, utc_now_iso
 from shared.redaction import redact_body_secrets
@@ -52,6 +52,9 @@ def base_record(exchange: Exchange) -> dict[str, Any]:
     else:
         status = 499 if exchange.client_disconnected else 502
     backend = exchange.backend or (exchange.attempts[-1].backend if exchange.attempts else None)
+    method, path = _str(request.method) or "", _str(request.path) or ""
+    route = classify(path)
+    op = operation(method, path, route)
     return {
         "request_id": str(exchange.request_id),
         # A malformed stored exchange must still give a valid record: coerce, never trust types.
@@ -65,6 +68,8 @@ def base_record(exchange: Exchange) -> dict[str, Any]:
         "method": _str(request.method) or "",
         "path": _str(request.path) or "",
         "api": "other",
+        "operation": op,
+        "billable": billable(route.api if route else "other", op),
         "deployment": None,
         "model": None,
         "api_version": api_version(request.query) if isinstance(request.query, Mapping) else None,
@@ -124,6 +129,11 @@ def _fill(record: dict[str, Any], details: dict[str, Any], exchange: Exchange) -
     record["error_code"] = record["error_code"] or _error_code(body.get("error"))
     _verdicts(record, api, body)
     _choices(record, api, body)
+    if not record["billable"]:
+        # Reading, listing, deleting or cancelling a stored object does no model work: the usage
+        # the object carries was billed when it was created, never again here.
+        record["finish_reasons"], record["tool_call_count"], record["image_count"] = [], 0, 0
+        return
     _usage(record, exchange, api, request, body, notes, stream_complete, model)
     if notes:
         record["estimation_notes"] = notes

@@ -14,7 +14,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from shared.errors import ConfigurationError
-from shared.ports import Ports
+from shared.ports import AffinityStore, DeadLetterStore, EventChannel, ExchangeStore, Ports, RecordStore, UsageSink
 from shared.settings import Settings
 
 if TYPE_CHECKING:
@@ -119,6 +119,12 @@ def build_ports(settings: Settings) -> WiredPorts:
             closers.append(credential.close)
         return credential
 
+    exchanges: ExchangeStore
+    records: RecordStore
+    deadletters: DeadLetterStore
+    affinity: AffinityStore
+    channel: EventChannel
+    sink: UsageSink
     if settings.log_store == "cosmos":
         from shared.adapters.cosmos import open_cosmos_stores
 

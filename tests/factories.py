@@ -50,6 +50,7 @@ def exchange(
     response_headers: dict[str, str] | None = None,
     request_id: str = "req-1",
     query: dict[str, str] | None = None,
+    method: str = "POST",
     **extra: Any,
 ) -> Exchange:
     response = None
@@ -64,7 +65,7 @@ def exchange(
     return Exchange(
         request_id=request_id,
         request=CapturedRequest(
-            method="POST",
+            method=method,
             path=path,
             query=query if query is not None else {"api-version": "2024-10-21"},
             headers={"content-type": "application/json", "user-agent": "AzureOpenAI/Python 3.57.0", "api-key": "[REDACTED]"},

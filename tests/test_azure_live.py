@@ -11,7 +11,7 @@ import asyncio
 import logging
 import os
 import uuid
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
@@ -64,7 +64,7 @@ async def test_event_hub_channel_live():
 
     name = os.environ.get("GATEWAY_TEST_EVENTHUB_NAME", "exchanges")
     rid = uuid.uuid4().hex
-    since = datetime.now(timezone.utc) - timedelta(seconds=5)
+    since = datetime.now(UTC) - timedelta(seconds=5)
     received: asyncio.Future = asyncio.get_running_loop().create_future()
     async with DefaultAzureCredential() as credential:
         channel = EventHubChannel.create(EVENTHUB, name, credential)

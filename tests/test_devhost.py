@@ -7,8 +7,8 @@ from types import SimpleNamespace
 import azure.functions as func
 import httpx
 
-from devhost.host import DevHost, compile_route, event_hub_functions, http_routes, load_settings_file
 from devhost.__main__ import main
+from devhost.host import DevHost, compile_route, event_hub_functions, http_routes, load_settings_file
 from shared.adapters.local_channel import LocalEventChannel
 from shared.adapters.memory import memory_ports
 

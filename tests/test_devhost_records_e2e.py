@@ -364,6 +364,26 @@ def test_responses_stream(gw):
     assert record["usage_source"] == "service" and record["stream"] and not record["usage_injected"]
 
 
+def test_retrieve_input_items_delete_and_models_are_not_billable_and_inherit_no_tokens(gw):
+    client = gw.client("2025-04-01-preview")
+    created = client.responses.with_raw_response.create(model="gpt-4o", input="Tell me a story")
+    reply = created.parse()
+    create_record = _one_record(gw, created.headers["x-gateway-request-id"])
+    assert create_record["billable"] is True and create_record["operation"] == "create" and create_record["total_tokens"] > 0
+    assert create_record["cost"] and create_record["cost"] > 0
+    calls = [
+        ("retrieve", client.responses.with_raw_response.retrieve(reply.id)),
+        ("list", client.responses.input_items.with_raw_response.list(reply.id)),
+        ("delete", client.responses.with_raw_response.delete(reply.id)),
+    ]
+    for operation, raw in calls:
+        raw.parse()
+        record = _one_record(gw, raw.headers["x-gateway-request-id"])
+        assert (record["operation"], record["billable"]) == (operation, False), record["path"]
+        assert _counts(record) == (0, 0, 0) and record["usage_source"] == "none"
+        assert (record["cost"], record["cost_reason"]) == (0.0, "not billable")
+
+
 # --------------------------------------------------------------------------------------- errors
 def test_401_from_the_dev_host_never_reaches_the_proxy_and_has_no_record(gw):
     before = len(gw.records())

@@ -71,7 +71,7 @@ FAILOVER_CASES = [
     (FakeAnswer(404, head=DNF), "deployment_not_found", 404),
     (aiohttp.ClientConnectorError(None, OSError(111, "Connection refused")), "connect_error", None),
     (aiohttp.ServerDisconnectedError(), "connect_error", None),
-    (asyncio.TimeoutError(), "timeout", None),
+    (TimeoutError(), "timeout", None),
     (aiohttp.SocketTimeoutError("Timeout on reading data from socket"), "timeout", None),
 ]
 
@@ -159,7 +159,7 @@ async def test_unknown_deployment_is_no_backend():
 
 async def test_only_transport_errors_is_failed_with_the_last_kind():
     pool, clock = make_pool(*ranked("a", "b"))
-    send, _ = scripted(clock, {"a": [aiohttp.ServerDisconnectedError()], "b": [asyncio.TimeoutError()]})
+    send, _ = scripted(clock, {"a": [aiohttp.ServerDisconnectedError()], "b": [TimeoutError()]})
     result = await run_failover(send, pool, "gpt-4o")
     assert result.verdict == "failed" and result.error_kind == "timeout" and isinstance(result.error, asyncio.TimeoutError)
     assert [a.outcome for a in result.attempts] == ["connect_error", "timeout"]
@@ -301,10 +301,10 @@ async def test_gateway_answers_and_headers_for_each_verdict():
     assert (missing.status, missing.code) == (404, "DeploymentNotFound")
 
     clock.advance(10)
-    send, _ = scripted(clock, {"a": [asyncio.TimeoutError()], "b": [aiohttp.ServerDisconnectedError()]})
+    send, _ = scripted(clock, {"a": [TimeoutError()], "b": [aiohttp.ServerDisconnectedError()]})
     failed = await run_failover(send, pool, "gpt-4o")
     assert failed.gateway_error().status == 502 and failed.response_headers() == {"x-gateway-attempts": "2"}
-    send, _ = scripted(clock, {"a": [aiohttp.ServerDisconnectedError()], "b": [asyncio.TimeoutError()]})
+    send, _ = scripted(clock, {"a": [aiohttp.ServerDisconnectedError()], "b": [TimeoutError()]})
     assert (await run_failover(send, pool, "gpt-4o")).gateway_error().status == 504
 
 

@@ -48,7 +48,7 @@ def test_passes_through_everything_else(status, body):
 @pytest.mark.parametrize(
     ("error", "kind"),
     [
-        (asyncio.TimeoutError(), "timeout"),
+        (TimeoutError(), "timeout"),
         (aiohttp.ServerTimeoutError("read"), "timeout"),
         (aiohttp.ConnectionTimeoutError("connect"), "timeout"),
         (aiohttp.SocketTimeoutError("sock_read"), "timeout"),

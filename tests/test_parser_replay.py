@@ -32,7 +32,7 @@ def test_bad_line_is_reported_and_the_rest_still_printed(tmp_path, capsys):
     f.write_text(json.dumps(_ex("good").to_dict()) + "\n{broken\n" + json.dumps({"no": "exchange"}) + "\n")
     assert main(["replay", str(f), str(tmp_path / "absent.json")]) == 1
     captured = capsys.readouterr()
-    assert [json.loads(l)["request_id"] for l in captured.out.splitlines()] == ["good"]
+    assert [json.loads(line)["request_id"] for line in captured.out.splitlines()] == ["good"]
     assert f"{f}:2: not an exchange" in captured.err and f"{f}:3: not an exchange" in captured.err
     assert "absent.json: cannot read" in captured.err
 

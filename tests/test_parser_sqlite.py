@@ -30,4 +30,4 @@ async def test_local_channel_batch_to_sqlite_records_with_duplicates_and_poison(
         details = await ports.records.get_details("e1")
         assert details["response"]["choices"][0]["message"]["content"] == "Hello there"
         letters = await ports.deadletters.list_letters()
-        assert [(l["key"], l["reason"]) for l in letters] == [("nope", "exchange not found after retries")]
+        assert [(d["key"], d["reason"]) for d in letters] == [("nope", "exchange not found after retries")]

@@ -25,7 +25,7 @@ def test_defaults():
 
 
 def test_reads_every_routing_setting():
-    env = dict(zip(ROUTING_SETTINGS, ["5", "12.5", "2", "8", "45", "3600"]))
+    env = dict(zip(ROUTING_SETTINGS, ["5", "12.5", "2", "8", "45", "3600"], strict=False))
     policy = RoutingPolicy.from_settings(Settings.from_env(env))
     assert policy == RoutingPolicy(max_attempts=5, deadline_seconds=12.5, circuit_failures=2, circuit_window_seconds=8, circuit_cooldown_seconds=45, affinity_ttl_seconds=3600)
 

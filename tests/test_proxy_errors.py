@@ -25,7 +25,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _proxy(endpoint: str, *, deployments=("*",), timeouts=Timeouts(), max_body=1000):
+def _proxy(endpoint: str, *, deployments=("*",), timeouts=Timeouts(), max_body=1000):  # noqa: B008 - frozen
     ports = memory_ports()
     settings = Settings(
         backends_json=json.dumps([{"name": "east", "endpoint": endpoint, "auth": {"type": "api_key", "value": "up-key"},

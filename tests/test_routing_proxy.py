@@ -188,7 +188,7 @@ async def test_a_throttled_backend_is_not_called_before_its_retry_time():
                 await asyncio.sleep(0.01)
             assert set(statuses) == {200}
             arrivals = [x.received for x in a.requests]
-            gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:])]
+            gaps = [later - earlier for earlier, later in zip(arrivals, arrivals[1:], strict=False)]
             assert all(x.status == 429 for x in a.requests)
             assert 3 <= len(arrivals) <= 6 and min(gaps) >= 0.3, gaps
             assert len(b.requests) == len(statuses) and len(statuses) > 3 * len(arrivals)
@@ -241,7 +241,7 @@ async def test_circuit_opens_after_repeated_failures_and_health_shows_it():
 async def test_weights_are_respected_within_a_priority():
     async with simulators(SimulatorConfig(), SimulatorConfig(), SimulatorConfig()) as sims:
         weights = {"w1": 1, "w2": 2, "w5": 5}
-        config = [{"name": n, "endpoint": s.url, "weight": w} for (n, w), s in zip(weights.items(), sims)]
+        config = [{"name": n, "endpoint": s.url, "weight": w} for (n, w), s in zip(weights.items(), sims, strict=False)]
         async with gateway(config, seed=7) as gw:
             total = 800
             gate = asyncio.Semaphore(16)
@@ -253,7 +253,7 @@ async def test_weights_are_respected_within_a_priority():
                     return r.headers["x-gateway-backend"]
 
             served = await asyncio.gather(*(one() for _ in range(total)))
-            for (name, weight), sim in zip(weights.items(), sims):
+            for (name, weight), sim in zip(weights.items(), sims, strict=False):
                 share = served.count(name) / total
                 assert abs(share - weight / 8) < 0.05, (name, share)
                 assert len(sim.requests) == served.count(name)

@@ -16,7 +16,7 @@ def test_windows_cover_text_within_limit_and_honour_overlap(length, overlap):
         return
     assert all(0 < len(w.text) <= MAX_WINDOW_CHARS for w in windows)
     assert windows[0].start == 0 and windows[-1].end == len(text)
-    for prev, cur in zip(windows, windows[1:]):
+    for prev, cur in zip(windows, windows[1:], strict=False):
         assert cur.start == prev.end - overlap  # the overlap repeats exactly
         assert text[cur.start : cur.end] == cur.text
     rebuilt = windows[0].text + "".join(w.text[overlap:] for w in windows[1:])

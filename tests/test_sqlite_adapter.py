@@ -144,11 +144,11 @@ async def test_dead_letters_keep_key_reason_payload(db):
     await store.put("rid-1", "exchange missing after 3 tries", "rid-1")
     await store.put("?", "unreadable event body", "\x00\xff")
     letters = await store.list_letters()
-    assert [(l["key"], l["reason"], l["payload"]) for l in letters] == [
+    assert [(d["key"], d["reason"], d["payload"]) for d in letters] == [
         ("rid-1", "exchange missing after 3 tries", "rid-1"),
         ("?", "unreadable event body", "\x00\xff"),
     ]
-    assert all(l["created_at"].endswith("Z") for l in letters)
+    assert all(d["created_at"].endswith("Z") for d in letters)
 
 
 async def test_affinity_expires_after_ttl(db):

@@ -168,7 +168,7 @@ def test_vision_estimate_uses_tile_formula_and_flags_unknown_sizes():
 
 def test_audio_transcription_text_response():
     ex = exchange(path="/openai/deployments/whisper/audio/transcriptions", body=None, response_headers={"content-type": "text/plain"})
-    ex.response.body = {"base64": base64.b64encode("Hallo Welt".encode()).decode()}
+    ex.response.body = {"base64": base64.b64encode(b"Hallo Welt").decode()}
     ex.response.body_encoding = "base64"
     record, details = _record(ex)
     assert record["api"] == "audio.transcriptions" and record["usage_source"] == "none"

@@ -25,7 +25,7 @@ class Node:
     value: str | None
     depth: int
     properties: dict[str, str] = field(default_factory=dict)
-    children: list["Node"] = field(default_factory=list)
+    children: list[Node] = field(default_factory=list)
     source: str | None = None  # partition M expression (the lines under `source =`)
 
 

@@ -23,7 +23,7 @@ def make_record(n: int, **fields: Any) -> dict[str, Any]:
         "subscription_id": "team-a", "subscription_name": "Team A", "product": "standard",
         "user_id": "alice", "client_ip": "10.0.0.1", "user_agent": "openai-python/1.0",
         "method": "POST", "path": "/openai/deployments/chat/chat/completions",
-        "api": "chat.completions", "deployment": "chat", "model": "gpt-4o-2024-08-06", "api_version": "2024-10-21",
+        "api": "chat.completions", "operation": "create", "billable": True, "deployment": "chat", "model": "gpt-4o-2024-08-06", "api_version": "2024-10-21",
         "backend": "aoai-eastus", "attempts": 1, "region": "East US", "stream": False,
         "status_code": 200, "error_code": None, "latency_ms": 800.0, "ttft_ms": 800.0,
         "prompt_tokens": 0, "completion_tokens": 0, "total_tokens": 0, "cached_tokens": 0, "reasoning_tokens": 0,

@@ -24,7 +24,7 @@ class ProtosUnavailable(RuntimeError):
 
 def _compile() -> None:
     try:
-        from grpc_tools import protoc  # type: ignore[import-untyped]
+        from grpc_tools import protoc
     except ImportError as exc:  # pragma: no cover - requirements-dev.txt installs it
         raise ProtosUnavailable("grpcio-tools is not installed: run `make venv`") from exc
     _OUT.mkdir(exist_ok=True)

@@ -82,12 +82,12 @@ def _capture_web_app(sink: list[Any]) -> Iterator[None]:
         async def serve(self) -> None:
             return None
 
-    original = extension.WebServer
-    extension.WebServer = KeepWebApp
+    original = getattr(extension, "WebServer")  # noqa: B009 - a module found at run time
+    setattr(extension, "WebServer", KeepWebApp)  # noqa: B010
     try:
         yield
     finally:
-        extension.WebServer = original
+        setattr(extension, "WebServer", original)  # noqa: B010
 
 
 async def _listening(uri: str, timeout: float = 20) -> None:

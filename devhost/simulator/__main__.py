@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+from collections.abc import Callable
+from typing import Any
 
 from .config import SimulatorConfig
 from .server import serve
@@ -56,7 +58,7 @@ async def _main(config: SimulatorConfig, host: str, port: int) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     config, host, port, use_uvloop = parse_args(argv)
-    run = asyncio.run
+    run: Callable[..., Any] = asyncio.run
     if use_uvloop:
         with contextlib.suppress(ImportError):
             import uvloop

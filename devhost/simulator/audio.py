@@ -29,7 +29,8 @@ def form_fields(content_type: str, raw: bytes) -> dict[str, bytes | str]:
         name = part.get_param("name", header="content-disposition")
         if not name:
             continue
-        payload = part.get_payload(decode=True) or b""
+        decoded = part.get_payload(decode=True)
+        payload = decoded if isinstance(decoded, bytes) else b""
         fields[str(name)] = payload if part.get_filename() else payload.decode("utf-8", "replace")
     return fields
 

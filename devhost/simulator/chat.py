@@ -11,9 +11,17 @@ import orjson
 from . import text, tokens
 from .filters import SAFE_COMPLETION, blocked_completion, prompt_filter_results
 from .wire import (
-    DONE, BadRequest, ChunkFrame, Context, Event, Plan, data_event, max_tokens, text_answer, token_budget,
+    DONE,
+    BadRequest,
+    ChunkFrame,
+    Context,
+    Event,
+    Plan,
+    data_event,
+    max_tokens,
+    text_answer,
+    token_budget,
 )
-
 
 #: In a prompt, makes the completion filter cut the answer: finish_reason content_filter.
 COMPLETION_FILTER_MARKER = b"SIMULATE_COMPLETION_FILTER"
@@ -62,7 +70,9 @@ def _sample(name: str, spec: Any, salt: int) -> Any:
 
 
 def _arguments(fn: dict[str, Any], salt: int) -> str:
-    params = fn.get("parameters") if isinstance(fn.get("parameters"), dict) else {}
+    params = fn.get("parameters")
+    if not isinstance(params, dict):
+        params = {}
     props = params.get("properties") or {}
     value = {k: _sample(k, v, salt + i) for i, (k, v) in enumerate(props.items())}
     # OpenAI sends arguments as compact-ish JSON text; ensure_ascii off keeps multibyte in the stream.
@@ -149,6 +159,7 @@ def build(body: dict[str, Any], ctx: Context, *, stream: bool) -> Plan:
                 _delta(i, {"content": None, "refusal": None, "role": "assistant"}, {})])))
             for t, call in enumerate(calls):
                 pieces = text.split_text(call.arguments, max(2, chunks))
+                head: dict[str, Any]
                 if legacy:
                     head = {"function_call": {"arguments": "", "name": call.name}}
                 else:
@@ -156,6 +167,7 @@ def build(body: dict[str, Any], ctx: Context, *, stream: bool) -> Plan:
                                             "index": t, "type": "function"}]}
                 events.append(Event(frame([_delta(i, head, {})]), paced=True))
                 for piece in pieces:
+                    delta: dict[str, Any]
                     if legacy:
                         delta = {"function_call": {"arguments": piece}}
                     else:

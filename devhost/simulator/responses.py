@@ -13,7 +13,15 @@ import orjson
 
 from . import chat, text, tokens
 from .wire import (
-    BadRequest, Context, Event, Plan, StoredResponse, max_tokens, named_event, text_answer, token_budget,
+    BadRequest,
+    Context,
+    Event,
+    Plan,
+    StoredResponse,
+    max_tokens,
+    named_event,
+    text_answer,
+    token_budget,
 )
 
 

@@ -68,7 +68,7 @@ def run_in_thread(config: SimulatorConfig | None = None, host: str = "127.0.0.1"
             async with serve(config, host, port) as handle:
                 box["handle"] = handle
                 ready.set()
-                while not stop.is_set():
+                while not stop.is_set():  # noqa: ASYNC110 - a threading.Event, set from the caller's thread
                     await asyncio.sleep(0.02)
         except BaseException as exc:  # surface start-up failures to the caller
             box["error"] = exc
@@ -78,7 +78,8 @@ def run_in_thread(config: SimulatorConfig | None = None, host: str = "127.0.0.1"
     thread.start()
     ready.wait(timeout=30)
     if "error" in box:
-        raise RuntimeError("simulator failed to start") from box["error"]  # type: ignore[arg-type]
+        error = box["error"]
+        raise RuntimeError("simulator failed to start") from (error if isinstance(error, BaseException) else None)
     handle = box["handle"]
     assert isinstance(handle, SimulatorHandle)
     handle._stop, handle._thread = stop, thread

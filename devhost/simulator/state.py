@@ -5,11 +5,14 @@ from __future__ import annotations
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import orjson
 
 from .config import SimulatorConfig
+
+if TYPE_CHECKING:
+    from .wire import StoredResponse
 
 
 @dataclass(slots=True)
@@ -45,7 +48,7 @@ class SimulatorState:
         self.faults = random.Random(config.seed ^ 0x5EED)
         self.requests: list[LoggedRequest] = []
         #: Responses API objects by id, for GET/DELETE /responses/{id}.
-        self.responses: dict[str, bytes] = {}
+        self.responses: dict[str, StoredResponse] = {}
         self._fail_turn = 0
         self._window = 0
         self._window_requests = 0

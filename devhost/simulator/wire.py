@@ -97,7 +97,7 @@ class Context:
     #: `http://host:port` as the client reached us, for URLs we hand out (image URLs).
     base_url: str = ""
     #: Stored Responses API objects by id (for previous_response_id and GET/DELETE).
-    responses: dict[str, "StoredResponse"] = field(default_factory=dict)
+    responses: dict[str, StoredResponse] = field(default_factory=dict)
 
     def new_id(self, prefix: str, sep: str = "-") -> str:
         return f"{prefix}{sep}{self.rng.getrandbits(128):032x}"
@@ -107,7 +107,7 @@ class Context:
         return f"fp_{zlib.crc32(self.model.encode()):08x}"[:13]
 
 
-def text_answer(ctx: Context, start: int, budget: int) -> "text.Answer":
+def text_answer(ctx: Context, start: int, budget: int) -> text.Answer:
     """The answer for one choice: the forced `x-sim-content` text, else generated words from `start`."""
     if ctx.content is not None:
         return text.forced(ctx.enc, ctx.content, ctx.chunks)

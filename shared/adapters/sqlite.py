@@ -198,7 +198,7 @@ class SqliteDeadLetterStore:
 
         def _list(conn: sqlite3.Connection) -> list[dict[str, Any]]:
             rows = conn.execute("SELECT id, key, reason, payload, created_at FROM deadletters ORDER BY id").fetchall()
-            return [dict(zip(("id", "key", "reason", "payload", "created_at"), r)) for r in rows]
+            return [dict(zip(("id", "key", "reason", "payload", "created_at"), r, strict=False)) for r in rows]
 
         return await self.db.run(_list)
 

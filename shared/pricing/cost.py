@@ -31,6 +31,8 @@ def cost_of(
 which say so). A price that is not in the book gives None and a reason, never a guess.
     """
     version = book.version
+    if record.get("billable") is False:
+        return 0.0, "not billable", version
     model, dtype = resolve_deployment(record, deployment_models or {})
     if "provisioned" in dtype:
         return None, "provisioned", version

@@ -86,7 +86,7 @@ async def analyze(
     flagged_by: list[str] = []
     hits: list[dict[str, Any]] = []
     thresholds = config.thresholds_for(product)
-    for name, outcome in zip(names, outcomes):
+    for name, outcome in zip(names, outcomes, strict=False):
         if outcome is None:
             continue
         severities, side_hits = outcome
