@@ -34,7 +34,7 @@ $(IAC_STAMP): requirements-iac.txt
 
 iac-venv: $(IAC_STAMP)
 
-# Real protocol servers for the tests (npm: Cosmos DB for NoSQL), pinned by testing/servers/package-lock.json.
+# Real protocol servers for the tests (npm: Cosmos DB for NoSQL, Azurite for Blob Storage), pinned by testing/servers/package-lock.json.
 SERVERS_STAMP := testing/servers/node_modules/.installed
 
 $(SERVERS_STAMP): testing/servers/package.json testing/servers/package-lock.json

@@ -63,6 +63,20 @@ class AffinityStore(Protocol):
     async def lookup(self, response_id: str) -> str | None: ...
 
 
+class SpillStore(Protocol):
+    """Durable place for exchanges the log store could not take; drained back when it recovers."""
+
+    async def put(self, key: str, data: bytes) -> None: ...
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def keys(self, limit: int = 100) -> list[str]: ...
+
+    async def delete(self, key: str) -> None: ...
+
+    async def close(self) -> None: ...
+
+
 class Ports:
     """One of each port, as chosen by the wiring (`shared/wiring.py`) from app settings.
 

@@ -136,7 +136,7 @@ async def test_small_exchange_is_one_upsert_with_ttl_and_loads_by_parameterized_
     assert await store.load("nope") is None
 
 
-async def test_two_item_exchange_under_two_megabytes_goes_in_one_transactional_batch():
+async def test_double_two_item_exchange_goes_in_one_batch_because_cosmosdb_server_has_no_batch():
     container = FakeContainer("/requestId")
     store = CosmosExchangeStore(container, ttl_seconds=60)
     ex = make_exchange("rid-2", os.urandom(900_000), "application/octet-stream")  # ~1.2 MB of base64
@@ -149,7 +149,7 @@ async def test_two_item_exchange_under_two_megabytes_goes_in_one_transactional_b
     assert await store.load("rid-2") == ex
 
 
-async def test_five_megabyte_exchange_uses_bounded_concurrent_upserts():
+async def test_double_upsert_concurrency_is_bounded_because_cosmosdb_server_cannot_report_in_flight():
     container = FakeContainer("/requestId")
     store = CosmosExchangeStore(container, ttl_seconds=60)
     ex = make_exchange("rid-5", os.urandom(5 * 1024 * 1024), "application/octet-stream")
@@ -161,7 +161,7 @@ async def test_five_megabyte_exchange_uses_bounded_concurrent_upserts():
     assert await store.load("rid-5") == ex
 
 
-async def test_record_and_details_are_written_together_and_add_is_idempotent():
+async def test_double_record_and_details_in_one_batch_because_cosmosdb_server_has_no_batch():
     container = FakeContainer("/requestId")
     store = CosmosRecordStore(container)
     record = {"request_id": "r1", "timestamp": "2026-11-27T04:00:00.000Z", "prompt_tokens": 5}
@@ -175,7 +175,7 @@ async def test_record_and_details_are_written_together_and_add_is_idempotent():
     assert await store.get("missing") is None
 
 
-async def test_oversized_details_are_replaced_by_a_note_not_failing_the_record():
+async def test_double_oversized_details_become_a_note_because_cosmosdb_server_has_no_2mb_limit():
     container = FakeContainer("/requestId")
     store = CosmosRecordStore(container)
     record = {"request_id": "r2", "timestamp": "2026-11-27T04:00:00.000Z"}
@@ -185,7 +185,7 @@ async def test_oversized_details_are_replaced_by_a_note_not_failing_the_record()
     assert await store.get("r2") == record
 
 
-async def test_other_batch_failures_propagate():
+async def test_double_batch_failures_propagate_because_cosmosdb_server_has_no_batch():
     class Unavailable(FakeContainer):
         async def execute_item_batch(self, *a, **k):
             raise CosmosHttpResponseError(status_code=503, message="unavailable")
