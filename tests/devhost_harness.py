@@ -60,10 +60,19 @@ class DevHostGateway:
                 raise AssertionError(f"{client_request_id} never {'completed at' if finished else 'reached'} the simulator")
             time.sleep(0.01)
 
-    def exchange(self, request_id: str) -> Exchange | None:
-        """The stored exchange, once every capture so far is stored and announced."""
-        self.call(function_app.drain())
-        return self.call(function_app.ports().exchanges.load(request_id))
+    def exchange(self, request_id: str, timeout: float = 10) -> Exchange | None:
+        """The stored exchange, once every capture so far is stored and announced.
+
+        The client can hold the last byte a moment before the server hands the capture over (the
+        response finishes in the runtime's web app, then the capture is submitted), so a request
+        whose capture is not submitted yet is waited for, up to `timeout`."""
+        deadline = time.monotonic() + timeout
+        while True:
+            self.call(function_app.drain())
+            found = self.call(function_app.ports().exchanges.load(request_id))
+            if found is not None or time.monotonic() >= deadline:
+                return found
+            time.sleep(0.02)
 
     def settle(self) -> None:
         """Every capture stored and announced, every announced id handled by the parser."""
