@@ -77,7 +77,8 @@ class HttpRoute:
     pattern: re.Pattern[str]
     methods: frozenset[str]
     arg_name: str
-    function: Callable[..., Any]
+    #: The user function (called directly), or the runtime's `LoadedFunction` (invoked through it).
+    function: Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -192,38 +193,13 @@ class DevHost:
             await self._http(scope, receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope["path"]
-        if "//" in path:
-            # An endpoint configured with a trailing slash sends `//openai/...`; AOAI serves it.
-            path = re.sub("/{2,}", "/", path)
-            scope = {**scope, "path": path}
-        for prefix, mounted in self.mounts.items():
-            if path == prefix or path.startswith(prefix + "/"):
-                await mounted(scope, receive, send)
-                return
-        for route in self.routes:
-            m = route.pattern.match(path)
-            if m is None:
-                continue
-            if scope["method"] not in route.methods:
-                await _error(MethodNotAllowed("The method is not allowed for this resource."))(scope, receive, send)
-                return
-            if self.subscriptions is not None:
-                client = scope.get("client")
-                try:
-                    headers = authorize_raw(
-                        self.subscriptions, scope["headers"], client[0] if client else None, scope.get("query_string", b"")
-                    )
-                except GatewayError as error:
-                    await _error(error)(scope, receive, send)
-                    return
-                scope = {**scope, "headers": headers, "path_params": m.groupdict()}
-            else:
-                scope = {**scope, "path_params": m.groupdict()}
-            response = await _call(route.function, route.arg_name, Request(scope, receive))
-            await response(scope, receive, send)
+        found = await front_door(scope, receive, send, mounts=self.mounts, routes=self.routes, subscriptions=self.subscriptions)
+        if found is None:
             return
-        await _error(NotFound(f"Resource not found: {path}"))(scope, receive, send)
+        route, scope, params = found
+        scope = {**scope, "path_params": params}
+        response = await _call(route.function, route.arg_name, Request(scope, receive))
+        await response(scope, receive, send)
 
     async def _lifespan(self, receive: Receive, send: Send) -> None:
         await lifespan(receive, send, self.startup, self.shutdown)
@@ -261,6 +237,48 @@ class DevHost:
         stop = getattr(self.module, "shutdown", None)
         if stop is not None:
             await stop()
+
+
+async def front_door(
+    scope: Scope,
+    receive: Receive,
+    send: Send,
+    *,
+    mounts: Mapping[str, Callable[[Scope, Receive, Send], Awaitable[None]]],
+    routes: list[HttpRoute],
+    subscriptions: dict[str, Subscription] | None,
+) -> tuple[HttpRoute, Scope, dict[str, str]] | None:
+    """What happens before a function runs: the host's routing and APIM's key check.
+
+    Returns the route, the scope with the identity headers APIM would set, and the route
+    parameters; or None when it answered itself (a mount, 404, 405, 401)."""
+    path = scope["path"]
+    if "//" in path:
+        # An endpoint configured with a trailing slash sends `//openai/...`; AOAI serves it.
+        path = re.sub("/{2,}", "/", path)
+        scope = {**scope, "path": path}
+    for prefix, mounted in mounts.items():
+        if path == prefix or path.startswith(prefix + "/"):
+            await mounted(scope, receive, send)
+            return None
+    for route in routes:
+        m = route.pattern.match(path)
+        if m is None:
+            continue
+        if scope["method"] not in route.methods:
+            await _error(MethodNotAllowed("The method is not allowed for this resource."))(scope, receive, send)
+            return None
+        if subscriptions is not None:
+            client = scope.get("client")
+            try:
+                headers = authorize_raw(subscriptions, scope["headers"], client[0] if client else None, scope.get("query_string", b""))
+            except GatewayError as error:
+                await _error(error)(scope, receive, send)
+                return None
+            scope = {**scope, "headers": headers}
+        return route, scope, m.groupdict()
+    await _error(NotFound(f"Resource not found: {path}"))(scope, receive, send)
+    return None
 
 
 async def lifespan(receive: Receive, send: Send, startup: Callable[[], Awaitable[None]], shutdown: Callable[[], Awaitable[None]]) -> None:

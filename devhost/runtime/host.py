@@ -19,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import os
-import re
 import sys
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -30,10 +29,10 @@ from typing import Any
 
 import aiohttp
 
-from devhost.host import Receive, Scope, Send, channel_batches, compile_route, lifespan
+from devhost.host import HttpRoute, Receive, Scope, Send, channel_batches, compile_route, front_door, lifespan
 from devhost.runtime.worker import EventData, FunctionsWorker, LoadedFunction
-from devhost.subscriptions import Subscription, authorize_raw
-from shared.errors import GatewayError, MethodNotAllowed, NotFound
+from devhost.subscriptions import Subscription
+from shared.errors import GatewayError
 
 log = logging.getLogger("devhost.runtime")
 
@@ -59,7 +58,7 @@ class RuntimeDevHost:
         self.subscriptions = dict(subscriptions) if subscriptions is not None else None
         self.over_http = over_http
         self.worker: FunctionsWorker | None = None
-        self.routes: list[tuple[Any, frozenset[str], LoadedFunction]] = []
+        self.routes: list[HttpRoute] = []
         #: The app's module as the runtime imported it (its `ports`, `drain`, `shutdown`).
         self.module: ModuleType | None = None
         #: The serving event loop (set at start-up), for callers on other threads (tests, tools).
@@ -98,9 +97,10 @@ class RuntimeDevHost:
 
         runtime_logger.setLevel(logging.WARNING)
         self.routes = [
-            (compile_route(str(f.trigger.get("route") or f.name)),
-             frozenset(m.upper() for m in f.trigger.get("methods") or ["GET", "POST"]), f)
+            HttpRoute(f.name, template, compile_route(template),
+                      frozenset(m.upper() for m in f.trigger.get("methods") or ["GET", "POST"]), f.trigger["name"], f)
             for f in worker.by_trigger("httpTrigger")
+            for template in [str(f.trigger.get("route") or f.name)]
         ]
         functions = worker.by_trigger("eventHubTrigger")
         log.info("functions: %s", ", ".join(f"{f.name} ({f.trigger_type})" for f in worker.functions.values()))
@@ -137,35 +137,10 @@ class RuntimeDevHost:
 
     # ------------------------------------------------------------------------------- HTTP
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path = scope["path"]
-        if "//" in path:
-            # An endpoint configured with a trailing slash sends `//openai/...`; AOAI serves it.
-            path = re.sub("/{2,}", "/", path)
-            scope = {**scope, "path": path}
-        for prefix, mounted in self.mounts.items():
-            if path == prefix or path.startswith(prefix + "/"):
-                await mounted(scope, receive, send)
-                return
-        for pattern, methods, function in self.routes:
-            m = pattern.match(path)
-            if m is None:
-                continue
-            if scope["method"] not in methods:
-                await _send_error(send, MethodNotAllowed("The method is not allowed for this resource."))
-                return
-            headers = scope["headers"]
-            if self.subscriptions is not None:
-                client = scope.get("client")
-                try:
-                    headers = authorize_raw(
-                        self.subscriptions, headers, client[0] if client else None, scope.get("query_string", b"")
-                    )
-                except GatewayError as error:
-                    await _send_error(send, error)
-                    return
-            await self._invoke_http(function, scope, receive, send, headers, m.groupdict())
-            return
-        await _send_error(send, NotFound(f"Resource not found: {path}"))
+        found = await front_door(scope, receive, send, mounts=self.mounts, routes=self.routes, subscriptions=self.subscriptions)
+        if found is not None:
+            route, scope, params = found
+            await self._invoke_http(route.function, scope, receive, send, scope["headers"], params)
 
     async def _invoke_http(
         self, function: LoadedFunction, scope: Scope, receive: Receive, send: Send,
