@@ -10,6 +10,7 @@ request ids from the local event channel as `func.EventHubEvent` lists.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import inspect
 import json
@@ -188,7 +189,7 @@ class DevHost:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "lifespan":
-            await self._lifespan(receive, send)
+            await lifespan(receive, send, self.startup, self.shutdown)
         elif scope["type"] == "http":
             await self._http(scope, receive, send)
 
@@ -201,42 +202,47 @@ class DevHost:
         response = await _call(route.function, route.arg_name, Request(scope, receive))
         await response(scope, receive, send)
 
-    async def _lifespan(self, receive: Receive, send: Send) -> None:
-        await lifespan(receive, send, self.startup, self.shutdown)
-
     async def startup(self) -> None:
         self.loop = asyncio.get_running_loop()
         if not self.event_functions:
             log.info("no Event Hub-triggered function registered: exchanges are stored, not parsed")
             return
-        ports = getattr(self.module, "ports", None)
-        batches = channel_batches(ports().channel) if ports else None
-        if batches is None:
-            log.warning("the event channel cannot be consumed in-process: Event Hub functions will not run")
-            return
-        self._pump = asyncio.create_task(pump(self.event_functions, batches))
+        batches = app_batches(self.module)
+        if batches is not None:
+            self._pump = asyncio.create_task(pump(self.event_functions, batches))
 
     async def shutdown(self) -> None:
-        """Finish captures, let the Event Hub functions handle what was announced, then close."""
-        drain = getattr(self.module, "drain", None)
-        if drain is not None:
-            await drain()
-        if self._pump is not None:
-            join = getattr(self.module.ports().channel, "join", None)
-            if join is not None:
-                try:
-                    async with asyncio.timeout(10):
-                        await join()
-                except TimeoutError:
-                    log.warning("shutting down with announced exchanges not yet parsed")
-            self._pump.cancel()
+        await stop_app(self.module, self._pump)
+
+
+def app_batches(module: Any) -> BatchSource | None:
+    """How to consume the app's local event channel, or None (logged) when it cannot be here."""
+    ports = getattr(module, "ports", None)
+    batches = channel_batches(ports().channel) if ports else None
+    if batches is None:
+        log.warning("the event channel cannot be consumed in-process: Event Hub functions will not run")
+    return batches
+
+
+async def stop_app(module: Any, pump_task: asyncio.Task[None] | None) -> None:
+    """Finish captures, let the Event Hub functions handle what was announced, then close the app."""
+    drain = getattr(module, "drain", None)
+    if drain is not None:
+        await drain()
+    if pump_task is not None:
+        join = getattr(module.ports().channel, "join", None)
+        if join is not None:
             try:
-                await self._pump
-            except (asyncio.CancelledError, Exception):
-                pass
-        stop = getattr(self.module, "shutdown", None)
-        if stop is not None:
-            await stop()
+                async with asyncio.timeout(10):
+                    await join()
+            except TimeoutError:
+                log.warning("shutting down with announced exchanges not yet parsed")
+        pump_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await pump_task
+    stop = getattr(module, "shutdown", None)
+    if stop is not None:
+        await stop()
 
 
 async def front_door(

@@ -42,9 +42,9 @@ def runtime_stats() -> dict[str, int]:
     app = sys.modules.get(os.environ.get("PYTHON_SCRIPT_FILE_NAME", "function_app.py").removesuffix(".py"))
     if app is not None and hasattr(app, "proxy") and app.proxy.cache_info().currsize:
         stats["captures_pending"] = app.proxy().capture.pending
-    queue = getattr(getattr(app, "ports", lambda: None)() if app is not None else None, "channel", None)
-    if queue is not None and hasattr(queue, "_queue"):
-        stats["announced_not_parsed"] = queue._queue.qsize()
+    channel = app.ports().channel if app is not None and hasattr(app, "ports") else None
+    if isinstance(backlog := getattr(channel, "backlog", None), int):
+        stats["announced_not_parsed"] = backlog
     return stats
 
 

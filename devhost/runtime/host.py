@@ -29,8 +29,8 @@ from typing import Any
 
 import aiohttp
 
-from devhost.host import HttpRoute, Receive, Scope, Send, channel_batches, compile_route, front_door, lifespan
-from devhost.runtime.worker import EventData, FunctionsWorker, LoadedFunction
+from devhost.host import HttpRoute, Receive, Scope, Send, app_batches, compile_route, front_door, lifespan, stop_app
+from devhost.runtime.worker import EventData, FunctionsWorker, LoadedFunction, failure
 from devhost.subscriptions import Subscription
 from shared.errors import GatewayError
 
@@ -107,33 +107,16 @@ class RuntimeDevHost:
         if not functions:
             log.info("no Event Hub-triggered function registered: exchanges are stored, not parsed")
             return
-        ports = getattr(self.module, "ports", None)
-        batches = channel_batches(ports().channel) if ports else None
-        if batches is None:
-            log.warning("the event channel cannot be consumed in-process: Event Hub functions will not run")
-            return
-        self._pump = asyncio.create_task(self._pump_batches(functions, batches))
+        batches = app_batches(self.module)
+        if batches is not None:
+            self._pump = asyncio.create_task(self._pump_batches(functions, batches))
 
     async def shutdown(self) -> None:
         """Finish captures, let the Event Hub functions handle what was announced, then close."""
-        module = self.module
-        if module is not None and (drain := getattr(module, "drain", None)) is not None:
-            await drain()
-        if self._pump is not None and module is not None:
-            join = getattr(module.ports().channel, "join", None)
-            if join is not None:
-                try:
-                    async with asyncio.timeout(10):
-                        await join()
-                except TimeoutError:
-                    log.warning("shutting down with announced exchanges not yet parsed")
-            self._pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._pump
+        if self.module is not None:
+            await stop_app(self.module, self._pump)
         if self._session is not None:
             await self._session.close()
-        if module is not None and (stop := getattr(module, "shutdown", None)) is not None:
-            await stop()
 
     # ------------------------------------------------------------------------------- HTTP
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -165,8 +148,8 @@ class RuntimeDevHost:
         finally:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 result = await asyncio.wait_for(invocation, 30)
-                if result.result.status != self.worker._protos.StatusResult.Success:
-                    log.error("invocation %s of %s failed: %s", invocation_id, function.name, result.result.exception.message)
+                if (error := failure(result.result)) is not None:
+                    log.error("invocation %s of %s failed: %s", invocation_id, function.name, error)
 
     async def _forward(self, invocation_id: str, url: str, scope: Scope, receive: Receive, send: Send,
                        headers: list[tuple[bytes, bytes]]) -> None:
@@ -215,9 +198,8 @@ class RuntimeDevHost:
                                         self._sequence * 1024, datetime.now(UTC), None))
             for function in functions:
                 result = await self.worker.invoke_event_hub(function, events)
-                if result.result.status != self.worker._protos.StatusResult.Success:
-                    log.error("event hub function %s failed on a batch of %d: %s",
-                              function.name, len(events), result.result.exception.message)
+                if (error := failure(result.result)) is not None:
+                    log.error("event hub function %s failed on a batch of %d: %s", function.name, len(events), error)
 
 
 async def _body(receive: Receive, done: asyncio.Event) -> Any:

@@ -7,6 +7,7 @@ package under its own name (never `shared`, which is this project's library).
 
 from __future__ import annotations
 
+import functools
 import importlib
 import sys
 from pathlib import Path
@@ -35,8 +36,9 @@ def _compile() -> None:
         raise ProtosUnavailable(f"protoc failed ({status}) on {_PROTO}")
 
 
+@functools.cache
 def protos() -> ModuleType:
-    """The compiled messages module (compiled again when the .proto is newer)."""
+    """The compiled messages module (compiled again when the .proto is newer), once per process."""
     generated = _OUT / "function_rpc_pb2.py"
     if not generated.exists() or generated.stat().st_mtime < _PROTO.stat().st_mtime:
         sys.modules.pop(_MODULE, None)

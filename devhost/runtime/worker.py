@@ -107,7 +107,8 @@ async def _listening(uri: str, timeout: float = 20) -> None:
             return
 
 
-def _failure(result: Any) -> str | None:
+def failure(result: Any) -> str | None:
+    """The runtime's message for a failed `StatusResult`, or None when it succeeded."""
     if result.status == protos().StatusResult.Success:
         return None
     return result.exception.message or "failed without a message"
@@ -152,7 +153,7 @@ class FunctionsWorker:
                 worker_init_request=p.WorkerInitRequest(
                     host_version=HOST_VERSION, function_app_directory=str(self.app_dir),
                     worker_directory=str(self.app_dir))))
-        if (error := _failure(init.result)) is not None:
+        if (error := failure(init.result)) is not None:
             raise FunctionLoadError(error)
         self.http_uri = init.capabilities.get("HttpUri") or None
         self.http_app = web_apps[0] if web_apps else None
@@ -160,14 +161,14 @@ class FunctionsWorker:
             await _listening(self.http_uri)
         metadata = await self._events.functions_metadata_request(self._message(
             functions_metadata_request=p.FunctionsMetadataRequest(function_app_directory=str(self.app_dir))))
-        if (error := _failure(metadata.result)) is not None:
+        if (error := failure(metadata.result)) is not None:
             raise FunctionLoadError(error)
         if not metadata.function_metadata_results:
             raise FunctionLoadError(f"no functions indexed in {self.app_dir}")
         for meta in metadata.function_metadata_results:
             loaded = await self._events.function_load_request(self._message(
                 function_load_request=p.FunctionLoadRequest(function_id=meta.function_id, metadata=meta)))
-            if (error := _failure(loaded.result)) is not None:
+            if (error := failure(loaded.result)) is not None:
                 raise FunctionLoadError(f"cannot load {meta.name}: {error}")
             self.functions[meta.name] = LoadedFunction(
                 meta.name, meta.function_id, tuple(json.loads(raw) for raw in meta.raw_bindings))

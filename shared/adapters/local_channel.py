@@ -20,6 +20,11 @@ class LocalEventChannel:
         #: How many ids were published in total (redeliveries included).
         self.published_count = 0
 
+    @property
+    def backlog(self) -> int:
+        """Announced request ids not yet taken by the consumer."""
+        return self._queue.qsize()
+
     async def publish(self, request_id: str) -> None:
         if self._closed:
             raise RuntimeError("the local event channel is closed")
