@@ -53,6 +53,7 @@ test: $(STAMP) $(IAC_STAMP) $(SERVERS_STAMP)
 # ruff (lint) and mypy (types), configured in pyproject.toml. CI runs this before the tests.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 
 bench: $(STAMP)

@@ -11,10 +11,10 @@ import azure.functions as func
 import orjson
 from azurefunctions.extensions.http.fastapi import Request, Response
 
-from proxy.broken_stream import quiet_server_log
 from proxy.handler import Proxy, build_proxy
-from proxy.routing import BackendPool
+from proxy.routing.pool import BackendPool
 from proxy.runtime_leak import release_http_invocations
+from proxy.streams.broken import quiet_server_log
 from shared.settings import Settings
 from shared.wiring import WiredPorts, build_ports
 
@@ -25,7 +25,7 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 BackendPool.from_settings(Settings.from_env())
 
 # A stream AOAI breaks mid-way is cut for the client by raising out of the body; the proxy logs it,
-# the server (uvicorn) need not add a traceback per cut stream (proxy/broken_stream.py).
+# the server (uvicorn) need not add a traceback per cut stream (proxy/streams/broken.py).
 quiet_server_log()
 
 # azure-functions-runtime 1.3.0 keeps ~2 KB per HTTP invocation forever (proxy/runtime_leak.py).
@@ -107,7 +107,9 @@ async def health(req: Request) -> Response:
 
 
 @app.function_name("parser")
-@app.retry(strategy="exponential_backoff", max_retry_count="5", minimum_interval="00:00:05", maximum_interval="00:05:00")
+@app.retry(
+    strategy="exponential_backoff", max_retry_count="5", minimum_interval="00:00:05", maximum_interval="00:05:00"
+)
 @app.event_hub_message_trigger(
     arg_name="events",
     event_hub_name="%EVENT_HUB_NAME%",

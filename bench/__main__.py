@@ -58,18 +58,51 @@ def loadavg() -> list[float]:
 def start_simulator(workdir: Path) -> Server:
     port = free_port()
     # 200 content chunks (an answer long enough that every chunk has text), the middle one 8 KiB.
-    return start("simulator", [sys.executable, "-m", "devhost.simulator", "--port", str(port), "--no-log",
-                               "--stream-chunks", "200", "--completion-tokens", "400",
-                               "--large-chunk-bytes", str(LARGE_CHUNK)], port, workdir, {"PYTHONPATH": str(ROOT)})
+    return start(
+        "simulator",
+        [
+            sys.executable,
+            "-m",
+            "devhost.simulator",
+            "--port",
+            str(port),
+            "--no-log",
+            "--stream-chunks",
+            "200",
+            "--completion-tokens",
+            "400",
+            "--large-chunk-bytes",
+            str(LARGE_CHUNK),
+        ],
+        port,
+        workdir,
+        {"PYTHONPATH": str(ROOT)},
+    )
 
 
-def gateway_settings(workdir: Path, name: str, simulator_url: str, backends: int,
-                     extra: dict[str, str] | None = None) -> Path:
+def gateway_settings(
+    workdir: Path, name: str, simulator_url: str, backends: int, extra: dict[str, str] | None = None
+) -> Path:
     """A Core Tools settings file: the simulator as backend(s), one local key, usage injection on."""
-    items = [{"name": "sim-primary", "endpoint": simulator_url, "auth": {"type": "api_key", "value": SIM_KEY},
-              "deployments": ["*"], "priority": 1}]
-    items += [{"name": f"sim-spare-{i}", "endpoint": simulator_url, "auth": {"type": "api_key", "value": SIM_KEY},
-               "deployments": ["*"], "priority": 2} for i in range(1, backends)]
+    items = [
+        {
+            "name": "sim-primary",
+            "endpoint": simulator_url,
+            "auth": {"type": "api_key", "value": SIM_KEY},
+            "deployments": ["*"],
+            "priority": 1,
+        }
+    ]
+    items += [
+        {
+            "name": f"sim-spare-{i}",
+            "endpoint": simulator_url,
+            "auth": {"type": "api_key", "value": SIM_KEY},
+            "deployments": ["*"],
+            "priority": 2,
+        }
+        for i in range(1, backends)
+    ]
     values = {
         "GATEWAY_BACKENDS": json.dumps(items),
         "LOCAL_SUBSCRIPTIONS": json.dumps({GATEWAY_KEY: {"id": "bench", "name": "Bench", "product": "bench"}}),
@@ -83,29 +116,65 @@ def gateway_settings(workdir: Path, name: str, simulator_url: str, backends: int
     return path
 
 
-def start_gateway(workdir: Path, name: str, simulator_url: str, backends: int = 1,
-                  extra: dict[str, str] | None = None) -> Server:
+def start_gateway(
+    workdir: Path, name: str, simulator_url: str, backends: int = 1, extra: dict[str, str] | None = None
+) -> Server:
     port = free_port()
     settings = gateway_settings(workdir, name, simulator_url, backends, extra)
     # The proxy alone, as deployed: the parser runs on its own instances in Azure (bench/gateway_app.py).
-    return start(name, [sys.executable, "-m", "devhost", "serve", "--port", str(port), "--settings", str(settings),
-                        "--app", "bench.gateway_app"],
-                 port, workdir, {"PYTHONPATH": str(ROOT)})
+    return start(
+        name,
+        [
+            sys.executable,
+            "-m",
+            "devhost",
+            "serve",
+            "--port",
+            str(port),
+            "--settings",
+            str(settings),
+            "--app",
+            "bench.gateway_app",
+        ],
+        port,
+        workdir,
+        {"PYTHONPATH": str(ROOT)},
+    )
 
 
 # ------------------------------------------------------------------------------------- load
-def drive(workdir: Path, url: str, key: str, workload: str, concurrency: int, requests: int, warmup: int,
-          expected: dict[str, Any], time_limit: float, extra_headers: dict[str, str] | None = None,
-          wait: bool = True) -> Any:
+def drive(
+    workdir: Path,
+    url: str,
+    key: str,
+    workload: str,
+    concurrency: int,
+    requests: int,
+    warmup: int,
+    expected: dict[str, Any],
+    time_limit: float,
+    extra_headers: dict[str, str] | None = None,
+    wait: bool = True,
+) -> Any:
     spec = {
-        "url": url + PATH, "headers": {"api-key": key, "content-type": "application/json", **(extra_headers or {})},
-        "body": BODIES[workload], "stream": workload == "stream", "concurrency": concurrency,
-        "requests": requests, "warmup": warmup, "time_limit": time_limit, "expected": expected,
+        "url": url + PATH,
+        "headers": {"api-key": key, "content-type": "application/json", **(extra_headers or {})},
+        "body": BODIES[workload],
+        "stream": workload == "stream",
+        "concurrency": concurrency,
+        "requests": requests,
+        "warmup": warmup,
+        "time_limit": time_limit,
+        "expected": expected,
     }
     path = workdir / f"spec-{time.monotonic_ns()}.json"
     path.write_text(json.dumps(spec))
-    proc = subprocess.Popen([sys.executable, "-m", "bench.loadgen", str(path)], cwd=ROOT,
-                            env={**os.environ, "PYTHONPATH": str(ROOT)}, stdout=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bench.loadgen", str(path)],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.PIPE,
+    )
     if not wait:
         return proc
     return finish(proc)
@@ -139,16 +208,25 @@ def merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
         for reason, count in part["error_reasons"].items():
             reasons[reason] = reasons.get(reason, 0) + count
     return {
-        "sent": sum(p["sent"] for p in parts), "ok": sum(p["ok"] for p in parts),
-        "errors": sum(p["errors"] for p in parts), "error_reasons": reasons,
+        "sent": sum(p["sent"] for p in parts),
+        "ok": sum(p["ok"] for p in parts),
+        "errors": sum(p["errors"] for p in parts),
+        "error_reasons": reasons,
         "stopped_by_time_limit": any(p["stopped_by_time_limit"] for p in parts),
         "wall_s": sum(p["wall_s"] for p in parts),
-        "ttfb_ms": [v for p in parts for v in p["ttfb_ms"]], "total_ms": [v for p in parts for v in p["total_ms"]],
+        "ttfb_ms": [v for p in parts for v in p["ttfb_ms"]],
+        "total_ms": [v for p in parts for v in p["total_ms"]],
     }
 
 
-def interleaved(workdir: Path, arms: dict[str, tuple[Server, str]], workload: str, conc: int,
-                expected: dict[str, Any], args: argparse.Namespace) -> dict[str, dict[str, Any]]:
+def interleaved(
+    workdir: Path,
+    arms: dict[str, tuple[Server, str]],
+    workload: str,
+    conc: int,
+    expected: dict[str, Any],
+    args: argparse.Namespace,
+) -> dict[str, dict[str, Any]]:
     """Each arm's share of a cell, sent in rounds that alternate the arms (in a rotating order), so
     that the machine's background load falls on every arm alike. Only the first round warms up."""
     parts: dict[str, list[dict[str, Any]]] = {arm: [] for arm in arms}
@@ -156,15 +234,27 @@ def interleaved(workdir: Path, arms: dict[str, tuple[Server, str]], workload: st
     rounds = max(1, min(args.rounds, args.requests // max(conc, 1)))
     for r in range(rounds):
         count = args.requests // rounds + (1 if r < args.requests % rounds else 0)
-        for arm in names[r % len(names):] + names[: r % len(names)]:
+        for arm in names[r % len(names) :] + names[: r % len(names)]:
             server, key = arms[arm]
-            parts[arm].append(drive(workdir, server.url, key, workload, conc, count, max(8, conc) if r == 0 else 0,
-                                    expected[workload], args.time_limit / rounds))
+            parts[arm].append(
+                drive(
+                    workdir,
+                    server.url,
+                    key,
+                    workload,
+                    conc,
+                    count,
+                    max(8, conc) if r == 0 else 0,
+                    expected[workload],
+                    args.time_limit / rounds,
+                )
+            )
     return {arm: merge(p) for arm, p in parts.items()}
 
 
-def matrix(workdir: Path, arms: dict[str, tuple[Server, str]], expected: dict[str, Any], args: argparse.Namespace
-           ) -> list[dict[str, Any]]:
+def matrix(
+    workdir: Path, arms: dict[str, tuple[Server, str]], expected: dict[str, Any], args: argparse.Namespace
+) -> list[dict[str, Any]]:
     cells = []
     for workload in ("chat", "stream"):
         for conc in args.concurrency:
@@ -172,19 +262,28 @@ def matrix(workdir: Path, arms: dict[str, tuple[Server, str]], expected: dict[st
             direct = report.summarize(raw["direct"])
             for arm, (server, _) in arms.items():
                 stats = report.summarize(raw[arm])
-                cell = {"workload": workload, "concurrency": conc, "arm": arm, "stats": stats, "rss_kb": server.rss_kb()}
+                cell = {
+                    "workload": workload,
+                    "concurrency": conc,
+                    "arm": arm,
+                    "stats": stats,
+                    "rss_kb": server.rss_kb(),
+                }
                 if arm != "direct":
                     cell["added"] = report.added(stats, direct)
                 cells.append(cell)
-                say(f"  {workload:6s} c={conc:<3d} {arm:8s} {stats['rps']:7.0f} req/s  errors {stats['errors']:3d}  "
+                say(
+                    f"  {workload:6s} c={conc:<3d} {arm:8s} {stats['rps']:7.0f} req/s  errors {stats['errors']:3d}  "
                     f"TTFB p50 {stats['ttfb_ms']['p50']:.2f} p99 {stats['ttfb_ms']['p99']:.2f}  "
                     f"total p50 {stats['total_ms']['p50']:.2f} p99 {stats['total_ms']['p99']:.2f} ms"
-                    + (f"  {stats['error_reasons']}" if stats['errors'] else ""))
+                    + (f"  {stats['error_reasons']}" if stats["errors"] else "")
+                )
     return cells
 
 
-def routing(workdir: Path, one: Server, three: Server, expected: dict[str, Any], args: argparse.Namespace
-            ) -> list[dict[str, Any]]:
+def routing(
+    workdir: Path, one: Server, three: Server, expected: dict[str, Any], args: argparse.Namespace
+) -> list[dict[str, Any]]:
     """Streamed chat through one backend vs three (two spares at lower priority), interleaved."""
     rows = []
     configs = {"1 backend": (one, GATEWAY_KEY), "3 backends": (three, GATEWAY_KEY)}
@@ -213,8 +312,19 @@ def memory(workdir: Path, simulator: Server, expected: dict[str, Any], args: arg
         drive(workdir, gw.url, GATEWAY_KEY, "stream", 1, 16, 0, expected["stream"], args.time_limit)
         time.sleep(1.0)
         idle = gw.rss_kb()
-        proc = drive(workdir, gw.url, GATEWAY_KEY, "stream", streams, streams, 0, expected["stream"], args.time_limit,
-                     {"x-sim-token-delay-ms": str(per_chunk_ms)}, wait=False)
+        proc = drive(
+            workdir,
+            gw.url,
+            GATEWAY_KEY,
+            "stream",
+            streams,
+            streams,
+            0,
+            expected["stream"],
+            args.time_limit,
+            {"x-sim-token-delay-ms": str(per_chunk_ms)},
+            wait=False,
+        )
         t0 = time.monotonic()
         samples: list[tuple[float, int]] = []
         while proc.poll() is None:
@@ -231,10 +341,17 @@ def memory(workdir: Path, simulator: Server, expected: dict[str, Any], args: arg
     peak = max((rss for _, rss in samples), default=idle)
     per_stream_kb = (mid - idle) / streams
     return {
-        "streams": streams, "chunk_delay_ms": per_chunk_ms, "idle_rss_kb": idle, "streaming_rss_kb": mid,
-        "peak_rss_kb": peak, "per_stream_kb": per_stream_kb, "captured_share": round(share, 2),
+        "streams": streams,
+        "chunk_delay_ms": per_chunk_ms,
+        "idle_rss_kb": idle,
+        "streaming_rss_kb": mid,
+        "peak_rss_kb": peak,
+        "per_stream_kb": per_stream_kb,
+        "captured_share": round(share, 2),
         "per_stream_with_end_burst_kb": (peak - idle) / streams,
-        "errors": result["errors"], "stream_bytes": body_bytes, "request_bytes": request_bytes,
+        "errors": result["errors"],
+        "stream_bytes": body_bytes,
+        "request_bytes": request_bytes,
         "per_stream_beyond_bodies_kb": per_stream_kb - (share * body_bytes + request_bytes) / 1024,
     }
 
@@ -243,39 +360,68 @@ CS_KEY = "bench-content-safety-key"
 CS_LATENCY_MS = 20
 
 
-def enforcement(workdir: Path, simulator: Server, expected: dict[str, Any], args: argparse.Namespace
-                ) -> dict[str, Any]:
+def enforcement(workdir: Path, simulator: Server, expected: dict[str, Any], args: argparse.Namespace) -> dict[str, Any]:
     """Streamed chat through two gateways that differ only in the product's mode (`monitor` vs
     `enforce`), the fake Content Safety server answering in 20 ms; plus the transformer-level bench."""
-    out = subprocess.run([sys.executable, "-m", "bench.enforcement", "--concurrency", "1", "32"], cwd=ROOT,
-                         env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True, timeout=300)
+    out = subprocess.run(
+        [sys.executable, "-m", "bench.enforcement", "--concurrency", "1", "32"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     result: dict[str, Any] = {"transformer_level": out.stdout.strip() or out.stderr.strip()[-2000:], "rows": []}
     handler = (ROOT / "proxy" / "handler.py").read_text()
-    result["wired_in_proxy"] = "StreamSafety" in handler or "proxy.enforcement" in handler
+    result["wired_in_proxy"] = "StreamSafety" in handler or "proxy.streams.enforcement" in handler
     if not result["wired_in_proxy"]:
         return result
     port = free_port()
-    fake = start("content-safety", [sys.executable, "-m", "devhost.fakes.content_safety", "--port", str(port),
-                                    "--latency-ms", str(CS_LATENCY_MS), "--key", CS_KEY], port, workdir,
-                 {"PYTHONPATH": str(ROOT)})
+    fake = start(
+        "content-safety",
+        [
+            sys.executable,
+            "-m",
+            "testing.fakes.content_safety",
+            "--port",
+            str(port),
+            "--latency-ms",
+            str(CS_LATENCY_MS),
+            "--key",
+            CS_KEY,
+        ],
+        port,
+        workdir,
+        {"PYTHONPATH": str(ROOT)},
+    )
     gateways: list[Server] = []
     try:
         arms = {}
         for mode in ("monitor", "enforce"):
-            gw = start_gateway(workdir, f"gateway-{mode}", simulator.url, extra={
-                "CONTENT_SAFETY_ENDPOINT": fake.url, "CONTENT_SAFETY_KEY": CS_KEY,
-                "CONTENT_SAFETY_MODES": json.dumps({"bench": mode})})
+            gw = start_gateway(
+                workdir,
+                f"gateway-{mode}",
+                simulator.url,
+                extra={
+                    "CONTENT_SAFETY_ENDPOINT": fake.url,
+                    "CONTENT_SAFETY_KEY": CS_KEY,
+                    "CONTENT_SAFETY_MODES": json.dumps({"bench": mode}),
+                },
+            )
             gateways.append(gw)
             arms[mode] = (gw, GATEWAY_KEY)
         sub = argparse.Namespace(**{**vars(args), "requests": min(args.requests, 150)})
         for conc in (1, 32):
             raw = interleaved(workdir, arms, "stream", conc, expected, sub)
             monitor, enforce_ = report.summarize(raw["monitor"]), report.summarize(raw["enforce"])
-            result["rows"].append({"concurrency": conc, "monitor": monitor, "enforce": enforce_,
-                                   "added": report.added(enforce_, monitor)})
-            say(f"  c={conc:<3d} enforce adds TTFB p50 {result['rows'][-1]['added']['ttfb_ms']['p50']:+.1f} ms, "
+            result["rows"].append(
+                {"concurrency": conc, "monitor": monitor, "enforce": enforce_, "added": report.added(enforce_, monitor)}
+            )
+            say(
+                f"  c={conc:<3d} enforce adds TTFB p50 {result['rows'][-1]['added']['ttfb_ms']['p50']:+.1f} ms, "
                 f"total p50 {result['rows'][-1]['added']['total_ms']['p50']:+.1f} ms "
-                f"(errors {monitor['errors']} / {enforce_['errors']})")
+                f"(errors {monitor['errors']} / {enforce_['errors']})"
+            )
     finally:
         for server in (*gateways, fake):
             server.stop()
@@ -284,8 +430,16 @@ def enforcement(workdir: Path, simulator: Server, expected: dict[str, Any], args
 
 def parser_throughput() -> list[dict[str, Any]]:
     cmd = [sys.executable, "-m", "bench.parser_throughput", "--seconds", "3", "--json"]
-    out = subprocess.run(cmd, cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT)}, capture_output=True, text=True,
-                         check=True, timeout=300, preexec_fn=lambda: os.sched_setaffinity(0, {0}))
+    out = subprocess.run(
+        cmd,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
+        preexec_fn=lambda: os.sched_setaffinity(0, {0}),
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -294,15 +448,24 @@ def _cell(cells: list[dict[str, Any]], workload: str, conc: int, arm: str) -> di
     return next((c for c in cells if (c["workload"], c["concurrency"], c["arm"]) == (workload, conc, arm)), None)
 
 
-def targets(cells: list[dict[str, Any]], mem: dict[str, Any] | None, parser: list[dict[str, Any]]
-            ) -> list[dict[str, Any]]:
+def targets(
+    cells: list[dict[str, Any]], mem: dict[str, Any] | None, parser: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
     """Issue 6's targets, each with the measured value and whether it is met."""
     rows: list[dict[str, Any]] = []
 
     def add(name: str, value: float | None, goal: float, higher_is_better: bool, unit: str) -> None:
         met = None if value is None else (value >= goal if higher_is_better else value <= goal)
-        rows.append({"target": name, "value": value, "goal": goal, "unit": unit,
-                     "comparison": ">=" if higher_is_better else "<=", "met": met})
+        rows.append(
+            {
+                "target": name,
+                "value": value,
+                "goal": goal,
+                "unit": unit,
+                "comparison": ">=" if higher_is_better else "<=",
+                "met": met,
+            }
+        )
 
     gw = _cell(cells, "stream", 1, "gateway")
     add("added TTFB, stream, p50 at c=1", gw and gw["added"]["ttfb_ms"]["p50"], 1.0, False, "ms")
@@ -310,7 +473,13 @@ def targets(cells: list[dict[str, Any]], mem: dict[str, Any] | None, parser: lis
     add("added TTFB, stream, p99 at c=32", gw and gw["added"]["ttfb_ms"]["p99"], 15.0, False, "ms")
     for workload in ("chat", "stream"):
         gw, d = _cell(cells, workload, 32, "gateway"), _cell(cells, workload, 32, "direct")
-        add(f"gateway/direct req/s, {workload}, c=32", gw and d and gw["stats"]["rps"] / d["stats"]["rps"], 0.5, True, "×")
+        add(
+            f"gateway/direct req/s, {workload}, c=32",
+            gw and d and gw["stats"]["rps"] / d["stats"]["rps"],
+            0.5,
+            True,
+            "×",
+        )
     for conc in (32, 64):
         for workload in ("chat", "stream"):
             gw, lt = _cell(cells, workload, conc, "gateway"), _cell(cells, workload, conc, "litellm")
@@ -332,10 +501,12 @@ def targets(cells: list[dict[str, Any]], mem: dict[str, Any] | None, parser: lis
 # ------------------------------------------------------------------------------------- output
 def git_commit() -> str:
     try:
-        sha = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True,
-                             check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
-                               capture_output=True, text=True).stdout.strip()
+        sha = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+        ).stdout.strip()
         return sha + ("+uncommitted" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
@@ -373,30 +544,46 @@ def markdown(run: dict[str, Any]) -> str:
             lines.append(f"| {t['target']} | {value} | {t['comparison']} {t['goal']:.2f} {t['unit']} | {met} |")
         lines.append("")
     if run.get("routing"):
-        lines += ["## Routing overhead (streamed chat through the gateway)", "",
-                  "| conc. | backends | req/s | errors | TTFB p50 / p99 ms | total p50 / p99 ms |", "|---|---|---|---|---|---|"]
+        lines += [
+            "## Routing overhead (streamed chat through the gateway)",
+            "",
+            "| conc. | backends | req/s | errors | TTFB p50 / p99 ms | total p50 / p99 ms |",
+            "|---|---|---|---|---|---|",
+        ]
         for r in run["routing"]:
             s = r["stats"]
-            lines.append(f"| {r['concurrency']} | {r['config']} | {s['rps']:.0f} | {s['errors']} | "
-                         f"{s['ttfb_ms']['p50']:.2f} / {s['ttfb_ms']['p99']:.2f} | "
-                         f"{s['total_ms']['p50']:.2f} / {s['total_ms']['p99']:.2f} |")
+            lines.append(
+                f"| {r['concurrency']} | {r['config']} | {s['rps']:.0f} | {s['errors']} | "
+                f"{s['ttfb_ms']['p50']:.2f} / {s['ttfb_ms']['p99']:.2f} | "
+                f"{s['total_ms']['p50']:.2f} / {s['total_ms']['p99']:.2f} |"
+            )
         lines.append("")
     mem = run.get("memory")
     if mem:
-        lines += ["## Memory per concurrent stream", "",
-                  f"A fresh gateway, {mem['streams']} concurrent streams at {mem['chunk_delay_ms']} ms per chunk: RSS idle "
-                  f"{mem['idle_rss_kb'] / 1024:.1f} MiB, {mem['streaming_rss_kb'] / 1024:.1f} MiB while streaming: "
-                  f"{mem['per_stream_kb']:.0f} KB per stream, of which about "
-                  f"{(mem['captured_share'] * mem['stream_bytes'] + mem['request_bytes']) / 1024:.0f} KB is the captured "
-                  f"body so far ({mem['captured_share']:.0%} of a {mem['stream_bytes'] / 1024:.0f} KB stream, and the request): "
-                  f"**{mem['per_stream_beyond_bodies_kb']:.0f} KB beyond the bodies**. Peak when all streams end at once "
-                  f"(each exchange serialized and stored): {mem['peak_rss_kb'] / 1024:.1f} MiB, "
-                  f"{mem['per_stream_with_end_burst_kb']:.0f} KB per stream ({mem['errors']} errors).", ""]
+        lines += [
+            "## Memory per concurrent stream",
+            "",
+            f"A fresh gateway, {mem['streams']} concurrent streams at {mem['chunk_delay_ms']} ms per chunk: RSS idle "
+            f"{mem['idle_rss_kb'] / 1024:.1f} MiB, {mem['streaming_rss_kb'] / 1024:.1f} MiB while streaming: "
+            f"{mem['per_stream_kb']:.0f} KB per stream, of which about "
+            f"{(mem['captured_share'] * mem['stream_bytes'] + mem['request_bytes']) / 1024:.0f} KB is the captured "
+            f"body so far ({mem['captured_share']:.0%} of a {mem['stream_bytes'] / 1024:.0f} KB stream, and the request): "
+            f"**{mem['per_stream_beyond_bodies_kb']:.0f} KB beyond the bodies**. Peak when all streams end at once "
+            f"(each exchange serialized and stored): {mem['peak_rss_kb'] / 1024:.1f} MiB, "
+            f"{mem['per_stream_with_end_burst_kb']:.0f} KB per stream ({mem['errors']} errors).",
+            "",
+        ]
     if run.get("parser"):
-        lines += ["## Parser throughput (one core, stored JSON to validated record)", "",
-                  "| case | exchanges per CPU-second | ms per exchange | exchange size |", "|---|---|---|---|"]
+        lines += [
+            "## Parser throughput (one core, stored JSON to validated record)",
+            "",
+            "| case | exchanges per CPU-second | ms per exchange | exchange size |",
+            "|---|---|---|---|",
+        ]
         for p in run["parser"]:
-            lines.append(f"| {p['case']} | {p['exchanges_per_cpu_s']:.0f} | {p['ms_per_exchange']:.3f} | {p['bytes']} B |")
+            lines.append(
+                f"| {p['case']} | {p['exchanges_per_cpu_s']:.0f} | {p['ms_per_exchange']:.3f} | {p['bytes']} B |"
+            )
         lines.append("")
     enf = run.get("enforcement")
     if enf:
@@ -404,23 +591,38 @@ def markdown(run: dict[str, Any]) -> str:
         if not enf["wired_in_proxy"]:
             lines += ["Not yet measurable through the gateway: the proxy does not wire enforcement yet.", ""]
         if enf.get("rows"):
-            lines += ["Streamed chat through two gateways that differ only in the product's mode; every response "
-                      "checked (enforcement must not cut a clean answer). TTFB is the first body byte, Azure's "
-                      "prompt-annotation frame, which carries no text; the text is held until its window is cleared, "
-                      "which the total shows.", "",
-                      "| conc. | mode | req/s | errors | TTFB p50 / p99 ms | total p50 / p99 ms |", "|---|---|---|---|---|---|"]
+            lines += [
+                "Streamed chat through two gateways that differ only in the product's mode; every response "
+                "checked (enforcement must not cut a clean answer). TTFB is the first body byte, Azure's "
+                "prompt-annotation frame, which carries no text; the text is held until its window is cleared, "
+                "which the total shows.",
+                "",
+                "| conc. | mode | req/s | errors | TTFB p50 / p99 ms | total p50 / p99 ms |",
+                "|---|---|---|---|---|---|",
+            ]
             for r in enf["rows"]:
                 for mode in ("monitor", "enforce"):
                     st = r[mode]
-                    lines.append(f"| {r['concurrency']} | {mode} | {st['rps']:.0f} | {st['errors']} | "
-                                 f"{st['ttfb_ms']['p50']:.1f} / {st['ttfb_ms']['p99']:.1f} | "
-                                 f"{st['total_ms']['p50']:.1f} / {st['total_ms']['p99']:.1f} |")
+                    lines.append(
+                        f"| {r['concurrency']} | {mode} | {st['rps']:.0f} | {st['errors']} | "
+                        f"{st['ttfb_ms']['p50']:.1f} / {st['ttfb_ms']['p99']:.1f} | "
+                        f"{st['total_ms']['p50']:.1f} / {st['total_ms']['p99']:.1f} |"
+                    )
                 a = r["added"]
-                lines.append(f"| {r['concurrency']} | **enforce − monitor** | | | {a['ttfb_ms']['p50']:+.1f} / "
-                             f"{a['ttfb_ms']['p99']:+.1f} | {a['total_ms']['p50']:+.1f} / {a['total_ms']['p99']:+.1f} |")
+                lines.append(
+                    f"| {r['concurrency']} | **enforce − monitor** | | | {a['ttfb_ms']['p50']:+.1f} / "
+                    f"{a['ttfb_ms']['p99']:+.1f} | {a['total_ms']['p50']:+.1f} / {a['total_ms']['p99']:+.1f} |"
+                )
             lines.append("")
-        lines += ["The enforcer alone (`python -m bench.enforcement`: a synthetic stream of 300 chunks every 5 ms, "
-                  "no HTTP hops):", "", "```", enf["transformer_level"], "```", ""]
+        lines += [
+            "The enforcer alone (`python -m bench.enforcement`: a synthetic stream of 300 chunks every 5 ms, "
+            "no HTTP hops):",
+            "",
+            "```",
+            enf["transformer_level"],
+            "```",
+            "",
+        ]
     if run.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in run["notes"]] + [""]
     return "\n".join(lines)
@@ -453,9 +655,14 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     started = time.monotonic()
     env = {
-        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"), "cpus": os.cpu_count(),
-        "cpu_model": cpu_model(), "python": platform.python_version(), "platform": platform.platform(),
-        "gateway_commit": git_commit(), "litellm": None, "load_start": loadavg(),
+        "date": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "cpus": os.cpu_count(),
+        "cpu_model": cpu_model(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "gateway_commit": git_commit(),
+        "litellm": None,
+        "load_start": loadavg(),
     }
     say(f"bench: {env['cpus']} CPUs, Python {env['python']}, load {env['load_start']}")
     peer_python = None if args.no_peer else peer.ensure_venv(say)
@@ -471,9 +678,17 @@ def main(argv: list[str] | None = None) -> int:
         "Azure's prompt-annotation frame and rewrites each chunk; the checks compare what a client reads (content "
         "events, text, the 8 KiB chunk, finish reason, [DONE]), so this is not counted as an error.",
     ]
-    run: dict[str, Any] = {"environment": env, "settings": {"requests": args.requests, "concurrency": args.concurrency,
-                                                            "warmup": "max(8, concurrency) untimed requests", "rounds": args.rounds,
-                                                            "time_limit_s": args.time_limit}, "notes": notes}
+    run: dict[str, Any] = {
+        "environment": env,
+        "settings": {
+            "requests": args.requests,
+            "concurrency": args.concurrency,
+            "warmup": "max(8, concurrency) untimed requests",
+            "rounds": args.rounds,
+            "time_limit_s": args.time_limit,
+        },
+        "notes": notes,
+    }
     with tempfile.TemporaryDirectory(prefix="aoai-bench-") as tmp:
         workdir = Path(tmp)
         servers: list[Server] = []

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import orjson
 
-from shared.sse import SSEDecoder
+from shared.normalize.sse import SSEDecoder
 
 
 @dataclass(frozen=True, slots=True)

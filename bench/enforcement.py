@@ -8,7 +8,7 @@ Two modes:
   through the dev host with two subscription keys, one whose product monitors and one whose product
   enforces, in alternating rounds at each concurrency. Every answer is the same forced text
   (`x-sim-content`, `chunks` pieces of `piece_chars` characters, one every `interval_ms`).
-- `transformer` (`run_transformer(...)`): `proxy.enforcement.enforce` alone over a synthetic stream,
+- `transformer` (`run_transformer(...)`): `proxy.streams.enforcement.enforce` alone over a synthetic stream,
   with the real SDK client calling the fake in-process; no HTTP hop of the proxy.
 
 Time to first byte is the first body byte (Azure's prompt annotation frame, which enforcement releases
@@ -40,10 +40,10 @@ import orjson
 from azure.core.credentials import AzureKeyCredential
 
 from bench.servers import ROOT, Server, free_port, start
-from devhost.fakes.content_safety import FakeContentSafety
-from proxy.enforcement import enforce
+from proxy.streams.enforcement import enforce
 from shared.safety.client import AzureContentSafety
 from shared.safety.config import StreamPolicy
+from testing.fakes.content_safety import FakeContentSafety
 
 KEYS = {"monitor": "bench-monitor-key", "enforce": "bench-enforce-key"}
 SAFETY_KEY = "bench-safety-key"
@@ -69,24 +69,64 @@ def _processes(window: int, overlap: int, latency_ms: float, interval_ms: float)
     env = {"PYTHONPATH": str(ROOT)}
     with tempfile.TemporaryDirectory() as tmp:
         settings = Path(tmp) / "local.settings.json"
-        settings.write_text(json.dumps({"Values": {
-            "GATEWAY_BACKENDS": json.dumps([{"name": "sim", "endpoint": f"http://127.0.0.1:{sim_port}",
-                                             "auth": {"type": "api_key", "value": "sim"}, "deployments": ["*"]}]),
-            "LOCAL_SUBSCRIPTIONS": json.dumps(
-                {key: {"id": mode, "name": mode, "product": mode} for mode, key in KEYS.items()}),
-            "SQLITE_PATH": str(Path(tmp) / "gateway.db"),
-            "CAPTURE_OUTBOX_DIR": str(Path(tmp) / "outbox"),
-            "CONTENT_SAFETY_ENDPOINT": f"http://127.0.0.1:{safety_port}",
-            "CONTENT_SAFETY_KEY": SAFETY_KEY,
-            "CONTENT_SAFETY_MODES": json.dumps({"default": "monitor", "enforce": "enforce"}),
-            "CONTENT_SAFETY_STREAM_WINDOW_CHARS": str(window),
-            "CONTENT_SAFETY_STREAM_WINDOW_OVERLAP": str(overlap),
-        }}))
+        settings.write_text(
+            json.dumps(
+                {
+                    "Values": {
+                        "GATEWAY_BACKENDS": json.dumps(
+                            [
+                                {
+                                    "name": "sim",
+                                    "endpoint": f"http://127.0.0.1:{sim_port}",
+                                    "auth": {"type": "api_key", "value": "sim"},
+                                    "deployments": ["*"],
+                                }
+                            ]
+                        ),
+                        "LOCAL_SUBSCRIPTIONS": json.dumps(
+                            {key: {"id": mode, "name": mode, "product": mode} for mode, key in KEYS.items()}
+                        ),
+                        "SQLITE_PATH": str(Path(tmp) / "gateway.db"),
+                        "CAPTURE_OUTBOX_DIR": str(Path(tmp) / "outbox"),
+                        "CONTENT_SAFETY_ENDPOINT": f"http://127.0.0.1:{safety_port}",
+                        "CONTENT_SAFETY_KEY": SAFETY_KEY,
+                        "CONTENT_SAFETY_MODES": json.dumps({"default": "monitor", "enforce": "enforce"}),
+                        "CONTENT_SAFETY_STREAM_WINDOW_CHARS": str(window),
+                        "CONTENT_SAFETY_STREAM_WINDOW_OVERLAP": str(overlap),
+                    }
+                }
+            )
+        )
         commands = [
-            ("simulator", [py, "-m", "devhost.simulator", "--port", str(sim_port), "--no-log", "--token-delay-ms",
-                           str(interval_ms)], sim_port),
-            ("content-safety", [py, "-m", "devhost.fakes.content_safety", "--port", str(safety_port), "--latency-ms",
-                                str(latency_ms), "--key", SAFETY_KEY], safety_port),
+            (
+                "simulator",
+                [
+                    py,
+                    "-m",
+                    "devhost.simulator",
+                    "--port",
+                    str(sim_port),
+                    "--no-log",
+                    "--token-delay-ms",
+                    str(interval_ms),
+                ],
+                sim_port,
+            ),
+            (
+                "content-safety",
+                [
+                    py,
+                    "-m",
+                    "testing.fakes.content_safety",
+                    "--port",
+                    str(safety_port),
+                    "--latency-ms",
+                    str(latency_ms),
+                    "--key",
+                    SAFETY_KEY,
+                ],
+                safety_port,
+            ),
             ("devhost", [py, "-m", "devhost", "--port", str(gw_port), "--settings", str(settings)], gw_port),
         ]
         try:
@@ -127,8 +167,9 @@ def _cpu_seconds(pid: int) -> float | None:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-async def _measure(url: str, pid: int, concurrency: Sequence[int], rounds: dict[int, int], warmup: int,
-                   headers: dict[str, str]) -> list[dict[str, Any]]:
+async def _measure(
+    url: str, pid: int, concurrency: Sequence[int], rounds: dict[int, int], warmup: int, headers: dict[str, str]
+) -> list[dict[str, Any]]:
     results: list[dict[str, Any]] = []
     limits = httpx.Limits(max_connections=max(concurrency) * 2, max_keepalive_connections=max(concurrency) * 2)
     async with httpx.AsyncClient(base_url=url, timeout=120, limits=limits) as client:
@@ -145,11 +186,15 @@ async def _measure(url: str, pid: int, concurrency: Sequence[int], rounds: dict[
                     samples[mode] += await asyncio.gather(*(_one(client, mode, headers) for _ in range(conc)))
                     cpu[mode] += (_cpu_seconds(pid) or 0.0) - before
             for mode, rows in samples.items():
-                results.append({
-                    "mode": mode, "concurrency": conc, "requests": len(rows),
-                    "devhost_cpu_ms_per_request": round(cpu[mode] * 1000 / len(rows), 2),
-                    **_timings(rows),
-                })
+                results.append(
+                    {
+                        "mode": mode,
+                        "concurrency": conc,
+                        "requests": len(rows),
+                        "devhost_cpu_ms_per_request": round(cpu[mode] * 1000 / len(rows), 2),
+                        **_timings(rows),
+                    }
+                )
     return results
 
 
@@ -172,9 +217,16 @@ async def run(
     headers = {"x-sim-content": quote("".join(pieces)), "x-sim-chunks": str(chunks)}
     with _processes(window, overlap, latency_ms, interval_ms) as (url, pid):
         results = await _measure(url, pid, concurrency, rounds, warmup, headers)
-    return _result("client -> dev host (uvicorn, function app) -> simulator; analyser = fake Content Safety", results,
-                   chunks=chunks, piece_chars=piece_chars, interval_ms=interval_ms, latency_ms=latency_ms,
-                   window=window, overlap=overlap)
+    return _result(
+        "client -> dev host (uvicorn, function app) -> simulator; analyser = fake Content Safety",
+        results,
+        chunks=chunks,
+        piece_chars=piece_chars,
+        interval_ms=interval_ms,
+        latency_ms=latency_ms,
+        window=window,
+        overlap=overlap,
+    )
 
 
 # --------------------------------------------------------------------------------- the transformer alone
@@ -182,13 +234,20 @@ async def run(
 
 def stream_events(chunks: int, piece_chars: int = 4) -> list[bytes]:
     meta = {"id": "chatcmpl-bench", "object": "chat.completion.chunk", "created": 1, "model": "gpt-4o"}
-    events = [b"data: " + orjson.dumps(
-        {**meta, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]}) + b"\n\n"]
+    events = [
+        b"data: "
+        + orjson.dumps({**meta, "choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}}]})
+        + b"\n\n"
+    ]
     for piece in answer_pieces(chunks, piece_chars):
-        events.append(b"data: " + orjson.dumps(
-            {**meta, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]}) + b"\n\n")
-    events.append(b"data: " + orjson.dumps(
-        {**meta, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}) + b"\n\n")
+        events.append(
+            b"data: "
+            + orjson.dumps({**meta, "choices": [{"index": 0, "delta": {"content": piece}, "finish_reason": None}]})
+            + b"\n\n"
+        )
+    events.append(
+        b"data: " + orjson.dumps({**meta, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}) + b"\n\n"
+    )
     events.append(b"data: [DONE]\n\n")
     return events
 
@@ -199,12 +258,18 @@ async def _upstream(events: list[bytes], interval: float) -> AsyncIterator[bytes
         yield event
 
 
-async def _one_transformed(events: list[bytes], interval: float, client: AzureContentSafety,
-                           policy: StreamPolicy) -> tuple[float, float, float]:
+async def _one_transformed(
+    events: list[bytes], interval: float, client: AzureContentSafety, policy: StreamPolicy
+) -> tuple[float, float, float]:
     start = time.perf_counter()
     first = text = None
-    async for chunk in enforce(_upstream(events, interval), api="chat.completions", analyser=client,
-                               config=policy, on_verdict=lambda outcome: None):
+    async for chunk in enforce(
+        _upstream(events, interval),
+        api="chat.completions",
+        analyser=client,
+        config=policy,
+        on_verdict=lambda outcome: None,
+    ):
         now = time.perf_counter()
         first = first or now
         if text is None and TEXT_MARK in chunk:
@@ -234,18 +299,30 @@ async def run_transformer(
             for conc in concurrency:
                 for mode in ("monitor", "enforce"):
                     policy = StreamPolicy(mode=mode, window_chars=window, overlap_chars=overlap)  # type: ignore[arg-type]
-                    rows = await asyncio.gather(*(
-                        _one_transformed(events, interval_ms / 1000, client, policy) for _ in range(conc)))
-                    results.append({
-                        "mode": mode, "concurrency": conc, "requests": len(rows),
-                        **_timings(rows),
-                    })
+                    rows = await asyncio.gather(
+                        *(_one_transformed(events, interval_ms / 1000, client, policy) for _ in range(conc))
+                    )
+                    results.append(
+                        {
+                            "mode": mode,
+                            "concurrency": conc,
+                            "requests": len(rows),
+                            **_timings(rows),
+                        }
+                    )
             await client.close()
     finally:
         await fake.stop()
-    return _result("proxy.enforcement.enforce in-process; analyser = fake Content Safety", results,
-                   chunks=chunks, piece_chars=piece_chars, interval_ms=interval_ms, latency_ms=latency_ms,
-                   window=window, overlap=overlap)
+    return _result(
+        "proxy.streams.enforcement.enforce in-process; analyser = fake Content Safety",
+        results,
+        chunks=chunks,
+        piece_chars=piece_chars,
+        interval_ms=interval_ms,
+        latency_ms=latency_ms,
+        window=window,
+        overlap=overlap,
+    )
 
 
 # --------------------------------------------------------------------------------- numbers
@@ -263,14 +340,29 @@ def _timings(rows: list[tuple[float, float, float]]) -> dict[str, dict[str, floa
     return {metric: _summary([r[i] for r in rows]) for i, metric in enumerate(metrics)}
 
 
-def _result(path: str, results: list[dict[str, Any]], *, chunks: int, piece_chars: int, interval_ms: float,
-            latency_ms: float, window: int, overlap: int) -> dict[str, Any]:
+def _result(
+    path: str,
+    results: list[dict[str, Any]],
+    *,
+    chunks: int,
+    piece_chars: int,
+    interval_ms: float,
+    latency_ms: float,
+    window: int,
+    overlap: int,
+) -> dict[str, Any]:
     """What `run` and `run_transformer` return: the setup, the rows and what enforce added."""
     return {
-        "setup": {"path": path,
-                  "answer_chars": chunks * piece_chars, "chunks": chunks, "interval_ms": interval_ms,
-                  "analyser_latency_ms": latency_ms, "window": window, "overlap": overlap,
-                  "analyser_calls_per_request": _calls(chunks * piece_chars, window, overlap)},
+        "setup": {
+            "path": path,
+            "answer_chars": chunks * piece_chars,
+            "chunks": chunks,
+            "interval_ms": interval_ms,
+            "analyser_latency_ms": latency_ms,
+            "window": window,
+            "overlap": overlap,
+            "analyser_calls_per_request": _calls(chunks * piece_chars, window, overlap),
+        },
         "results": results,
         "added": _added(results),
     }
@@ -281,9 +373,16 @@ def _added(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
     out = []
     for conc in sorted({r["concurrency"] for r in results}):
         mon, enf = by[("monitor", conc)], by[("enforce", conc)]
-        out.append({"concurrency": conc, **{
-            f"{metric}_{p}": round(enf[metric][p] - mon[metric][p], 1)
-            for metric in ("ttfb_ms", "first_text_ms", "total_ms") for p in ("p50", "p95")}})
+        out.append(
+            {
+                "concurrency": conc,
+                **{
+                    f"{metric}_{p}": round(enf[metric][p] - mon[metric][p], 1)
+                    for metric in ("ttfb_ms", "first_text_ms", "total_ms")
+                    for p in ("p50", "p95")
+                },
+            }
+        )
     return out
 
 
@@ -307,12 +406,14 @@ def report(result: dict[str, Any]) -> str:
         lines.append(
             f"{r['mode']:8} {r['concurrency']:>4} {r['requests']:>4} {r['ttfb_ms']['p50']:>9} {r['ttfb_ms']['p95']:>7} "
             f"{r['first_text_ms']['p50']:>9} {r['first_text_ms']['p95']:>7} {r['total_ms']['p50']:>10} "
-            f"{r['total_ms']['p95']:>7}        {r.get('devhost_cpu_ms_per_request', '-')}")
+            f"{r['total_ms']['p95']:>7}        {r.get('devhost_cpu_ms_per_request', '-')}"
+        )
     for a in result["added"]:
         lines.append(
             f"added by enforce at concurrency {a['concurrency']}: ttfb p50 {a['ttfb_ms_p50']} / p95 {a['ttfb_ms_p95']}, "
             f"first text p50 {a['first_text_ms_p50']} / p95 {a['first_text_ms_p95']}, "
-            f"total p50 {a['total_ms_p50']} / p95 {a['total_ms_p95']} ms")
+            f"total p50 {a['total_ms_p50']} / p95 {a['total_ms_p95']} ms"
+        )
     return "\n".join(lines)
 
 
@@ -328,9 +429,15 @@ def main() -> None:
     parser.add_argument("--overlap", type=int, default=100)
     parser.add_argument("--json", action="store_true", help="print the result as JSON")
     args = parser.parse_args()
-    kwargs = dict(concurrency=args.concurrency, latency_ms=args.latency_ms, chunks=args.chunks,
-                  piece_chars=args.piece_chars, interval_ms=args.interval_ms, window=args.window,
-                  overlap=args.overlap)
+    kwargs = dict(
+        concurrency=args.concurrency,
+        latency_ms=args.latency_ms,
+        chunks=args.chunks,
+        piece_chars=args.piece_chars,
+        interval_ms=args.interval_ms,
+        window=args.window,
+        overlap=args.overlap,
+    )
     result = asyncio.run(run(**kwargs) if args.mode == "devhost" else run_transformer(**kwargs))
     print(json.dumps(result, indent=2) if args.json else report(result))
 

@@ -17,5 +17,6 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 for fn in function_app.app.get_functions():
     trigger = fn.get_trigger().get_dict_repr()
     if trigger.get("type") == "httpTrigger":
-        app.route(route=trigger["route"], methods=trigger["methods"],
-                  auth_level=func.AuthLevel.FUNCTION)(fn.get_user_function())
+        app.route(route=trigger["route"], methods=trigger["methods"], auth_level=func.AuthLevel.FUNCTION)(
+            fn.get_user_function()
+        )

@@ -22,58 +22,116 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from devhost.fakes.content_safety import FakeContentSafety  # noqa: E402
 from parser.enrich import Enricher  # noqa: E402
 from parser.handler import DEFAULT_CONCURRENCY, handle_batch, make_record  # noqa: E402
-from shared.adapters.memory import memory_ports  # noqa: E402
 from shared.exchange import Exchange  # noqa: E402
 from shared.settings import Settings  # noqa: E402
 from shared.wiring import build_content_safety  # noqa: E402
-from tests.factories import chunk, delta, exchange, sse  # noqa: E402
+from testing.factories import chunk, delta, exchange, sse  # noqa: E402
+from testing.fakes.content_safety import FakeContentSafety  # noqa: E402
+from testing.memory import memory_ports  # noqa: E402
 
 MESSAGES = [
     {"role": "system", "content": "You are a helpful assistant that can answer questions about the weather."},
     {"role": "user", "content": "What's the weather like in San Francisco and in Paris, and what time is it there?"},
 ]
 TOOLS = [
-    {"type": "function", "function": {"name": "get_weather", "description": "Weather for a city", "parameters": {
-        "type": "object", "properties": {"city": {"type": "string", "description": "City name"}}}}},
-    {"type": "function", "function": {"name": "get_time", "description": "Local time", "parameters": {
-        "type": "object", "properties": {"tz": {"type": "string", "description": "IANA zone"}}}}},
+    {
+        "type": "function",
+        "function": {
+            "name": "get_weather",
+            "description": "Weather for a city",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string", "description": "City name"}}},
+        },
+    },
+    {
+        "type": "function",
+        "function": {
+            "name": "get_time",
+            "description": "Local time",
+            "parameters": {"type": "object", "properties": {"tz": {"type": "string", "description": "IANA zone"}}},
+        },
+    },
 ]
 
 
 def streamed_tool_chat(chunks: int = 1000) -> Exchange:
-    events = [{"id": "", "object": "", "created": 0, "model": "", "choices": [], "prompt_filter_results": [
-        {"prompt_index": 0, "content_filter_results": {"hate": {"filtered": False, "severity": "safe"}}}]}]
+    events = [
+        {
+            "id": "",
+            "object": "",
+            "created": 0,
+            "model": "",
+            "choices": [],
+            "prompt_filter_results": [
+                {"prompt_index": 0, "content_filter_results": {"hate": {"filtered": False, "severity": "safe"}}}
+            ],
+        }
+    ]
     events.append(chunk([delta(role="assistant", content="")]))
     text_chunks = chunks - 204
     events += [chunk([delta(content=f" word{i}")]) for i in range(text_chunks)]
     for call in range(2):
-        events.append(chunk([delta(tool_calls=[{"index": call, "id": f"call_{call}", "type": "function",
-                                                "function": {"name": ("get_weather", "get_time")[call], "arguments": ""}}])]))
+        events.append(
+            chunk(
+                [
+                    delta(
+                        tool_calls=[
+                            {
+                                "index": call,
+                                "id": f"call_{call}",
+                                "type": "function",
+                                "function": {"name": ("get_weather", "get_time")[call], "arguments": ""},
+                            }
+                        ]
+                    )
+                ]
+            )
+        )
         events += [chunk([delta(tool_calls=[{"index": call, "function": {"arguments": "ab"}}])]) for _ in range(100)]
     events.append(chunk([delta(finish_reason="tool_calls")]))
-    return exchange(body={"messages": MESSAGES, "tools": TOOLS, "stream": True}, sse_text=sse(*events),
-                    response_headers={"content-type": "text/event-stream"})
+    return exchange(
+        body={"messages": MESSAGES, "tools": TOOLS, "stream": True},
+        sse_text=sse(*events),
+        response_headers={"content-type": "text/event-stream"},
+    )
 
 
 def small_chat() -> Exchange:
-    body = {"id": "chatcmpl-1", "object": "chat.completion", "created": 1, "model": "gpt-4o-2024-08-06",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "Hello! How can I help?"}, "finish_reason": "stop",
-                         "content_filter_results": {"hate": {"filtered": False, "severity": "safe"}}}],
-            "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": {"hate": {"filtered": False, "severity": "safe"}}}],
-            "usage": {"prompt_tokens": 20, "completion_tokens": 7, "total_tokens": 27}}
+    body = {
+        "id": "chatcmpl-1",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o-2024-08-06",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "Hello! How can I help?"},
+                "finish_reason": "stop",
+                "content_filter_results": {"hate": {"filtered": False, "severity": "safe"}},
+            }
+        ],
+        "prompt_filter_results": [
+            {"prompt_index": 0, "content_filter_results": {"hate": {"filtered": False, "severity": "safe"}}}
+        ],
+        "usage": {"prompt_tokens": 20, "completion_tokens": 7, "total_tokens": 27},
+    }
     return exchange(body={"messages": MESSAGES}, response_body=body)
 
 
 def embeddings() -> Exchange:
     vector = [round((i % 17) / 17 - 0.5, 6) for i in range(1536)]
-    body = {"object": "list", "model": "text-embedding-3-small",
-            "data": [{"object": "embedding", "index": i, "embedding": vector} for i in range(2)],
-            "usage": {"prompt_tokens": 12, "total_tokens": 12}}
-    return exchange(path="/openai/deployments/text-embedding-3-small/embeddings",
-                    body={"input": ["The gateway forwards every token.", "東京 café"]}, response_body=body)
+    body = {
+        "object": "list",
+        "model": "text-embedding-3-small",
+        "data": [{"object": "embedding", "index": i, "embedding": vector} for i in range(2)],
+        "usage": {"prompt_tokens": 12, "total_tokens": 12},
+    }
+    return exchange(
+        path="/openai/deployments/text-embedding-3-small/embeddings",
+        body={"input": ["The gateway forwards every token.", "東京 café"]},
+        response_body=body,
+    )
 
 
 async def measure(name: str, ex: Exchange, seconds: float, quiet: bool = False) -> dict[str, object]:
@@ -88,10 +146,17 @@ async def measure(name: str, ex: Exchange, seconds: float, quiet: bool = False) 
         count += 1
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     record, _ = await make_record(Exchange.from_json(raw), enricher)
-    result = {"case": name, "exchanges_per_cpu_s": round(count / cpu, 1), "exchanges_per_wall_s": round(count / wall, 1),
-              "ms_per_exchange": round(cpu / count * 1000, 3), "bytes": len(raw),
-              "usage_source": record["usage_source"], "tool_calls": record["tool_call_count"],
-              "cost": record["cost"], "safety": record["safety"]["status"]}
+    result = {
+        "case": name,
+        "exchanges_per_cpu_s": round(count / cpu, 1),
+        "exchanges_per_wall_s": round(count / wall, 1),
+        "ms_per_exchange": round(cpu / count * 1000, 3),
+        "bytes": len(raw),
+        "usage_source": record["usage_source"],
+        "tool_calls": record["tool_call_count"],
+        "cost": record["cost"],
+        "safety": record["safety"]["status"],
+    }
     if not quiet:
         print(json.dumps(result))
     return result
@@ -119,8 +184,16 @@ async def measure_batches(seconds: float) -> None:
         batches += 1
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
     assert len(ports.sink.emitted) == batches * 100
-    print(json.dumps({"case": "handle_batch_100_small_no_safety", "records_per_cpu_s": round(batches * 100 / cpu, 1),
-                      "records_per_wall_s": round(batches * 100 / wall, 1), "note": "includes saving the exchanges"}))
+    print(
+        json.dumps(
+            {
+                "case": "handle_batch_100_small_no_safety",
+                "records_per_cpu_s": round(batches * 100 / cpu, 1),
+                "records_per_wall_s": round(batches * 100 / wall, 1),
+                "note": "includes saving the exchanges",
+            }
+        )
+    )
 
 
 async def measure_safety_batches(latency_ms: float, rounds: int = 3) -> None:
@@ -141,17 +214,32 @@ async def measure_safety_batches(latency_ms: float, rounds: int = 3) -> None:
                 t0 = time.perf_counter()
                 await handle_batch([ex.request_id for ex in batch], ports, enricher=enricher, concurrency=concurrency)
                 times.append(time.perf_counter() - t0)
-                assert all(rec["safety"]["status"] == "ok" for rec in ports.sink.emitted) and len(ports.sink.emitted) == 100
-            print(json.dumps({"case": "handle_batch_100_with_safety", "analyser_ms": latency_ms, "concurrency": concurrency,
-                              "batch_wall_ms_best": round(min(times) * 1000, 1), "batch_wall_ms_median": round(sorted(times)[len(times) // 2] * 1000, 1)}))
+                assert (
+                    all(rec["safety"]["status"] == "ok" for rec in ports.sink.emitted)
+                    and len(ports.sink.emitted) == 100
+                )
+            print(
+                json.dumps(
+                    {
+                        "case": "handle_batch_100_with_safety",
+                        "analyser_ms": latency_ms,
+                        "concurrency": concurrency,
+                        "batch_wall_ms_best": round(min(times) * 1000, 1),
+                        "batch_wall_ms_median": round(sorted(times)[len(times) // 2] * 1000, 1),
+                    }
+                )
+            )
     finally:
         await client.close()
         await fake.stop()
 
 
 async def run(args: argparse.Namespace) -> None:
-    cases = [("stream_1000_chunks_tool_calls", streamed_tool_chat()), ("small_non_stream_chat", small_chat()),
-             ("embeddings", embeddings())]
+    cases = [
+        ("stream_1000_chunks_tool_calls", streamed_tool_chat()),
+        ("small_non_stream_chat", small_chat()),
+        ("embeddings", embeddings()),
+    ]
     results = [await measure(name, ex, args.seconds, quiet=args.json) for name, ex in cases]
     if args.json:
         print(json.dumps(results))

@@ -40,28 +40,45 @@ def ensure_venv(say=print) -> Path:  # type: ignore[no-untyped-def]
         return python
     say(f"installing the peer (LiteLLM) into {VENV.relative_to(ROOT)} (about a minute, once)")
     subprocess.run([sys.executable, "-m", "venv", "--clear", str(VENV)], check=True)
-    subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                    "-r", str(REQUIREMENTS)], check=True)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", "-r", str(REQUIREMENTS)],
+        check=True,
+    )
     stamp.write_text(digest)
     return python
 
 
 def version(python: Path) -> str:
-    out = subprocess.run([str(python), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [str(python), "-c", "import importlib.metadata as m; print(m.version('litellm'))"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     return out.stdout.strip()
 
 
 def config(simulator_url: str, deployment: str, api_key: str) -> dict:  # type: ignore[type-arg]
     return {
-        "model_list": [{
-            "model_name": deployment,
-            "litellm_params": {"model": f"azure/{deployment}", "api_base": simulator_url, "api_key": api_key,
-                               "api_version": "2024-10-21"},
-        }],
+        "model_list": [
+            {
+                "model_name": deployment,
+                "litellm_params": {
+                    "model": f"azure/{deployment}",
+                    "api_base": simulator_url,
+                    "api_key": api_key,
+                    "api_version": "2024-10-21",
+                },
+            }
+        ],
         "general_settings": {"master_key": MASTER_KEY, "disable_spend_logs": True},
-        "litellm_settings": {"telemetry": False, "callbacks": [], "success_callback": [], "failure_callback": [],
-                             "turn_off_message_logging": True},
+        "litellm_settings": {
+            "telemetry": False,
+            "callbacks": [],
+            "success_callback": [],
+            "failure_callback": [],
+            "turn_off_message_logging": True,
+        },
     }
 
 
@@ -69,5 +86,11 @@ def start_peer(python: Path, port: int, workdir: Path, simulator_url: str, deplo
     path = workdir / "litellm.config.json"
     path.write_text(json.dumps(config(simulator_url, deployment, api_key)))
     litellm = python.parent / "litellm"
-    return start("litellm", [str(litellm), "--config", str(path), "--host", "127.0.0.1", "--port", str(port),
-                             "--num_workers", "1"], port, workdir, ENV, timeout=120)
+    return start(
+        "litellm",
+        [str(litellm), "--config", str(path), "--host", "127.0.0.1", "--port", str(port), "--num_workers", "1"],
+        port,
+        workdir,
+        ENV,
+        timeout=120,
+    )

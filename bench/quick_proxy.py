@@ -68,8 +68,9 @@ def pct(values: list[float], p: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(p) - 1] if p < 100 else max(values)
 
 
-def print_table(requests: int, warmup: int, base: tuple[str, Samples], other: tuple[str, Samples],
-                diff_label: str) -> None:
+def print_table(
+    requests: int, warmup: int, base: tuple[str, Samples], other: tuple[str, Samples], diff_label: str
+) -> None:
     """p50/p90/p99 of both paths, then `other` minus `base` per percentile."""
     print(f"streamed chat completions, concurrency 1, {requests} requests each (after {warmup} warm-up)")
     print(f"{'':24}{'p50':>9}{'p90':>9}{'p99':>9}  (ms)")
@@ -91,19 +92,47 @@ def main() -> int:
     servers: list[Server] = []
     with tempfile.TemporaryDirectory() as tmp:
         settings = Path(tmp) / "local.settings.json"
-        settings.write_text(json.dumps({"Values": {
-            "GATEWAY_BACKENDS": json.dumps([{"name": "sim", "endpoint": f"http://127.0.0.1:{sim_port}",
-                                             "auth": {"type": "api_key", "value": "sim"}, "deployments": ["*"]}]),
-            "LOCAL_SUBSCRIPTIONS": json.dumps({KEY: {"id": "bench", "name": "Bench", "product": "bench"}}),
-            "SQLITE_PATH": str(Path(tmp) / "gateway.db"),
-            "CAPTURE_OUTBOX_DIR": str(Path(tmp) / "outbox"),
-        }}))
+        settings.write_text(
+            json.dumps(
+                {
+                    "Values": {
+                        "GATEWAY_BACKENDS": json.dumps(
+                            [
+                                {
+                                    "name": "sim",
+                                    "endpoint": f"http://127.0.0.1:{sim_port}",
+                                    "auth": {"type": "api_key", "value": "sim"},
+                                    "deployments": ["*"],
+                                }
+                            ]
+                        ),
+                        "LOCAL_SUBSCRIPTIONS": json.dumps({KEY: {"id": "bench", "name": "Bench", "product": "bench"}}),
+                        "SQLITE_PATH": str(Path(tmp) / "gateway.db"),
+                        "CAPTURE_OUTBOX_DIR": str(Path(tmp) / "outbox"),
+                    }
+                }
+            )
+        )
         env = {"PYTHONPATH": str(ROOT)}
         try:
-            servers.append(start("simulator", [py, "-m", "devhost.simulator", "--port", str(sim_port), "--no-log"],
-                                 sim_port, Path(tmp), env))
-            servers.append(start("devhost", [py, "-m", "devhost", "--port", str(gw_port), "--settings", str(settings)],
-                                 gw_port, Path(tmp), env))
+            servers.append(
+                start(
+                    "simulator",
+                    [py, "-m", "devhost.simulator", "--port", str(sim_port), "--no-log"],
+                    sim_port,
+                    Path(tmp),
+                    env,
+                )
+            )
+            servers.append(
+                start(
+                    "devhost",
+                    [py, "-m", "devhost", "--port", str(gw_port), "--settings", str(settings)],
+                    gw_port,
+                    Path(tmp),
+                    env,
+                )
+            )
             direct, proxied = asyncio.run(measure([s.url for s in servers], args.requests, args.warmup))
         finally:
             for server in servers:

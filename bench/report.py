@@ -46,8 +46,10 @@ def _signed(value: float | None) -> str:
 
 def matrix_table(cells: list[dict[str, Any]]) -> str:
     """One row per workload × concurrency × arm."""
-    head = ("| workload | conc. | arm | req/s | errors | TTFB p50 / p95 / p99 ms | added TTFB p50 / p95 / p99 ms "
-            "| total p50 / p95 / p99 ms | added total p50 / p95 / p99 ms |")
+    head = (
+        "| workload | conc. | arm | req/s | errors | TTFB p50 / p95 / p99 ms | added TTFB p50 / p95 / p99 ms "
+        "| total p50 / p95 / p99 ms | added total p50 / p95 / p99 ms |"
+    )
     lines = [head, "|" + "---|" * 9]
     for c in cells:
         s, a = c["stats"], c.get("added")
@@ -56,6 +58,8 @@ def matrix_table(cells: list[dict[str, Any]]) -> str:
         add_t = " / ".join(_signed(a["ttfb_ms"][f"p{p}"]) for p in PERCENTILES) if a else ""
         add_l = " / ".join(_signed(a["total_ms"][f"p{p}"]) for p in PERCENTILES) if a else ""
         errors = f"{s['errors']}" + (" (time limit)" if s["stopped_by_time_limit"] else "")
-        lines.append(f"| {c['workload']} | {c['concurrency']} | {c['arm']} | {s['rps']:.0f} | {errors} | {ttfb} | {add_t} "
-                     f"| {total} | {add_l} |")
+        lines.append(
+            f"| {c['workload']} | {c['concurrency']} | {c['arm']} | {s['rps']:.0f} | {errors} | {ttfb} | {add_t} "
+            f"| {total} | {add_l} |"
+        )
     return "\n".join(lines)

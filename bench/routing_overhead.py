@@ -26,12 +26,18 @@ from bench.servers import ROOT, Server, free_port, start
 
 def _settings(tmp: Path, name: str, backends: list[dict]) -> Path:
     path = tmp / f"{name}.settings.json"
-    path.write_text(json.dumps({"Values": {
-        "GATEWAY_BACKENDS": json.dumps(backends),
-        "LOCAL_SUBSCRIPTIONS": json.dumps({KEY: {"id": "bench", "name": "Bench", "product": "bench"}}),
-        "SQLITE_PATH": str(tmp / f"{name}.db"),
-        "CAPTURE_OUTBOX_DIR": str(tmp / f"{name}-outbox"),
-    }}))
+    path.write_text(
+        json.dumps(
+            {
+                "Values": {
+                    "GATEWAY_BACKENDS": json.dumps(backends),
+                    "LOCAL_SUBSCRIPTIONS": json.dumps({KEY: {"id": "bench", "name": "Bench", "product": "bench"}}),
+                    "SQLITE_PATH": str(tmp / f"{name}.db"),
+                    "CAPTURE_OUTBOX_DIR": str(tmp / f"{name}-outbox"),
+                }
+            }
+        )
+    )
     return path
 
 
@@ -47,7 +53,14 @@ def main() -> int:
     single = [{"name": "only", "endpoint": sim, "auth": auth, "deployments": ["gpt-4o"]}]
     pool = [
         {"name": "ptu-a", "endpoint": sim, "auth": auth, "deployments": ["gpt-4o"], "priority": 1, "weight": 1},
-        {"name": "ptu-b", "endpoint": sim, "auth": auth, "deployment_map": {"gpt-4o": "gpt-4o-b"}, "priority": 1, "weight": 3},
+        {
+            "name": "ptu-b",
+            "endpoint": sim,
+            "auth": auth,
+            "deployment_map": {"gpt-4o": "gpt-4o-b"},
+            "priority": 1,
+            "weight": 3,
+        },
         {"name": "paygo", "endpoint": sim, "auth": auth, "deployments": ["gpt-4o"], "priority": 2},
     ]
     servers: list[Server] = []
@@ -55,19 +68,33 @@ def main() -> int:
         tmp = Path(tmp_name)
         env = {"PYTHONPATH": str(ROOT)}
         try:
-            servers.append(start("simulator", [py, "-m", "devhost.simulator", "--port", str(sim_port), "--no-log"],
-                                 sim_port, tmp, env))
+            servers.append(
+                start(
+                    "simulator",
+                    [py, "-m", "devhost.simulator", "--port", str(sim_port), "--no-log"],
+                    sim_port,
+                    tmp,
+                    env,
+                )
+            )
             for name, backends in (("single", single), ("pool", pool)):
                 port = free_port()
-                servers.append(start(
-                    name, [py, "-m", "devhost", "--port", str(port), "--settings", str(_settings(tmp, name, backends))],
-                    port, tmp, env))
+                servers.append(
+                    start(
+                        name,
+                        [py, "-m", "devhost", "--port", str(port), "--settings", str(_settings(tmp, name, backends))],
+                        port,
+                        tmp,
+                        env,
+                    )
+                )
             single_s, pool_s = asyncio.run(measure([s.url for s in servers[1:]], args.requests, args.warmup))
         finally:
             for server in servers:
                 server.stop()
-    print_table(args.requests, args.warmup, ("single backend", single_s), ("three-backend pool", pool_s),
-                "pool - single")
+    print_table(
+        args.requests, args.warmup, ("single backend", single_s), ("three-backend pool", pool_s), "pool - single"
+    )
     return 0
 
 

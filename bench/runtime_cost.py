@@ -37,13 +37,35 @@ def cpu_seconds(server: Server) -> float:
 def _gateway(name: str, direct: bool, sim_url: str, workdir: Path) -> Server:
     port = free_port()
     settings = workdir / f"{name}.settings.json"
-    settings.write_text(json.dumps({"Values": {
-        "GATEWAY_BACKENDS": json.dumps([{"name": "sim", "endpoint": sim_url, "auth": {"type": "api_key", "setting": "SIM_KEY"}, "deployments": ["*"]}]),
-        "SIM_KEY": "sim-key", "LOG_STORE": "sqlite", "SQLITE_PATH": str(workdir / f"{name}.db"), "EVENT_CHANNEL": "local",
-        "EVENT_HUB_NAME": "exchanges", "EVENT_HUB_CONSUMER_GROUP": "$Default", "CAPTURE_OUTBOX_DIR": str(workdir / "outbox"),
-        "LOCAL_SUBSCRIPTIONS": json.dumps({KEY: {"id": "bench", "name": "Bench", "product": "standard"}}),
-    }}))
-    argv = [sys.executable, "-m", "devhost", "serve", "--port", str(port), "--settings", str(settings)] + (["--direct"] if direct else [])
+    settings.write_text(
+        json.dumps(
+            {
+                "Values": {
+                    "GATEWAY_BACKENDS": json.dumps(
+                        [
+                            {
+                                "name": "sim",
+                                "endpoint": sim_url,
+                                "auth": {"type": "api_key", "setting": "SIM_KEY"},
+                                "deployments": ["*"],
+                            }
+                        ]
+                    ),
+                    "SIM_KEY": "sim-key",
+                    "LOG_STORE": "sqlite",
+                    "SQLITE_PATH": str(workdir / f"{name}.db"),
+                    "EVENT_CHANNEL": "local",
+                    "EVENT_HUB_NAME": "exchanges",
+                    "EVENT_HUB_CONSUMER_GROUP": "$Default",
+                    "CAPTURE_OUTBOX_DIR": str(workdir / "outbox"),
+                    "LOCAL_SUBSCRIPTIONS": json.dumps({KEY: {"id": "bench", "name": "Bench", "product": "standard"}}),
+                }
+            }
+        )
+    )
+    argv = [sys.executable, "-m", "devhost", "serve", "--port", str(port), "--settings", str(settings)] + (
+        ["--direct"] if direct else []
+    )
     return start(name, argv, port, workdir, {"PYTHONPATH": str(ROOT)})
 
 
@@ -56,7 +78,10 @@ def main() -> None:
     sim = run_simulator(SimulatorConfig(api_key="sim-key", completion_tokens=8))
     results: dict[str, list[float]] = {"runtime": [], "direct": []}
     with tempfile.TemporaryDirectory() as tmp:
-        servers = {"runtime": _gateway("runtime", False, sim.url, Path(tmp)), "direct": _gateway("direct", True, sim.url, Path(tmp))}
+        servers = {
+            "runtime": _gateway("runtime", False, sim.url, Path(tmp)),
+            "direct": _gateway("direct", True, sim.url, Path(tmp)),
+        }
         try:
             for server in servers.values():
                 asyncio.run(_load(server.url, 500, args.concurrency))  # warm-up
@@ -71,8 +96,10 @@ def main() -> None:
                 server.stop()
             sim.stop()
     runtime, direct = (statistics.median(results[k]) for k in ("runtime", "direct"))
-    print(f"CPU µs per request (median of {args.rounds}, load average {os.getloadavg()[0]:.1f}): "
-          f"through the runtime {runtime:.0f}, direct {direct:.0f}, the runtime adds {runtime - direct:+.0f} ({runtime / direct:.2f}x)")
+    print(
+        f"CPU µs per request (median of {args.rounds}, load average {os.getloadavg()[0]:.1f}): "
+        f"through the runtime {runtime:.0f}, direct {direct:.0f}, the runtime adds {runtime - direct:+.0f} ({runtime / direct:.2f}x)"
+    )
 
 
 if __name__ == "__main__":

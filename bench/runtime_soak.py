@@ -39,7 +39,9 @@ async def _load(url: str, count: int, concurrency: int) -> int:
         nonlocal failures
         while not queue.empty():
             queue.get_nowait()
-            async with session.post(url + CHAT, data=BODY, headers={"api-key": KEY, "content-type": "application/json"}) as r:
+            async with session.post(
+                url + CHAT, data=BODY, headers={"api-key": KEY, "content-type": "application/json"}
+            ) as r:
                 await r.read()
                 failures += r.status != 200
 
@@ -75,13 +77,28 @@ def soak(requests: int, concurrency: int, keep_leak: bool, sim_url: str, workdir
     port = free_port()
     env = {
         "PYTHONPATH": str(ROOT),
-        "GATEWAY_BACKENDS": json.dumps([{"name": "sim", "endpoint": sim_url, "auth": {"type": "api_key", "setting": "SIM_KEY"}, "deployments": ["*"]}]),
-        "SIM_KEY": "sim-key", "LOG_STORE": "sqlite", "SQLITE_PATH": str(workdir / f"soak-{keep_leak}.db"),
-        "EVENT_CHANNEL": "local", "EVENT_HUB_NAME": "exchanges", "EVENT_HUB_CONSUMER_GROUP": "$Default",
+        "GATEWAY_BACKENDS": json.dumps(
+            [
+                {
+                    "name": "sim",
+                    "endpoint": sim_url,
+                    "auth": {"type": "api_key", "setting": "SIM_KEY"},
+                    "deployments": ["*"],
+                }
+            ]
+        ),
+        "SIM_KEY": "sim-key",
+        "LOG_STORE": "sqlite",
+        "SQLITE_PATH": str(workdir / f"soak-{keep_leak}.db"),
+        "EVENT_CHANNEL": "local",
+        "EVENT_HUB_NAME": "exchanges",
+        "EVENT_HUB_CONSUMER_GROUP": "$Default",
         "CAPTURE_OUTBOX_DIR": str(workdir / "outbox"),
         "LOCAL_SUBSCRIPTIONS": json.dumps({KEY: {"id": "soak", "name": "Soak", "product": "standard"}}),
     }
-    argv = [sys.executable, "-m", "devhost.runtime", "serve", "--port", str(port), "--loop", LOOP] + (["--keep-runtime-leak"] if keep_leak else [])
+    argv = [sys.executable, "-m", "devhost.runtime", "serve", "--port", str(port), "--loop", LOOP] + (
+        ["--keep-runtime-leak"] if keep_leak else []
+    )
     server = start("runtime-leak" if keep_leak else "runtime-fixed", argv, port, workdir, env)
     rows = []
     try:
@@ -95,11 +112,22 @@ def soak(requests: int, concurrency: int, keep_leak: bool, sim_url: str, workdir
             done += step
             backlog = asyncio.run(_settle(server.url))
             stats = asyncio.run(_stats(server.url))
-            rows.append({"requests": done, "rss_mb": server.rss_kb() / 1024, "delta_mb": (server.rss_kb() - base) / 1024,
-                         "entries": stats.get("context_references", -1), "failures": failures, "peak_backlog": backlog})
-            print(f"  {'without fix' if keep_leak else 'with fix':12} {done:>7,} requests  RSS {rows[-1]['rss_mb']:7.1f} MB "
-                  f"(+{rows[-1]['delta_mb']:.1f})  coordinator entries {stats.get('context_references', -1):>6}  "
-                  f"backlog after the burst {backlog:>6} (drained before measuring)  failures {failures}", flush=True)
+            rows.append(
+                {
+                    "requests": done,
+                    "rss_mb": server.rss_kb() / 1024,
+                    "delta_mb": (server.rss_kb() - base) / 1024,
+                    "entries": stats.get("context_references", -1),
+                    "failures": failures,
+                    "peak_backlog": backlog,
+                }
+            )
+            print(
+                f"  {'without fix' if keep_leak else 'with fix':12} {done:>7,} requests  RSS {rows[-1]['rss_mb']:7.1f} MB "
+                f"(+{rows[-1]['delta_mb']:.1f})  coordinator entries {stats.get('context_references', -1):>6}  "
+                f"backlog after the burst {backlog:>6} (drained before measuring)  failures {failures}",
+                flush=True,
+            )
     finally:
         server.stop()
     return rows
@@ -116,8 +144,10 @@ def main() -> None:
             for keep_leak in (True, False):
                 rows = soak(args.requests, args.concurrency, keep_leak, sim.url, Path(tmp))
                 per_10k = (rows[-1]["delta_mb"] - rows[0]["delta_mb"]) / max(1, len(rows) - 1)
-                print(f"{'without fix' if keep_leak else 'with fix'}: RSS growth per 10,000 requests after the first "
-                      f"10,000: {per_10k:+.2f} MB")
+                print(
+                    f"{'without fix' if keep_leak else 'with fix'}: RSS growth per 10,000 requests after the first "
+                    f"10,000: {per_10k:+.2f} MB"
+                )
     finally:
         sim.stop()
 

@@ -69,18 +69,27 @@ class Server:
                 self.proc.wait(timeout=5)
 
 
-def start(name: str, argv: list[str], port: int, workdir: Path, env: dict[str, str] | None = None,
-          timeout: float = 90.0) -> Server:
+def start(
+    name: str, argv: list[str], port: int, workdir: Path, env: dict[str, str] | None = None, timeout: float = 90.0
+) -> Server:
     """Run `argv` with output to `<workdir>/<name>.log` and wait until it accepts connections on `port`."""
     log_path = workdir / f"{name}.log"
     log = open(log_path, "wb")
-    proc = subprocess.Popen(argv, cwd=workdir, env={**os.environ, **(env or {})}, stdout=log,
-                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        argv,
+        cwd=workdir,
+        env={**os.environ, **(env or {})},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited with {proc.returncode}; see {log_path}:\n"
-                               + log_path.read_text(errors="replace")[-2000:])
+            raise RuntimeError(
+                f"{name} exited with {proc.returncode}; see {log_path}:\n"
+                + log_path.read_text(errors="replace")[-2000:]
+            )
         try:
             with socket.create_connection(("127.0.0.1", port), timeout=0.2):
                 return Server(name, f"http://127.0.0.1:{port}", proc, log_path)

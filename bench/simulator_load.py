@@ -42,7 +42,9 @@ def simulator_process(port: int) -> Iterator[tuple[str, int]]:
     env = {**os.environ, "PYTHONPATH": os.getcwd()}
     proc = subprocess.Popen(
         [sys.executable, "-m", "devhost.simulator", "--port", str(port), "--no-log"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
     )
     try:
         assert proc.stdout is not None
@@ -113,14 +115,19 @@ def main() -> None:
         url = f"{base}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
         cases = [
             ("small non-stream chat", SMALL_CHAT, {"api-key": "bench", "content-type": "application/json"}),
-            ("200-chunk stream", STREAM_200,
-             {"api-key": "bench", "content-type": "application/json", "x-sim-chunks": "200"}),
+            (
+                "200-chunk stream",
+                STREAM_200,
+                {"api-key": "bench", "content-type": "application/json", "x-sim-chunks": "200"},
+            ),
         ]
         for name, body, headers in cases:
             result = _event_loop_run(_run(url, body, headers, args.concurrency, args.seconds, pid))
-            print(f"{name:24s} c={args.concurrency}: {result['rps']:8.0f} req/s  p50 {result['p50_ms']:.2f} ms  "
-                  f"p99 {result['p99_ms']:.2f} ms  ({result['requests']} requests, {result['errors']} errors; "
-                  f"{result['per_core']:.0f} req per simulator CPU-second)")
+            print(
+                f"{name:24s} c={args.concurrency}: {result['rps']:8.0f} req/s  p50 {result['p50_ms']:.2f} ms  "
+                f"p99 {result['p99_ms']:.2f} ms  ({result['requests']} requests, {result['errors']} errors; "
+                f"{result['per_core']:.0f} req per simulator CPU-second)"
+            )
 
 
 if __name__ == "__main__":

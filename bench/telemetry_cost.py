@@ -21,9 +21,9 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, Spa
 
 from proxy.telemetry import overhead_header
 from shared.exchange import Attempt, CapturedRequest, CapturedResponse, Exchange, Timings
+from shared.normalize.usage import normalize
 from shared.telemetry import setup
 from shared.telemetry.spans import GenAITelemetry
-from shared.usage import normalize
 
 
 class _Drop(SpanExporter):
@@ -32,17 +32,31 @@ class _Drop(SpanExporter):
 
 
 def _exchange() -> Exchange:
-    body = {"id": "chatcmpl-1", "model": "gpt-4o-2024-08-06", "object": "chat.completion",
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "hi"}}],
-            "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}}
+    body = {
+        "id": "chatcmpl-1",
+        "model": "gpt-4o-2024-08-06",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "hi"}}],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12},
+    }
     return Exchange(
-        request_id="rid", request=CapturedRequest(
-            "POST", "/openai/deployments/gpt-4o/chat/completions", {"api-version": "2024-10-21"},
-            {"content-type": "application/json", "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"},
-            {"messages": [{"role": "user", "content": "hi"}], "temperature": 0.2, "max_tokens": 40}, "json", 90),
+        request_id="rid",
+        request=CapturedRequest(
+            "POST",
+            "/openai/deployments/gpt-4o/chat/completions",
+            {"api-version": "2024-10-21"},
+            {
+                "content-type": "application/json",
+                "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            },
+            {"messages": [{"role": "user", "content": "hi"}], "temperature": 0.2, "max_tokens": 40},
+            "json",
+            90,
+        ),
         timings=Timings("2026-12-01T10:00:00.000Z", 120.0, 130.0, 1.5),
         response=CapturedResponse(200, {"content-type": "application/json"}, body, "json", 200),
-        backend="east", attempts=[Attempt("east", 500, 40.0, "server_error"), Attempt("west", 200, 70.0, "served")],
+        backend="east",
+        attempts=[Attempt("east", 500, 40.0, "server_error"), Attempt("west", 200, 70.0, "served")],
     )
 
 
@@ -65,11 +79,17 @@ def main(n: int = 20_000) -> dict[str, float]:
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(BatchSpanProcessor(_Drop(), max_queue_size=65536))
     meter_provider = MeterProvider(metric_readers=[InMemoryMetricReader()])
-    setup.install(GenAITelemetry(tracer_provider.get_tracer("bench"), meter_provider.get_meter("bench"),
-                                 endpoints={"east": "https://east.openai.azure.com", "west": "https://west.openai.azure.com"}))
+    setup.install(
+        GenAITelemetry(
+            tracer_provider.get_tracer("bench"),
+            meter_provider.get_meter("bench"),
+            endpoints={"east": "https://east.openai.azure.com", "west": "https://west.openai.azure.com"},
+        )
+    )
     try:
         results["parser hook, telemetry on (3 spans, 4 metric points)"] = _cpu_us(
-            lambda: setup.observe(exchange, record, details), n)
+            lambda: setup.observe(exchange, record, details), n
+        )
     finally:
         setup.install(None)
         tracer_provider.shutdown()

@@ -114,7 +114,7 @@ param openAiDeployments array = [
   }
 ]
 
-@description('Existing AOAI endpoints, in GATEWAY_BACKENDS form (see proxy/backends.py), e.g. [{"name": "aoai-swe", "endpoint": "https://my-aoai.openai.azure.com", "auth": {"type": "managed_identity"}, "deployments": ["*"], "priority": 2}].')
+@description('Existing AOAI endpoints, in GATEWAY_BACKENDS form (see proxy/routing/backends.py), e.g. [{"name": "aoai-swe", "endpoint": "https://my-aoai.openai.azure.com", "auth": {"type": "managed_identity"}, "deployments": ["*"], "priority": 2}].')
 param existingBackends array = []
 
 @description('Existing AOAI accounts that get the Cognitive Services OpenAI User role for the gateway: [{"resourceGroup": "rg-aoai", "accountName": "my-aoai"}] (same subscription).')

@@ -55,12 +55,20 @@ def serve(args: argparse.Namespace) -> int:
     if not (os.environ.get("GATEWAY_BACKENDS") or "").strip() or os.environ["GATEWAY_BACKENDS"].strip() == "[]":
         sim = _start_simulator()
         if sim is None:
-            say("No backend configured (GATEWAY_BACKENDS) and the AOAI simulator is not installed: "
-                "requests will get 404 DeploymentNotFound.")
+            say(
+                "No backend configured (GATEWAY_BACKENDS) and the AOAI simulator is not installed: "
+                "requests will get 404 DeploymentNotFound."
+            )
         else:
             os.environ["GATEWAY_BACKENDS"] = json.dumps(
-                [{"name": "simulator", "endpoint": sim, "auth": {"type": "api_key", "value": SIMULATOR_KEY},
-                  "deployments": ["*"]}]
+                [
+                    {
+                        "name": "simulator",
+                        "endpoint": sim,
+                        "auth": {"type": "api_key", "value": SIMULATOR_KEY},
+                        "deployments": ["*"],
+                    }
+                ]
             )
             say(f"No backend configured (GATEWAY_BACKENDS): using the local AOAI SIMULATOR at {sim}, not Azure OpenAI.")
     subscriptions = parse_subscriptions(os.environ.get("LOCAL_SUBSCRIPTIONS") or "")
@@ -91,7 +99,9 @@ def serve(args: argparse.Namespace) -> int:
         script = Path(spec.origin)
         os.environ["PYTHON_SCRIPT_FILE_NAME"] = script.name  # the runtime imports it from its folder
         host_app = RuntimeDevHost(script.parent, subscriptions, mounts=mounts)
-        say(f"\nGateway: {url}  (functions indexed, loaded and invoked by azure-functions-runtime {_runtime_version()})")
+        say(
+            f"\nGateway: {url}  (functions indexed, loaded and invoked by azure-functions-runtime {_runtime_version()})"
+        )
     if local_records:
         say(f"Exchanges and usage records stored in SQLite: {db_path}")
         say(f"Dashboard: {url}{DASHBOARD_PATH}  (loopback only; also: python -m devhost records | report | dashboard)")
@@ -121,11 +131,18 @@ def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--settings", default="local.settings.json", help="Core Tools settings file to load")
     parser.add_argument("--app", default="function_app", help="module that defines the FunctionApp `app`")
     parser.add_argument("--log-level", default="warning", help="uvicorn log level")
-    parser.add_argument("--direct", action="store_true",
-                        help="call the functions in-process instead of through azure-functions-runtime (comparison arm)")
-    parser.add_argument("--otel", default=None, metavar="console|URL",
-                        help="GenAI spans and metrics: 'console' prints them, a URL (http://127.0.0.1:4318) "
-                        "sends them to that OTLP/HTTP endpoint (see docs/telemetry.md)")
+    parser.add_argument(
+        "--direct",
+        action="store_true",
+        help="call the functions in-process instead of through azure-functions-runtime (comparison arm)",
+    )
+    parser.add_argument(
+        "--otel",
+        default=None,
+        metavar="console|URL",
+        help="GenAI spans and metrics: 'console' prints them, a URL (http://127.0.0.1:4318) "
+        "sends them to that OTLP/HTTP endpoint (see docs/telemetry.md)",
+    )
 
 
 def _apply_otel_flag(value: str | None, say: Callable[[str], None]) -> None:
@@ -143,12 +160,21 @@ def _apply_otel_flag(value: str | None, say: Callable[[str], None]) -> None:
 
 
 COMMANDS["serve"] = ("run the gateway (the default)", _serve_arguments, serve)
-COMMANDS["records"] = ("print the usage records (a table, or JSON lines with --json)",
-                       commands.records_arguments, commands.records_command)
-COMMANDS["report"] = ("print totals by subscription, deployment and day",
-                      commands.report_arguments, commands.report_command)
-COMMANDS["dashboard"] = ("serve the local dashboard over the usage records",
-                         commands.dashboard_arguments, commands.dashboard_command)
+COMMANDS["records"] = (
+    "print the usage records (a table, or JSON lines with --json)",
+    commands.records_arguments,
+    commands.records_command,
+)
+COMMANDS["report"] = (
+    "print totals by subscription, deployment and day",
+    commands.report_arguments,
+    commands.report_command,
+)
+COMMANDS["dashboard"] = (
+    "serve the local dashboard over the usage records",
+    commands.dashboard_arguments,
+    commands.dashboard_command,
+)
 
 
 def main(argv: list[str] | None = None) -> int:

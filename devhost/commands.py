@@ -51,8 +51,11 @@ def read_records(db_path: Path, since: str | None = None) -> list[dict[str, Any]
 
 
 def _missing(db_path: Path) -> int:
-    print(f"No records database at {db_path}: start the gateway (python -m devhost, or make run), "
-          "send a request, then try again.", file=sys.stderr)
+    print(
+        f"No records database at {db_path}: start the gateway (python -m devhost, or make run), "
+        "send a request, then try again.",
+        file=sys.stderr,
+    )
     return 1
 
 
@@ -113,8 +116,10 @@ def report_command(args: argparse.Namespace) -> int:
     total = grand_total(lines)
     print(format_table(REPORT_COLUMNS, [report_row(x) for x in lines] + [report_row(total)]))
     if total.uncosted:
-        print(f"{total.uncosted} request(s) without a cost (unknown model, provisioned or not costed): "
-              "their tokens are counted, their cost is not.")
+        print(
+            f"{total.uncosted} request(s) without a cost (unknown model, provisioned or not costed): "
+            "their tokens are counted, their cost is not."
+        )
     return 0
 
 

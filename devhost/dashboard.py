@@ -57,16 +57,29 @@ def _fmt(value: Any) -> str:
 
 def _overview(s: Summary) -> str:
     t = s.totals
-    attrs = {"requests": t.requests, "prompt-tokens": t.prompt_tokens, "completion-tokens": t.completion_tokens,
-             "total-tokens": t.total_tokens, "cached-tokens": t.cached_tokens, "reasoning-tokens": t.reasoning_tokens,
-             "cost-usd": f"{t.cost_usd:.6f}", "uncosted-requests": t.uncosted_requests,
-             "streamed-requests": t.streamed_requests, "estimated-requests": t.estimated_requests}
+    attrs = {
+        "requests": t.requests,
+        "prompt-tokens": t.prompt_tokens,
+        "completion-tokens": t.completion_tokens,
+        "total-tokens": t.total_tokens,
+        "cached-tokens": t.cached_tokens,
+        "reasoning-tokens": t.reasoning_tokens,
+        "cost-usd": f"{t.cost_usd:.6f}",
+        "uncosted-requests": t.uncosted_requests,
+        "streamed-requests": t.streamed_requests,
+        "estimated-requests": t.estimated_requests,
+    }
     data = " ".join(f'data-{k}="{v}"' for k, v in attrs.items())
-    cards = [("Requests", "total-requests", f"{t.requests:,}"), ("Total tokens", "total-tokens", f"{t.total_tokens:,}"),
-             ("Prompt tokens", "prompt-tokens", f"{t.prompt_tokens:,}"),
-             ("Completion tokens", "completion-tokens", f"{t.completion_tokens:,}"),
-             ("Cost (USD)", "total-cost", f"${t.cost_usd:,.6f}"), ("Uncosted requests", "uncosted-requests", f"{t.uncosted_requests:,}"),
-             ("Streamed", "streamed-requests", f"{t.streamed_requests:,}"), ("Estimated usage", "estimated-requests", f"{t.estimated_requests:,}")]
+    cards = [
+        ("Requests", "total-requests", f"{t.requests:,}"),
+        ("Total tokens", "total-tokens", f"{t.total_tokens:,}"),
+        ("Prompt tokens", "prompt-tokens", f"{t.prompt_tokens:,}"),
+        ("Completion tokens", "completion-tokens", f"{t.completion_tokens:,}"),
+        ("Cost (USD)", "total-cost", f"${t.cost_usd:,.6f}"),
+        ("Uncosted requests", "uncosted-requests", f"{t.uncosted_requests:,}"),
+        ("Streamed", "streamed-requests", f"{t.streamed_requests:,}"),
+        ("Estimated usage", "estimated-requests", f"{t.estimated_requests:,}"),
+    ]
     dl = "".join(f'<div class="card"><dt>{label}</dt><dd id="{cid}">{value}</dd></div>' for label, cid, value in cards)
     fig = go.Figure()
     for model in sorted({g.key[1] for g in s.by_day_model}):
@@ -76,8 +89,10 @@ def _overview(s: Summary) -> str:
     fig.update_xaxes(type="category")
     sources = go.Figure(go.Pie(labels=list(s.usage_sources), values=list(s.usage_sources.values()), hole=0.5))
     sources.update_layout(title="Usage source (service-reported vs estimated)")
-    return (f'<dl id="totals" {data}>{dl}</dl><div class="row">{_chart(fig, "chart-tokens-by-day")}'
-            f'{_chart(sources, "chart-usage-source")}</div>')
+    return (
+        f'<dl id="totals" {data}>{dl}</dl><div class="row">{_chart(fig, "chart-tokens-by-day")}'
+        f"{_chart(sources, 'chart-usage-source')}</div>"
+    )
 
 
 def _chargeback(s: Summary) -> str:
@@ -85,40 +100,82 @@ def _chargeback(s: Summary) -> str:
     fig.update_layout(title="Cost (USD) by subscription")
     rows = [(g.key[0], g.requests, g.total_tokens, g.cost_usd, g.uncosted_requests) for g in s.by_subscription]
     return _chart(fig, "chart-cost-by-subscription") + _table(
-        "chargeback-table", ("Subscription", "Requests", "Tokens", "Cost (USD)", "Uncosted requests"), rows)
+        "chargeback-table", ("Subscription", "Requests", "Tokens", "Cost (USD)", "Uncosted requests"), rows
+    )
 
 
 def _performance(s: Summary) -> str:
     labels = [f"{x.deployment} @ {x.backend}" for x in s.latency]
-    fig = go.Figure([go.Bar(name=name, x=labels, y=[getattr(x, attr) for x in s.latency])
-                     for name, attr in (("p50 latency", "p50_latency_ms"), ("p95 latency", "p95_latency_ms"),
-                                        ("p50 TTFT", "p50_ttft_ms"), ("p95 TTFT", "p95_ttft_ms"))])
+    fig = go.Figure(
+        [
+            go.Bar(name=name, x=labels, y=[getattr(x, attr) for x in s.latency])
+            for name, attr in (
+                ("p50 latency", "p50_latency_ms"),
+                ("p95 latency", "p95_latency_ms"),
+                ("p50 TTFT", "p50_ttft_ms"),
+                ("p95 TTFT", "p95_ttft_ms"),
+            )
+        ]
+    )
     fig.update_layout(barmode="group", title="Latency and time to first token (ms), successful requests")
-    rows = [(x.deployment, x.backend, x.requests, x.p50_latency_ms, x.p95_latency_ms, x.p99_latency_ms,
-             x.p50_ttft_ms, x.p95_ttft_ms) for x in s.latency]
+    rows = [
+        (
+            x.deployment,
+            x.backend,
+            x.requests,
+            x.p50_latency_ms,
+            x.p95_latency_ms,
+            x.p99_latency_ms,
+            x.p50_ttft_ms,
+            x.p95_ttft_ms,
+        )
+        for x in s.latency
+    ]
     return _chart(fig, "chart-latency") + _table(
-        "latency-table", ("Deployment", "Backend", "Requests", "p50 ms", "p95 ms", "p99 ms", "p50 TTFT", "p95 TTFT"), rows)
+        "latency-table",
+        ("Deployment", "Backend", "Requests", "p50 ms", "p95 ms", "p99 ms", "p50 TTFT", "p95 TTFT"),
+        rows,
+    )
 
 
 def _safety(s: Summary) -> str:
     x = s.safety
     fig = go.Figure(go.Bar(x=list(x.max_severity), y=list(x.max_severity.values())))
     fig.update_layout(title="Highest Content Safety severity per category", yaxis={"range": [0, 7]})
-    rows = [("AOAI content filter", x.content_filtered), ("Content Safety flagged", x.safety_flagged),
-            ("Content Safety errors", x.safety_errors), ("Prompt attacks", x.prompt_attacks)]
+    rows = [
+        ("AOAI content filter", x.content_filtered),
+        ("Content Safety flagged", x.safety_flagged),
+        ("Content Safety errors", x.safety_errors),
+        ("Prompt attacks", x.prompt_attacks),
+    ]
     rows += [(f"Flagged by {k}", v) for k, v in sorted(x.flagged_by.items())]
     return _chart(fig, "chart-safety") + _table("safety-table", ("Flag", "Requests"), rows)
 
 
 def _errors(s: Summary) -> str:
     names = [e.backend for e in s.errors]
-    fig = go.Figure([go.Bar(name=n, x=names, y=[getattr(e, a) for e in s.errors])
-                     for n, a in (("429 throttled", "throttled"), ("4xx", "client_errors"), ("5xx", "server_errors"))])
+    fig = go.Figure(
+        [
+            go.Bar(name=n, x=names, y=[getattr(e, a) for e in s.errors])
+            for n, a in (("429 throttled", "throttled"), ("4xx", "client_errors"), ("5xx", "server_errors"))
+        ]
+    )
     fig.update_layout(barmode="stack", title="Throttling and errors by backend")
-    rows = [(e.backend, e.requests, e.throttled, e.client_errors, e.server_errors, e.retried,
-             ", ".join(f"{k}×{v}" for k, v in sorted(e.error_codes.items()))) for e in s.errors]
+    rows = [
+        (
+            e.backend,
+            e.requests,
+            e.throttled,
+            e.client_errors,
+            e.server_errors,
+            e.retried,
+            ", ".join(f"{k}×{v}" for k, v in sorted(e.error_codes.items())),
+        )
+        for e in s.errors
+    ]
     return _chart(fig, "chart-errors") + _table(
-        "errors-table", ("Backend", "Requests", "429", "4xx", "5xx", "Retried", "Error codes"), rows)
+        "errors-table", ("Backend", "Requests", "429", "4xx", "5xx", "Retried", "Error codes"), rows
+    )
 
 
 _CSS = """body{font-family:system-ui,sans-serif;margin:1.5rem;color:#222}nav a{margin-right:1rem}
@@ -129,18 +186,25 @@ table{border-collapse:collapse;margin-top:.5rem}td,th{border:1px solid #ddd;padd
 td:first-child,th:first-child{text-align:left}"""
 
 
-def render_dashboard(records: Iterable[dict[str, Any]], *, plotly_src: str | None = None,
-                     title: str = "AOAI gateway — local usage") -> str:
+def render_dashboard(
+    records: Iterable[dict[str, Any]], *, plotly_src: str | None = None, title: str = "AOAI gateway — local usage"
+) -> str:
     """The whole page for these records. plotly_src: URL of plotly.js, or None to inline it."""
     s = summarize(records)
-    script = (f'<script src="{html.escape(plotly_src)}"></script>' if plotly_src
-              else f"<script>{plotly_js()}</script>")
-    sections = {"Overview": _overview(s), "Chargeback": _chargeback(s), "Performance": _performance(s),
-                "Safety": _safety(s), "Errors": _errors(s)}
+    script = f'<script src="{html.escape(plotly_src)}"></script>' if plotly_src else f"<script>{plotly_js()}</script>"
+    sections = {
+        "Overview": _overview(s),
+        "Chargeback": _chargeback(s),
+        "Performance": _performance(s),
+        "Safety": _safety(s),
+        "Errors": _errors(s),
+    }
     nav = "".join(f'<a href="#{p.lower()}">{p}</a>' for p in _PAGES)
     body = "".join(f'<section id="{p.lower()}"><h2>{p}</h2>{sections[p]}</section>' for p in _PAGES)
-    return (f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
-            f"<style>{_CSS}</style>{script}</head><body><h1>{html.escape(title)}</h1><nav>{nav}</nav>{body}</body></html>")
+    return (
+        f'<!doctype html><html lang="en"><head><meta charset="utf-8"><title>{html.escape(title)}</title>'
+        f"<style>{_CSS}</style>{script}</head><body><h1>{html.escape(title)}</h1><nav>{nav}</nav>{body}</body></html>"
+    )
 
 
 def dashboard_page(db_path: Path | str, *, plotly_src: str | None = PLOTLY_JS_PATH) -> str:

@@ -61,13 +61,14 @@ class DashboardApp:
             return _error(NotFound(f"Resource not found: {scope['path']}"))
         if scope["method"] not in ("GET", "HEAD"):
             return _error(GatewayError("The method is not allowed for this resource."), 405)
-        sub = scope["path"][len(self.prefix):].rstrip("/")
+        sub = scope["path"][len(self.prefix) :].rstrip("/")
         if sub == "":
             page = await asyncio.to_thread(self._page)
             return Response(page, media_type="text/html; charset=utf-8")
         if sub == "/plotly.min.js":
-            return Response(plotly_js(), media_type="application/javascript",
-                            headers={"cache-control": "max-age=86400"})
+            return Response(
+                plotly_js(), media_type="application/javascript", headers={"cache-control": "max-age=86400"}
+            )
         if sub == "/api/summary":
             body = await asyncio.to_thread(self._summary)
             return Response(body, media_type="application/json")

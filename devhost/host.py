@@ -108,10 +108,19 @@ def http_routes(app: func.FunctionApp, route_prefix: str = "") -> list[HttpRoute
         trigger = fn.get_trigger().get_dict_repr()
         if trigger.get("type") != "httpTrigger":
             continue
-        template = "/".join(p for p in (route_prefix.strip("/"), (trigger.get("route") or fn.get_function_name()).strip("/")) if p)
+        template = "/".join(
+            p for p in (route_prefix.strip("/"), (trigger.get("route") or fn.get_function_name()).strip("/")) if p
+        )
         methods = frozenset(_value(m).upper() for m in trigger.get("methods") or ["GET", "POST"])
         routes.append(
-            HttpRoute(fn.get_function_name(), template, compile_route(template), methods, trigger["name"], fn.get_user_function())
+            HttpRoute(
+                fn.get_function_name(),
+                template,
+                compile_route(template),
+                methods,
+                trigger["name"],
+                fn.get_user_function(),
+            )
         )
     return routes
 
@@ -194,7 +203,9 @@ class DevHost:
             await self._http(scope, receive, send)
 
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        found = await front_door(scope, receive, send, mounts=self.mounts, routes=self.routes, subscriptions=self.subscriptions)
+        found = await front_door(
+            scope, receive, send, mounts=self.mounts, routes=self.routes, subscriptions=self.subscriptions
+        )
         if found is None:
             return
         route, scope, params = found
@@ -277,7 +288,9 @@ async def front_door(
         if subscriptions is not None:
             client = scope.get("client")
             try:
-                headers = authorize_raw(subscriptions, scope["headers"], client[0] if client else None, scope.get("query_string", b""))
+                headers = authorize_raw(
+                    subscriptions, scope["headers"], client[0] if client else None, scope.get("query_string", b"")
+                )
             except GatewayError as error:
                 await _error(error)(scope, receive, send)
                 return None
@@ -287,7 +300,9 @@ async def front_door(
     return None
 
 
-async def lifespan(receive: Receive, send: Send, startup: Callable[[], Awaitable[None]], shutdown: Callable[[], Awaitable[None]]) -> None:
+async def lifespan(
+    receive: Receive, send: Send, startup: Callable[[], Awaitable[None]], shutdown: Callable[[], Awaitable[None]]
+) -> None:
     """ASGI lifespan: a failed start-up is reported to the server (which then stops) with its reason."""
     while True:
         message = await receive()
@@ -326,10 +341,18 @@ def server_config(host_app: DevHost, host: str, port: int, log_level: str = "war
     import uvicorn
 
     return uvicorn.Config(
-        host_app, host=host, port=port, loop="uvloop", http="httptools", lifespan="on",
-        log_level=log_level, access_log=False, timeout_graceful_shutdown=10,
+        host_app,
+        host=host,
+        port=port,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        log_level=log_level,
+        access_log=False,
+        timeout_graceful_shutdown=10,
         # AOAI's own `date` and `server` headers pass through; uvicorn must not add a second pair.
-        server_header=False, date_header=False,
+        server_header=False,
+        date_header=False,
     )
 
 

@@ -13,11 +13,36 @@ from typing import Any
 
 Record = Mapping[str, Any]
 
-RECORD_COLUMNS = ("timestamp", "request_id", "subscription", "api", "deployment", "status", "error_code", "stream",
-                  "prompt", "completion", "total", "usage_source", "cost_usd", "latency_ms", "operation",
-                  "billable", "cached")
-REPORT_COLUMNS = ("subscription", "deployment", "day", "requests", "prompt_tokens", "completion_tokens",
-                  "total_tokens", "errors", "cost_usd")
+RECORD_COLUMNS = (
+    "timestamp",
+    "request_id",
+    "subscription",
+    "api",
+    "deployment",
+    "status",
+    "error_code",
+    "stream",
+    "prompt",
+    "completion",
+    "total",
+    "usage_source",
+    "cost_usd",
+    "latency_ms",
+    "operation",
+    "billable",
+    "cached",
+)
+REPORT_COLUMNS = (
+    "subscription",
+    "deployment",
+    "day",
+    "requests",
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "errors",
+    "cost_usd",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,25 +97,36 @@ def report(records: Iterable[Record]) -> list[UsageTotals]:
     out = []
     for (subscription, deployment, day), rs in sorted(groups.items()):
         costs = [float(r["cost"]) for r in rs if r.get("cost") is not None]
-        out.append(UsageTotals(
-            subscription=subscription, deployment=deployment, day=day, requests=len(rs),
-            prompt_tokens=sum(_int(r, "prompt_tokens") for r in rs),
-            completion_tokens=sum(_int(r, "completion_tokens") for r in rs),
-            total_tokens=sum(_int(r, "total_tokens") for r in rs),
-            errors=sum(1 for r in rs if is_error(r)),
-            cost_usd=round(sum(costs), 6) if costs else None,
-            uncosted=len(rs) - len(costs),
-        ))
+        out.append(
+            UsageTotals(
+                subscription=subscription,
+                deployment=deployment,
+                day=day,
+                requests=len(rs),
+                prompt_tokens=sum(_int(r, "prompt_tokens") for r in rs),
+                completion_tokens=sum(_int(r, "completion_tokens") for r in rs),
+                total_tokens=sum(_int(r, "total_tokens") for r in rs),
+                errors=sum(1 for r in rs if is_error(r)),
+                cost_usd=round(sum(costs), 6) if costs else None,
+                uncosted=len(rs) - len(costs),
+            )
+        )
     return out
 
 
 def grand_total(lines: Sequence[UsageTotals]) -> UsageTotals:
     costs = [x.cost_usd for x in lines if x.cost_usd is not None]
     return UsageTotals(
-        subscription="TOTAL", deployment="", day="", requests=sum(x.requests for x in lines),
-        prompt_tokens=sum(x.prompt_tokens for x in lines), completion_tokens=sum(x.completion_tokens for x in lines),
-        total_tokens=sum(x.total_tokens for x in lines), errors=sum(x.errors for x in lines),
-        cost_usd=round(sum(costs), 6) if costs else None, uncosted=sum(x.uncosted for x in lines),
+        subscription="TOTAL",
+        deployment="",
+        day="",
+        requests=sum(x.requests for x in lines),
+        prompt_tokens=sum(x.prompt_tokens for x in lines),
+        completion_tokens=sum(x.completion_tokens for x in lines),
+        total_tokens=sum(x.total_tokens for x in lines),
+        errors=sum(x.errors for x in lines),
+        cost_usd=round(sum(costs), 6) if costs else None,
+        uncosted=sum(x.uncosted for x in lines),
     )
 
 
@@ -105,17 +141,43 @@ def _cell(value: Any) -> str:
 
 
 def record_row(r: Record) -> list[str]:
-    values = (r.get("timestamp"), r.get("request_id"), _subscription(r), r.get("api"), r.get("deployment"),
-              r.get("status_code"), r.get("error_code"), bool(r.get("stream")), _int(r, "prompt_tokens"),
-              _int(r, "completion_tokens"), _int(r, "total_tokens"), r.get("usage_source"), r.get("cost"),
-              round(float(r["latency_ms"])) if r.get("latency_ms") is not None else None,
-              r.get("operation"), r.get("billable"), _int(r, "cached_tokens"))
+    values = (
+        r.get("timestamp"),
+        r.get("request_id"),
+        _subscription(r),
+        r.get("api"),
+        r.get("deployment"),
+        r.get("status_code"),
+        r.get("error_code"),
+        bool(r.get("stream")),
+        _int(r, "prompt_tokens"),
+        _int(r, "completion_tokens"),
+        _int(r, "total_tokens"),
+        r.get("usage_source"),
+        r.get("cost"),
+        round(float(r["latency_ms"])) if r.get("latency_ms") is not None else None,
+        r.get("operation"),
+        r.get("billable"),
+        _int(r, "cached_tokens"),
+    )
     return [_cell(v) for v in values]
 
 
 def report_row(x: UsageTotals) -> list[str]:
-    return [_cell(v) for v in (x.subscription, x.deployment, x.day, x.requests, x.prompt_tokens,
-                               x.completion_tokens, x.total_tokens, x.errors, x.cost_usd)]
+    return [
+        _cell(v)
+        for v in (
+            x.subscription,
+            x.deployment,
+            x.day,
+            x.requests,
+            x.prompt_tokens,
+            x.completion_tokens,
+            x.total_tokens,
+            x.errors,
+            x.cost_usd,
+        )
+    ]
 
 
 def format_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
@@ -125,7 +187,9 @@ def format_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> str:
     numeric = [bool(rows) and all(_numeric(r[i]) for r in rows) for i in range(len(headers))]
 
     def line(cells: Sequence[str]) -> str:
-        return "  ".join(c.rjust(w) if n else c.ljust(w) for c, w, n in zip(cells, widths, numeric, strict=False)).rstrip()
+        return "  ".join(
+            c.rjust(w) if n else c.ljust(w) for c, w, n in zip(cells, widths, numeric, strict=False)
+        ).rstrip()
 
     return "\n".join([line(headers), line(["-" * w for w in widths])] + [line(r) for r in rows])
 

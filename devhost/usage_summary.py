@@ -100,7 +100,9 @@ def summarize(records: Iterable[Record]) -> Summary:
     return Summary(
         totals=totals(records),
         by_day_model=_group(records, lambda r: (str(r["timestamp"])[:10], r.get("model") or "(none)")),
-        by_subscription=_group(records, lambda r: (r.get("subscription_name") or r.get("subscription_id") or "(none)",)),
+        by_subscription=_group(
+            records, lambda r: (r.get("subscription_name") or r.get("subscription_id") or "(none)",)
+        ),
         latency=latency(records),
         errors=errors_by_backend(records),
         safety=safety(records),
@@ -135,8 +137,13 @@ def _group(records: list[Record], key) -> list[GroupUsage]:
     for r in records:
         groups[key(r)].append(r)
     return [
-        GroupUsage(k, len(rs), sum(int(r.get("total_tokens") or 0) for r in rs), _usd(r.get("cost") for r in rs),
-                   sum(1 for r in rs if r.get("cost") is None))
+        GroupUsage(
+            k,
+            len(rs),
+            sum(int(r.get("total_tokens") or 0) for r in rs),
+            _usd(r.get("cost") for r in rs),
+            sum(1 for r in rs if r.get("cost") is None),
+        )
         for k, rs in sorted(groups.items())
     ]
 
@@ -160,8 +167,18 @@ def latency(records: list[Record]) -> list[Latency]:
     for (dep, backend), rs in sorted(groups.items()):
         lat = [float(r["latency_ms"]) for r in rs if r.get("latency_ms") is not None]
         ttft = [float(r["ttft_ms"]) for r in rs if r.get("ttft_ms") is not None]
-        out.append(Latency(dep, backend, len(rs), percentile(lat, 50), percentile(lat, 95), percentile(lat, 99),
-                           percentile(ttft, 50), percentile(ttft, 95)))
+        out.append(
+            Latency(
+                dep,
+                backend,
+                len(rs),
+                percentile(lat, 50),
+                percentile(lat, 95),
+                percentile(lat, 99),
+                percentile(ttft, 50),
+                percentile(ttft, 95),
+            )
+        )
     return out
 
 
@@ -172,15 +189,17 @@ def errors_by_backend(records: list[Record]) -> list[BackendErrors]:
     out = []
     for backend, rs in sorted(groups.items()):
         codes = [int(r.get("status_code") or 0) for r in rs]
-        out.append(BackendErrors(
-            backend=backend,
-            requests=len(rs),
-            throttled=sum(1 for c in codes if c == 429),
-            client_errors=sum(1 for c in codes if 400 <= c < 500 and c != 429),
-            server_errors=sum(1 for c in codes if c >= 500),
-            retried=sum(1 for r in rs if int(r.get("attempts") or 0) > 1),
-            error_codes=dict(Counter(r["error_code"] for r in rs if r.get("error_code"))),
-        ))
+        out.append(
+            BackendErrors(
+                backend=backend,
+                requests=len(rs),
+                throttled=sum(1 for c in codes if c == 429),
+                client_errors=sum(1 for c in codes if 400 <= c < 500 and c != 429),
+                server_errors=sum(1 for c in codes if c >= 500),
+                retried=sum(1 for r in rs if int(r.get("attempts") or 0) > 1),
+                error_codes=dict(Counter(r["error_code"] for r in rs if r.get("error_code"))),
+            )
+        )
     return out
 
 

@@ -141,7 +141,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     rp = sub.add_parser("replay", help="print the usage record of each exchange in FILE... as JSON lines")
     rp.add_argument("files", nargs="+", metavar="FILE")
-    rp.add_argument("--details", action="store_true", help="print {record, details} (normalized request, consolidated response)")
+    rp.add_argument(
+        "--details", action="store_true", help="print {record, details} (normalized request, consolidated response)"
+    )
     args = parser.parse_args(argv)
     return replay(args.files, sys.stdout, sys.stderr, details=args.details)
 

@@ -1,4 +1,4 @@
-"""Cost and content safety for a normalized usage record: the steps after `shared.usage.normalize`.
+"""Cost and content safety for a normalized usage record: the steps after `shared.normalize.usage.normalize`.
 
 The parser handler and `python -m parser replay` both call `Enricher.enrich`, so a replay re-costs
 historic exchanges with the current price book (and re-checks them when Content Safety is on).
@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from shared import record_schema
 from shared.exchange import Exchange
+from shared.normalize import record_schema
+from shared.normalize.texts import completion_text, prompt_text
 from shared.pricing.book import PriceBook, load_book
 from shared.pricing.cost import cost_of
 from shared.pricing.deployments import DeploymentModel, parse_deployment_models, resolve_deployment
@@ -25,7 +26,6 @@ from shared.safety.analysis import analyze, merge_aoai_verdicts, merge_enforceme
 from shared.safety.client import ContentSafety
 from shared.safety.config import SafetyConfig
 from shared.settings import Settings
-from shared.texts import completion_text, prompt_text
 
 log = logging.getLogger(__name__)
 

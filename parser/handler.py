@@ -27,12 +27,12 @@ from typing import Any, TypeVar
 import orjson
 
 from parser.enrich import Enricher
-from shared import record_schema
 from shared.exchange import Exchange, IncompleteExchange
+from shared.normalize import record_schema
+from shared.normalize.usage import base_record, normalize
 from shared.ports import Ports
 from shared.safety.client import ContentSafety
 from shared.telemetry import setup as telemetry
-from shared.usage import base_record, normalize
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -112,7 +112,9 @@ async def handle_batch(
                 await _deadletter(ports, result, key, f"unexpected error: {type(exc).__name__}: {exc}", event)
 
     per_event = [BatchResult() for _ in events]
-    await asyncio.gather(*(one(event, key, result) for event, key, result in zip(events, keys, per_event, strict=False)))
+    await asyncio.gather(
+        *(one(event, key, result) for event, key, result in zip(events, keys, per_event, strict=False))
+    )
     result = BatchResult()
     for item in per_event:
         result.extend(item)
@@ -121,9 +123,7 @@ async def handle_batch(
     return result
 
 
-async def _handle_one(
-    event: str | bytes, ports: Ports, enricher: Enricher, result: BatchResult, delays, sleep
-) -> None:
+async def _handle_one(event: str | bytes, ports: Ports, enricher: Enricher, result: BatchResult, delays, sleep) -> None:
     try:
         request_id = request_id_of(event)
     except (ValueError, UnicodeDecodeError, orjson.JSONDecodeError, AttributeError) as exc:
@@ -151,7 +151,9 @@ async def _handle_one(
     try:
         added = await _retry(lambda: ports.records.add(record, details), delays, sleep)
     except Exception as exc:
-        await _deadletter(ports, result, request_id, f"record store unavailable: {type(exc).__name__}: {exc}", _json(record))
+        await _deadletter(
+            ports, result, request_id, f"record store unavailable: {type(exc).__name__}: {exc}", _json(record)
+        )
         return
     if not added:
         result.duplicates.append(request_id)
@@ -161,7 +163,9 @@ async def _handle_one(
         await _retry(lambda: ports.sink.emit(record), delays, sleep)
     except Exception as exc:
         # The record is stored; only its telemetry copy is missing. Keep it for a re-emit.
-        await _deadletter(ports, result, request_id, f"usage sink unavailable: {type(exc).__name__}: {exc}", _json(record))
+        await _deadletter(
+            ports, result, request_id, f"usage sink unavailable: {type(exc).__name__}: {exc}", _json(record)
+        )
         return
     result.recorded.append(request_id)
 
@@ -195,7 +199,11 @@ def valid_record(record: dict[str, Any], exchange: Exchange) -> dict[str, Any]:
         return record
     # Reset only the offending top-level fields to their neutral values and keep the rest.
     base = base_record(exchange)
-    repaired = {key: value for key, value in record.items() if key in base or key in record_schema.validator().schema["properties"]}
+    repaired = {
+        key: value
+        for key, value in record.items()
+        if key in base or key in record_schema.validator().schema["properties"]
+    }
     for error in record_schema.validator().iter_errors(record):
         key = error.absolute_path[0] if error.absolute_path else None
         if isinstance(key, str):

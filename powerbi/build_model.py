@@ -22,9 +22,15 @@ SCHEMAS = "https://developer.microsoft.com/json-schemas/fabric"
 _NS = uuid.UUID("5f0e3c52-7d0b-4d7e-9a49-2f7f3b8f6a10")
 
 PARAMETERS = {
-    "SubscriptionId": ("00000000-0000-0000-0000-000000000000", "Azure subscription id of the Application Insights resource"),
+    "SubscriptionId": (
+        "00000000-0000-0000-0000-000000000000",
+        "Azure subscription id of the Application Insights resource",
+    ),
     "ResourceGroup": ("rg-aoai-gateway", "Resource group of the Application Insights resource"),
-    "AppInsightsName": ("appi-aoai-gateway", "Name of the Application Insights resource the gateway writes AOAIUsage events to"),
+    "AppInsightsName": (
+        "appi-aoai-gateway",
+        "Name of the Application Insights resource the gateway writes AOAIUsage events to",
+    ),
 }
 
 
@@ -47,74 +53,212 @@ class Table:
 S, I, D, T, B = "string", "int64", "double", "dateTime", "boolean"  # noqa: E741 - TMDL data types, one letter each
 USD = "\\$#,0.00;(\\$#,0.00);\\$#,0.00"
 PCT = "0.00%;-0.00%;0.00%"
-MS = "#,0 \"ms\""
+MS = '#,0 "ms"'
 
 
 def _worst(table: str, col: str, label: str) -> Measure:
-    return Measure(f"Worst {label}", f"MAX('{table}'[{col}])", MS,
-                   f"{label} per deployment x backend x stream as computed by the query; above that grain the worst group.")
+    return Measure(
+        f"Worst {label}",
+        f"MAX('{table}'[{col}])",
+        MS,
+        f"{label} per deployment x backend x stream as computed by the query; above that grain the worst group.",
+    )
 
 
 TABLES: tuple[Table, ...] = (
-    Table("usage_by_day", "Usage by day",
-          (("day", T), ("subscription_id", S), ("subscription_name", S), ("product", S), ("deployment", S), ("model", S),
-           ("requests", I), ("prompt_tokens", D), ("completion_tokens", D), ("total_tokens", D), ("cached_tokens", D),
-           ("reasoning_tokens", D), ("cost_usd", D), ("uncosted_requests", I)),
-          (Measure("Requests", "SUM('Usage by day'[requests])"),
-           Measure("Total tokens", "SUM('Usage by day'[total_tokens])"),
-           Measure("Prompt tokens", "SUM('Usage by day'[prompt_tokens])"),
-           Measure("Completion tokens", "SUM('Usage by day'[completion_tokens])"),
-           Measure("Cached tokens", "SUM('Usage by day'[cached_tokens])"),
-           Measure("Reasoning tokens", "SUM('Usage by day'[reasoning_tokens])"),
-           Measure("Cost (USD)", "SUM('Usage by day'[cost_usd])", USD),
-           Measure("Cached prompt share", "DIVIDE(SUM('Usage by day'[cached_tokens]), SUM('Usage by day'[prompt_tokens]))", PCT),
-           Measure("Uncosted requests", "SUM('Usage by day'[uncosted_requests])"))),
-    Table("chargeback_monthly", "Chargeback by month",
-          (("month", T), ("subscription_id", S), ("subscription_name", S), ("product", S), ("requests", I),
-           ("total_tokens", D), ("cost_usd", D), ("uncosted_requests", I), ("uncosted_tokens", D),
-           ("uncosted_reasons", S), ("price_versions", S)),
-          (Measure("Chargeback (USD)", "SUM('Chargeback by month'[cost_usd])", USD),
-           Measure("Chargeback tokens", "SUM('Chargeback by month'[total_tokens])"),
-           Measure("Uncosted tokens", "SUM('Chargeback by month'[uncosted_tokens])"))),
-    Table("latency_percentiles", "Latency percentiles",
-          (("deployment", S), ("backend", S), ("stream", B), ("requests", I),
-           ("p50_latency_ms", D), ("p90_latency_ms", D), ("p95_latency_ms", D), ("p99_latency_ms", D),
-           ("p50_ttft_ms", D), ("p90_ttft_ms", D), ("p95_ttft_ms", D), ("p99_ttft_ms", D)),
-          (_worst("Latency percentiles", "p50_latency_ms", "p50 latency"),
-           _worst("Latency percentiles", "p95_latency_ms", "p95 latency"),
-           _worst("Latency percentiles", "p99_latency_ms", "p99 latency"),
-           _worst("Latency percentiles", "p50_ttft_ms", "p50 TTFT"),
-           _worst("Latency percentiles", "p95_ttft_ms", "p95 TTFT"),
-           Measure("Successful requests", "SUM('Latency percentiles'[requests])"))),
-    Table("errors_by_backend", "Errors by backend",
-          (("day", T), ("backend", S), ("requests", I), ("throttled", I), ("client_errors", I), ("server_errors", I),
-           ("retried", I), ("client_disconnects", I), ("parse_errors", I), ("error_codes", S),
-           ("throttle_rate", D), ("error_rate", D)),
-          (Measure("Throttle rate", "DIVIDE(SUM('Errors by backend'[throttled]), SUM('Errors by backend'[requests]))", PCT),
-           Measure("Error rate", "DIVIDE(SUM('Errors by backend'[client_errors]) + SUM('Errors by backend'[server_errors]), SUM('Errors by backend'[requests]))", PCT),
-           Measure("Throttled requests", "SUM('Errors by backend'[throttled])"),
-           Measure("Retried requests", "SUM('Errors by backend'[retried])"))),
-    Table("safety_flags", "Safety flags",
-          (("day", T), ("subscription_name", S), ("deployment", S), ("requests", I), ("content_filtered", I),
-           ("safety_flagged", I), ("safety_errors", I), ("safety_skipped", I), ("prompt_attacks", I), ("flagged_by", S),
-           ("max_hate", I), ("max_self_harm", I), ("max_sexual", I), ("max_violence", I)),
-          (Measure("Content filtered", "SUM('Safety flags'[content_filtered])"),
-           Measure("Safety flagged", "SUM('Safety flags'[safety_flagged])"),
-           Measure("Prompt attacks", "SUM('Safety flags'[prompt_attacks])"),
-           Measure("Flag rate", "DIVIDE(SUM('Safety flags'[safety_flagged]), SUM('Safety flags'[requests]))", PCT))),
-    Table("streaming_share", "Streaming share",
-          (("day", T), ("stream", B), ("requests", I), ("request_share", D), ("total_tokens", D), ("token_share", D),
-           ("p50_latency_ms", D), ("p50_ttft_ms", D)),
-          (Measure("Streamed request share",
-                   "DIVIDE(CALCULATE(SUM('Streaming share'[requests]), 'Streaming share'[stream] = TRUE()), SUM('Streaming share'[requests]))", PCT),)),
-    Table("usage_source_share", "Usage source share",
-          (("day", T), ("deployment", S), ("usage_source", S), ("requests", I), ("request_share", D),
-           ("total_tokens", D), ("token_share", D)),
-          (Measure("Estimated token share",
-                   "DIVIDE(CALCULATE(SUM('Usage source share'[total_tokens]), 'Usage source share'[usage_source] = \"estimated\"), SUM('Usage source share'[total_tokens]))", PCT),)),
-    Table("top_users", "Top users",
-          (("user_id", S), ("subscription_name", S), ("requests", I), ("total_tokens", D), ("cost_usd", D), ("deployments", S)),
-          (Measure("User cost (USD)", "SUM('Top users'[cost_usd])", USD),)),
+    Table(
+        "usage_by_day",
+        "Usage by day",
+        (
+            ("day", T),
+            ("subscription_id", S),
+            ("subscription_name", S),
+            ("product", S),
+            ("deployment", S),
+            ("model", S),
+            ("requests", I),
+            ("prompt_tokens", D),
+            ("completion_tokens", D),
+            ("total_tokens", D),
+            ("cached_tokens", D),
+            ("reasoning_tokens", D),
+            ("cost_usd", D),
+            ("uncosted_requests", I),
+        ),
+        (
+            Measure("Requests", "SUM('Usage by day'[requests])"),
+            Measure("Total tokens", "SUM('Usage by day'[total_tokens])"),
+            Measure("Prompt tokens", "SUM('Usage by day'[prompt_tokens])"),
+            Measure("Completion tokens", "SUM('Usage by day'[completion_tokens])"),
+            Measure("Cached tokens", "SUM('Usage by day'[cached_tokens])"),
+            Measure("Reasoning tokens", "SUM('Usage by day'[reasoning_tokens])"),
+            Measure("Cost (USD)", "SUM('Usage by day'[cost_usd])", USD),
+            Measure(
+                "Cached prompt share",
+                "DIVIDE(SUM('Usage by day'[cached_tokens]), SUM('Usage by day'[prompt_tokens]))",
+                PCT,
+            ),
+            Measure("Uncosted requests", "SUM('Usage by day'[uncosted_requests])"),
+        ),
+    ),
+    Table(
+        "chargeback_monthly",
+        "Chargeback by month",
+        (
+            ("month", T),
+            ("subscription_id", S),
+            ("subscription_name", S),
+            ("product", S),
+            ("requests", I),
+            ("total_tokens", D),
+            ("cost_usd", D),
+            ("uncosted_requests", I),
+            ("uncosted_tokens", D),
+            ("uncosted_reasons", S),
+            ("price_versions", S),
+        ),
+        (
+            Measure("Chargeback (USD)", "SUM('Chargeback by month'[cost_usd])", USD),
+            Measure("Chargeback tokens", "SUM('Chargeback by month'[total_tokens])"),
+            Measure("Uncosted tokens", "SUM('Chargeback by month'[uncosted_tokens])"),
+        ),
+    ),
+    Table(
+        "latency_percentiles",
+        "Latency percentiles",
+        (
+            ("deployment", S),
+            ("backend", S),
+            ("stream", B),
+            ("requests", I),
+            ("p50_latency_ms", D),
+            ("p90_latency_ms", D),
+            ("p95_latency_ms", D),
+            ("p99_latency_ms", D),
+            ("p50_ttft_ms", D),
+            ("p90_ttft_ms", D),
+            ("p95_ttft_ms", D),
+            ("p99_ttft_ms", D),
+        ),
+        (
+            _worst("Latency percentiles", "p50_latency_ms", "p50 latency"),
+            _worst("Latency percentiles", "p95_latency_ms", "p95 latency"),
+            _worst("Latency percentiles", "p99_latency_ms", "p99 latency"),
+            _worst("Latency percentiles", "p50_ttft_ms", "p50 TTFT"),
+            _worst("Latency percentiles", "p95_ttft_ms", "p95 TTFT"),
+            Measure("Successful requests", "SUM('Latency percentiles'[requests])"),
+        ),
+    ),
+    Table(
+        "errors_by_backend",
+        "Errors by backend",
+        (
+            ("day", T),
+            ("backend", S),
+            ("requests", I),
+            ("throttled", I),
+            ("client_errors", I),
+            ("server_errors", I),
+            ("retried", I),
+            ("client_disconnects", I),
+            ("parse_errors", I),
+            ("error_codes", S),
+            ("throttle_rate", D),
+            ("error_rate", D),
+        ),
+        (
+            Measure(
+                "Throttle rate", "DIVIDE(SUM('Errors by backend'[throttled]), SUM('Errors by backend'[requests]))", PCT
+            ),
+            Measure(
+                "Error rate",
+                "DIVIDE(SUM('Errors by backend'[client_errors]) + SUM('Errors by backend'[server_errors]), SUM('Errors by backend'[requests]))",
+                PCT,
+            ),
+            Measure("Throttled requests", "SUM('Errors by backend'[throttled])"),
+            Measure("Retried requests", "SUM('Errors by backend'[retried])"),
+        ),
+    ),
+    Table(
+        "safety_flags",
+        "Safety flags",
+        (
+            ("day", T),
+            ("subscription_name", S),
+            ("deployment", S),
+            ("requests", I),
+            ("content_filtered", I),
+            ("safety_flagged", I),
+            ("safety_errors", I),
+            ("safety_skipped", I),
+            ("prompt_attacks", I),
+            ("flagged_by", S),
+            ("max_hate", I),
+            ("max_self_harm", I),
+            ("max_sexual", I),
+            ("max_violence", I),
+        ),
+        (
+            Measure("Content filtered", "SUM('Safety flags'[content_filtered])"),
+            Measure("Safety flagged", "SUM('Safety flags'[safety_flagged])"),
+            Measure("Prompt attacks", "SUM('Safety flags'[prompt_attacks])"),
+            Measure("Flag rate", "DIVIDE(SUM('Safety flags'[safety_flagged]), SUM('Safety flags'[requests]))", PCT),
+        ),
+    ),
+    Table(
+        "streaming_share",
+        "Streaming share",
+        (
+            ("day", T),
+            ("stream", B),
+            ("requests", I),
+            ("request_share", D),
+            ("total_tokens", D),
+            ("token_share", D),
+            ("p50_latency_ms", D),
+            ("p50_ttft_ms", D),
+        ),
+        (
+            Measure(
+                "Streamed request share",
+                "DIVIDE(CALCULATE(SUM('Streaming share'[requests]), 'Streaming share'[stream] = TRUE()), SUM('Streaming share'[requests]))",
+                PCT,
+            ),
+        ),
+    ),
+    Table(
+        "usage_source_share",
+        "Usage source share",
+        (
+            ("day", T),
+            ("deployment", S),
+            ("usage_source", S),
+            ("requests", I),
+            ("request_share", D),
+            ("total_tokens", D),
+            ("token_share", D),
+        ),
+        (
+            Measure(
+                "Estimated token share",
+                "DIVIDE(CALCULATE(SUM('Usage source share'[total_tokens]), 'Usage source share'[usage_source] = \"estimated\"), SUM('Usage source share'[total_tokens]))",
+                PCT,
+            ),
+        ),
+    ),
+    Table(
+        "top_users",
+        "Top users",
+        (
+            ("user_id", S),
+            ("subscription_name", S),
+            ("requests", I),
+            ("total_tokens", D),
+            ("cost_usd", D),
+            ("deployments", S),
+        ),
+        (Measure("User cost (USD)", "SUM('Top users'[cost_usd])", USD),),
+    ),
 )
 
 #: Report pages (and workbook tabs): title -> visuals (type, table, fields). Fields are measures or columns.
@@ -130,25 +274,82 @@ PAGES: dict[str, list[tuple[str, str, list[str]]]] = {
     ],
     "Chargeback": [
         ("clusteredBarChart", "Chargeback by month", ["subscription_name", "Chargeback (USD)"]),
-        ("tableEx", "Chargeback by month", ["month", "subscription_name", "product", "requests", "total_tokens", "cost_usd", "uncosted_requests", "uncosted_reasons"]),
+        (
+            "tableEx",
+            "Chargeback by month",
+            [
+                "month",
+                "subscription_name",
+                "product",
+                "requests",
+                "total_tokens",
+                "cost_usd",
+                "uncosted_requests",
+                "uncosted_reasons",
+            ],
+        ),
         ("tableEx", "Top users", ["user_id", "subscription_name", "requests", "total_tokens", "cost_usd"]),
     ],
     "Performance": [
         ("card", "Latency percentiles", ["Worst p95 latency"]),
         ("card", "Latency percentiles", ["Worst p95 TTFT"]),
-        ("tableEx", "Latency percentiles", ["deployment", "backend", "stream", "requests", "p50_latency_ms", "p95_latency_ms", "p99_latency_ms", "p50_ttft_ms", "p95_ttft_ms"]),
+        (
+            "tableEx",
+            "Latency percentiles",
+            [
+                "deployment",
+                "backend",
+                "stream",
+                "requests",
+                "p50_latency_ms",
+                "p95_latency_ms",
+                "p99_latency_ms",
+                "p50_ttft_ms",
+                "p95_ttft_ms",
+            ],
+        ),
     ],
     "Safety": [
         ("card", "Safety flags", ["Content filtered"]),
         ("card", "Safety flags", ["Safety flagged"]),
         ("card", "Safety flags", ["Prompt attacks"]),
-        ("tableEx", "Safety flags", ["day", "subscription_name", "deployment", "requests", "content_filtered", "safety_flagged", "prompt_attacks", "max_hate", "max_self_harm", "max_sexual", "max_violence"]),
+        (
+            "tableEx",
+            "Safety flags",
+            [
+                "day",
+                "subscription_name",
+                "deployment",
+                "requests",
+                "content_filtered",
+                "safety_flagged",
+                "prompt_attacks",
+                "max_hate",
+                "max_self_harm",
+                "max_sexual",
+                "max_violence",
+            ],
+        ),
     ],
     "Errors": [
         ("card", "Errors by backend", ["Throttle rate"]),
         ("card", "Errors by backend", ["Error rate"]),
         ("lineChart", "Errors by backend", ["day", "Throttled requests"]),
-        ("tableEx", "Errors by backend", ["day", "backend", "requests", "throttled", "client_errors", "server_errors", "retried", "throttle_rate", "error_rate"]),
+        (
+            "tableEx",
+            "Errors by backend",
+            [
+                "day",
+                "backend",
+                "requests",
+                "throttled",
+                "client_errors",
+                "server_errors",
+                "retried",
+                "throttle_rate",
+                "error_rate",
+            ],
+        ),
     ],
 }
 
@@ -181,8 +382,10 @@ def m_string(text: str) -> str:
 
 
 def _table_tmdl(t: Table) -> str:
-    cluster = ('"https://ade.applicationinsights.io/subscriptions/" & SubscriptionId & "/resourcegroups/" & '
-               'ResourceGroup & "/providers/microsoft.insights/components/" & AppInsightsName')
+    cluster = (
+        '"https://ade.applicationinsights.io/subscriptions/" & SubscriptionId & "/resourcegroups/" & '
+        'ResourceGroup & "/providers/microsoft.insights/components/" & AppInsightsName'
+    )
     out = [f"table {quote(t.title)}", f"\tlineageTag: {tag(t.title)}", ""]
     for m in t.measures:
         out += [f"\tmeasure {quote(m.name)} = {m.dax}", f"\t\tformatString: {m.format}"]
@@ -193,43 +396,71 @@ def _table_tmdl(t: Table) -> str:
         out += [f"\tcolumn {quote(col)}", f"\t\tdataType: {dtype}"]
         if dtype == "dateTime":
             out.append("\t\tformatString: yyyy-mm-dd")
-        out += [f"\t\tlineageTag: {tag(t.title, 'column', col)}",
-                f"\t\tsummarizeBy: {'sum' if dtype in ('int64', 'double') else 'none'}",
-                f"\t\tsourceColumn: {col}", ""]
-    out += [f"\tpartition {quote(t.title)} = m", "\t\tmode: import", "\t\tsource =",
-            "\t\t\t\tlet",
-            f"\t\t\t\t    Cluster = {cluster},",
-            f"\t\t\t\t    Query = {m_string(read_query(t.query))},",
-            "\t\t\t\t    Source = AzureDataExplorer.Contents(Cluster, AppInsightsName, Query, [MaxRows = null, MaxSize = null, NoTruncate = null, AdditionalSetStatements = null])",
-            "\t\t\t\tin",
-            "\t\t\t\t    Source", "",
-            "\tannotation PBI_ResultType = Table", ""]
+        out += [
+            f"\t\tlineageTag: {tag(t.title, 'column', col)}",
+            f"\t\tsummarizeBy: {'sum' if dtype in ('int64', 'double') else 'none'}",
+            f"\t\tsourceColumn: {col}",
+            "",
+        ]
+    out += [
+        f"\tpartition {quote(t.title)} = m",
+        "\t\tmode: import",
+        "\t\tsource =",
+        "\t\t\t\tlet",
+        f"\t\t\t\t    Cluster = {cluster},",
+        f"\t\t\t\t    Query = {m_string(read_query(t.query))},",
+        "\t\t\t\t    Source = AzureDataExplorer.Contents(Cluster, AppInsightsName, Query, [MaxRows = null, MaxSize = null, NoTruncate = null, AdditionalSetStatements = null])",
+        "\t\t\t\tin",
+        "\t\t\t\t    Source",
+        "",
+        "\tannotation PBI_ResultType = Table",
+        "",
+    ]
     return "\n".join(out)
 
 
 def _expressions_tmdl() -> str:
     out = []
     for name, (default, description) in PARAMETERS.items():
-        out += [f'expression {name} = "{default}" meta [IsParameterQuery = true, Type = "Text", IsParameterQueryRequired = true]',
-                f"\tdescription: {description}",
-                f"\tlineageTag: {tag('parameter', name)}", "\tqueryGroup: Parameters", "",
-                "\tannotation PBI_ResultType = Text", ""]
+        out += [
+            f'expression {name} = "{default}" meta [IsParameterQuery = true, Type = "Text", IsParameterQueryRequired = true]',
+            f"\tdescription: {description}",
+            f"\tlineageTag: {tag('parameter', name)}",
+            "\tqueryGroup: Parameters",
+            "",
+            "\tannotation PBI_ResultType = Text",
+            "",
+        ]
     return "\n".join(out)
 
 
 def _model_tmdl() -> str:
     order = json.dumps(list(PARAMETERS) + [t.title for t in TABLES])
-    out = ["model Model", "\tculture: en-US", "\tdefaultPowerBIDataSourceVersion: powerBI_V3",
-           "\tsourceQueryCulture: en-US", "\tdataAccessOptions", "\t\tlegacyRedirects", "\t\treturnErrorValuesAsNull", "",
-           "queryGroup Parameters", "", f"annotation PBI_QueryOrder = {order}", ""]
+    out = [
+        "model Model",
+        "\tculture: en-US",
+        "\tdefaultPowerBIDataSourceVersion: powerBI_V3",
+        "\tsourceQueryCulture: en-US",
+        "\tdataAccessOptions",
+        "\t\tlegacyRedirects",
+        "\t\treturnErrorValuesAsNull",
+        "",
+        "queryGroup Parameters",
+        "",
+        f"annotation PBI_QueryOrder = {order}",
+        "",
+    ]
     out += [f"ref table {quote(t.title)}" for t in TABLES]
     return "\n".join(out) + "\n"
 
 
 def _field(table: Table, name: str) -> dict:
     kind = "Measure" if name in {m.name for m in table.measures} else "Column"
-    return {"field": {kind: {"Expression": {"SourceRef": {"Entity": table.title}}, "Property": name}},
-            "queryRef": f"{table.title}.{name}", "nativeQueryRef": name}
+    return {
+        "field": {kind: {"Expression": {"SourceRef": {"Entity": table.title}}, "Property": name}},
+        "queryRef": f"{table.title}.{name}",
+        "nativeQueryRef": name,
+    }
 
 
 SIZES = {"card": (300, 120), "tableEx": (1260, 300)}  # anything else is a chart: (620, 300)
@@ -255,9 +486,13 @@ def _visual(page: str, index: int, box: tuple[int, int, int, int], vtype: str, t
         "$schema": f"{SCHEMAS}/item/report/definition/visualContainer/1.5.0/schema.json",
         "name": name,
         "position": {"x": x, "y": y, "z": index * 1000, "height": h, "width": w, "tabOrder": index * 1000},
-        "visual": {"visualType": vtype,
-                   "query": {"queryState": {role: {"projections": [_field(table, f) for f in fs]} for role, fs in roles.items()}},
-                   "drillFilterOtherVisuals": True},
+        "visual": {
+            "visualType": vtype,
+            "query": {
+                "queryState": {role: {"projections": [_field(table, f) for f in fs]} for role, fs in roles.items()}
+            },
+            "drillFilterOtherVisuals": True,
+        },
     }
 
 
@@ -269,39 +504,82 @@ def project_files() -> dict[Path, str]:
     """Every generated file, path relative to powerbi/, with its text."""
     files: dict[Path, str] = {}
     sm, rp = Path(f"{NAME}.SemanticModel"), Path(f"{NAME}.Report")
-    files[Path(f"{NAME}.pbip")] = _json({"$schema": f"{SCHEMAS}/pbip/pbipProperties/1.0.0/schema.json", "version": "1.0",
-                                         "artifacts": [{"report": {"path": str(rp)}}], "settings": {"enableAutoRecovery": True}})
-    files[sm / ".platform"] = _json({"$schema": f"{SCHEMAS}/gitIntegration/platformProperties/2.0.0/schema.json",
-                                     "metadata": {"type": "SemanticModel", "displayName": NAME},
-                                     "config": {"version": "2.0", "logicalId": tag("semantic-model")}})
-    files[sm / "definition.pbism"] = _json({"$schema": f"{SCHEMAS}/item/semanticModel/definitionProperties/1.0.0/schema.json",
-                                            "version": "4.0", "settings": {}})
+    files[Path(f"{NAME}.pbip")] = _json(
+        {
+            "$schema": f"{SCHEMAS}/pbip/pbipProperties/1.0.0/schema.json",
+            "version": "1.0",
+            "artifacts": [{"report": {"path": str(rp)}}],
+            "settings": {"enableAutoRecovery": True},
+        }
+    )
+    files[sm / ".platform"] = _json(
+        {
+            "$schema": f"{SCHEMAS}/gitIntegration/platformProperties/2.0.0/schema.json",
+            "metadata": {"type": "SemanticModel", "displayName": NAME},
+            "config": {"version": "2.0", "logicalId": tag("semantic-model")},
+        }
+    )
+    files[sm / "definition.pbism"] = _json(
+        {
+            "$schema": f"{SCHEMAS}/item/semanticModel/definitionProperties/1.0.0/schema.json",
+            "version": "4.0",
+            "settings": {},
+        }
+    )
     files[sm / "definition" / "database.tmdl"] = "database\n\tcompatibilityLevel: 1567\n"
     files[sm / "definition" / "model.tmdl"] = _model_tmdl()
     files[sm / "definition" / "expressions.tmdl"] = _expressions_tmdl()
     for t in TABLES:
         files[sm / "definition" / "tables" / f"{t.title}.tmdl"] = _table_tmdl(t)
 
-    files[rp / ".platform"] = _json({"$schema": f"{SCHEMAS}/gitIntegration/platformProperties/2.0.0/schema.json",
-                                     "metadata": {"type": "Report", "displayName": NAME},
-                                     "config": {"version": "2.0", "logicalId": tag("report")}})
-    files[rp / "definition.pbir"] = _json({"$schema": f"{SCHEMAS}/item/report/definitionProperties/2.0.0/schema.json",
-                                           "version": "4.0", "datasetReference": {"byPath": {"path": f"../{sm}"}}})
+    files[rp / ".platform"] = _json(
+        {
+            "$schema": f"{SCHEMAS}/gitIntegration/platformProperties/2.0.0/schema.json",
+            "metadata": {"type": "Report", "displayName": NAME},
+            "config": {"version": "2.0", "logicalId": tag("report")},
+        }
+    )
+    files[rp / "definition.pbir"] = _json(
+        {
+            "$schema": f"{SCHEMAS}/item/report/definitionProperties/2.0.0/schema.json",
+            "version": "4.0",
+            "datasetReference": {"byPath": {"path": f"../{sm}"}},
+        }
+    )
     d = rp / "definition"
-    files[d / "version.json"] = _json({"$schema": f"{SCHEMAS}/item/report/definition/versionMetadata/1.0.0/schema.json", "version": "2.0.0"})
-    files[d / "report.json"] = _json({"$schema": f"{SCHEMAS}/item/report/definition/report/1.0.0/schema.json",
-                                      "themeCollection": {}, "layoutOptimization": "None"})
+    files[d / "version.json"] = _json(
+        {"$schema": f"{SCHEMAS}/item/report/definition/versionMetadata/1.0.0/schema.json", "version": "2.0.0"}
+    )
+    files[d / "report.json"] = _json(
+        {
+            "$schema": f"{SCHEMAS}/item/report/definition/report/1.0.0/schema.json",
+            "themeCollection": {},
+            "layoutOptimization": "None",
+        }
+    )
     by_title = {t.title: t for t in TABLES}
     page_ids = [page.lower() for page in PAGES]
-    files[d / "pages" / "pages.json"] = _json({"$schema": f"{SCHEMAS}/item/report/definition/pagesMetadata/1.0.0/schema.json",
-                                               "pageOrder": page_ids, "activePageName": page_ids[0]})
+    files[d / "pages" / "pages.json"] = _json(
+        {
+            "$schema": f"{SCHEMAS}/item/report/definition/pagesMetadata/1.0.0/schema.json",
+            "pageOrder": page_ids,
+            "activePageName": page_ids[0],
+        }
+    )
     for page, visuals in PAGES.items():
         pid = page.lower()
         boxes = _layout(visuals)
         height = max(720, max(y + h for _, y, _, h in boxes) + 10)
-        files[d / "pages" / pid / "page.json"] = _json({"$schema": f"{SCHEMAS}/item/report/definition/page/1.3.0/schema.json",
-                                                        "name": pid, "displayName": page, "displayOption": "FitToPage",
-                                                        "height": height, "width": 1280})
+        files[d / "pages" / pid / "page.json"] = _json(
+            {
+                "$schema": f"{SCHEMAS}/item/report/definition/page/1.3.0/schema.json",
+                "name": pid,
+                "displayName": page,
+                "displayOption": "FitToPage",
+                "height": height,
+                "width": 1280,
+            }
+        )
         for i, ((vtype, table, fields), box) in enumerate(zip(visuals, boxes, strict=False)):
             v = _visual(page, i, box, vtype, by_title[table], fields)
             files[d / "pages" / pid / "visuals" / v["name"] / "visual.json"] = _json(v)
@@ -312,29 +590,95 @@ def project_files() -> dict[Path, str]:
 def workbook() -> dict:
     """Azure Monitor workbook (Notebook/1.0): a time-range parameter, a tab strip and one group per tab."""
     items: list[dict] = [
-        {"type": 1, "name": "title", "content": {"json": (
-            "# Azure OpenAI gateway\nUsage, cost, latency, safety and errors from the gateway's `AOAIUsage` custom events. "
-            "Costs are USD from the gateway's price book (null when the model is unknown or the deployment provisioned).")}},
-        {"type": 9, "name": "parameters", "content": {
-            "version": "KqlParameterItem/1.0", "style": "pills", "queryType": 0, "resourceType": "microsoft.insights/components",
-            "parameters": [{"id": tag("wb", "TimeRange"), "version": "KqlParameterItem/1.0", "name": "TimeRange",
-                            "label": "Time range", "type": 4, "isRequired": True, "value": {"durationMs": 2592000000},
-                            "typeSettings": {"selectableValues": [{"durationMs": d} for d in
-                                                                  (86400000, 604800000, 2592000000, 7776000000)]}}]}},
-        {"type": 11, "name": "tabs", "content": {"version": "LinkItem/1.0", "style": "tabs", "links": [
-            {"id": tag("wb", "tab", tab), "cellValue": "tab", "linkTarget": "parameter", "linkLabel": tab,
-             "subTarget": tab.lower(), "style": "link"} for tab in WORKBOOK_TABS]}},
+        {
+            "type": 1,
+            "name": "title",
+            "content": {
+                "json": (
+                    "# Azure OpenAI gateway\nUsage, cost, latency, safety and errors from the gateway's `AOAIUsage` custom events. "
+                    "Costs are USD from the gateway's price book (null when the model is unknown or the deployment provisioned)."
+                )
+            },
+        },
+        {
+            "type": 9,
+            "name": "parameters",
+            "content": {
+                "version": "KqlParameterItem/1.0",
+                "style": "pills",
+                "queryType": 0,
+                "resourceType": "microsoft.insights/components",
+                "parameters": [
+                    {
+                        "id": tag("wb", "TimeRange"),
+                        "version": "KqlParameterItem/1.0",
+                        "name": "TimeRange",
+                        "label": "Time range",
+                        "type": 4,
+                        "isRequired": True,
+                        "value": {"durationMs": 2592000000},
+                        "typeSettings": {
+                            "selectableValues": [
+                                {"durationMs": d} for d in (86400000, 604800000, 2592000000, 7776000000)
+                            ]
+                        },
+                    }
+                ],
+            },
+        },
+        {
+            "type": 11,
+            "name": "tabs",
+            "content": {
+                "version": "LinkItem/1.0",
+                "style": "tabs",
+                "links": [
+                    {
+                        "id": tag("wb", "tab", tab),
+                        "cellValue": "tab",
+                        "linkTarget": "parameter",
+                        "linkLabel": tab,
+                        "subTarget": tab.lower(),
+                        "style": "link",
+                    }
+                    for tab in WORKBOOK_TABS
+                ],
+            },
+        },
     ]
     for tab, queries in WORKBOOK_TABS.items():
-        group = [{"type": 3, "name": stem, "content": {
-            "version": "KqlItem/1.0", "query": read_query(stem), "size": 0, "title": _header(stem),
-            "timeContextFromParameter": "TimeRange", "queryType": 0, "resourceType": "microsoft.insights/components",
-            "visualization": "table", "gridSettings": {"filter": True}}} for stem in queries]
-        items.append({"type": 12, "name": f"tab-{tab.lower()}",
-                      "conditionalVisibility": {"parameterName": "tab", "comparison": "isEqualTo", "value": tab.lower()},
-                      "content": {"version": "NotebookGroup/1.0", "groupType": "editable", "items": group}})
-    return {"version": "Notebook/1.0", "items": items, "fallbackResourceIds": [],
-            "$schema": "https://github.com/Microsoft/Application-Insights-Workbooks/blob/master/schema/workbook.json"}
+        group = [
+            {
+                "type": 3,
+                "name": stem,
+                "content": {
+                    "version": "KqlItem/1.0",
+                    "query": read_query(stem),
+                    "size": 0,
+                    "title": _header(stem),
+                    "timeContextFromParameter": "TimeRange",
+                    "queryType": 0,
+                    "resourceType": "microsoft.insights/components",
+                    "visualization": "table",
+                    "gridSettings": {"filter": True},
+                },
+            }
+            for stem in queries
+        ]
+        items.append(
+            {
+                "type": 12,
+                "name": f"tab-{tab.lower()}",
+                "conditionalVisibility": {"parameterName": "tab", "comparison": "isEqualTo", "value": tab.lower()},
+                "content": {"version": "NotebookGroup/1.0", "groupType": "editable", "items": group},
+            }
+        )
+    return {
+        "version": "Notebook/1.0",
+        "items": items,
+        "fallbackResourceIds": [],
+        "$schema": "https://github.com/Microsoft/Application-Insights-Workbooks/blob/master/schema/workbook.json",
+    }
 
 
 def _header(stem: str) -> str:

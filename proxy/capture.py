@@ -41,9 +41,25 @@ class ExchangeRecorder:
     """What one request did, gathered as it happens (timings from a monotonic clock)."""
 
     __slots__ = (
-        "request_id", "identity", "request", "started", "received_at", "status", "response_headers",
-        "content_type", "chunks", "first_byte", "last_byte", "overhead_ms", "backend", "attempts",
-        "client_disconnected", "gateway_error", "usage_injected", "enforcement", "_raw_request",
+        "request_id",
+        "identity",
+        "request",
+        "started",
+        "received_at",
+        "status",
+        "response_headers",
+        "content_type",
+        "chunks",
+        "first_byte",
+        "last_byte",
+        "overhead_ms",
+        "backend",
+        "attempts",
+        "client_disconnected",
+        "gateway_error",
+        "usage_injected",
+        "enforcement",
+        "_raw_request",
     )
 
     def __init__(self, request_id: str, identity: Identity) -> None:
@@ -147,7 +163,9 @@ class ExchangeRecorder:
             raw = b"".join(self.chunks)
             if self.content_type and self.content_type.lower().startswith("text/event-stream"):
                 response = CapturedResponse(
-                    status=self.status, headers=self.response_headers, body_bytes=len(raw),
+                    status=self.status,
+                    headers=self.response_headers,
+                    body_bytes=len(raw),
                     sse=redactor.event_text(raw.decode("utf-8", errors="replace")),
                 )
             else:
@@ -161,8 +179,11 @@ class ExchangeRecorder:
                     if clean is not raw:
                         body, encoding = encode_body(clean, "application/octet-stream")
                 response = CapturedResponse(
-                    status=self.status, headers=self.response_headers, body=body,
-                    body_encoding=encoding, body_bytes=len(raw),
+                    status=self.status,
+                    headers=self.response_headers,
+                    body=body,
+                    body_encoding=encoding,
+                    body_bytes=len(raw),
                 )
         gateway_error = self.gateway_error
         if gateway_error is not None:
@@ -238,7 +259,10 @@ class CaptureWriter:
             except Exception as exc:
                 log.warning(
                     "storing exchange %s failed (attempt %d/%d): %s",
-                    exchange.request_id, attempt, self._store_attempts, type(exc).__name__,
+                    exchange.request_id,
+                    attempt,
+                    self._store_attempts,
+                    type(exc).__name__,
                 )
                 if attempt == self._store_attempts:
                     self._spill(exchange, "store")

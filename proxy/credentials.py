@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from proxy.backends import Backend, BackendAuth
+from proxy.routing.backends import Backend, BackendAuth
 from shared.redaction import remember_secret
 
 log = logging.getLogger(__name__)

@@ -24,21 +24,22 @@ import orjson
 from fastapi import Request, Response
 from fastapi.responses import StreamingResponse
 
-from proxy import stream_usage, telemetry
-from proxy.backends import Backend, parse_backends
-from proxy.broken_stream import UpstreamBroken
+from proxy import telemetry
 from proxy.capture import CaptureWriter, ExchangeRecorder
 from proxy.credentials import Credentials
-from proxy.failover import AiohttpAnswer, read_answer, run_failover
-from proxy.outcomes import Outcome
-from proxy.pinning import CreatedIdTap, ResponsePinning
-from proxy.policy import RoutingPolicy
-from proxy.routing import BackendPool
-from proxy.stream_safety import StreamSafety
+from proxy.routing.backends import Backend, parse_backends
+from proxy.routing.failover import AiohttpAnswer, read_answer, run_failover
+from proxy.routing.outcomes import Outcome
+from proxy.routing.pinning import CreatedIdTap, ResponsePinning
+from proxy.routing.policy import RoutingPolicy
+from proxy.routing.pool import BackendPool
+from proxy.streams import usage as stream_usage
+from proxy.streams.broken import UpstreamBroken
+from proxy.streams.safety import StreamSafety
 from proxy.upstream import Timeouts, UpstreamClient, client_response_headers, upstream_request_headers
-from shared.apis import ApiRoute, classify, deployment_for, resolve_path
 from shared.errors import BadRequest, GatewayError, NotFound, PayloadTooLarge
 from shared.exchange import Identity
+from shared.normalize.apis import ApiRoute, classify, deployment_for, resolve_path
 from shared.ports import AffinityStore, Ports
 from shared.redaction import forwardable_query
 from shared.settings import Settings
@@ -248,20 +249,31 @@ class Proxy:
         rec.set_response(resp.status, headers)
         if self.pinning is not None and call.backend is not None:
             call.created_id_tap = self.pinning.tap(
-                call.route, call.method, call.json_body, resp.status, resp.headers.get("content-type", ""),
-                call.backend.name, rec.chunks,
+                call.route,
+                call.method,
+                call.json_body,
+                resp.status,
+                resp.headers.get("content-type", ""),
+                call.backend.name,
+                rec.chunks,
             )
         headers.append((REQUEST_ID_HEADER, rid))
         headers.append(telemetry.stamp_overhead(rec, rec.first_byte or rec.elapsed_ms()))
         return RelayResponse(
-            self._relay(call, resp), resp.status, lambda: self._finish(call, resp, completed=False),
+            self._relay(call, resp),
+            resp.status,
+            lambda: self._finish(call, resp, completed=False),
             [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers],
         )
 
     # ----------------------------------------------------------------------------- request side
     async def _prepare(
-        self, request: Request, rec: ExchangeRecorder, path: str,
-        header_items: list[tuple[str, str]], first: dict[str, str],
+        self,
+        request: Request,
+        rec: ExchangeRecorder,
+        path: str,
+        header_items: list[tuple[str, str]],
+        first: dict[str, str],
     ) -> ProxyCall:
         resolved = resolve_path(path)
         if resolved is None:
@@ -275,9 +287,7 @@ class Proxy:
         rec.set_request(request.method, path, pairs, header_items, body)
         content_type = first.get("content-type")
         # The body is parsed only when the deployment lives there (v1) or usage injection may apply.
-        needs_json = route.deployment is None or (
-            self.settings.inject_stream_usage and route.api in stream_usage.APIS
-        )
+        needs_json = route.deployment is None or (self.settings.inject_stream_usage and route.api in stream_usage.APIS)
         json_body = _json_body(body, content_type) if needs_json and request.method == "POST" else None
         query = dict(pairs)
         call = ProxyCall(
@@ -334,7 +344,10 @@ class Proxy:
         async def send(backend: Backend) -> AiohttpAnswer:
             headers = {**call.headers, **await self.credentials.headers_for(backend)}
             resp = await self.upstream.send(
-                call.method, self.upstream_url(backend, call), headers=headers, params=call.params,
+                call.method,
+                self.upstream_url(backend, call),
+                headers=headers,
+                params=call.params,
                 body=self.upstream_body(backend, call),
             )
             # An error body is read whole (to judge a 404); it is small, but bounded all the same.
@@ -347,7 +360,9 @@ class Proxy:
         error = result.gateway_error()
         if error is not None:
             if result.error is not None:
-                log.warning("no backend answered %s: %s", call.request_id, result.attempts[-1].error if result.attempts else "")
+                log.warning(
+                    "no backend answered %s: %s", call.request_id, result.attempts[-1].error if result.attempts else ""
+                )
             error.headers.update(call.gateway_headers)
             raise error
         answer = result.answer

@@ -31,11 +31,25 @@ HOP_BY_HOP = frozenset(
 )
 #: Not forwarded upstream: the session asks for identity encoding so stored bodies are readable,
 #: and the host's forwarding headers describe the client, not the gateway's call.
-_REQUEST_DROP = HOP_BY_HOP | {"accept-encoding", "x-forwarded-for", "x-forwarded-host", "x-forwarded-proto",
-                              "x-original-url", "x-arr-log-id", "x-arr-ssl", "x-ms-invocation-id",
-                              "x-site-deployment-id", "was-default-hostname", "disguised-host",
-                              "x-appservice-proto", "x-waws-unencoded-url", "client-ip",
-                              "x-client-ip", "x-client-port", "max-forwards"}
+_REQUEST_DROP = HOP_BY_HOP | {
+    "accept-encoding",
+    "x-forwarded-for",
+    "x-forwarded-host",
+    "x-forwarded-proto",
+    "x-original-url",
+    "x-arr-log-id",
+    "x-arr-ssl",
+    "x-ms-invocation-id",
+    "x-site-deployment-id",
+    "was-default-hostname",
+    "disguised-host",
+    "x-appservice-proto",
+    "x-waws-unencoded-url",
+    "client-ip",
+    "x-client-ip",
+    "x-client-port",
+    "max-forwards",
+}
 #: Not returned to the client: the body is re-framed (chunked) and already decoded.
 _RESPONSE_DROP = HOP_BY_HOP | {"content-encoding"}
 

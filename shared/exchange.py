@@ -116,7 +116,7 @@ class Exchange:
     gateway_error: dict[str, str] | None = None
     #: The proxy added `stream_options.include_usage` and held the usage chunk back from the client.
     usage_injected: bool = False
-    #: In-stream content-safety enforcement outcome (proxy/enforcement.py), when the product enforces.
+    #: In-stream content-safety enforcement outcome (proxy/streams/enforcement.py), when the product enforces.
     enforcement: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
 

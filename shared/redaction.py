@@ -44,9 +44,29 @@ SECRET_QUERY_PARAMS = frozenset({"api-key", "code", "subscription-key", "sig", "
 #: Words that make a name secret wherever they appear in it (`x-upstream-token`, `db_password`).
 _SECRET_WORDS = frozenset(
     {
-        "token", "secret", "secrets", "password", "passwd", "pwd", "passphrase", "auth", "authorization",
-        "authentication", "signature", "sig", "sas", "credential", "credentials", "cookie", "apikey",
-        "connectionstring", "privatekey", "accesskey", "accountkey", "sharedaccesskey", "bearer",
+        "token",
+        "secret",
+        "secrets",
+        "password",
+        "passwd",
+        "pwd",
+        "passphrase",
+        "auth",
+        "authorization",
+        "authentication",
+        "signature",
+        "sig",
+        "sas",
+        "credential",
+        "credentials",
+        "cookie",
+        "apikey",
+        "connectionstring",
+        "privatekey",
+        "accesskey",
+        "accountkey",
+        "sharedaccesskey",
+        "bearer",
     }
 )
 #: Whole names (separators removed) that are secrets although no single word says so.
@@ -54,8 +74,15 @@ _SECRET_COMPACT = frozenset({"connectionstring", "apikey", "setcookie", "sastoke
 #: Names that look secret by the rules above but are ordinary AOAI/HTTP fields.
 _NOT_SECRET = frozenset(
     {
-        "promptcachekey", "idempotencykey", "partitionkey", "rowkey", "key", "type", "authtype",
-        "authenticationtype", "tokenizer",
+        "promptcachekey",
+        "idempotencykey",
+        "partitionkey",
+        "rowkey",
+        "key",
+        "type",
+        "authtype",
+        "authenticationtype",
+        "tokenizer",
     }
 )
 #: Fields that are credentials only inside an `authentication` object: elsewhere `key` is ordinary.
@@ -94,7 +121,9 @@ _SHAPES = re.compile(
     re.IGNORECASE,
 )
 #: Cheap pre-check: a string holding none of these cannot match `_SHAPES` (case-insensitive search).
-_MARKERS = re.compile(r"-----BEGIN|eyJ|sk-|bearer|basic|key=|signature=|value=|password=|pwd=|sig=|secret=|token=", re.I)
+_MARKERS = re.compile(
+    r"-----BEGIN|eyJ|sk-|bearer|basic|key=|signature=|value=|password=|pwd=|sig=|secret=|token=", re.I
+)
 
 #: Credentials the gateway holds (longest first, so a key containing another is replaced whole).
 _known: list[str] = []
@@ -174,7 +203,7 @@ class Redactor:
 
     def _pair(self, m: re.Match[str]) -> str:
         name = m["name"]
-        if is_secret_name(name) and not (name == "token" and '"logprob"' in m.string[m.end(): m.end() + 60]):
+        if is_secret_name(name) and not (name == "token" and '"logprob"' in m.string[m.end() : m.end() + 60]):
             return f'{m["head"]}"{REDACTED}"'
         return m[0]
 
@@ -212,7 +241,11 @@ class Redactor:
                 name = key if isinstance(key, str) else None
                 secret = name is not None and (
                     (is_secret_name(name) and not (name == "token" and "logprob" in container))
-                    or (cname is not None and cname.lower() == "authentication" and name.lower() in SECRET_AUTHENTICATION_FIELDS)
+                    or (
+                        cname is not None
+                        and cname.lower() == "authentication"
+                        and name.lower() in SECRET_AUTHENTICATION_FIELDS
+                    )
                 )
                 child_name = name
             else:
@@ -345,4 +378,3 @@ def request_secrets(headers: Iterable[tuple[str, str]], query: Iterable[tuple[st
         if len(v) >= 8:
             out.append(v)
     return out
-

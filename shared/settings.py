@@ -43,7 +43,7 @@ def _float(env: Mapping[str, str], name: str, default: float) -> float:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    #: JSON list of backends (see proxy/backends.py).
+    #: JSON list of backends (see proxy/routing/backends.py).
     backends_json: str = "[]"
     #: "sqlite" (embedded, default) or "cosmos".
     log_store: str = "sqlite"
@@ -87,7 +87,7 @@ class Settings:
     capture_outbox_dir: str = ""
     #: Dev host only: JSON object, api-key value -> {"id", "name", "product"}.
     local_subscriptions_json: str = ""
-    #: Routing (proxy/policy.py): upstream attempts per request, counting the first.
+    #: Routing (proxy/routing/policy.py): upstream attempts per request, counting the first.
     max_attempts: int = 3
     #: No new attempt starts once this many seconds have passed since the first one.
     retry_deadline_seconds: float = 30.0

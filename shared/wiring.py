@@ -130,7 +130,12 @@ def build_ports(settings: Settings) -> WiredPorts:
 
         stores = open_cosmos_stores(settings, azure_credential())
         closers.append(stores.close)
-        exchanges, records, deadletters, affinity = stores.exchanges, stores.records, stores.deadletters, stores.affinity
+        exchanges, records, deadletters, affinity = (
+            stores.exchanges,
+            stores.records,
+            stores.deadletters,
+            stores.affinity,
+        )
     else:
         from shared.adapters.sqlite import (
             SqliteAffinityStore,

@@ -17,8 +17,20 @@ KEY = "Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr
 @pytest.fixture(scope="session")
 def azurite_connection_string(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """Connection string of a running azurite blob service, stopped after the session."""
-    argv = lambda port: ["--blobHost", "127.0.0.1", "--blobPort", str(port), "--inMemoryPersistence",  # noqa: E731
-                         "--skipApiVersionCheck", "--loose"]
+
+    def argv(port: int) -> list[str]:
+        return [
+            "--blobHost",
+            "127.0.0.1",
+            "--blobPort",
+            str(port),
+            "--inMemoryPersistence",
+            "--skipApiVersionCheck",
+            "--loose",
+        ]
+
     with npm_server("azurite-blob", argv, tmp_path_factory.mktemp("azurite")) as port:
-        yield (f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};"
-               f"BlobEndpoint=http://127.0.0.1:{port}/{ACCOUNT};")
+        yield (
+            f"DefaultEndpointsProtocol=http;AccountName={ACCOUNT};AccountKey={KEY};"
+            f"BlobEndpoint=http://127.0.0.1:{port}/{ACCOUNT};"
+        )

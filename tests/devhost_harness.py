@@ -53,11 +53,15 @@ class DevHostGateway:
         while True:
             for sim in self.sims.values():
                 for logged in list(sim.requests):
-                    if {k.lower(): v for k, v in logged.headers.items()}.get("x-ms-client-request-id") == client_request_id:
+                    if {k.lower(): v for k, v in logged.headers.items()}.get(
+                        "x-ms-client-request-id"
+                    ) == client_request_id:
                         if logged.finished or not finished:
                             return logged
             if time.monotonic() >= deadline:
-                raise AssertionError(f"{client_request_id} never {'completed at' if finished else 'reached'} the simulator")
+                raise AssertionError(
+                    f"{client_request_id} never {'completed at' if finished else 'reached'} the simulator"
+                )
             time.sleep(0.01)
 
     def exchange(self, request_id: str, timeout: float = 10) -> Exchange | None:
@@ -110,9 +114,16 @@ def dev_host(
     try:
         for name, config in sims.items():
             started[name] = run_simulator(config)
-        backends = [{"name": name, "endpoint": sim.url, "auth": {"type": "api_key", "setting": key_setting},
-                     "deployments": deployments or ["*"], **(backend_options or {}).get(name, {})}
-                    for name, sim in started.items()]
+        backends = [
+            {
+                "name": name,
+                "endpoint": sim.url,
+                "auth": {"type": "api_key", "setting": key_setting},
+                "deployments": deployments or ["*"],
+                **(backend_options or {}).get(name, {}),
+            }
+            for name, sim in started.items()
+        ]
         settings = {
             "GATEWAY_BACKENDS": json.dumps(backends),
             key_setting: keys.pop(),
@@ -124,8 +135,11 @@ def dev_host(
         }
         for name, value in settings.items():
             mp.setenv(name, value)
-        host = RuntimeDevHost(Path(function_app.__file__).parent, parse_subscriptions(json.dumps(subscriptions)),
-                              mounts=mounts(db) if mounts else None)
+        host = RuntimeDevHost(
+            Path(function_app.__file__).parent,
+            parse_subscriptions(json.dumps(subscriptions)),
+            mounts=mounts(db) if mounts else None,
+        )
         gw = gateway(host, started, db)
         _spy(gw)
         running = run_in_thread(host)

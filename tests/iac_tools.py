@@ -51,7 +51,10 @@ def parse_bicep(files: list[Path]) -> dict[Path, dict[str, Any]]:
     """pycep-parser's JSON for each file: {"ok": bool, "json": ... | "error": str}."""
     done = subprocess.run(
         [str(iac_python()), "-c", _PARSE, *map(str, files)],
-        capture_output=True, text=True, check=True, timeout=300,
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
     )
     return {Path(name): result for name, result in json.loads(done.stdout).items()}
 
@@ -62,7 +65,9 @@ def run_checkov() -> dict[str, Any]:
     iac_python()
     done = subprocess.run(
         [str(checkov), "-d", str(BICEP_DIR), "--framework", "bicep", "--skip-download", "-o", "json"],
-        capture_output=True, text=True, timeout=600,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env={**os.environ, "BC_SKIP_MAPPING": "TRUE", "CHECKOV_RUN_SCA_PACKAGE_SCAN_V2": "false"},
     )
     # checkov exits 1 when a check fails; the JSON on stdout is the result either way.

@@ -28,8 +28,9 @@ def npm_server(binary: str, argv: Callable[[int], list[str]], workdir: Path) -> 
         port = int(s.getsockname()[1])
     log = workdir / f"{binary}.log"
     with open(log, "wb") as out:
-        process = subprocess.Popen([str(path), *argv(port)], stdout=out, stderr=subprocess.STDOUT,
-                                   stdin=subprocess.DEVNULL, cwd=workdir)
+        process = subprocess.Popen(
+            [str(path), *argv(port)], stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=workdir
+        )
     try:
         deadline = time.monotonic() + 20
         while True:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import orjson
 
-from proxy.backends import Backend, parse_backends
+from proxy.routing.backends import Backend, parse_backends
 
 WALL_START = 1_800_000_000.0
 
@@ -27,7 +27,12 @@ class FakeClock:
 
 def backends(*specs: dict) -> tuple[Backend, ...]:
     items = [
-        {"endpoint": f"https://{s['name']}.openai.azure.com", "auth": {"type": "api_key", "value": "secret-key"}, "deployments": ["gpt-4o"], **s}
+        {
+            "endpoint": f"https://{s['name']}.openai.azure.com",
+            "auth": {"type": "api_key", "value": "secret-key"},
+            "deployments": ["gpt-4o"],
+            **s,
+        }
         for s in specs
     ]
     return parse_backends(orjson.dumps(items).decode())

@@ -1,9 +1,9 @@
 import pytest
 
-from proxy.affinity import CreatedResponseWatcher, affinity_key, created_response_id, response_id_from_event
-from shared.adapters.memory import MemoryAffinityStore
-from shared.apis import classify
-from shared.sse import decode_all
+from proxy.routing.affinity import CreatedResponseWatcher, affinity_key, created_response_id, response_id_from_event
+from shared.normalize.apis import classify
+from shared.normalize.sse import decode_all
+from testing.memory import MemoryAffinityStore
 
 STREAM = (
     b'event: response.created\ndata: {"type":"response.created","sequence_number":0,"response":{"id":"resp_abc","object":"response","status":"in_progress"}}\n\n'

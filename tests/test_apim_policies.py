@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from shared.apis import classify
+from shared.normalize.apis import classify
 
 ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ROOT / "policies"
@@ -128,8 +128,10 @@ def identity_problems(root: ET.Element) -> list[str]:
         problems.append("a header is set before every client-supplied x-gateway-* header is removed")
     # Any other x-gateway-* header cannot be deleted by prefix: it must be refused before the sets.
     guards = [
-        i for i, el in enumerate(root)
-        if el.tag == "choose" and "x-gateway-" in (el.find("when").attrib.get("condition", ""))
+        i
+        for i, el in enumerate(root)
+        if el.tag == "choose"
+        and "x-gateway-" in (el.find("when").attrib.get("condition", ""))
         and el.find("when").find("return-response") is not None
     ]
     if not guards or (set_at and guards[0] > min(set_at.values())):
@@ -157,7 +159,9 @@ def test_identity_fragment_strips_the_subscription_key() -> None:
         el.attrib["name"].lower() for el in root.iter("set-header") if el.attrib.get("exists-action") == "delete"
     }
     deleted_query = {
-        el.attrib["name"].lower() for el in root.iter("set-query-parameter") if el.attrib.get("exists-action") == "delete"
+        el.attrib["name"].lower()
+        for el in root.iter("set-query-parameter")
+        if el.attrib.get("exists-action") == "delete"
     }
     assert {"api-key", "ocp-apim-subscription-key", "authorization"} <= deleted_headers
     assert "api-key" in deleted_query
@@ -168,7 +172,7 @@ def test_identity_fragment_strips_the_subscription_key() -> None:
 
 def default_products() -> list[str]:
     text = MAIN_BICEP.read_text()
-    block = text[text.index("param products array = ["):]
+    block = text[text.index("param products array = [") :]
     block = block[: block.index("\n]\n")]
     return re.findall(r"^    name: '([^']+)'", block, re.M)
 
@@ -216,7 +220,7 @@ def test_backend_fragment_sends_the_function_key_from_a_secret_named_value() -> 
     header = next(el for el in root.iter("set-header") if el.attrib["name"] == "x-functions-key")
     assert header.findtext("value") == "{{gateway-function-key}}"
     text = APIM_BICEP.read_text()
-    block = text[text.index("name: 'gateway-function-key'"):]
+    block = text[text.index("name: 'gateway-function-key'") :]
     assert "secret: true" in block[: block.index("}")]
 
 
@@ -228,9 +232,24 @@ def test_metrics_fragment_has_subscription_product_and_deployment_dimensions() -
 
 #: Policies the on-error section accepts (policy reference, "Error handling in API Management policies").
 ON_ERROR_ALLOWED = {
-    "choose", "set-variable", "find-and-replace", "return-response", "set-header", "set-method", "set-status",
-    "send-request", "send-one-way-request", "log-to-eventhub", "json-to-xml", "xml-to-json",
-    "limit-concurrency", "mock-response", "retry", "trace", "include-fragment", "base",
+    "choose",
+    "set-variable",
+    "find-and-replace",
+    "return-response",
+    "set-header",
+    "set-method",
+    "set-status",
+    "send-request",
+    "send-one-way-request",
+    "log-to-eventhub",
+    "json-to-xml",
+    "xml-to-json",
+    "limit-concurrency",
+    "mock-response",
+    "retry",
+    "trace",
+    "include-fragment",
+    "base",
 }
 
 
@@ -261,13 +280,22 @@ def operations() -> list[dict]:
 def test_operations_cover_every_api_on_both_surfaces() -> None:
     seen = set()
     for op in operations():
-        path = "/openai" + op["urlTemplate"].replace("{deployment-id}", "my-deployment").replace("{response-id}", "resp_1")
+        path = "/openai" + op["urlTemplate"].replace("{deployment-id}", "my-deployment").replace(
+            "{response-id}", "resp_1"
+        )
         route = classify(path)
         assert route is not None, path
         assert route.api != "other", path
         seen.add((route.api, route.surface, op["method"]))
-    apis = ["chat.completions", "completions", "embeddings", "images.generations",
-            "audio.transcriptions", "audio.translations", "audio.speech"]
+    apis = [
+        "chat.completions",
+        "completions",
+        "embeddings",
+        "images.generations",
+        "audio.transcriptions",
+        "audio.translations",
+        "audio.speech",
+    ]
     for api in apis:
         assert (api, "deployments", "POST") in seen
         assert (api, "v1", "POST") in seen
@@ -301,7 +329,10 @@ def test_bearer_fragment_sends_a_bearer_key_through_apim_again_as_api_key_and_re
     condition = when.attrib["condition"]
     assert "Bearer " in condition and "x-apim-bearer-hop" in condition and "Length > 0" in condition
     sets = {el.attrib["name"].lower(): el for el in when.iter("set-header")}
-    assert "Authorization" in sets["api-key"].findtext("value") and sets["authorization"].attrib["exists-action"] == "delete"
+    assert (
+        "Authorization" in sets["api-key"].findtext("value")
+        and sets["authorization"].attrib["exists-action"] == "delete"
+    )
     assert sets["x-apim-bearer-hop"].attrib["exists-action"] == "override"
     backend = when.find("set-backend-service").attrib["base-url"]
     assert "context.Request.OriginalUrl.Host" in backend and "context.Api.Path" in backend
@@ -311,11 +342,13 @@ def test_bearer_fragment_sends_a_bearer_key_through_apim_again_as_api_key_and_re
     assert "missing subscription key" in refusal.findtext("set-body")
     # The second hop's identity fragment removes the marker, and the API accepts a call without a key.
     identity = ET.parse(FRAGMENTS / "gateway-identity.xml").getroot()
-    assert any(el.attrib["name"] == "x-apim-bearer-hop" and el.attrib.get("exists-action") == "delete"
-               for el in identity.iter("set-header"))
+    assert any(
+        el.attrib["name"] == "x-apim-bearer-hop" and el.attrib.get("exists-action") == "delete"
+        for el in identity.iter("set-header")
+    )
     api = APIM_BICEP.read_text()
-    api = api[api.index("resource api 'Microsoft.ApiManagement/service/apis"):]
+    api = api[api.index("resource api 'Microsoft.ApiManagement/service/apis") :]
     assert re.search(r"subscriptionRequired: false", api[: api.index("resource apiOperations")])
     products = APIM_BICEP.read_text()
-    products = products[products.index("resource productResources"):]
+    products = products[products.index("resource productResources") :]
     assert "subscriptionRequired: true" in products[: products.index("resource productApis")]

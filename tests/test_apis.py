@@ -1,6 +1,6 @@
 import pytest
 
-from shared.apis import api_version, classify, deployment_for, version_at_least
+from shared.normalize.apis import api_version, classify, deployment_for, version_at_least
 
 
 @pytest.mark.parametrize(

@@ -108,8 +108,10 @@ async def test_events_survive_trace_based_log_sampling_of_an_unsampled_trace():
         await sink.emit({**RECORD, "request_id": "sampled"})
         trace_id = span.get_span_context().trace_id
     processor.force_flush()
-    logs = {log.log_record.attributes.get("request_id", log.log_record.body): log.log_record
-            for log in exporter.get_finished_logs()}
+    logs = {
+        log.log_record.attributes.get("request_id", log.log_record.body): log.log_record
+        for log in exporter.get_finished_logs()
+    }
     # The ordinary log was dropped by sampling; the usage event was not.
     assert set(logs) == {"unsampled", "sampled"}
     assert logs["sampled"].trace_id == trace_id  # correlation kept when the trace is sampled
@@ -126,11 +128,13 @@ def test_distro_is_configured_only_when_the_worker_does_not(monkeypatch):
     calls = []
     monkeypatch.setattr("azure.monitor.opentelemetry.configure_azure_monitor", lambda **kw: calls.append(kw))
     conn = "InstrumentationKey=00000000-0000-0000-0000-000000000000"
-    worker = Settings.from_env({"APPLICATIONINSIGHTS_CONNECTION_STRING": conn,
-                                "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY": "true"})
+    worker = Settings.from_env(
+        {"APPLICATIONINSIGHTS_CONNECTION_STRING": conn, "PYTHON_APPLICATIONINSIGHTS_ENABLE_TELEMETRY": "true"}
+    )
     assert configure_azure_monitor_once(worker) is False
     assert configure_azure_monitor_once(Settings.from_env({})) is False
-    local = Settings.from_env({"APPLICATIONINSIGHTS_CONNECTION_STRING": conn,
-                               "PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME": "gw"})
+    local = Settings.from_env(
+        {"APPLICATIONINSIGHTS_CONNECTION_STRING": conn, "PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME": "gw"}
+    )
     assert configure_azure_monitor_once(local) is True
     assert calls == [{"connection_string": conn, "logger_name": "gw", "enable_trace_based_sampling_for_logs": False}]

@@ -49,8 +49,10 @@ def test_openai_client_with_bearer_key_on_v1(gw):
 
 
 def test_query_api_key_on_both_surfaces(gw):
-    for url in (f"{gw.url}/openai/v1/chat/completions?api-key={CLIENT_KEY}",
-                f"{gw.url}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21&api-key={CLIENT_KEY}"):
+    for url in (
+        f"{gw.url}/openai/v1/chat/completions?api-key={CLIENT_KEY}",
+        f"{gw.url}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21&api-key={CLIENT_KEY}",
+    ):
         r = httpx.post(url, json=CHAT, timeout=10)
         assert r.status_code == 200, r.text
         logged = gw.sim.requests[-1]
@@ -62,6 +64,10 @@ def test_query_api_key_on_both_surfaces(gw):
 
 def test_wrong_or_missing_key_is_401(gw):
     assert httpx.post(f"{gw.url}/openai/v1/chat/completions?api-key=wrong", json=CHAT).status_code == 401
-    assert httpx.post(f"{gw.url}/openai/v1/chat/completions", json=CHAT,
-                      headers={"authorization": "Bearer wrong"}).status_code == 401
+    assert (
+        httpx.post(
+            f"{gw.url}/openai/v1/chat/completions", json=CHAT, headers={"authorization": "Bearer wrong"}
+        ).status_code
+        == 401
+    )
     assert httpx.post(f"{gw.url}/openai/v1/chat/completions", json=CHAT).status_code == 401

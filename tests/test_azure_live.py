@@ -1,10 +1,10 @@
 """Adapters against live Azure services, run only when environment variables name them.
 
-  GATEWAY_TEST_COSMOS_ENDPOINT (+ GATEWAY_TEST_COSMOS_DATABASE, default "gateway"; containers as
-      in shared/adapters/cosmos.py) with a DefaultAzureCredential that has data-plane RBAC
-  GATEWAY_TEST_EVENTHUB_NAMESPACE (+ GATEWAY_TEST_EVENTHUB_NAME, default "exchanges") with
-      Data Sender and Data Receiver roles
-  GATEWAY_TEST_APPINSIGHTS_CONNECTION_STRING
+GATEWAY_TEST_COSMOS_ENDPOINT (+ GATEWAY_TEST_COSMOS_DATABASE, default "gateway"; containers as
+    in shared/adapters/cosmos.py) with a DefaultAzureCredential that has data-plane RBAC
+GATEWAY_TEST_EVENTHUB_NAMESPACE (+ GATEWAY_TEST_EVENTHUB_NAME, default "exchanges") with
+    Data Sender and Data Receiver roles
+GATEWAY_TEST_APPINSIGHTS_CONNECTION_STRING
 """
 
 import asyncio
@@ -31,9 +31,14 @@ async def test_cosmos_stores_live():
 
     from shared.adapters.cosmos import open_cosmos_stores
 
-    settings = Settings.from_env({"LOG_STORE": "cosmos", "COSMOS_ENDPOINT": COSMOS,
-                                  "COSMOS_DATABASE": os.environ.get("GATEWAY_TEST_COSMOS_DATABASE", "gateway"),
-                                  "EXCHANGE_TTL_SECONDS": "3600"})
+    settings = Settings.from_env(
+        {
+            "LOG_STORE": "cosmos",
+            "COSMOS_ENDPOINT": COSMOS,
+            "COSMOS_DATABASE": os.environ.get("GATEWAY_TEST_COSMOS_DATABASE", "gateway"),
+            "EXCHANGE_TTL_SECONDS": "3600",
+        }
+    )
     async with DefaultAzureCredential() as credential:
         stores = open_cosmos_stores(settings, credential)
         try:
@@ -55,7 +60,9 @@ async def test_cosmos_stores_live():
             await stores.close()
 
 
-@pytest.mark.skipif(not EVENTHUB, reason="set GATEWAY_TEST_EVENTHUB_NAMESPACE to run against a live Event Hubs namespace")
+@pytest.mark.skipif(
+    not EVENTHUB, reason="set GATEWAY_TEST_EVENTHUB_NAMESPACE to run against a live Event Hubs namespace"
+)
 async def test_event_hub_channel_live():
     from azure.eventhub.aio import EventHubConsumerClient
     from azure.identity.aio import DefaultAzureCredential
@@ -89,7 +96,11 @@ async def test_app_insights_accepts_the_usage_event_live():
     from azure.monitor.opentelemetry.exporter import AzureMonitorLogExporter
     from opentelemetry.instrumentation.logging.handler import LoggingHandler
     from opentelemetry.sdk._logs import LoggerProvider
-    from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, LogRecordExportResult, SimpleLogRecordProcessor
+    from opentelemetry.sdk._logs.export import (
+        InMemoryLogRecordExporter,
+        LogRecordExportResult,
+        SimpleLogRecordProcessor,
+    )
 
     from shared.adapters.appinsights import AppInsightsUsageSink
 
@@ -99,7 +110,13 @@ async def test_app_insights_accepts_the_usage_event_live():
     logger = logging.getLogger("test.live.usage")
     logger.addHandler(LoggingHandler(logger_provider=provider))
     logger.propagate = False
-    await AppInsightsUsageSink(logger).emit({"request_id": uuid.uuid4().hex, "timestamp": "2026-11-27T04:00:00.000Z",
-                                             "prompt_tokens": 1, "api": "live-test"})
+    await AppInsightsUsageSink(logger).emit(
+        {
+            "request_id": uuid.uuid4().hex,
+            "timestamp": "2026-11-27T04:00:00.000Z",
+            "prompt_tokens": 1,
+            "api": "live-test",
+        }
+    )
     exporter = AzureMonitorLogExporter(connection_string=APPINSIGHTS, disable_offline_storage=True)
     assert exporter.export(memory.get_finished_logs()) == LogRecordExportResult.SUCCESS

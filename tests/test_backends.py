@@ -1,6 +1,6 @@
 import pytest
 
-from proxy.backends import parse_backends, serving
+from proxy.routing.backends import parse_backends, serving
 from shared.errors import ConfigurationError
 
 
@@ -19,7 +19,9 @@ def test_parses_backends_with_defaults_and_maps():
 
 
 def test_wildcard_serves_every_deployment():
-    (b,) = parse_backends('[{"name": "a", "endpoint": "http://127.0.0.1:1", "auth": {"type": "api_key", "value": "x"}, "deployments": ["*"]}]')
+    (b,) = parse_backends(
+        '[{"name": "a", "endpoint": "http://127.0.0.1:1", "auth": {"type": "api_key", "value": "x"}, "deployments": ["*"]}]'
+    )
     assert b.serves("anything") and b.serves(None)
     assert "x" not in repr(b)
 

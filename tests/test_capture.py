@@ -5,9 +5,9 @@ import asyncio
 import orjson
 
 from proxy.capture import CaptureWriter, ExchangeRecorder
-from shared.adapters.memory import memory_ports
 from shared.errors import BadGateway
 from shared.exchange import Exchange, Identity
+from testing.memory import memory_ports
 
 
 def _recorder() -> ExchangeRecorder:
@@ -25,7 +25,7 @@ def _recorder() -> ExchangeRecorder:
 def test_streamed_exchange_keeps_raw_sse_and_redacts_secrets():
     rec = _recorder()
     rec.set_response(200, [("Content-Type", "text/event-stream; charset=utf-8"), ("Set-Cookie", "s=1")])
-    rec.chunks += [b"data: {\"a\":\"\xc3", b"\xa9\"}\n\n", b"data: [DONE]\n\n"]
+    rec.chunks += [b'data: {"a":"\xc3', b'\xa9"}\n\n', b"data: [DONE]\n\n"]
     rec.backend = "east"
     ex = rec.finish()
     assert ex.response.sse == 'data: {"a":"é"}\n\ndata: [DONE]\n\n'
@@ -36,23 +36,43 @@ def test_streamed_exchange_keeps_raw_sse_and_redacts_secrets():
         assert secret not in raw
     assert ex.request.query["api-version"] == "2024-10-21"
     assert ex.identity.subscription_id == "team-a" and ex.backend == "east"
-    assert ex.timings.upstream_first_byte_ms is not None and ex.timings.last_byte_ms >= ex.timings.upstream_first_byte_ms
+    assert (
+        ex.timings.upstream_first_byte_ms is not None and ex.timings.last_byte_ms >= ex.timings.upstream_first_byte_ms
+    )
 
 
 def test_credentials_in_a_json_request_body_are_redacted_and_a_clean_body_is_stored_as_parsed():
     rec = ExchangeRecorder("rid-2", Identity())
-    sent = orjson.dumps({"messages": [], "data_sources": [{"type": "azure_search", "parameters": {
-        "index_name": "i", "authentication": {"type": "api_key", "key": "search-key-77"}}}]})
-    rec.set_request("POST", "/openai/deployments/gpt-4o/chat/completions", [], [("content-type", "application/json")], sent)
+    sent = orjson.dumps(
+        {
+            "messages": [],
+            "data_sources": [
+                {
+                    "type": "azure_search",
+                    "parameters": {"index_name": "i", "authentication": {"type": "api_key", "key": "search-key-77"}},
+                }
+            ],
+        }
+    )
+    rec.set_request(
+        "POST", "/openai/deployments/gpt-4o/chat/completions", [], [("content-type", "application/json")], sent
+    )
     rec.set_response(200, [("content-type", "application/json")])
     ex = rec.finish()
     assert b"search-key-77" not in ex.to_json() and ex.request.body_bytes == len(sent)
     assert ex.request.body["data_sources"][0]["parameters"] == {
-        "index_name": "i", "authentication": {"type": "api_key", "key": "[REDACTED]"}}
+        "index_name": "i",
+        "authentication": {"type": "api_key", "key": "[REDACTED]"},
+    }
     # Not JSON (a multipart upload): stored as base64, as received (documented limit).
     rec = ExchangeRecorder("rid-3", Identity())
-    rec.set_request("POST", "/openai/deployments/whisper/audio/transcriptions", [],
-                    [("content-type", "multipart/form-data; boundary=b")], b"--b\r\n\r\nRIFF--b--")
+    rec.set_request(
+        "POST",
+        "/openai/deployments/whisper/audio/transcriptions",
+        [],
+        [("content-type", "multipart/form-data; boundary=b")],
+        b"--b\r\n\r\nRIFF--b--",
+    )
     assert rec.finish().request.body_encoding == "base64"
 
 
@@ -71,7 +91,9 @@ def test_gateway_error_is_recorded_as_the_answer():
     rec = _recorder()
     body = rec.answer_error(BadGateway("The backend 'east' could not be reached."))
     ex = rec.finish()
-    assert orjson.loads(body) == {"error": {"code": "BadGateway", "message": "The backend 'east' could not be reached."}}
+    assert orjson.loads(body) == {
+        "error": {"code": "BadGateway", "message": "The backend 'east' could not be reached."}
+    }
     assert ex.response.status == 502 and ex.response.body == orjson.loads(body)
     assert ex.gateway_error == {"code": "BadGateway", "message": "The backend 'east' could not be reached."}
 
@@ -160,8 +182,21 @@ def test_credentials_echoed_in_a_json_response_are_redacted():
     rec = ExchangeRecorder("rid-4", Identity())
     rec.set_request("POST", "/openai/v1/responses", [], [("content-type", "application/json")], b'{"model": "m"}')
     rec.set_response(200, [("content-type", "application/json")])
-    rec.chunks.append(orjson.dumps({"id": "resp_1", "output": [], "tools": [
-        {"type": "mcp", "server_url": "https://mcp.example", "headers": {"Authorization": "Bearer mcp-token-5"}}]}))
+    rec.chunks.append(
+        orjson.dumps(
+            {
+                "id": "resp_1",
+                "output": [],
+                "tools": [
+                    {
+                        "type": "mcp",
+                        "server_url": "https://mcp.example",
+                        "headers": {"Authorization": "Bearer mcp-token-5"},
+                    }
+                ],
+            }
+        )
+    )
     ex = rec.finish()
     assert b"mcp-token-5" not in ex.to_json()
     assert ex.response.body["tools"][0]["headers"] == {"Authorization": "[REDACTED]"}

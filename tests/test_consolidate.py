@@ -1,7 +1,7 @@
 import json
 
-from shared.consolidate import consolidate
-from tests.factories import chunk, delta, responses_sse, sse, text_stream
+from shared.normalize.consolidate import consolidate
+from testing.factories import chunk, delta, responses_sse, sse, text_stream
 
 PROMPT_ANNOTATION = {
     "id": "",
@@ -32,7 +32,10 @@ def test_plain_text_stream_with_azure_prompt_annotation_first():
     assert body["choices"] == [
         {"index": 0, "message": {"role": "assistant", "content": "Hello"}, "finish_reason": "stop", "logprobs": None}
     ]
-    assert body["prompt_filter_results"][0]["content_filter_results"]["jailbreak"] == {"filtered": False, "detected": False}
+    assert body["prompt_filter_results"][0]["content_filter_results"]["jailbreak"] == {
+        "filtered": False,
+        "detected": False,
+    }
 
 
 def _events(stream: str) -> list[str]:
@@ -40,7 +43,7 @@ def _events(stream: str) -> list[str]:
 
 
 def test_content_containing_data_prefix_and_sse_syntax_survives():
-    pieces = ["see data: [DONE]", "\n\ndata: {\"x\": 1}", " end"]
+    pieces = ["see data: [DONE]", '\n\ndata: {"x": 1}', " end"]
     body = consolidate("chat.completions", text_stream(pieces)).body
     assert body["choices"][0]["message"]["content"] == "".join(pieces)
 
@@ -48,9 +51,35 @@ def test_content_containing_data_prefix_and_sse_syntax_survives():
 def test_parallel_tool_calls_are_merged_by_index():
     stream = sse(
         chunk([delta(role="assistant", content=None)]),
-        chunk([delta(tool_calls=[{"index": 0, "id": "call_a", "type": "function", "function": {"name": "get_weather", "arguments": ""}}])]),
+        chunk(
+            [
+                delta(
+                    tool_calls=[
+                        {
+                            "index": 0,
+                            "id": "call_a",
+                            "type": "function",
+                            "function": {"name": "get_weather", "arguments": ""},
+                        }
+                    ]
+                )
+            ]
+        ),
         chunk([delta(tool_calls=[{"index": 0, "function": {"arguments": '{"loc'}}])]),
-        chunk([delta(tool_calls=[{"index": 1, "id": "call_b", "type": "function", "function": {"name": "get_time", "arguments": ""}}])]),
+        chunk(
+            [
+                delta(
+                    tool_calls=[
+                        {
+                            "index": 1,
+                            "id": "call_b",
+                            "type": "function",
+                            "function": {"name": "get_time", "arguments": ""},
+                        }
+                    ]
+                )
+            ]
+        ),
         chunk([delta(tool_calls=[{"index": 0, "function": {"arguments": 'ation": "Paris"}'}}])]),
         chunk([delta(tool_calls=[{"index": 1, "function": {"arguments": '{"tz": "CET"}'}}])]),
         chunk([delta(finish_reason="tool_calls")]),
@@ -69,7 +98,7 @@ def test_legacy_function_call_stream():
     stream = sse(
         chunk([delta(role="assistant", function_call={"name": "lookup", "arguments": ""})]),
         chunk([delta(function_call={"arguments": '{"q":'})]),
-        chunk([delta(function_call={"arguments": ' 1}'})]),
+        chunk([delta(function_call={"arguments": " 1}"})]),
         chunk([delta(finish_reason="function_call")]),
     )
     message = consolidate("chat.completions", stream).body["choices"][0]["message"]
@@ -99,15 +128,41 @@ def test_async_filter_annotations_after_stop_keep_finish_reason_and_merge_most_s
         "object": "",
         "created": 0,
         "model": "",
-        "choices": [{"index": 0, "finish_reason": None, "content_filter_results": results, "content_filter_offsets": {"check_offset": 0, "start_offset": 0, "end_offset": 20}}],
+        "choices": [
+            {
+                "index": 0,
+                "finish_reason": None,
+                "content_filter_results": results,
+                "content_filter_offsets": {"check_offset": 0, "start_offset": 0, "end_offset": 20},
+            }
+        ],
     }
     stream = sse(
         PROMPT_ANNOTATION,
         chunk([delta(role="assistant", content="Hi")]),
         chunk([delta(finish_reason="stop")]),
-        annotation({"violence": {"filtered": False, "severity": "low"}, "protected_material_text": {"filtered": False, "detected": False}}),
-        annotation({"violence": {"filtered": False, "severity": "safe"}, "protected_material_code": {"filtered": False, "detected": True, "citation": {"URL": "https://x", "license": "MIT"}}}),
-        annotation({"profanity": {"filtered": False, "detected": True}, "custom_blocklists": {"filtered": True, "details": [{"id": "bl1", "filtered": True}]}}),
+        annotation(
+            {
+                "violence": {"filtered": False, "severity": "low"},
+                "protected_material_text": {"filtered": False, "detected": False},
+            }
+        ),
+        annotation(
+            {
+                "violence": {"filtered": False, "severity": "safe"},
+                "protected_material_code": {
+                    "filtered": False,
+                    "detected": True,
+                    "citation": {"URL": "https://x", "license": "MIT"},
+                },
+            }
+        ),
+        annotation(
+            {
+                "profanity": {"filtered": False, "detected": True},
+                "custom_blocklists": {"filtered": True, "details": [{"id": "bl1", "filtered": True}]},
+            }
+        ),
     )
     choice = consolidate("chat.completions", stream).body["choices"][0]
     assert choice["finish_reason"] == "stop"
@@ -123,7 +178,16 @@ def test_async_filter_annotations_after_stop_keep_finish_reason_and_merge_most_s
 def test_async_filter_content_filter_finish_wins():
     stream = sse(
         chunk([delta(role="assistant", content="bad")]),
-        {"id": "", "choices": [{"index": 0, "finish_reason": "content_filter", "content_filter_results": {"hate": {"filtered": True, "severity": "high"}}}]},
+        {
+            "id": "",
+            "choices": [
+                {
+                    "index": 0,
+                    "finish_reason": "content_filter",
+                    "content_filter_results": {"hate": {"filtered": True, "severity": "high"}},
+                }
+            ],
+        },
     )
     result = consolidate("chat.completions", stream)
     assert result.body["choices"][0]["finish_reason"] == "content_filter"
@@ -132,7 +196,9 @@ def test_async_filter_content_filter_finish_wins():
 def test_usage_chunk_logprobs_and_missing_done():
     lp = lambda tok: {"content": [{"token": tok, "logprob": -0.1, "top_logprobs": []}], "refusal": None}  # noqa: E731
     stream = sse(
-        chunk([{"index": 0, "delta": {"role": "assistant", "content": "a"}, "logprobs": lp("a"), "finish_reason": None}]),
+        chunk(
+            [{"index": 0, "delta": {"role": "assistant", "content": "a"}, "logprobs": lp("a"), "finish_reason": None}]
+        ),
         chunk([{"index": 0, "delta": {"content": "b"}, "logprobs": lp("b"), "finish_reason": "stop"}]),
         chunk([], usage={"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7}),
         done=False,
@@ -144,7 +210,11 @@ def test_usage_chunk_logprobs_and_missing_done():
 
 
 def test_refusal_and_bad_events_are_tolerated():
-    stream = sse(chunk([delta(role="assistant", refusal="I can")]), "not json", chunk([delta(refusal="not.", finish_reason="stop")]))
+    stream = sse(
+        chunk([delta(role="assistant", refusal="I can")]),
+        "not json",
+        chunk([delta(refusal="not.", finish_reason="stop")]),
+    )
     result = consolidate("chat.completions", stream)
     assert result.body["choices"][0]["message"]["refusal"] == "I cannot."
     assert result.bad_events == 1
@@ -152,9 +222,26 @@ def test_refusal_and_bad_events_are_tolerated():
 
 def test_legacy_completions_stream_with_logprobs_objects():
     def c(text, finish=None):
-        return {"id": "cmpl-1", "object": "text_completion", "created": 1, "model": "gpt-35-turbo-instruct",
-                "choices": [{"index": 0, "text": text, "finish_reason": finish,
-                             "logprobs": {"tokens": [text], "token_logprobs": [-0.5], "top_logprobs": [{text: -0.5}], "text_offset": [0]}}]}
+        return {
+            "id": "cmpl-1",
+            "object": "text_completion",
+            "created": 1,
+            "model": "gpt-35-turbo-instruct",
+            "choices": [
+                {
+                    "index": 0,
+                    "text": text,
+                    "finish_reason": finish,
+                    "logprobs": {
+                        "tokens": [text],
+                        "token_logprobs": [-0.5],
+                        "top_logprobs": [{text: -0.5}],
+                        "text_offset": [0],
+                    },
+                }
+            ],
+        }
+
     body = consolidate("completions", sse(c("Hello"), c(" world", "stop"))).body
     assert body["object"] == "text_completion"
     assert body["choices"][0]["text"] == "Hello world" and body["choices"][0]["finish_reason"] == "stop"
@@ -162,11 +249,24 @@ def test_legacy_completions_stream_with_logprobs_objects():
 
 
 def test_responses_stream_takes_the_completed_response():
-    final = {"id": "resp_1", "object": "response", "status": "completed", "model": "gpt-4o", "output": [],
-             "usage": {"input_tokens": 10, "output_tokens": 3, "total_tokens": 13}}
+    final = {
+        "id": "resp_1",
+        "object": "response",
+        "status": "completed",
+        "model": "gpt-4o",
+        "output": [],
+        "usage": {"input_tokens": 10, "output_tokens": 3, "total_tokens": 13},
+    }
     stream = responses_sse(
         {"type": "response.created", "sequence_number": 0, "response": {"id": "resp_1", "status": "in_progress"}},
-        {"type": "response.output_text.delta", "sequence_number": 1, "output_index": 0, "content_index": 0, "item_id": "m", "delta": "data: x"},
+        {
+            "type": "response.output_text.delta",
+            "sequence_number": 1,
+            "output_index": 0,
+            "content_index": 0,
+            "item_id": "m",
+            "delta": "data: x",
+        },
         {"type": "response.completed", "sequence_number": 2, "response": final},
     )
     result = consolidate("responses", stream)
@@ -175,12 +275,44 @@ def test_responses_stream_takes_the_completed_response():
 
 def test_responses_stream_broken_off_is_rebuilt_from_deltas():
     stream = responses_sse(
-        {"type": "response.created", "sequence_number": 0, "response": {"id": "resp_1", "status": "in_progress", "model": "gpt-4o"}},
-        {"type": "response.output_item.added", "sequence_number": 1, "output_index": 0, "item": {"id": "m", "type": "message", "role": "assistant", "content": []}},
-        {"type": "response.content_part.added", "sequence_number": 2, "output_index": 0, "content_index": 0, "part": {"type": "output_text", "text": ""}},
-        {"type": "response.output_text.delta", "sequence_number": 3, "output_index": 0, "content_index": 0, "delta": "Hello "},
-        {"type": "response.output_text.delta", "sequence_number": 4, "output_index": 0, "content_index": 0, "delta": "there"},
-        {"type": "response.output_item.added", "sequence_number": 5, "output_index": 1, "item": {"type": "function_call", "name": "f", "arguments": "", "call_id": "c1"}},
+        {
+            "type": "response.created",
+            "sequence_number": 0,
+            "response": {"id": "resp_1", "status": "in_progress", "model": "gpt-4o"},
+        },
+        {
+            "type": "response.output_item.added",
+            "sequence_number": 1,
+            "output_index": 0,
+            "item": {"id": "m", "type": "message", "role": "assistant", "content": []},
+        },
+        {
+            "type": "response.content_part.added",
+            "sequence_number": 2,
+            "output_index": 0,
+            "content_index": 0,
+            "part": {"type": "output_text", "text": ""},
+        },
+        {
+            "type": "response.output_text.delta",
+            "sequence_number": 3,
+            "output_index": 0,
+            "content_index": 0,
+            "delta": "Hello ",
+        },
+        {
+            "type": "response.output_text.delta",
+            "sequence_number": 4,
+            "output_index": 0,
+            "content_index": 0,
+            "delta": "there",
+        },
+        {
+            "type": "response.output_item.added",
+            "sequence_number": 5,
+            "output_index": 1,
+            "item": {"type": "function_call", "name": "f", "arguments": "", "call_id": "c1"},
+        },
         {"type": "response.function_call_arguments.delta", "sequence_number": 6, "output_index": 1, "delta": '{"a":'},
     )
     result = consolidate("responses", stream)
@@ -214,9 +346,14 @@ def test_same_result_from_bytes_and_from_every_line_ending():
 
 
 def test_older_prompt_annotations_name_is_merged_too():
-    older = {"id": "", "choices": [], "prompt_annotations": [
-        {"prompt_index": 0, "content_filter_results": {"sexual": {"filtered": False, "severity": "low"}}},
-        {"prompt_index": 1, "content_filter_results": {"sexual": {"filtered": False, "severity": "safe"}}}]}
+    older = {
+        "id": "",
+        "choices": [],
+        "prompt_annotations": [
+            {"prompt_index": 0, "content_filter_results": {"sexual": {"filtered": False, "severity": "low"}}},
+            {"prompt_index": 1, "content_filter_results": {"sexual": {"filtered": False, "severity": "safe"}}},
+        ],
+    }
     body = consolidate("chat.completions", sse(older, *[json.loads(e) for e in _events(text_stream(["x"]))])).body
     assert [p["prompt_index"] for p in body["prompt_filter_results"]] == [0, 1]
     assert body["prompt_filter_results"][0]["content_filter_results"]["sexual"]["severity"] == "low"

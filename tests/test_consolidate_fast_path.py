@@ -14,14 +14,37 @@ from typing import Any
 
 import pytest
 
-from shared import consolidate as C
-from shared.sse import decode_text
-from tests.factories import CHUNK_BASE
+from shared.normalize import consolidate as C
+from shared.normalize.sse import decode_text
+from testing.factories import CHUNK_BASE
 
-ALPHABET = ['a', 'b', ' ', 'é', '東京', '😀', '"', '\\', '\n', 'data: ', '"content": "x"', '"arguments"', '{', '}', ',', '\u2603']
+ALPHABET = [
+    "a",
+    "b",
+    " ",
+    "é",
+    "東京",
+    "😀",
+    '"',
+    "\\",
+    "\n",
+    "data: ",
+    '"content": "x"',
+    '"arguments"',
+    "{",
+    "}",
+    ",",
+    "\u2603",
+]
 FILTERS = {"hate": {"filtered": False, "severity": "safe"}, "violence": {"filtered": False, "severity": "low"}}
-PROMPT_FRAME = {"id": "", "object": "", "created": 0, "model": "", "choices": [],
-                "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": FILTERS}]}
+PROMPT_FRAME = {
+    "id": "",
+    "object": "",
+    "created": 0,
+    "model": "",
+    "choices": [],
+    "prompt_filter_results": [{"prompt_index": 0, "content_filter_results": FILTERS}],
+}
 
 
 def _text(rng: random.Random) -> str:
@@ -45,8 +68,26 @@ def _template(rng: random.Random, n: int, calls: int, azure: bool, usage_null: b
     i = rng.randrange(n)
     kind = rng.random()
     call_index = rng.randrange(calls) if calls else None
-    odd = rng.choice(("", "", "", "finish", "usage", "error", "logprobs", "filters", "two_choices", "role",
-                      "refusal", "type", "id", "name", "no_index", "content_null_extra"))
+    odd = rng.choice(
+        (
+            "",
+            "",
+            "",
+            "finish",
+            "usage",
+            "error",
+            "logprobs",
+            "filters",
+            "two_choices",
+            "role",
+            "refusal",
+            "type",
+            "id",
+            "name",
+            "no_index",
+            "content_null_extra",
+        )
+    )
     other = _text(rng)
 
     def make(fragment: str) -> dict[str, Any]:
@@ -96,8 +137,26 @@ def random_stream(rng: random.Random) -> list[Any]:
     calls = rng.choice((0, 1, 2))
     for call in range(calls):
         for i in range(n):
-            events.append(_chunk([_choice(i, {"tool_calls": [{"index": call, "id": f"call_{i}_{call}", "type": "function",
-                                  "function": {"name": rng.choice(("get_weather", "get_time")), "arguments": ""}}]}, azure=azure)]))
+            events.append(
+                _chunk(
+                    [
+                        _choice(
+                            i,
+                            {
+                                "tool_calls": [
+                                    {
+                                        "index": call,
+                                        "id": f"call_{i}_{call}",
+                                        "type": "function",
+                                        "function": {"name": rng.choice(("get_weather", "get_time")), "arguments": ""},
+                                    }
+                                ]
+                            },
+                            azure=azure,
+                        )
+                    ]
+                )
+            )
     templates = [_template(rng, n, calls, azure, usage_null) for _ in range(rng.randint(1, 6))]
     for _ in range(rng.randint(0, 80)):
         r = rng.random()
@@ -112,9 +171,22 @@ def random_stream(rng: random.Random) -> list[Any]:
     for i in range(n if rng.random() < 0.7 else 0):
         events.append(_chunk([_choice(i, {}, azure=azure, finish=rng.choice(("stop", "tool_calls", "length")))]))
     if rng.random() < 0.4:  # Azure's asynchronous filter: annotation frames after the stop chunk
-        events.append({"id": "", "object": "", "created": 0, "model": "", "choices": [
-            {"index": 0, "finish_reason": None, "content_filter_results": FILTERS,
-             "content_filter_offsets": {"check_offset": 0, "start_offset": 0, "end_offset": 9}}]})
+        events.append(
+            {
+                "id": "",
+                "object": "",
+                "created": 0,
+                "model": "",
+                "choices": [
+                    {
+                        "index": 0,
+                        "finish_reason": None,
+                        "content_filter_results": FILTERS,
+                        "content_filter_offsets": {"check_offset": 0, "start_offset": 0, "end_offset": 9},
+                    }
+                ],
+            }
+        )
     if rng.random() < 0.5:
         events.append(_chunk([], usage={"prompt_tokens": 10, "completion_tokens": 20, "total_tokens": 30}))
     return events
@@ -142,14 +214,21 @@ def _both(text: str) -> tuple[C.Consolidated, C.Consolidated]:
 
 @pytest.mark.parametrize("max_shapes", [C._MAX_SHAPES, 1000])  # 1000: every odd shape is learnt too
 @pytest.mark.parametrize("seed", range(500))
-def test_fast_path_equals_general_path_on_random_streams(seed: int, max_shapes: int, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_fast_path_equals_general_path_on_random_streams(
+    seed: int, max_shapes: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.setattr(C, "_MAX_SHAPES", max_shapes)
     rng = random.Random(seed)
     fast, general = _both(serialize(rng, random_stream(rng)))
     assert fast.body == general.body
     assert json.dumps(fast.body) == json.dumps(general.body)  # same key order too
     assert (fast.complete, fast.has_usage, fast.bad_events, fast.events, fast.notes) == (
-        general.complete, general.has_usage, general.bad_events, general.events, general.notes)
+        general.complete,
+        general.has_usage,
+        general.bad_events,
+        general.events,
+        general.notes,
+    )
     assert general.fast_events == 0
 
 
@@ -169,13 +248,15 @@ def test_fast_path_takes_repeated_content_and_argument_chunks(azure: bool) -> No
     def one(d: dict[str, Any]) -> dict[str, Any]:
         return _chunk([{"index": 0, "delta": d, "finish_reason": None, "logprobs": None, **extra}])
 
-    events = [one({"role": "assistant", "content": ""})] + [one({"content": f"w{i}\"é"}) for i in range(50)]
-    events.append(one({"tool_calls": [{"index": 0, "id": "c0", "type": "function", "function": {"name": "f", "arguments": ""}}]}))
+    events = [one({"role": "assistant", "content": ""})] + [one({"content": f'w{i}"é'}) for i in range(50)]
+    events.append(
+        one({"tool_calls": [{"index": 0, "id": "c0", "type": "function", "function": {"name": "f", "arguments": ""}}]})
+    )
     events += [one({"tool_calls": [{"index": 0, "function": {"arguments": "{\\"}}]}) for _ in range(20)]
     fast, general = _both(serialize(rng, events))
     assert fast.body == general.body
     message = fast.body["choices"][0]["message"]
-    assert message["content"] == "".join(f"w{i}\"é" for i in range(50))
+    assert message["content"] == "".join(f'w{i}"é' for i in range(50))
     assert message["tool_calls"][0]["function"]["arguments"] == "{\\" * 20
     # The first chunk of each shape goes through the general path; every repeat is matched.
     assert fast.fast_events == 49 + 19 and general.fast_events == 0

@@ -85,8 +85,9 @@ class FakeContainer:
             if kind == "create" and key in staged:
                 responses = [{"statusCode": 424} for _ in batch_operations]
                 responses[index] = {"statusCode": 409}
-                raise CosmosBatchOperationError(error_index=index, headers={}, status_code=409,
-                                                message="conflict", operation_responses=responses)
+                raise CosmosBatchOperationError(
+                    error_index=index, headers={}, status_code=409, message="conflict", operation_responses=responses
+                )
             assert kind in ("create", "upsert")
             staged[key] = dict(body)
         self.items = staged
@@ -108,14 +109,21 @@ class FakeContainer:
         return pages()
 
 
-def make_exchange(rid: str, body: bytes = b'{"messages": [{"role": "user", "content": "hi"}]}',
-                  content_type: str = "application/json") -> Exchange:
+def make_exchange(
+    rid: str, body: bytes = b'{"messages": [{"role": "user", "content": "hi"}]}', content_type: str = "application/json"
+) -> Exchange:
     value, encoding = encode_body(body, content_type)
     return Exchange(
         request_id=rid,
-        request=CapturedRequest(method="POST", path="/openai/deployments/d/chat/completions",
-                                query={"api-version": "2024-10-21"}, headers={"content-type": content_type},
-                                body=value, body_encoding=encoding, body_bytes=len(body)),
+        request=CapturedRequest(
+            method="POST",
+            path="/openai/deployments/d/chat/completions",
+            query={"api-version": "2024-10-21"},
+            headers={"content-type": content_type},
+            body=value,
+            body_encoding=encoding,
+            body_bytes=len(body),
+        ),
         timings=Timings(received_at="2026-11-27T04:00:00.000Z", upstream_first_byte_ms=1.0, last_byte_ms=2.0),
         response=CapturedResponse(status=200, headers={}, body={"ok": True}, body_encoding="json", body_bytes=11),
     )
@@ -223,8 +231,13 @@ async def test_open_cosmos_stores_builds_without_io_and_closes():
         async def get_token(self, *a, **k):
             raise AssertionError("no I/O expected")
 
-    settings = Settings.from_env({"LOG_STORE": "cosmos", "COSMOS_ENDPOINT": "https://acct.documents.azure.com:443/",
-                                  "COSMOS_AFFINITY_CONTAINER": "aff"})
+    settings = Settings.from_env(
+        {
+            "LOG_STORE": "cosmos",
+            "COSMOS_ENDPOINT": "https://acct.documents.azure.com:443/",
+            "COSMOS_AFFINITY_CONTAINER": "aff",
+        }
+    )
     stores = open_cosmos_stores(settings, NoToken())
     assert stores.exchanges.container.id == "exchanges"
     assert stores.records.container.id == "records"

@@ -36,7 +36,9 @@ async def stores(cosmos_endpoint: str) -> AsyncIterator[tuple[CosmosStores, list
         db = await admin.create_database_if_not_exists(database)
         for name, key in CONTAINERS.items():
             await db.create_container_if_not_exists(name, partition_key=PartitionKey(key))
-    settings = Settings.from_env({"LOG_STORE": "cosmos", "COSMOS_ENDPOINT": cosmos_endpoint, "COSMOS_DATABASE": database})
+    settings = Settings.from_env(
+        {"LOG_STORE": "cosmos", "COSMOS_ENDPOINT": cosmos_endpoint, "COSMOS_DATABASE": database}
+    )
     sizes: list[int] = []
 
     def hook(response: Any) -> None:
@@ -53,11 +55,20 @@ async def stores(cosmos_endpoint: str) -> AsyncIterator[tuple[CosmosStores, list
 def _exchange(rid: str, text: str) -> Exchange:
     return Exchange(
         request_id=rid,
-        request=CapturedRequest(method="POST", path="/openai/deployments/gpt-4o/chat/completions",
-                                query={"api-version": "2024-10-21"}, headers={"content-type": "application/json"},
-                                body={"messages": [{"role": "user", "content": text}]}, body_encoding="json"),
-        response=CapturedResponse(status=200, headers={"content-type": "application/json"},
-                                  body={"choices": [{"message": {"role": "assistant", "content": "ok"}}]}, body_encoding="json"),
+        request=CapturedRequest(
+            method="POST",
+            path="/openai/deployments/gpt-4o/chat/completions",
+            query={"api-version": "2024-10-21"},
+            headers={"content-type": "application/json"},
+            body={"messages": [{"role": "user", "content": text}]},
+            body_encoding="json",
+        ),
+        response=CapturedResponse(
+            status=200,
+            headers={"content-type": "application/json"},
+            body={"choices": [{"message": {"role": "assistant", "content": "ok"}}]},
+            body_encoding="json",
+        ),
         timings=Timings(received_at="2026-12-05T00:00:00Z", upstream_first_byte_ms=1.0, last_byte_ms=2.0),
     )
 
@@ -71,7 +82,9 @@ async def test_a_small_exchange_round_trips(stores: tuple[CosmosStores, list[int
 
 
 @pytest.mark.parametrize("name, unit", [("cjk", "漢字テキスト"), ("emoji", "😀🚀"), ("mixed", "Ωmega 漢 😀 é ")])
-async def test_non_latin_items_go_on_the_wire_as_compact_utf8(stores: tuple[CosmosStores, list[int]], name: str, unit: str) -> None:
+async def test_non_latin_items_go_on_the_wire_as_compact_utf8(
+    stores: tuple[CosmosStores, list[int]], name: str, unit: str
+) -> None:
     """An exchange just under the one-item size: UTF-8 on the wire, not 2-3x larger `\\uXXXX` escapes."""
     s, sizes = stores
     text = unit * (980_000 // len(unit.encode()))
@@ -101,8 +114,14 @@ async def test_a_huge_non_latin_dead_letter_fits_in_one_item(stores: tuple[Cosmo
     await s.deadletters.put("rid-dead", "poison: not JSON", payload)
     assert max(sizes) < 1_600_000
     container = s.deadletters.container
-    items = [i async for i in container.query_items("SELECT * FROM c WHERE c.requestId = @r",
-                                                    parameters=[{"name": "@r", "value": "rid-dead"}], partition_key="rid-dead")]
+    items = [
+        i
+        async for i in container.query_items(
+            "SELECT * FROM c WHERE c.requestId = @r",
+            parameters=[{"name": "@r", "value": "rid-dead"}],
+            partition_key="rid-dead",
+        )
+    ]
     item = next(i for i in items if i["payload"].startswith(unit))
     assert item["reason"] == "poison: not JSON" and item["payloadTruncated"] is True
     assert payload.startswith(item["payload"]) and len(orjson.dumps(item)) < MB2

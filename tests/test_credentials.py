@@ -5,8 +5,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from proxy.backends import parse_backends
 from proxy.credentials import Credentials
+from proxy.routing.backends import parse_backends
 from shared.errors import ConfigurationError
 
 BACKENDS = parse_backends(
@@ -38,7 +38,9 @@ async def test_token_cached_then_refreshed_in_background_before_expiry():
     now = [1000.0]
     clock = lambda: now[0]  # noqa: E731
     fakes = []
-    creds = Credentials({}, credential_factory=lambda auth: fakes.append(FakeCredential(clock)) or fakes[-1], clock=clock)
+    creds = Credentials(
+        {}, credential_factory=lambda auth: fakes.append(FakeCredential(clock)) or fakes[-1], clock=clock
+    )
     await creds.warm(BACKENDS)
     assert fakes[0].calls == 1
     assert await creds.headers_for(BACKENDS[0]) == {"Authorization": "Bearer tok1"}
@@ -73,11 +75,14 @@ async def test_one_token_per_tenant_and_scope_named_on_each_request():
 
     creds = Credentials({}, credential_factory=TenantCredential, clock=lambda: 1000.0)
     await creds.warm(backends)
-    assert sorted(asked, key=str) == sorted([
-        ("https://cognitiveservices.azure.com/.default", None),
-        ("https://cognitiveservices.azure.com/.default", "t2"),
-        ("api://x/.default", None),
-    ], key=str)
+    assert sorted(asked, key=str) == sorted(
+        [
+            ("https://cognitiveservices.azure.com/.default", None),
+            ("https://cognitiveservices.azure.com/.default", "t2"),
+            ("api://x/.default", None),
+        ],
+        key=str,
+    )
     tokens = [(await creds.headers_for(b))["Authorization"] for b in backends]
     assert tokens[0] == tokens[1] != tokens[2] != tokens[3]
     assert tokens[2] == "Bearer https://cognitiveservices.azure.com/.default|t2"

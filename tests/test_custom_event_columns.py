@@ -27,9 +27,10 @@ from tests.usage_records import make_record, validate
 
 ROOT = Path(__file__).resolve().parents[1]
 POWERBI = ROOT / "powerbi"
-SCHEMA = json.loads((ROOT / "shared" / "schema" / "usage-record.schema.json").read_text())
+SCHEMA = json.loads((ROOT / "shared" / "normalize" / "schema" / "usage-record.schema.json").read_text())
 PINNED = dict(
-    line.strip().split("==", 1) for line in (ROOT / "requirements.txt").read_text().splitlines()
+    line.strip().split("==", 1)
+    for line in (ROOT / "requirements.txt").read_text().splitlines()
     if "==" in line and not line.lstrip().startswith("#")
 )
 
@@ -37,12 +38,26 @@ PINNED = dict(
 def _full_record() -> dict:
     """A record with every schema field set (no nulls), so every column the event can have is there."""
     record = make_record(
-        7, prompt_tokens=120, completion_tokens=30, reasoning_tokens=4, cached_tokens=64, cost=0.0123,
-        cost_reason="priced", price_version="2025-09", error_code="none", parse_error="none",
-        ttft_ms=95.5, latency_ms=812.25,
+        7,
+        prompt_tokens=120,
+        completion_tokens=30,
+        reasoning_tokens=4,
+        cached_tokens=64,
+        cost=0.0123,
+        cost_reason="priced",
+        price_version="2025-09",
+        error_code="none",
+        parse_error="none",
+        ttft_ms=95.5,
+        latency_ms=812.25,
     )
-    record.update(gateway_overhead_ms=1.75, trace_id="4bf92f3577b34da6a3ce929d0e0e4736", usage_details={"audio_tokens": 0}, estimation_notes=["n"],
-                  usage_injected=True)
+    record.update(
+        gateway_overhead_ms=1.75,
+        trace_id="4bf92f3577b34da6a3ce929d0e0e4736",
+        usage_details={"audio_tokens": 0},
+        estimation_notes=["n"],
+        usage_injected=True,
+    )
     missing = [name for name in SCHEMA["properties"] if record.get(name) is None]
     assert not missing, f"fill these schema fields in the test record: {missing}"
     validate(record)
@@ -120,4 +135,7 @@ async def test_reports_read_exactly_the_envelope_columns():
 @pytest.mark.parametrize("bag", ["customDimensions", "customMeasurements"])
 def test_the_column_scan_sees_both_spellings(bag):
     assert _columns(f"tostring({bag}.model) and {bag}['cost'] and {bag}[\\\"ttft_ms\\\"]", bag) == {
-        "model", "cost", "ttft_ms"}
+        "model",
+        "cost",
+        "ttft_ms",
+    }

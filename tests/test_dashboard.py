@@ -35,24 +35,95 @@ def sample_records() -> list[dict]:
     """A day of mixed traffic: two teams, streaming, cache hits, reasoning, embeddings, errors, safety flags."""
     rs = [
         make_record(1, prompt_tokens=1200, completion_tokens=350),
-        make_record(2, stream=True, ttft_ms=120.0, latency_ms=1500.0, prompt_tokens=10_000, cached_tokens=8_000,
-                    completion_tokens=100, model="gpt-4o-mini-2024-07-18", deployment="mini", usage_source="estimated"),
-        make_record(3, subscription_id="team-b", subscription_name="Team B", user_id="bob", deployment="reason",
-                    model="o4-mini-2025-04-16", prompt_tokens=500, completion_tokens=2000, reasoning_tokens=1500,
-                    latency_ms=4000.0, ttft_ms=4000.0, timestamp="2025-09-16T08:00:00Z"),
-        make_record(4, subscription_id="team-b", subscription_name="Team B", api="embeddings", deployment="embed",
-                    model="text-embedding-3-small", prompt_tokens=50_000, finish_reasons=[], latency_ms=90.0, ttft_ms=90.0),
-        make_record(5, status_code=429, error_code="429", attempts=3, latency_ms=30.0, ttft_ms=None, model=None,
-                    usage_source="none", finish_reasons=[]),
-        make_record(6, status_code=400, error_code="content_filter", backend="aoai-westeurope", usage_source="none",
-                    prompt_tokens=40, finish_reasons=[], content_filter={"prompt": {"hate": {"filtered": True, "severity": "high"}},
-                                                                          "completion": {}, "filtered": True},
-                    safety={"status": "flagged", "flagged_by": ["aoai", "content_safety"], "prompt": {"Hate": 6},
-                            "completion": {}, "prompt_attack": True}),
-        make_record(7, deployment="ptu", model="gpt-4o-2024-08-06", prompt_tokens=300, completion_tokens=30,
-                    deployment_type="provisioned", backend="aoai-westeurope"),
-        make_record(8, model="custom-finetune", prompt_tokens=10, completion_tokens=5, status_code=502,
-                    error_code="bad_gateway", latency_ms=10.0, ttft_ms=None),
+        make_record(
+            2,
+            stream=True,
+            ttft_ms=120.0,
+            latency_ms=1500.0,
+            prompt_tokens=10_000,
+            cached_tokens=8_000,
+            completion_tokens=100,
+            model="gpt-4o-mini-2024-07-18",
+            deployment="mini",
+            usage_source="estimated",
+        ),
+        make_record(
+            3,
+            subscription_id="team-b",
+            subscription_name="Team B",
+            user_id="bob",
+            deployment="reason",
+            model="o4-mini-2025-04-16",
+            prompt_tokens=500,
+            completion_tokens=2000,
+            reasoning_tokens=1500,
+            latency_ms=4000.0,
+            ttft_ms=4000.0,
+            timestamp="2025-09-16T08:00:00Z",
+        ),
+        make_record(
+            4,
+            subscription_id="team-b",
+            subscription_name="Team B",
+            api="embeddings",
+            deployment="embed",
+            model="text-embedding-3-small",
+            prompt_tokens=50_000,
+            finish_reasons=[],
+            latency_ms=90.0,
+            ttft_ms=90.0,
+        ),
+        make_record(
+            5,
+            status_code=429,
+            error_code="429",
+            attempts=3,
+            latency_ms=30.0,
+            ttft_ms=None,
+            model=None,
+            usage_source="none",
+            finish_reasons=[],
+        ),
+        make_record(
+            6,
+            status_code=400,
+            error_code="content_filter",
+            backend="aoai-westeurope",
+            usage_source="none",
+            prompt_tokens=40,
+            finish_reasons=[],
+            content_filter={
+                "prompt": {"hate": {"filtered": True, "severity": "high"}},
+                "completion": {},
+                "filtered": True,
+            },
+            safety={
+                "status": "flagged",
+                "flagged_by": ["aoai", "content_safety"],
+                "prompt": {"Hate": 6},
+                "completion": {},
+                "prompt_attack": True,
+            },
+        ),
+        make_record(
+            7,
+            deployment="ptu",
+            model="gpt-4o-2024-08-06",
+            prompt_tokens=300,
+            completion_tokens=30,
+            deployment_type="provisioned",
+            backend="aoai-westeurope",
+        ),
+        make_record(
+            8,
+            model="custom-finetune",
+            prompt_tokens=10,
+            completion_tokens=5,
+            status_code=502,
+            error_code="bad_gateway",
+            latency_ms=10.0,
+            ttft_ms=None,
+        ),
     ]
     for r in rs:
         _costed(r)
@@ -69,12 +140,12 @@ def records_db(tmp_path) -> Path:
 
 def test_sample_costs_are_the_hand_computed_ones():
     by_id = {r["request_id"]: r for r in sample_records()}
-    assert by_id["req-0001"]["cost"] == pytest.approx(0.0065)      # 1200*2.50 + 350*10.00 per 1M
-    assert by_id["req-0002"]["cost"] == pytest.approx(0.00096)     # 2000*0.15 + 8000*0.075 + 100*0.60
-    assert by_id["req-0003"]["cost"] == pytest.approx(0.00935)     # 500*1.10 + 2000*4.40
-    assert by_id["req-0004"]["cost"] == pytest.approx(0.001)       # 50000*0.02
-    assert by_id["req-0005"]["cost"] == 0.0                        # throttled: no usage, nothing billed
-    assert by_id["req-0006"]["cost"] == pytest.approx(0.0001)      # 40*2.50
+    assert by_id["req-0001"]["cost"] == pytest.approx(0.0065)  # 1200*2.50 + 350*10.00 per 1M
+    assert by_id["req-0002"]["cost"] == pytest.approx(0.00096)  # 2000*0.15 + 8000*0.075 + 100*0.60
+    assert by_id["req-0003"]["cost"] == pytest.approx(0.00935)  # 500*1.10 + 2000*4.40
+    assert by_id["req-0004"]["cost"] == pytest.approx(0.001)  # 50000*0.02
+    assert by_id["req-0005"]["cost"] == 0.0  # throttled: no usage, nothing billed
+    assert by_id["req-0006"]["cost"] == pytest.approx(0.0001)  # 40*2.50
     assert by_id["req-0007"]["cost_reason"] == "provisioned"
     assert by_id["req-0008"]["cost_reason"] == "unknown_model:custom-finetune"
 
@@ -93,7 +164,7 @@ def test_summary_views_on_the_sample():
     s = summarize(sample_records())
     assert s.totals.requests == 8
     assert s.totals.cost_usd == pytest.approx(0.0065 + 0.00096 + 0.00935 + 0.001 + 0.0 + 0.0001)
-    assert s.totals.uncosted_requests == 2   # provisioned + unknown model
+    assert s.totals.uncosted_requests == 2  # provisioned + unknown model
     subs = {g.key[0]: g for g in s.by_subscription}
     assert subs["Team B"].cost_usd == pytest.approx(0.00935 + 0.001)
     errors = {e.backend: e for e in s.errors}
@@ -103,7 +174,7 @@ def test_summary_views_on_the_sample():
     assert s.safety.max_severity == {"Hate": 6}
     assert s.usage_sources == {"service": 5, "estimated": 1, "none": 2}
     chat = next(x for x in s.latency if x.deployment == "chat")
-    assert chat.requests == 1 and chat.p50_latency_ms == 800.0   # 2xx only: the 429 and 502 are left out
+    assert chat.requests == 1 and chat.p50_latency_ms == 800.0  # 2xx only: the 429 and 502 are left out
 
 
 def test_percentile_inclusive():
@@ -143,7 +214,9 @@ def _check_page(page: str, records: list[dict]) -> _Totals:
     assert int(p.totals["total-tokens"]) == sum(r["total_tokens"] for r in records)
     assert int(p.totals["prompt-tokens"]) == sum(r["prompt_tokens"] for r in records)
     assert int(p.totals["completion-tokens"]) == sum(r["completion_tokens"] for r in records)
-    assert float(p.totals["cost-usd"]) == pytest.approx(sum(r["cost"] for r in records if r["cost"] is not None), abs=1e-6)
+    assert float(p.totals["cost-usd"]) == pytest.approx(
+        sum(r["cost"] for r in records if r["cost"] is not None), abs=1e-6
+    )
     assert int(p.totals["uncosted-requests"]) == sum(r["cost"] is None for r in records)
     assert p.ids["total-requests"].replace(",", "") == str(len(records))
     return p
@@ -155,7 +228,9 @@ def test_rendered_page_totals_equal_the_records(records_db):
     _check_page(page, records)
     for section in ("overview", "chargeback", "performance", "safety", "errors"):
         assert f'<section id="{section}">' in page
-    assert "cdn.plot.ly" not in page and "https://" not in re.sub(r'"https://[^"]*plotly[^"]*"', "", page.split("<body>")[1])
+    assert "cdn.plot.ly" not in page and "https://" not in re.sub(
+        r'"https://[^"]*plotly[^"]*"', "", page.split("<body>")[1]
+    )
 
 
 def test_server_serves_page_and_local_plotly(records_db):
@@ -182,22 +257,37 @@ def chromium_binary() -> str | None:
 
 
 @pytest.mark.chromium
-@pytest.mark.skipif(chromium_binary() is None,
-                    reason="Debian's chromium is not installed (.ci/run installs it: apt-get install -y chromium)")
+@pytest.mark.skipif(
+    chromium_binary() is None,
+    reason="Debian's chromium is not installed (.ci/run installs it: apt-get install -y chromium)",
+)
 def test_dashboard_in_headless_chromium(records_db, tmp_path):
     records = load_records(records_db)
     page_path = tmp_path / "dashboard.html"
-    page_path.write_text(render_dashboard(records), encoding="utf-8")   # plotly.js inlined: no network at all
+    page_path.write_text(render_dashboard(records), encoding="utf-8")  # plotly.js inlined: no network at all
     results = ROOT / "bench" / "results"
     results.mkdir(parents=True, exist_ok=True)
     screenshot = results / "dashboard.png"
-    base = [chromium_binary(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-            f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000", "--window-size=1280,2400"]
+    base = [
+        chromium_binary(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=10000",
+        "--window-size=1280,2400",
+    ]
     dom = subprocess.run(base + ["--dump-dom", page_path.as_uri()], capture_output=True, text=True, timeout=180)
     assert dom.returncode == 0, dom.stderr[-2000:]
     parsed = _check_page(dom.stdout, records)
     assert parsed.charts >= 5, "plotly drew the charts in the browser (one svg.main-svg per chart at least)"
-    shot = subprocess.run(base + [f"--screenshot={screenshot}", page_path.as_uri()], capture_output=True, text=True, timeout=180)
+    shot = subprocess.run(
+        base + [f"--screenshot={screenshot}", page_path.as_uri()], capture_output=True, text=True, timeout=180
+    )
     assert shot.returncode == 0, shot.stderr[-2000:]
     assert screenshot.stat().st_size > 10_000

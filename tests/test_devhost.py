@@ -10,7 +10,7 @@ import httpx
 from devhost.__main__ import main
 from devhost.host import DevHost, compile_route, event_hub_functions, http_routes, load_settings_file
 from shared.adapters.local_channel import LocalEventChannel
-from shared.adapters.memory import memory_ports
+from testing.memory import memory_ports
 
 
 def test_settings_file_values_go_to_the_environment_without_overriding(tmp_path):
@@ -41,8 +41,9 @@ def _app_with_event_hub(seen):
 
         return PlainTextResponse(f"hi {req.path_params['name']} {req.headers.get('x-gateway-subscription-id')}")
 
-    @app.event_hub_message_trigger(arg_name="events", event_hub_name="exchanges", connection="EventHubConnection",
-                                   cardinality="many")
+    @app.event_hub_message_trigger(
+        arg_name="events", event_hub_name="exchanges", connection="EventHubConnection", cardinality="many"
+    )
     async def parse(events: list[func.EventHubEvent]):
         seen.append([e.get_body().decode() for e in events])
 
@@ -92,6 +93,8 @@ def test_cli_defaults_to_serve(monkeypatch):
     called = {}
     from devhost import __main__ as cli
 
-    monkeypatch.setitem(cli.COMMANDS, "serve", (*cli.COMMANDS["serve"][:2], lambda args: called.setdefault("args", args) and 0))
+    monkeypatch.setitem(
+        cli.COMMANDS, "serve", (*cli.COMMANDS["serve"][:2], lambda args: called.setdefault("args", args) and 0)
+    )
     assert main(["--port", "9999"]) == 0
     assert called["args"].command == "serve" and called["args"].port == 9999 and called["args"].host == "127.0.0.1"

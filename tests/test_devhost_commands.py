@@ -23,12 +23,15 @@ def test_commands_are_registered():
     assert set(COMMANDS) >= {"serve", "records", "report", "dashboard"}
 
 
-@pytest.mark.parametrize(("given", "stored"), [
-    ("2025-09-15", "2025-09-15T00:00:00.000Z"),
-    ("2025-09-15T10:00:00Z", "2025-09-15T10:00:00.000Z"),
-    ("2025-09-15T12:30:00+02:00", "2025-09-15T10:30:00.000Z"),
-    ("2025-09-15T10:00:00.5", "2025-09-15T10:00:00.500Z"),
-])
+@pytest.mark.parametrize(
+    ("given", "stored"),
+    [
+        ("2025-09-15", "2025-09-15T00:00:00.000Z"),
+        ("2025-09-15T10:00:00Z", "2025-09-15T10:00:00.000Z"),
+        ("2025-09-15T12:30:00+02:00", "2025-09-15T10:30:00.000Z"),
+        ("2025-09-15T10:00:00.5", "2025-09-15T10:00:00.500Z"),
+    ],
+)
 def test_since_becomes_the_stored_utc_form(given, stored):
     assert since_filter(given) == stored
     # Records store `...Z` strings: string order is time order only in the same form.
@@ -44,16 +47,31 @@ def test_report_groups_by_subscription_deployment_and_day():
     records = [
         make_record(1, prompt_tokens=100, completion_tokens=20, cost=0.001),
         make_record(2, prompt_tokens=50, completion_tokens=5, cost=0.0005, timestamp="2025-09-15T23:59:59.999Z"),
-        make_record(3, prompt_tokens=7, completion_tokens=0, status_code=400, error_code="content_filter",
-                    timestamp="2025-09-16T00:00:00.000Z"),
+        make_record(
+            3,
+            prompt_tokens=7,
+            completion_tokens=0,
+            status_code=400,
+            error_code="content_filter",
+            timestamp="2025-09-16T00:00:00.000Z",
+        ),
         make_record(4, subscription_id="team-b", subscription_name="Team B", deployment="embed", prompt_tokens=9),
         make_record(5, status_code=429, error_code="429", cost=0.0),
     ]
     lines = report(records)
     assert [(x.subscription, x.deployment, x.day) for x in lines] == [
-        ("Team A", "chat", "2025-09-15"), ("Team A", "chat", "2025-09-16"), ("Team B", "embed", "2025-09-15")]
+        ("Team A", "chat", "2025-09-15"),
+        ("Team A", "chat", "2025-09-16"),
+        ("Team B", "embed", "2025-09-15"),
+    ]
     a15, a16, b15 = lines
-    assert (a15.requests, a15.prompt_tokens, a15.completion_tokens, a15.total_tokens, a15.errors) == (3, 150, 25, 175, 1)
+    assert (a15.requests, a15.prompt_tokens, a15.completion_tokens, a15.total_tokens, a15.errors) == (
+        3,
+        150,
+        25,
+        175,
+        1,
+    )
     assert a15.cost_usd == pytest.approx(0.0015) and a15.uncosted == 0
     assert (a16.requests, a16.errors, a16.cost_usd, a16.uncosted) == (1, 1, None, 1)  # no known cost: None, not 0
     assert (b15.total_tokens, b15.cost_usd) == (9, None)
@@ -84,11 +102,22 @@ def _free_port() -> int:
 
 def test_serve_prints_the_dashboard_url_and_serves_it(tmp_path):
     port = _free_port()
-    env = {**os.environ, "SQLITE_PATH": str(tmp_path / "gateway.db"), "GATEWAY_BACKENDS": "",
-           "LOCAL_SUBSCRIPTIONS": "", "LOG_STORE": "sqlite", "CAPTURE_OUTBOX_DIR": str(tmp_path / "outbox")}
-    proc = subprocess.Popen([sys.executable, "-m", "devhost", "serve", "--port", str(port),
-                             "--settings", str(tmp_path / "absent.json")],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    env = {
+        **os.environ,
+        "SQLITE_PATH": str(tmp_path / "gateway.db"),
+        "GATEWAY_BACKENDS": "",
+        "LOCAL_SUBSCRIPTIONS": "",
+        "LOG_STORE": "sqlite",
+        "CAPTURE_OUTBOX_DIR": str(tmp_path / "outbox"),
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devhost", "serve", "--port", str(port), "--settings", str(tmp_path / "absent.json")],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     try:
         banner = []
         deadline = time.monotonic() + 60

@@ -32,9 +32,13 @@ class Gateway(DevHostGateway):
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory):
-    with dev_host(tmp_path_factory.mktemp("gw"), {CLIENT_KEY: {"id": "team-a", "name": "Team A", "product": "standard"}},
-                  {"sim": SimulatorConfig(api_key=UPSTREAM_KEY, token_delay_ms=TOKEN_DELAY_MS)},
-                  env={"INJECT_STREAM_USAGE": "true"}, gateway=Gateway) as gateway:
+    with dev_host(
+        tmp_path_factory.mktemp("gw"),
+        {CLIENT_KEY: {"id": "team-a", "name": "Team A", "product": "standard"}},
+        {"sim": SimulatorConfig(api_key=UPSTREAM_KEY, token_delay_ms=TOKEN_DELAY_MS)},
+        env={"INJECT_STREAM_USAGE": "true"},
+        gateway=Gateway,
+    ) as gateway:
         yield gateway
 
 
@@ -60,7 +64,13 @@ def test_chat_non_stream(gw):
     logged = gw.upstream(crid)
     assert raw.http_response.content == logged.response
     assert reply.choices[0].message.content and reply.usage.total_tokens > 0
-    for name in ("apim-request-id", "x-request-id", "x-ms-region", "x-ratelimit-remaining-tokens", "openai-processing-ms"):
+    for name in (
+        "apim-request-id",
+        "x-request-id",
+        "x-ms-region",
+        "x-ratelimit-remaining-tokens",
+        "openai-processing-ms",
+    ):
         assert raw.headers[name] == logged.response_headers[name]
     ex = _stored_once(gw, raw.headers["x-gateway-request-id"])
     assert ex.response.status == 200 and ex.response.body == json.loads(logged.response)
@@ -74,8 +84,12 @@ def test_chat_stream_bytes_identical_incremental_and_usage_hidden(gw):
     arrivals, received = [], bytearray()
     with httpx.Client(base_url=gw.url, timeout=30) as http:
         start = time.monotonic()
-        with http.stream("POST", f"/openai/deployments/gpt-4o/chat/completions?api-version={API_VERSION}", json=body,
-                         headers={"api-key": CLIENT_KEY, "x-ms-client-request-id": crid}) as r:
+        with http.stream(
+            "POST",
+            f"/openai/deployments/gpt-4o/chat/completions?api-version={API_VERSION}",
+            json=body,
+            headers={"api-key": CLIENT_KEY, "x-ms-client-request-id": crid},
+        ) as r:
             assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
             for chunk in r.iter_raw():
                 arrivals.append(time.monotonic() - start)
@@ -99,27 +113,46 @@ def test_chat_stream_bytes_identical_incremental_and_usage_hidden(gw):
 
 def test_chat_stream_with_include_usage_keeps_the_chunk(gw):
     crid = _crid()
-    chunks = list(gw.client().chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "Hi"}], stream=True,
-        stream_options={"include_usage": True}, extra_headers={"x-ms-client-request-id": crid},
-    ))
+    chunks = list(
+        gw.client().chat.completions.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "Hi"}],
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_headers={"x-ms-client-request-id": crid},
+        )
+    )
     assert chunks[-1].choices == [] and chunks[-1].usage.total_tokens > 0
     assert json.loads(gw.upstream(crid).body)["stream_options"] == {"include_usage": True}
 
 
 def test_sdk_stream_text_matches_and_no_usage_chunk(gw):
-    chunks = list(gw.client().chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "Hi"}], stream=True))
+    chunks = list(
+        gw.client().chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "Hi"}], stream=True)
+    )
     assert all(c.usage is None for c in chunks)
     assert "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
 
 
 def test_streamed_tool_calls(gw):
-    tools = [{"type": "function", "function": {"name": "get_weather", "parameters": {
-        "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}}]
-    chunks = list(gw.client().chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "Weather in Paris?"}], tools=tools,
-        tool_choice="required", stream=True))
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            },
+        }
+    ]
+    chunks = list(
+        gw.client().chat.completions.create(
+            model="gpt-4o",
+            messages=[{"role": "user", "content": "Weather in Paris?"}],
+            tools=tools,
+            tool_choice="required",
+            stream=True,
+        )
+    )
     calls = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
     assert calls[0].id and calls[0].function.name == "get_weather"
     args = "".join(tc.function.arguments or "" for tc in calls)
@@ -130,8 +163,11 @@ def test_streamed_tool_calls(gw):
 def test_429_passed_through(gw):
     # Its own deployment name: the 429 puts that deployment (only) into a cooldown on the one backend.
     with pytest.raises(openai.RateLimitError) as err:
-        gw.client().chat.completions.create(model="gpt-4o-throttled", messages=[{"role": "user", "content": "Hi"}],
-                                            extra_headers={"x-sim-status": "429"})
+        gw.client().chat.completions.create(
+            model="gpt-4o-throttled",
+            messages=[{"role": "user", "content": "Hi"}],
+            extra_headers={"x-sim-status": "429"},
+        )
     headers = err.value.response.headers
     assert headers["retry-after"] and headers["retry-after-ms"]
     ex = _stored_once(gw, headers["x-gateway-request-id"])
@@ -141,8 +177,9 @@ def test_429_passed_through(gw):
 
 def test_content_filter_400_passed_through(gw):
     with pytest.raises(openai.BadRequestError) as err:
-        gw.client().chat.completions.create(model="gpt-4o",
-                                            messages=[{"role": "user", "content": "SIMULATE_CONTENT_FILTER"}])
+        gw.client().chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "SIMULATE_CONTENT_FILTER"}]
+        )
     assert err.value.code == "content_filter"
     assert err.value.body["innererror"]["code"] == "ResponsibleAIPolicyViolation"
     ex = _stored_once(gw, err.value.response.headers["x-gateway-request-id"])
@@ -151,17 +188,23 @@ def test_content_filter_400_passed_through(gw):
 
 def test_missing_or_unknown_key_is_401(gw):
     for headers in ({}, {"api-key": "wrong"}):
-        r = httpx.post(f"{gw.url}/openai/deployments/gpt-4o/chat/completions?api-version={API_VERSION}",
-                       json={"messages": []}, headers=headers)
+        r = httpx.post(
+            f"{gw.url}/openai/deployments/gpt-4o/chat/completions?api-version={API_VERSION}",
+            json={"messages": []},
+            headers=headers,
+        )
         assert r.status_code == 401 and set(r.json()["error"]) == {"code", "message"}
 
 
 def test_client_disconnect_mid_stream_is_recorded_and_upstream_closed(gw):
     crid = _crid()
     with httpx.Client(base_url=gw.url, timeout=30) as http:
-        with http.stream("POST", f"/openai/deployments/gpt-4o/chat/completions?api-version={API_VERSION}",
-                         json={"messages": [{"role": "user", "content": "long"}], "stream": True},
-                         headers={"api-key": CLIENT_KEY, "x-ms-client-request-id": crid, "x-sim-token-delay-ms": "200"}) as r:
+        with http.stream(
+            "POST",
+            f"/openai/deployments/gpt-4o/chat/completions?api-version={API_VERSION}",
+            json={"messages": [{"role": "user", "content": "long"}], "stream": True},
+            headers={"api-key": CLIENT_KEY, "x-ms-client-request-id": crid, "x-sim-token-delay-ms": "200"},
+        ) as r:
             rid = r.headers["x-gateway-request-id"]
             next(r.iter_raw())
     deadline = time.monotonic() + 10
@@ -194,9 +237,12 @@ def test_a_stream_upstream_breaks_after_its_first_byte_is_cut_for_the_client_too
     logging.getLogger("uvicorn.error").addHandler(server_log)
     try:
         with httpx.Client(base_url=gw.url, timeout=30) as http:
-            with http.stream("POST", f"/openai/deployments/gpt-4o/chat/completions?api-version={API_VERSION}",
-                             json={"messages": [{"role": "user", "content": "Hello"}], "stream": True},
-                             headers={"api-key": CLIENT_KEY, "x-ms-client-request-id": crid, "x-sim-drop-after": "3"}) as r:
+            with http.stream(
+                "POST",
+                f"/openai/deployments/gpt-4o/chat/completions?api-version={API_VERSION}",
+                json={"messages": [{"role": "user", "content": "Hello"}], "stream": True},
+                headers={"api-key": CLIENT_KEY, "x-ms-client-request-id": crid, "x-sim-drop-after": "3"},
+            ) as r:
                 assert r.status_code == 200
                 rid = r.headers["x-gateway-request-id"]
                 with pytest.raises(httpx.RemoteProtocolError):  # incomplete chunked read
@@ -204,8 +250,12 @@ def test_a_stream_upstream_breaks_after_its_first_byte_is_cut_for_the_client_too
                         received += chunk
         # The official SDK, while iterating: a connection error, not an answer that merely stops.
         with pytest.raises(openai.APIConnectionError):
-            for _ in gw.client().chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "Hi"}],
-                                                         stream=True, extra_headers={"x-sim-drop-after": "3"}):
+            for _ in gw.client().chat.completions.create(
+                model="gpt-4o",
+                messages=[{"role": "user", "content": "Hi"}],
+                stream=True,
+                extra_headers={"x-sim-drop-after": "3"},
+            ):
                 pass
     finally:
         logging.getLogger("uvicorn.error").removeHandler(server_log)
@@ -223,19 +273,23 @@ def test_a_stream_upstream_breaks_after_its_first_byte_is_cut_for_the_client_too
 def test_completions_stream_and_non_stream(gw):
     client = gw.client()
     crid = _crid()
-    raw = client.completions.with_raw_response.create(model="gpt-35-turbo-instruct", prompt="Once upon",
-                                                      max_tokens=20, extra_headers={"x-ms-client-request-id": crid})
+    raw = client.completions.with_raw_response.create(
+        model="gpt-35-turbo-instruct", prompt="Once upon", max_tokens=20, extra_headers={"x-ms-client-request-id": crid}
+    )
     assert raw.http_response.content == gw.upstream(crid).response
     assert raw.parse().choices[0].text
-    chunks = list(client.completions.create(model="gpt-35-turbo-instruct", prompt="Once upon", max_tokens=20, stream=True))
+    chunks = list(
+        client.completions.create(model="gpt-35-turbo-instruct", prompt="Once upon", max_tokens=20, stream=True)
+    )
     assert "".join(c.choices[0].text for c in chunks if c.choices)
 
 
 def test_embeddings_float_and_base64(gw):
     client = gw.client()
     crid = _crid()
-    raw = client.embeddings.with_raw_response.create(model="text-embedding-3-small", input=["a", "b"],
-                                                     extra_headers={"x-ms-client-request-id": crid})
+    raw = client.embeddings.with_raw_response.create(
+        model="text-embedding-3-small", input=["a", "b"], extra_headers={"x-ms-client-request-id": crid}
+    )
     assert raw.http_response.content == gw.upstream(crid).response
     result = raw.parse()
     assert len(result.data) == 2 and len(result.data[0].embedding) > 10
@@ -278,13 +332,20 @@ def test_audio_transcription_multipart_upload(gw):
 def test_client_gone_before_the_first_byte_still_leaves_one_exchange(gw):
     crid = _crid()
     with pytest.raises(httpx.ReadTimeout):
-        httpx.post(f"{gw.url}/openai/deployments/gpt-4o/chat/completions?api-version={API_VERSION}",
-                   json={"messages": [{"role": "user", "content": "slow"}], "stream": True}, timeout=0.3,
-                   headers={"api-key": CLIENT_KEY, "x-ms-client-request-id": crid, "x-sim-ttft-ms": "800"})
+        httpx.post(
+            f"{gw.url}/openai/deployments/gpt-4o/chat/completions?api-version={API_VERSION}",
+            json={"messages": [{"role": "user", "content": "slow"}], "stream": True},
+            timeout=0.3,
+            headers={"api-key": CLIENT_KEY, "x-ms-client-request-id": crid, "x-sim-ttft-ms": "800"},
+        )
     time.sleep(1.2)  # the upstream answers after 800 ms, to a client that is gone
     gw.host.call(function_app.drain())
     logged = gw.upstream(crid)
-    rids = [rid for rid in gw.published if (ex := gw.exchange(rid)) and ex.request.headers.get("x-ms-client-request-id") == crid]
+    rids = [
+        rid
+        for rid in gw.published
+        if (ex := gw.exchange(rid)) and ex.request.headers.get("x-ms-client-request-id") == crid
+    ]
     assert len(rids) == 1 and logged is not None
     ex = gw.exchange(rids[0])
     assert ex.client_disconnected and ex.response.status == 200

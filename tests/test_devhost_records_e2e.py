@@ -30,8 +30,8 @@ import function_app
 from devhost.dashboard_app import DASHBOARD_PATH, DashboardApp
 from devhost.simulator import SimulatorConfig
 from devhost.usage_report import report
-from shared.encodings import get_encoding
-from shared.sse import decode_all
+from shared.normalize.encodings import get_encoding
+from shared.normalize.sse import decode_all
 from tests.devhost_harness import DevHostGateway, dev_host
 from tests.test_dashboard import _check_page as _check_costed_page
 from tests.test_dashboard import chromium_binary
@@ -127,8 +127,10 @@ def _one_record(gw: Gateway, request_id: str) -> dict[str, Any]:
 def test_chat_non_stream(gw):
     crid = _crid()
     raw = gw.client().chat.completions.with_raw_response.create(
-        model="gpt-4o", messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}],
-        extra_headers={"x-ms-client-request-id": crid})
+        model="gpt-4o",
+        messages=[{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hello"}],
+        extra_headers={"x-ms-client-request-id": crid},
+    )
     reply = raw.parse()
     record = _one_record(gw, raw.headers["x-gateway-request-id"])
     assert _counts(record) == _tokens(json.loads(gw.upstream(crid).response)["usage"])
@@ -141,8 +143,11 @@ def test_chat_non_stream(gw):
 def test_chat_stream_client_without_usage_gets_no_usage_chunk_and_record_is_service(gw):
     crid = _crid()
     raw = gw.client().chat.completions.with_raw_response.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "Tell me about tokens"}], stream=True,
-        extra_headers={"x-ms-client-request-id": crid})
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "Tell me about tokens"}],
+        stream=True,
+        extra_headers={"x-ms-client-request-id": crid},
+    )
     chunks = list(raw.parse())
     assert chunks and all(c.usage is None for c in chunks)  # nothing the client did not ask for
     logged = gw.upstream(crid)
@@ -155,8 +160,12 @@ def test_chat_stream_client_without_usage_gets_no_usage_chunk_and_record_is_serv
 def test_chat_stream_client_asked_for_usage(gw):
     crid = _crid()
     raw = gw.client().chat.completions.with_raw_response.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "Hi"}], stream=True,
-        stream_options={"include_usage": True}, extra_headers={"x-ms-client-request-id": crid})
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "Hi"}],
+        stream=True,
+        stream_options={"include_usage": True},
+        extra_headers={"x-ms-client-request-id": crid},
+    )
     chunks = list(raw.parse())
     assert chunks[-1].choices == [] and chunks[-1].usage is not None
     record = _one_record(gw, raw.headers["x-gateway-request-id"])
@@ -167,12 +176,24 @@ def test_chat_stream_client_asked_for_usage(gw):
 
 def test_streamed_tool_calls(gw):
     crid = _crid()
-    tools = [{"type": "function", "function": {"name": "get_weather", "description": "Weather for a city",
-                                               "parameters": {"type": "object", "properties": {"city": {"type": "string"}},
-                                                              "required": ["city"]}}}]
+    tools = [
+        {
+            "type": "function",
+            "function": {
+                "name": "get_weather",
+                "description": "Weather for a city",
+                "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]},
+            },
+        }
+    ]
     raw = gw.client().chat.completions.with_raw_response.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "Weather in Paris?"}], tools=tools,
-        tool_choice="required", stream=True, extra_headers={"x-ms-client-request-id": crid})
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "Weather in Paris?"}],
+        tools=tools,
+        tool_choice="required",
+        stream=True,
+        extra_headers={"x-ms-client-request-id": crid},
+    )
     chunks = list(raw.parse())
     calls = [tc for c in chunks if c.choices for tc in (c.choices[0].delta.tool_calls or [])]
     assert calls and calls[0].function.name == "get_weather"
@@ -189,15 +210,31 @@ COSMOS_CONNECTION = "AccountEndpoint=https://docs.example:443/;AccountKey=cosmos
 def test_on_your_data_credentials_reach_aoai_but_are_never_stored(gw):
     crid = _crid()
     data_sources = [
-        {"type": "azure_search", "parameters": {"endpoint": "https://search.example", "index_name": "handbook",
-                                                "authentication": {"type": "api_key", "key": SEARCH_KEY}}},
-        {"type": "azure_cosmos_db", "parameters": {"database_name": "kb", "container_name": "docs", "index_name": "v",
-                                                   "authentication": {"type": "connection_string",
-                                                                      "connection_string": COSMOS_CONNECTION}}},
+        {
+            "type": "azure_search",
+            "parameters": {
+                "endpoint": "https://search.example",
+                "index_name": "handbook",
+                "authentication": {"type": "api_key", "key": SEARCH_KEY},
+            },
+        },
+        {
+            "type": "azure_cosmos_db",
+            "parameters": {
+                "database_name": "kb",
+                "container_name": "docs",
+                "index_name": "v",
+                "authentication": {"type": "connection_string", "connection_string": COSMOS_CONNECTION},
+            },
+        },
     ]
     raw = gw.client().chat.completions.with_raw_response.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "What does the handbook say about leave?"}], stream=True,
-        extra_body={"data_sources": data_sources}, extra_headers={"x-ms-client-request-id": crid})
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "What does the handbook say about leave?"}],
+        stream=True,
+        extra_body={"data_sources": data_sources},
+        extra_headers={"x-ms-client-request-id": crid},
+    )
     assert list(raw.parse())
     rid = raw.headers["x-gateway-request-id"]
     # AOAI needs the credentials: it got them exactly as the client sent them.
@@ -206,7 +243,9 @@ def test_on_your_data_credentials_reach_aoai_but_are_never_stored(gw):
     assert record["usage_source"] == "service"
     with sqlite3.connect(gw.db) as conn:
         items = [row[0] for row in conn.execute("SELECT item FROM exchange_items WHERE request_id = ?", (rid,))]
-        stored_record, details = conn.execute("SELECT record, details FROM records WHERE request_id = ?", (rid,)).fetchone()
+        stored_record, details = conn.execute(
+            "SELECT record, details FROM records WHERE request_id = ?", (rid,)
+        ).fetchone()
     for text in (*items, stored_record, details):
         assert SEARCH_KEY not in text and "cosmos-SECRET-6060" not in text
     # Nor anywhere else the dev host wrote (the database file, its journal, the outbox).
@@ -214,19 +253,25 @@ def test_on_your_data_credentials_reach_aoai_but_are_never_stored(gw):
         if path.is_file():
             assert b"SECRET-8080" not in path.read_bytes() and b"SECRET-6060" not in path.read_bytes(), path
     stored = json.loads(items[0])["exchange"]["request"]["body"]["data_sources"]
-    assert stored[0]["parameters"] == {**data_sources[0]["parameters"], "authentication": {"type": "api_key", "key": "[REDACTED]"}}
+    assert stored[0]["parameters"] == {
+        **data_sources[0]["parameters"],
+        "authentication": {"type": "api_key", "key": "[REDACTED]"},
+    }
     assert stored[1]["parameters"]["authentication"] == {"type": "connection_string", "connection_string": "[REDACTED]"}
     assert json.loads(details)["request"]["data_sources"] == stored
 
 
 def test_old_api_version_stream_is_estimated_and_equals_the_simulators_tiktoken_count(gw):
-    messages = [{"role": "system", "content": "You are a helpful assistant."},
-                {"role": "user", "name": "alice", "content": "Explain what a token is, briefly."},
-                {"role": "assistant", "content": "A token is a piece of text."},
-                {"role": "user", "content": "And how are they counted?"}]
+    messages = [
+        {"role": "system", "content": "You are a helpful assistant."},
+        {"role": "user", "name": "alice", "content": "Explain what a token is, briefly."},
+        {"role": "assistant", "content": "A token is a piece of text."},
+        {"role": "user", "content": "And how are they counted?"},
+    ]
     crid = _crid()
     raw = gw.client(OLD_API_VERSION).chat.completions.with_raw_response.create(
-        model="gpt-4o", messages=messages, stream=True, extra_headers={"x-ms-client-request-id": crid})
+        model="gpt-4o", messages=messages, stream=True, extra_headers={"x-ms-client-request-id": crid}
+    )
     text = "".join(c.choices[0].delta.content or "" for c in raw.parse() if c.choices)
     logged = gw.upstream(crid)
     assert "stream_options" not in json.loads(logged.body) and b'"usage":{' not in logged.response
@@ -243,8 +288,11 @@ def test_old_api_version_stream_is_estimated_and_equals_the_simulators_tiktoken_
 def test_completions_non_stream(gw):
     crid = _crid()
     raw = gw.client().completions.with_raw_response.create(
-        model="gpt-35-turbo-instruct", prompt="Once upon a time", max_tokens=20,
-        extra_headers={"x-ms-client-request-id": crid})
+        model="gpt-35-turbo-instruct",
+        prompt="Once upon a time",
+        max_tokens=20,
+        extra_headers={"x-ms-client-request-id": crid},
+    )
     raw.parse()
     record = _one_record(gw, raw.headers["x-gateway-request-id"])
     assert _counts(record) == _tokens(json.loads(gw.upstream(crid).response)["usage"])
@@ -254,8 +302,12 @@ def test_completions_non_stream(gw):
 def test_completions_stream_gets_usage_injected_and_hidden(gw):
     crid = _crid()
     raw = gw.client().completions.with_raw_response.create(
-        model="gpt-35-turbo-instruct", prompt="Once upon a time", max_tokens=20, stream=True,
-        extra_headers={"x-ms-client-request-id": crid})
+        model="gpt-35-turbo-instruct",
+        prompt="Once upon a time",
+        max_tokens=20,
+        stream=True,
+        extra_headers={"x-ms-client-request-id": crid},
+    )
     chunks = list(raw.parse())
     assert chunks and all(c.usage is None for c in chunks)
     logged = gw.upstream(crid)
@@ -268,7 +320,8 @@ def test_completions_stream_gets_usage_injected_and_hidden(gw):
 def test_old_api_version_completions_stream_is_estimated_and_equals_the_simulators_count(gw):
     prompt = "Write a haiku about tokenizers."
     raw = gw.client(OLD_API_VERSION).completions.with_raw_response.create(
-        model="gpt-35-turbo-instruct", prompt=prompt, max_tokens=30, stream=True)
+        model="gpt-35-turbo-instruct", prompt=prompt, max_tokens=30, stream=True
+    )
     text = "".join(c.choices[0].text for c in raw.parse() if c.choices)
     same = gw.client(OLD_API_VERSION).completions.create(model="gpt-35-turbo-instruct", prompt=prompt, max_tokens=30)
     assert same.choices[0].text == text
@@ -281,8 +334,11 @@ def test_v1_surface_stream_injects_usage_and_takes_the_deployment_from_the_body(
     crid = _crid()
     v1 = openai.OpenAI(base_url=f"{gw.url}/openai/v1/", api_key=CLIENT_KEY, max_retries=0)
     raw = v1.chat.completions.with_raw_response.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "Hello from v1"}], stream=True,
-        extra_headers={"x-ms-client-request-id": crid})
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "Hello from v1"}],
+        stream=True,
+        extra_headers={"x-ms-client-request-id": crid},
+    )
     assert all(c.usage is None for c in raw.parse())
     logged = gw.upstream(crid)
     assert logged.path == "/openai/v1/chat/completions"
@@ -297,8 +353,11 @@ def test_v1_surface_stream_injects_usage_and_takes_the_deployment_from_the_body(
 def test_embeddings(gw, encoding_format):
     crid = _crid()
     raw = gw.client().embeddings.with_raw_response.create(
-        model="text-embedding-3-small", input=["first text", "second, longer text"], encoding_format=encoding_format,
-        extra_headers={"x-ms-client-request-id": crid})
+        model="text-embedding-3-small",
+        input=["first text", "second, longer text"],
+        encoding_format=encoding_format,
+        extra_headers={"x-ms-client-request-id": crid},
+    )
     assert len(raw.parse().data) == 2
     record = _one_record(gw, raw.headers["x-gateway-request-id"])
     usage = json.loads(gw.upstream(crid).response)["usage"]
@@ -316,7 +375,8 @@ def test_images(gw):
 
 def test_audio_transcription(gw):
     raw = gw.client().audio.transcriptions.with_raw_response.create(
-        model="whisper", file=("clip.wav", bytes(range(256)) * 40, "audio/wav"))
+        model="whisper", file=("clip.wav", bytes(range(256)) * 40, "audio/wav")
+    )
     assert raw.parse().text
     record = _one_record(gw, raw.headers["x-gateway-request-id"])
     assert record["api"] == "audio.transcriptions" and record["deployment"] == "whisper"
@@ -326,7 +386,8 @@ def test_audio_transcription(gw):
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")  # the SDK marks translations deprecated
 def test_audio_translation(gw):
     raw = gw.client().audio.translations.with_raw_response.create(
-        model="whisper", file=("clip.wav", bytes(range(256)) * 40, "audio/wav"))
+        model="whisper", file=("clip.wav", bytes(range(256)) * 40, "audio/wav")
+    )
     assert raw.parse().text
     record = _one_record(gw, raw.headers["x-gateway-request-id"])
     assert record["api"] == "audio.translations" and record["status_code"] == 200 and record["usage_source"] == "none"
@@ -343,8 +404,9 @@ def test_audio_speech(gw):
 def test_responses_non_stream(gw):
     crid = _crid()
     client = gw.client("2025-04-01-preview")
-    raw = client.responses.with_raw_response.create(model="gpt-4o", input="Tell me a story",
-                                                    extra_headers={"x-ms-client-request-id": crid})
+    raw = client.responses.with_raw_response.create(
+        model="gpt-4o", input="Tell me a story", extra_headers={"x-ms-client-request-id": crid}
+    )
     reply = raw.parse()
     record = _one_record(gw, raw.headers["x-gateway-request-id"])
     assert _counts(record) == _tokens(json.loads(gw.upstream(crid).response)["usage"])
@@ -355,8 +417,9 @@ def test_responses_non_stream(gw):
 def test_responses_stream(gw):
     crid = _crid()
     client = gw.client("2025-04-01-preview")
-    raw = client.responses.with_raw_response.create(model="gpt-4o", input="Tell me a story", stream=True,
-                                                    extra_headers={"x-ms-client-request-id": crid})
+    raw = client.responses.with_raw_response.create(
+        model="gpt-4o", input="Tell me a story", stream=True, extra_headers={"x-ms-client-request-id": crid}
+    )
     events = list(raw.parse())
     assert events[-1].type == "response.completed"
     record = _one_record(gw, raw.headers["x-gateway-request-id"])
@@ -369,7 +432,11 @@ def test_retrieve_input_items_delete_and_models_are_not_billable_and_inherit_no_
     created = client.responses.with_raw_response.create(model="gpt-4o", input="Tell me a story")
     reply = created.parse()
     create_record = _one_record(gw, created.headers["x-gateway-request-id"])
-    assert create_record["billable"] is True and create_record["operation"] == "create" and create_record["total_tokens"] > 0
+    assert (
+        create_record["billable"] is True
+        and create_record["operation"] == "create"
+        and create_record["total_tokens"] > 0
+    )
     assert create_record["cost"] and create_record["cost"] > 0
     calls = [
         ("retrieve", client.responses.with_raw_response.retrieve(reply.id)),
@@ -388,8 +455,11 @@ def test_retrieve_input_items_delete_and_models_are_not_billable_and_inherit_no_
 def test_401_from_the_dev_host_never_reaches_the_proxy_and_has_no_record(gw):
     before = len(gw.records())
     published = len(gw.published)
-    r = httpx.post(f"{gw.url}/openai/deployments/gpt-4o/chat/completions?api-version={API_VERSION}",
-                   json={"messages": [{"role": "user", "content": "Hi"}]}, headers={"api-key": "wrong"})
+    r = httpx.post(
+        f"{gw.url}/openai/deployments/gpt-4o/chat/completions?api-version={API_VERSION}",
+        json={"messages": [{"role": "user", "content": "Hi"}]},
+        headers={"api-key": "wrong"},
+    )
     assert r.status_code == 401 and "x-gateway-request-id" not in r.headers
     assert len(gw.records()) == before and len(gw.published) == published  # like APIM: stopped at the door
 
@@ -416,8 +486,9 @@ def test_404_deployment_no_backend_serves_is_answered_by_the_gateway(gw):
 
 def test_429_throttled(gw):
     with pytest.raises(openai.RateLimitError) as err:
-        gw.client().chat.completions.create(model=THROTTLED, messages=[{"role": "user", "content": "Hi"}],
-                                            extra_headers={"x-sim-status": "429"})
+        gw.client().chat.completions.create(
+            model=THROTTLED, messages=[{"role": "user", "content": "Hi"}], extra_headers={"x-sim-status": "429"}
+        )
     record = _one_record(gw, err.value.response.headers["x-gateway-request-id"])
     assert record["status_code"] == 429 and record["error_code"] == err.value.body["code"]
     assert record["backend"] == "sim" and record["attempts"] == 1  # AOAI's own 429, passed through
@@ -441,7 +512,9 @@ def test_content_filter_400_is_billed_for_the_prompt(gw):
 
 # --------------------------------------------------------------------------------------- delivery
 def test_duplicate_event_yields_no_second_record(gw):
-    raw = gw.client().chat.completions.with_raw_response.create(model="gpt-4o", messages=[{"role": "user", "content": "dup"}])
+    raw = gw.client().chat.completions.with_raw_response.create(
+        model="gpt-4o", messages=[{"role": "user", "content": "dup"}]
+    )
     rid = raw.headers["x-gateway-request-id"]
     first = _one_record(gw, rid)
     gw.host.call(function_app.ports().channel.publish(rid))  # Event Hubs delivers at least once
@@ -484,8 +557,15 @@ def _check_page(page: str, records: list[dict[str, Any]]) -> Any:
 
 
 def _devhost(*args: str, env: dict[str, str] | None = None, **kw: Any) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "devhost", *args], capture_output=True, text=True, cwd=ROOT,
-                          env={**os.environ, **(env or {})}, timeout=60, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "devhost", *args],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env={**os.environ, **(env or {})},
+        timeout=60,
+        **kw,
+    )
 
 
 def test_records_command_json_and_table(gw, tmp_path):
@@ -494,8 +574,14 @@ def test_records_command_json_and_table(gw, tmp_path):
     settings = tmp_path / "settings.json"
     settings.write_text(json.dumps({"IsEncrypted": False, "Values": {"SQLITE_PATH": str(gw.db)}}))
     env = {k: v for k, v in os.environ.items() if k != "SQLITE_PATH"}
-    out = subprocess.run([sys.executable, "-m", "devhost", "records", "--json", "--settings", str(settings)],
-                         capture_output=True, text=True, cwd=ROOT, env=env, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "devhost", "records", "--json", "--settings", str(settings)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=60,
+    )
     assert out.returncode == 0, out.stderr
     lines = [json.loads(line) for line in out.stdout.splitlines()]
     assert lines == records
@@ -534,8 +620,12 @@ def test_report_command_totals_equal_the_records(gw):
     table = _devhost("report", env={"SQLITE_PATH": str(gw.db)})
     assert table.returncode == 0, table.stderr
     total = next(line for line in table.stdout.splitlines() if line.startswith("TOTAL")).split()
-    assert total[1:5] == [str(len(records)), str(sum(r["prompt_tokens"] for r in records)),
-                          str(sum(r["completion_tokens"] for r in records)), str(sum(r["total_tokens"] for r in records))]
+    assert total[1:5] == [
+        str(len(records)),
+        str(sum(r["prompt_tokens"] for r in records)),
+        str(sum(r["completion_tokens"] for r in records)),
+        str(sum(r["total_tokens"] for r in records)),
+    ]
     assert [x["deployment"] for x in lines] == [x.deployment for x in report(records)]
 
 
@@ -548,8 +638,13 @@ def test_commands_say_when_there_is_no_database(tmp_path):
 
 def test_dashboard_command_serves_the_records(gw):
     records = gw.records()
-    proc = subprocess.Popen([sys.executable, "-m", "devhost", "dashboard", "--port", "0"], cwd=ROOT,
-                            env={**os.environ, "SQLITE_PATH": str(gw.db)}, stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devhost", "dashboard", "--port", "0"],
+        cwd=ROOT,
+        env={**os.environ, "SQLITE_PATH": str(gw.db)},
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     try:
         line = proc.stdout.readline()
         assert line.startswith("dashboard on http://127.0.0.1:"), line
@@ -587,8 +682,14 @@ def test_dashboard_is_refused_to_other_machines(tmp_path):
 
     def get(client) -> tuple[int, bytes]:
         sent.clear()
-        scope = {"type": "http", "method": "GET", "path": DASHBOARD_PATH, "client": client, "headers": [],
-                 "query_string": b""}
+        scope = {
+            "type": "http",
+            "method": "GET",
+            "path": DASHBOARD_PATH,
+            "client": client,
+            "headers": [],
+            "query_string": b"",
+        }
         asyncio.run(app(scope, receive, send))
         return sent[0]["status"], b"".join(m.get("body", b"") for m in sent)
 
@@ -603,20 +704,40 @@ def test_dashboard_is_refused_to_other_machines(tmp_path):
 
 # --------------------------------------------------------------------------------------- chromium
 @pytest.mark.chromium
-@pytest.mark.skipif(chromium_binary() is None,
-                    reason="Debian's chromium is not installed (.ci/run installs it: apt-get install -y chromium)")
+@pytest.mark.skipif(
+    chromium_binary() is None,
+    reason="Debian's chromium is not installed (.ci/run installs it: apt-get install -y chromium)",
+)
 def test_dashboard_after_traffic_in_headless_chromium(gw, tmp_path):
     records = gw.records()
     assert len(records) >= 15 and {r["api"] for r in records} >= {
-        "chat.completions", "completions", "embeddings", "images.generations", "audio.transcriptions",
-        "audio.translations", "audio.speech", "responses"}
+        "chat.completions",
+        "completions",
+        "embeddings",
+        "images.generations",
+        "audio.transcriptions",
+        "audio.translations",
+        "audio.speech",
+        "responses",
+    }
     results = ROOT / "bench" / "results"
     results.mkdir(parents=True, exist_ok=True)
     screenshot = results / "dashboard-devhost.png"
     url = f"{gw.url}{DASHBOARD_PATH}"  # the page the running dev host serves, plotly.js from it too
-    base = [chromium_binary(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-            "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-dev-shm-usage",
-            f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=10000", "--window-size=1280,2400"]
+    base = [
+        chromium_binary(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        "--disable-dev-shm-usage",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        "--virtual-time-budget=10000",
+        "--window-size=1280,2400",
+    ]
     dom = subprocess.run(base + ["--dump-dom", url], capture_output=True, text=True, timeout=180)
     assert dom.returncode == 0, dom.stderr[-2000:]
     parsed = _check_page(dom.stdout, records)

@@ -2,7 +2,7 @@ import socket
 
 import pytest
 
-from shared import encodings
+from shared.normalize import encodings
 
 
 def test_encodings_load_without_network(monkeypatch):

@@ -11,12 +11,12 @@ from openai.types.chat import ChatCompletionChunk
 from openai.types.completion import Completion
 from openai.types.responses import ResponseIncompleteEvent
 
-from devhost.fakes.content_safety import FakeContentSafety
-from proxy.enforcement import EnforcementOutcome, enforce
+from proxy.streams.enforcement import EnforcementOutcome, enforce
+from shared.normalize.sse import decode_all
 from shared.safety.analysis import merge_enforcement
 from shared.safety.client import AzureContentSafety, ContentSafetyError, TextAnalysis
 from shared.safety.config import StreamPolicy
-from shared.sse import decode_all
+from testing.fakes.content_safety import FakeContentSafety
 
 CHUNK = {
     "id": "chatcmpl-1",
@@ -162,7 +162,7 @@ async def test_third_window_violates_client_gets_cleared_text_then_content_filte
     assert verdict.characters_released == 160
     # the usage record shows the verdict
     safety = merge_enforcement({"status": "ok", "flagged_by": []}, verdict.to_record())
-    schema = orjson.loads(open("shared/schema/usage-record.schema.json", "rb").read())
+    schema = orjson.loads(open("shared/normalize/schema/usage-record.schema.json", "rb").read())
     jsonschema.validate(safety, {**schema["properties"]["safety"], "$defs": schema["$defs"]})
     assert safety["status"] == "flagged" and safety["flagged_by"] == ["enforcement"]
     assert safety["enforcement"]["window_index"] == 2 and safety["enforcement"]["categories"] == {"Violence": 6}

@@ -22,10 +22,10 @@ from openai.types.chat import ChatCompletionChunk
 from openai.types.completion import Completion
 
 import function_app
-from devhost.fakes.content_safety import FakeContentSafety
-from devhost.fakes.content_safety import run_in_thread as run_fake
 from devhost.simulator import SimulatorConfig
-from shared.sse import decode_all
+from shared.normalize.sse import decode_all
+from testing.fakes.content_safety import FakeContentSafety
+from testing.fakes.content_safety import run_in_thread as run_fake
 from tests.devhost_harness import DevHostGateway, dev_host
 
 UPSTREAM_KEY = "upstream-AOAI-SECRET-7373"
@@ -46,8 +46,12 @@ def pieces(count: int, trigger_at: int | None = None) -> list[str]:
 
 
 def forced(parts: list[str], **extra: str) -> dict[str, str]:
-    return {"x-sim-content": quote("".join(parts)), "x-sim-chunks": str(len(parts)),
-            "x-ms-client-request-id": f"test-{uuid.uuid4()}", **extra}
+    return {
+        "x-sim-content": quote("".join(parts)),
+        "x-sim-chunks": str(len(parts)),
+        "x-ms-client-request-id": f"test-{uuid.uuid4()}",
+        **extra,
+    }
 
 
 class Gateway(DevHostGateway):
@@ -83,8 +87,13 @@ def gw(tmp_path_factory):
     }
     subscriptions = {key: {"id": product, "name": product.title(), "product": product} for product, key in KEYS.items()}
     try:
-        with dev_host(tmp_path_factory.mktemp("enf"), subscriptions, {"sim": SimulatorConfig(api_key=UPSTREAM_KEY)},
-                      env=env, gateway=Gateway) as gateway:
+        with dev_host(
+            tmp_path_factory.mktemp("enf"),
+            subscriptions,
+            {"sim": SimulatorConfig(api_key=UPSTREAM_KEY)},
+            env=env,
+            gateway=Gateway,
+        ) as gateway:
             gateway.fake = fake.fake
             yield gateway
     finally:
@@ -94,8 +103,9 @@ def gw(tmp_path_factory):
 def raw_stream(gw: Gateway, product: str, op: str, body: dict, headers: dict[str, str]) -> tuple[bytes, str]:
     """The bytes the client receives, and the gateway's request id."""
     with httpx.Client(base_url=gw.url, timeout=30) as http:
-        with http.stream("POST", f"/openai/{op}?api-version={API_VERSION}", json=body,
-                         headers={"api-key": KEYS[product], **headers}) as r:
+        with http.stream(
+            "POST", f"/openai/{op}?api-version={API_VERSION}", json=body, headers={"api-key": KEYS[product], **headers}
+        ) as r:
             assert r.status_code == 200, r.read()
             return b"".join(r.iter_raw()), r.headers["x-gateway-request-id"]
 
@@ -124,7 +134,9 @@ def test_third_window_violates_client_gets_cleared_text_then_content_filter(gw):
     last = chunks[-1]
     assert last.choices[0].finish_reason == "content_filter" and last.choices[0].delta.content is None
     assert last.id == chunks[0].id and last.model == chunks[0].model and last.created == chunks[0].created
-    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == ["content_filter"]
+    assert [c.choices[0].finish_reason for c in chunks if c.choices and c.choices[0].finish_reason] == [
+        "content_filter"
+    ]
     assert b'"usage":{' not in received  # the injected usage chunk stays hidden
 
     ex = gw.exchange(rid)
@@ -148,7 +160,8 @@ def test_third_window_violates_client_gets_cleared_text_then_content_filter(gw):
 def test_sdk_sees_an_honest_content_filter_end(gw):
     parts = pieces(30, trigger_at=20)
     stream = gw.client("kids").chat.completions.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "Hi"}], stream=True, extra_headers=forced(parts))
+        model="gpt-4o", messages=[{"role": "user", "content": "Hi"}], stream=True, extra_headers=forced(parts)
+    )
     chunks = list(stream)  # the SDK stops at [DONE]; a hang or a cut connection would raise here
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == "".join(parts[:16])
@@ -223,8 +236,11 @@ def test_responses_stream_ends_with_response_incomplete(gw):
 
 def test_legacy_completions_stream_blocked(gw):
     parts = pieces(30, trigger_at=10)  # characters 100..120: the second window
-    chunks = list(gw.client("kids").completions.create(
-        model="gpt-35-turbo-instruct", prompt="Once", stream=True, extra_headers=forced(parts)))
+    chunks = list(
+        gw.client("kids").completions.create(
+            model="gpt-35-turbo-instruct", prompt="Once", stream=True, extra_headers=forced(parts)
+        )
+    )
     assert all(isinstance(c, Completion) for c in chunks)
     assert "".join(c.choices[0].text for c in chunks if c.choices) == "".join(parts[:8])
     assert chunks[-1].choices[0].finish_reason == "content_filter"
@@ -263,8 +279,10 @@ def test_analyser_failure_fails_closed_or_open_per_product(gw):
 def test_non_stream_answer_is_not_held_back(gw):
     crid = f"test-{uuid.uuid4()}"
     raw = gw.client("kids").chat.completions.with_raw_response.create(
-        model="gpt-4o", messages=[{"role": "user", "content": "Hi"}],
-        extra_headers={"x-sim-content": quote("".join(pieces(3, trigger_at=0))), "x-ms-client-request-id": crid})
+        model="gpt-4o",
+        messages=[{"role": "user", "content": "Hi"}],
+        extra_headers={"x-sim-content": quote("".join(pieces(3, trigger_at=0))), "x-ms-client-request-id": crid},
+    )
     assert raw.http_response.content == gw.upstream(crid).response
     assert gw.exchange(raw.headers["x-gateway-request-id"]).enforcement is None
 
@@ -272,8 +290,12 @@ def test_non_stream_answer_is_not_held_back(gw):
 def test_client_gone_mid_enforced_stream_is_aborted_and_upstream_closed(gw):
     headers = forced(pieces(60), **{"x-sim-token-delay-ms": "50"})
     with httpx.Client(base_url=gw.url, timeout=30) as http:
-        with http.stream("POST", f"/openai/{CHAT}?api-version={API_VERSION}", json=HELLO,
-                         headers={"api-key": KEYS["kids"], **headers}) as r:
+        with http.stream(
+            "POST",
+            f"/openai/{CHAT}?api-version={API_VERSION}",
+            json=HELLO,
+            headers={"api-key": KEYS["kids"], **headers},
+        ) as r:
             rid = r.headers["x-gateway-request-id"]
             next(r.iter_raw())  # the prompt annotation frame, released at once
     deadline = time.monotonic() + 10

@@ -5,10 +5,10 @@ from dataclasses import dataclass, field
 import aiohttp
 import pytest
 
-from proxy.failover import run_failover
-from proxy.outcomes import Outcome
-from proxy.policy import RoutingPolicy
-from proxy.routing import BackendPool
+from proxy.routing.failover import run_failover
+from proxy.routing.outcomes import Outcome
+from proxy.routing.policy import RoutingPolicy
+from proxy.routing.pool import BackendPool
 from shared.exchange import Attempt
 from tests.routing_fakes import FakeClock, backends
 
@@ -28,7 +28,9 @@ class FakeAnswer:
 
 def make_pool(*specs, seed=1, **policy):
     clock = FakeClock()
-    policy = RoutingPolicy(**{"circuit_failures": 3, "circuit_window_seconds": 60, "circuit_cooldown_seconds": 30, **policy})
+    policy = RoutingPolicy(
+        **{"circuit_failures": 3, "circuit_window_seconds": 60, "circuit_cooldown_seconds": 30, **policy}
+    )
     pool = BackendPool(backends(*specs), policy=policy, clock=clock, wall_clock=clock.wall, rng=random.Random(seed))
     return pool, clock
 
@@ -94,7 +96,9 @@ async def test_fails_over_on_each_listed_answer_and_error(first, reason, status)
     "answer",
     [
         FakeAnswer(400, head=b'{"error": {"code": "BadRequest"}}'),
-        FakeAnswer(400, head=b'{"error": {"code": "content_filter", "innererror": {"code": "ResponsibleAIPolicyViolation"}}}'),
+        FakeAnswer(
+            400, head=b'{"error": {"code": "content_filter", "innererror": {"code": "ResponsibleAIPolicyViolation"}}}'
+        ),
         FakeAnswer(401, head=b'{"error": {"code": "401"}}'),
         FakeAnswer(404, head=b'{"error": {"code": "404", "message": "Response not found"}}'),
         FakeAnswer(200),
@@ -110,25 +114,38 @@ async def test_does_not_fail_over_on_client_errors(answer):
 
 async def test_max_attempts_then_the_last_failure_passes_through_unchanged():
     pool, clock = make_pool(*ranked("a", "b", "c", "d"), max_attempts=3)
-    answers = {n: [FakeAnswer(500 + i, {"x-n": n})] for i, n in enumerate("abcd") if i != 1} | {"b": [FakeAnswer(503, {"x-n": "b"})]}
+    answers = {n: [FakeAnswer(500 + i, {"x-n": n})] for i, n in enumerate("abcd") if i != 1} | {
+        "b": [FakeAnswer(503, {"x-n": "b"})]
+    }
     answers["a"] = [FakeAnswer(500, {"x-n": "a"})]
     answers["c"] = [FakeAnswer(502, {"x-n": "c"})]
     send, calls = scripted(clock, answers)
     result = await run_failover(send, pool, "gpt-4o")
     assert calls == ["a", "b", "c"]
     assert result.verdict == "answer" and result.answer.status == 502 and result.answer.headers == {"x-n": "c"}
-    assert [(a.backend, a.outcome) for a in result.attempts] == [("a", "server_error"), ("b", "server_error"), ("c", "served")]
+    assert [(a.backend, a.outcome) for a in result.attempts] == [
+        ("a", "server_error"),
+        ("b", "server_error"),
+        ("c", "served"),
+    ]
 
 
 async def test_when_all_throttle_the_429_of_the_soonest_free_backend_passes_through():
     pool, clock = make_pool(*ranked("a", "b", "c"))
-    send, _ = scripted(clock, {
-        "a": [FakeAnswer(429, {"retry-after-ms": "2500"})],
-        "b": [FakeAnswer(429, {"retry-after": "20"})],
-        "c": [FakeAnswer(500)],
-    })
+    send, _ = scripted(
+        clock,
+        {
+            "a": [FakeAnswer(429, {"retry-after-ms": "2500"})],
+            "b": [FakeAnswer(429, {"retry-after": "20"})],
+            "c": [FakeAnswer(500)],
+        },
+    )
     result = await run_failover(send, pool, "gpt-4o")
-    assert result.verdict == "answer" and result.backend.name == "a" and result.answer.headers == {"retry-after-ms": "2500"}
+    assert (
+        result.verdict == "answer"
+        and result.backend.name == "a"
+        and result.answer.headers == {"retry-after-ms": "2500"}
+    )
     assert [a.outcome for a in result.attempts] == ["served", "throttled", "server_error"]
 
 
@@ -161,7 +178,9 @@ async def test_only_transport_errors_is_failed_with_the_last_kind():
     pool, clock = make_pool(*ranked("a", "b"))
     send, _ = scripted(clock, {"a": [aiohttp.ServerDisconnectedError()], "b": [TimeoutError()]})
     result = await run_failover(send, pool, "gpt-4o")
-    assert result.verdict == "failed" and result.error_kind == "timeout" and isinstance(result.error, asyncio.TimeoutError)
+    assert (
+        result.verdict == "failed" and result.error_kind == "timeout" and isinstance(result.error, asyncio.TimeoutError)
+    )
     assert [a.outcome for a in result.attempts] == ["connect_error", "timeout"]
     assert [a.error for a in result.attempts] == ["ServerDisconnectedError: Server disconnected", "TimeoutError"]
 
@@ -185,14 +204,18 @@ async def test_an_unexpected_exception_stops_without_failover():
 
 async def test_error_text_drops_query_strings():
     pool, clock = make_pool(*ranked("a"))
-    send, _ = scripted(clock, {"a": [aiohttp.ClientPayloadError("cut off at https://a/openai/x?api-version=1&sig=s3cret")]})
+    send, _ = scripted(
+        clock, {"a": [aiohttp.ClientPayloadError("cut off at https://a/openai/x?api-version=1&sig=s3cret")]}
+    )
     result = await run_failover(send, pool, "gpt-4o")
     assert "s3cret" not in result.attempts[0].error and "https://a/openai/x?…" in result.attempts[0].error
 
 
 async def test_loop_feeds_the_pool_so_a_throttled_backend_is_not_called_before_its_time():
     pool, clock = make_pool(*ranked("a", "b"))
-    send, calls = scripted(clock, {"a": [FakeAnswer(429, {"retry-after": "2"}), FakeAnswer(200)], "b": [FakeAnswer(200)] * 3}, seconds=0)
+    send, calls = scripted(
+        clock, {"a": [FakeAnswer(429, {"retry-after": "2"}), FakeAnswer(200)], "b": [FakeAnswer(200)] * 3}, seconds=0
+    )
     await run_failover(send, pool, "gpt-4o")
     clock.advance(1.99)
     await run_failover(send, pool, "gpt-4o")
@@ -204,7 +227,9 @@ async def test_loop_feeds_the_pool_so_a_throttled_backend_is_not_called_before_i
 async def test_loop_opens_the_circuit_and_sends_one_trial_after_the_cooldown():
     pool, clock = make_pool(*ranked("a", "b"))
     refused = aiohttp.ClientConnectorError(None, OSError(111, "refused"))
-    send, calls = scripted(clock, {"a": [refused, refused, refused, FakeAnswer(200)], "b": [FakeAnswer(200)] * 4}, seconds=0)
+    send, calls = scripted(
+        clock, {"a": [refused, refused, refused, FakeAnswer(200)], "b": [FakeAnswer(200)] * 4}, seconds=0
+    )
     for _ in range(4):
         await run_failover(send, pool, "gpt-4o")
     assert calls == ["a", "b", "a", "b", "a", "b", "b"]  # the fourth request skips a

@@ -9,10 +9,10 @@ import orjson
 import pytest
 from aiohttp import web
 
-from proxy.backends import parse_backends
-from proxy.failover import read_answer, run_failover
-from proxy.policy import RoutingPolicy
-from proxy.routing import BackendPool
+from proxy.routing.backends import parse_backends
+from proxy.routing.failover import read_answer, run_failover
+from proxy.routing.policy import RoutingPolicy
+from proxy.routing.pool import BackendPool
 
 BODY = '{"messages": [{"role": "user", "content": "héllo \\u00e9"}], "stream": true}'.encode()
 
@@ -23,7 +23,15 @@ async def upstreams():
 
     async def missing(request):
         received["missing"].append(await request.read())
-        return web.json_response({"error": {"code": "DeploymentNotFound", "message": "The API deployment for this resource does not exist."}}, status=404)
+        return web.json_response(
+            {
+                "error": {
+                    "code": "DeploymentNotFound",
+                    "message": "The API deployment for this resource does not exist.",
+                }
+            },
+            status=404,
+        )
 
     async def drop(request):
         received["drop"].append(await request.read())
@@ -33,7 +41,9 @@ async def upstreams():
 
     async def throttle(request):
         received["throttle"].append(await request.read())
-        return web.json_response({"error": {"code": "429", "message": "Rate limit"}}, status=429, headers={"retry-after": "3"})
+        return web.json_response(
+            {"error": {"code": "429", "message": "Rate limit"}}, status=429, headers={"retry-after": "3"}
+        )
 
     async def good(request):
         received["good"].append(await request.read())
@@ -69,7 +79,9 @@ async def test_failover_over_real_sockets_replays_the_same_bytes(upstreams):
         {"name": "throttle", "endpoint": urls["throttle"], "priority": 3},
         {"name": "good", "endpoint": urls["good"], "priority": 4},
     ]
-    backends = parse_backends(orjson.dumps([{**c, "auth": {"type": "api_key", "value": "k"}, "deployments": ["*"]} for c in config]).decode())
+    backends = parse_backends(
+        orjson.dumps([{**c, "auth": {"type": "api_key", "value": "k"}, "deployments": ["*"]} for c in config]).decode()
+    )
     pool = BackendPool(backends, policy=RoutingPolicy(max_attempts=4), rng=random.Random(0))
 
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5)) as session:
@@ -96,8 +108,13 @@ async def test_failover_over_real_sockets_replays_the_same_bytes(upstreams):
 
 async def test_final_429_passes_through_with_its_body_and_404_deployment_not_found_fails_over(upstreams):
     urls, received = upstreams
-    config = [{"name": "missing", "endpoint": urls["missing"], "priority": 1}, {"name": "throttle", "endpoint": urls["throttle"], "priority": 2}]
-    backends = parse_backends(orjson.dumps([{**c, "auth": {"type": "managed_identity"}, "deployments": ["*"]} for c in config]).decode())
+    config = [
+        {"name": "missing", "endpoint": urls["missing"], "priority": 1},
+        {"name": "throttle", "endpoint": urls["throttle"], "priority": 2},
+    ]
+    backends = parse_backends(
+        orjson.dumps([{**c, "auth": {"type": "managed_identity"}, "deployments": ["*"]} for c in config]).decode()
+    )
     pool = BackendPool(backends)
     async with aiohttp.ClientSession() as session:
 
@@ -105,7 +122,10 @@ async def test_final_429_passes_through_with_its_body_and_404_deployment_not_fou
             return await read_answer(await session.post(f"{backend.endpoint}/openai/v1/responses", data=BODY))
 
         result = await run_failover(send, pool, "gpt-4o")
-    assert [(a.backend, a.status, a.outcome) for a in result.attempts] == [("missing", 404, "deployment_not_found"), ("throttle", 429, "served")]
+    assert [(a.backend, a.status, a.outcome) for a in result.attempts] == [
+        ("missing", 404, "deployment_not_found"),
+        ("throttle", 429, "served"),
+    ]
     assert result.answer.status == 429 and result.answer.headers["retry-after"] == "3"
     assert orjson.loads(result.answer.head) == {"error": {"code": "429", "message": "Rate limit"}}
     assert received["missing"] == received["throttle"] == [BODY]

@@ -56,11 +56,15 @@ def test_bad_backend_configuration_stops_the_app_when_it_loads():
     import sys
     from pathlib import Path
 
-    bad = '[{"name": "east", "endpoint": "https://east.openai.azure.com", "deployments": ["*"]},' \
-          ' {"name": "west", "endpoint": "https://west.openai.azure.com", "deployments": ["*"], "weight": 0}]'
+    bad = (
+        '[{"name": "east", "endpoint": "https://east.openai.azure.com", "deployments": ["*"]},'
+        ' {"name": "west", "endpoint": "https://west.openai.azure.com", "deployments": ["*"], "weight": 0}]'
+    )
     root = Path(function_app.__file__).parent
     env = {**os.environ, "GATEWAY_BACKENDS": bad}
-    done = subprocess.run([sys.executable, "-c", "import function_app"], cwd=root, env=env, capture_output=True, text=True, timeout=60)
+    done = subprocess.run(
+        [sys.executable, "-c", "import function_app"], cwd=root, env=env, capture_output=True, text=True, timeout=60
+    )
     assert done.returncode != 0
     assert "GATEWAY_BACKENDS[1] ('west'): 'weight' must be an integer >= 1" in done.stderr
     env["GATEWAY_BACKENDS"] = bad.replace('"weight": 0', '"weight": 2')

@@ -55,11 +55,13 @@ def test_settings_named_by_the_trigger_exist():
 async def test_the_trigger_hands_event_bodies_to_the_handler(module, parser_fn, monkeypatch):
     import azure.functions as func
 
-    from shared.adapters.memory import memory_ports
-    from tests.factories import exchange, text_stream
+    from testing.factories import exchange, text_stream
+    from testing.memory import memory_ports
 
     ports = memory_ports()
-    await ports.exchanges.save(exchange(request_id="fa-1", body={"messages": [], "stream": True}, sse_text=text_stream(["x"])))
+    await ports.exchanges.save(
+        exchange(request_id="fa-1", body={"messages": [], "stream": True}, sse_text=text_stream(["x"]))
+    )
     monkeypatch.setattr(module, "_parser_ports", lambda: ports)
     user_function = parser_fn.get_user_function()
     await user_function([func.EventHubEvent(body=b"fa-1")])

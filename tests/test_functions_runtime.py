@@ -36,8 +36,14 @@ CHAT = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
 
 def _index(app_dir: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run([sys.executable, "-m", "devhost.runtime", "index", "--app-dir", str(app_dir)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [sys.executable, "-m", "devhost.runtime", "index", "--app-dir", str(app_dir)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -55,19 +61,30 @@ def _trigger(function: dict[str, Any]) -> dict[str, Any]:
 def test_the_runtime_indexes_and_loads_every_function(indexed: dict[str, Any]) -> None:
     assert set(indexed) == {"openai_proxy", "health", "parser"}
     proxy = _trigger(indexed["openai_proxy"])
-    assert (proxy["route"], sorted(proxy["methods"]), proxy["authLevel"]) == ("openai/{*path}", ["DELETE", "GET", "POST"], "FUNCTION")
+    assert (proxy["route"], sorted(proxy["methods"]), proxy["authLevel"]) == (
+        "openai/{*path}",
+        ["DELETE", "GET", "POST"],
+        "FUNCTION",
+    )
     assert {"direction": "OUT", "type": "http", "name": "$return"} in indexed["openai_proxy"]["bindings"]
     parser = _trigger(indexed["parser"])
     assert parser == {
-        "direction": "IN", "type": "eventHubTrigger", "name": "events", "connection": "EventHubConnection",
-        "eventHubName": "%EVENT_HUB_NAME%", "cardinality": "MANY", "consumerGroup": "%EVENT_HUB_CONSUMER_GROUP%",
+        "direction": "IN",
+        "type": "eventHubTrigger",
+        "name": "events",
+        "connection": "EventHubConnection",
+        "eventHubName": "%EVENT_HUB_NAME%",
+        "cardinality": "MANY",
+        "consumerGroup": "%EVENT_HUB_CONSUMER_GROUP%",
     }
 
 
 def test_the_runtime_refuses_a_pep_585_binding_annotation(tmp_path: Path) -> None:
     source = (ROOT / "function_app.py").read_text()
     assert "typing.List[func.EventHubEvent]" in source
-    (tmp_path / "function_app.py").write_text(source.replace("typing.List[func.EventHubEvent]", "list[func.EventHubEvent]"))
+    (tmp_path / "function_app.py").write_text(
+        source.replace("typing.List[func.EventHubEvent]", "list[func.EventHubEvent]")
+    )
     done = _index(tmp_path)
     assert done.returncode == 1
     assert "cannot load the parser function: binding events has invalid non-type annotation" in done.stderr
@@ -92,13 +109,16 @@ def _provides(settings: set[str], name: str) -> bool:
 
 
 def test_every_setting_a_binding_names_is_provided_locally_and_by_bicep(
-    indexed: dict[str, Any], bicep_settings: dict[str, Any]  # noqa: F811
+    indexed: dict[str, Any],
+    bicep_settings: dict[str, Any],  # noqa: F811
 ) -> None:
     sample = set(json.loads((ROOT / "local.settings.sample.json").read_text())["Values"])
     named = set().union(*(_settings_named(f) for f in indexed.values()))
     assert named == {"EVENT_HUB_NAME", "EVENT_HUB_CONSUMER_GROUP", "EventHubConnection"}
     assert [n for n in sorted(named) if not _provides(sample, n)] == [], "missing from local.settings.sample.json"
-    assert [n for n in sorted(named) if not _provides(set(bicep_settings), n)] == [], "missing from bicep's app settings"
+    assert [n for n in sorted(named) if not _provides(set(bicep_settings), n)] == [], (
+        "missing from bicep's app settings"
+    )
 
 
 def test_host_json_routes_functions_without_a_prefix(indexed: dict[str, Any]) -> None:
@@ -142,7 +162,16 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     env = {
         **os.environ,
         "PYTHONPATH": str(ROOT),
-        "GATEWAY_BACKENDS": json.dumps([{"name": "sim", "endpoint": sim.url, "auth": {"type": "api_key", "setting": "SIM_KEY"}, "deployments": ["*"]}]),
+        "GATEWAY_BACKENDS": json.dumps(
+            [
+                {
+                    "name": "sim",
+                    "endpoint": sim.url,
+                    "auth": {"type": "api_key", "setting": "SIM_KEY"},
+                    "deployments": ["*"],
+                }
+            ]
+        ),
         "SIM_KEY": "sim-key",
         "LOG_STORE": "sqlite",
         "SQLITE_PATH": str(tmp / "gateway.db"),
@@ -153,8 +182,13 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
         "LOCAL_SUBSCRIPTIONS": json.dumps({KEY: {"id": "team-rt", "name": "Runtime", "product": "standard"}}),
     }
     log = open(tmp / "serve.log", "wb")  # noqa: SIM115 - closed below
-    process = subprocess.Popen([sys.executable, "-m", "devhost.runtime", "serve", "--over-http", "--port", str(port)],
-                               cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "devhost.runtime", "serve", "--over-http", "--port", str(port)],
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
     url = f"http://127.0.0.1:{port}"
     s = Served(url, sim, tmp / "gateway.db", process)
     s.output = lambda: (tmp / "serve.log").read_text(errors="replace")[-4000:]  # type: ignore[method-assign]
@@ -184,8 +218,13 @@ def _chat(stream: bool, content: str = "Count to twelve.") -> dict[str, Any]:
 def test_a_streamed_chat_reaches_the_client_event_by_event_through_the_runtime(served: Served) -> None:
     crid = "rt-stream-1"
     arrivals: list[tuple[float, bytes]] = []
-    with httpx.stream("POST", served.url + CHAT, json=_chat(True), timeout=30,
-                      headers={"api-key": KEY, "x-ms-client-request-id": crid}) as answer:
+    with httpx.stream(
+        "POST",
+        served.url + CHAT,
+        json=_chat(True),
+        timeout=30,
+        headers={"api-key": KEY, "x-ms-client-request-id": crid},
+    ) as answer:
         assert answer.status_code == 200, answer.read()
         assert answer.headers["content-type"].startswith("text/event-stream")
         rid = answer.headers["x-gateway-request-id"]
@@ -205,13 +244,26 @@ def test_a_streamed_chat_reaches_the_client_event_by_event_through_the_runtime(s
 
 def test_a_client_that_leaves_mid_stream_cancels_the_upstream_call(served: Served) -> None:
     crid = "rt-leave-1"
-    with httpx.stream("POST", served.url + CHAT, json=_chat(True), timeout=30,
-                      headers={"api-key": KEY, "x-ms-client-request-id": crid, "x-sim-chunks": "200"}) as answer:
+    with httpx.stream(
+        "POST",
+        served.url + CHAT,
+        json=_chat(True),
+        timeout=30,
+        headers={"api-key": KEY, "x-ms-client-request-id": crid, "x-sim-chunks": "200"},
+    ) as answer:
         assert answer.status_code == 200
         next(answer.iter_raw())
     logged = served.wait_for(
-        lambda: next((r for r in served.sim.requests if r.headers.get("x-ms-client-request-id") == crid and r.client_disconnected), None),
-        "the upstream call's cancellation")
+        lambda: next(
+            (
+                r
+                for r in served.sim.requests
+                if r.headers.get("x-ms-client-request-id") == crid and r.client_disconnected
+            ),
+            None,
+        ),
+        "the upstream call's cancellation",
+    )
     assert logged.response.count(b"data: ") < 200
 
 
@@ -220,7 +272,12 @@ def test_errors_and_non_stream_answers_come_back_in_aoai_format(served: Served) 
     assert ok.status_code == 200 and ok.json()["object"] == "chat.completion"
     unknown = httpx.post(served.url + CHAT, json=_chat(False), headers={"api-key": "wrong"}, timeout=30)
     assert unknown.status_code == 401 and unknown.json()["error"]["code"]
-    bad = httpx.post(served.url + CHAT, content=b"{not json", headers={"api-key": KEY, "content-type": "application/json"}, timeout=30)
+    bad = httpx.post(
+        served.url + CHAT,
+        content=b"{not json",
+        headers={"api-key": KEY, "content-type": "application/json"},
+        timeout=30,
+    )
     assert bad.headers["content-type"].startswith("application/json"), bad.text
     assert "error" in bad.json()
 
@@ -257,7 +314,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 sys.path.insert(0, {str(ROOT)!r})
 from devhost.runtime.worker import EventData, FunctionsWorker
-from tests.factories import exchange as make_exchange
+from testing.factories import exchange as make_exchange
 
 async def main():
     worker = FunctionsWorker(Path({str(ROOT)!r}))
@@ -274,10 +331,29 @@ async def main():
 
 asyncio.run(main())
 """
-    env = {**os.environ, "PYTHONPATH": str(ROOT), "LOG_STORE": "sqlite", "SQLITE_PATH": str(db), "EVENT_CHANNEL": "local",
-           "EVENT_HUB_NAME": "exchanges", "EVENT_HUB_CONSUMER_GROUP": "$Default", "CAPTURE_OUTBOX_DIR": str(tmp_path / "outbox"),
-           "GATEWAY_BACKENDS": json.dumps([{"name": "sim", "endpoint": "http://127.0.0.1:9", "auth": {"type": "managed_identity"}, "deployments": ["*"]}])}
-    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
+    env = {
+        **os.environ,
+        "PYTHONPATH": str(ROOT),
+        "LOG_STORE": "sqlite",
+        "SQLITE_PATH": str(db),
+        "EVENT_CHANNEL": "local",
+        "EVENT_HUB_NAME": "exchanges",
+        "EVENT_HUB_CONSUMER_GROUP": "$Default",
+        "CAPTURE_OUTBOX_DIR": str(tmp_path / "outbox"),
+        "GATEWAY_BACKENDS": json.dumps(
+            [
+                {
+                    "name": "sim",
+                    "endpoint": "http://127.0.0.1:9",
+                    "auth": {"type": "managed_identity"},
+                    "deployments": ["*"],
+                }
+            ]
+        ),
+    }
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=ROOT, env=env, capture_output=True, text=True, timeout=180
+    )
     assert "STATUS 1 " in done.stdout, done.stdout[-2000:] + done.stderr[-3000:]
     with contextlib.closing(sqlite3.connect(db)) as conn:
         records = {rid for (rid,) in conn.execute("SELECT request_id FROM records")}

@@ -15,9 +15,9 @@ from proxy.credentials import Credentials
 from proxy.handler import Proxy
 from proxy.telemetry import OVERHEAD_HEADER, overhead_ms
 from proxy.upstream import Timeouts, UpstreamClient
-from shared.adapters.memory import memory_ports
 from shared.exchange import Attempt
 from shared.settings import Settings
+from testing.memory import memory_ports
 
 CHAT = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
 BODY = {"messages": [{"role": "user", "content": "hi"}]}
@@ -25,9 +25,18 @@ BODY = {"messages": [{"role": "user", "content": "hi"}]}
 
 def _proxy(endpoint: str):
     ports = memory_ports()
-    settings = Settings(backends_json=json.dumps([
-        {"name": "east", "endpoint": endpoint, "auth": {"type": "api_key", "value": "up-key"}, "deployments": ["*"]},
-    ]))
+    settings = Settings(
+        backends_json=json.dumps(
+            [
+                {
+                    "name": "east",
+                    "endpoint": endpoint,
+                    "auth": {"type": "api_key", "value": "up-key"},
+                    "deployments": ["*"],
+                },
+            ]
+        )
+    )
     proxy = Proxy(settings, UpstreamClient(Timeouts()), Credentials({}), CaptureWriter(lambda: ports))
     app = Starlette(routes=[Route("/openai/{path:path}", proxy.handle, methods=["GET", "POST", "DELETE"])])
     return proxy, ports, httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw")
@@ -63,7 +72,7 @@ async def test_gateway_own_answers_carry_the_overhead(path, status):
 
 async def test_the_record_carries_the_header_value():
     """The usage record built from the stored exchange says what the client was told."""
-    from shared.usage import normalize  # noqa: PLC0415
+    from shared.normalize.usage import normalize  # noqa: PLC0415
 
     async with serve(SimulatorConfig()) as sim:
         proxy, ports, client = _proxy(sim.url)

@@ -4,7 +4,7 @@ import zlib
 
 import pytest
 
-from shared.images import DEFAULT_SIZE, data_url_size, image_tokens
+from shared.normalize.images import DEFAULT_SIZE, data_url_size, image_tokens
 
 
 @pytest.mark.parametrize(
@@ -47,18 +47,38 @@ def _gif(w: int, h: int) -> bytes:
 
 def _webp_vp8x(w: int, h: int) -> bytes:
     payload = b"\x00\x00\x00\x00" + (w - 1).to_bytes(3, "little") + (h - 1).to_bytes(3, "little")
-    return b"RIFF" + struct.pack("<I", 4 + 8 + len(payload)) + b"WEBP" + b"VP8X" + struct.pack("<I", len(payload)) + payload
+    return (
+        b"RIFF"
+        + struct.pack("<I", 4 + 8 + len(payload))
+        + b"WEBP"
+        + b"VP8X"
+        + struct.pack("<I", len(payload))
+        + payload
+    )
 
 
 def _webp_vp8l(w: int, h: int) -> bytes:
     bits = (w - 1) | ((h - 1) << 14)
     payload = b"\x2f" + bits.to_bytes(4, "little")
-    return b"RIFF" + struct.pack("<I", 4 + 8 + len(payload)) + b"WEBP" + b"VP8L" + struct.pack("<I", len(payload)) + payload
+    return (
+        b"RIFF"
+        + struct.pack("<I", 4 + 8 + len(payload))
+        + b"WEBP"
+        + b"VP8L"
+        + struct.pack("<I", len(payload))
+        + payload
+    )
 
 
 @pytest.mark.parametrize(
     ("mime", "data"),
-    [("png", _png(1920, 1080)), ("jpeg", _jpeg(1920, 1080)), ("gif", _gif(1920, 1080)), ("webp", _webp_vp8x(1920, 1080)), ("webp", _webp_vp8l(1920, 1080))],
+    [
+        ("png", _png(1920, 1080)),
+        ("jpeg", _jpeg(1920, 1080)),
+        ("gif", _gif(1920, 1080)),
+        ("webp", _webp_vp8x(1920, 1080)),
+        ("webp", _webp_vp8l(1920, 1080)),
+    ],
 )
 def test_sizes_from_headers(mime, data):
     url = f"data:image/{mime};base64," + base64.b64encode(data).decode()
@@ -71,7 +91,10 @@ def test_jpeg_with_large_exif_before_the_frame_header_is_read_past_the_first_blo
     assert data_url_size("data:image/jpeg;base64," + base64.b64encode(data).decode()) == (640, 480)
 
 
-@pytest.mark.parametrize("url", ["https://example.com/cat.png", "data:image/png;base64,AAAA", "data:text/plain,hello", "data:image/png;base64,%%%"])
+@pytest.mark.parametrize(
+    "url",
+    ["https://example.com/cat.png", "data:image/png;base64,AAAA", "data:text/plain,hello", "data:image/png;base64,%%%"],
+)
 def test_unknown_sizes(url):
     assert data_url_size(url) is None
     assert DEFAULT_SIZE == (1024, 1024)

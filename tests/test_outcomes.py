@@ -5,10 +5,12 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from proxy.outcomes import Outcome, classify_error, should_fail_over
+from proxy.routing.outcomes import Outcome, classify_error, should_fail_over
 
 DNF = b'{"error": {"code": "DeploymentNotFound", "message": "The API deployment for this resource does not exist."}}'
-CONTENT_FILTER = b'{"error": {"code": "content_filter", "status": 400, "innererror": {"code": "ResponsibleAIPolicyViolation"}}}'
+CONTENT_FILTER = (
+    b'{"error": {"code": "content_filter", "status": 400, "innererror": {"code": "ResponsibleAIPolicyViolation"}}}'
+)
 
 
 @pytest.mark.parametrize(

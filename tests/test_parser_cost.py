@@ -7,11 +7,11 @@ from parser import enrich
 from parser.__main__ import main
 from parser.enrich import Enricher
 from parser.handler import handle_batch
-from shared import record_schema
-from shared.adapters.memory import memory_ports
+from shared.normalize import record_schema
 from shared.pricing.book import load_book, parse_book
 from shared.settings import Settings
-from tests.factories import exchange, text_stream
+from testing.factories import exchange, text_stream
+from testing.memory import memory_ports
 
 NO_WAIT = dict(delays=(0, 0, 0), sleep=lambda s: _noop())
 BOOK = load_book()
@@ -22,10 +22,18 @@ async def _noop():
 
 
 def _chat(rid="c", *, model="gpt-4o-2024-08-06", path="/openai/deployments/gpt-4o/chat/completions", usage=None):
-    usage = usage or {"prompt_tokens": 1200, "completion_tokens": 300, "total_tokens": 1500,
-                      "prompt_tokens_details": {"cached_tokens": 1024}}
-    return exchange(request_id=rid, path=path, body={"messages": [{"role": "user", "content": "hi"}], "stream": True},
-                    sse_text=text_stream(["Hi"], model=model, usage=usage))
+    usage = usage or {
+        "prompt_tokens": 1200,
+        "completion_tokens": 300,
+        "total_tokens": 1500,
+        "prompt_tokens_details": {"cached_tokens": 1024},
+    }
+    return exchange(
+        request_id=rid,
+        path=path,
+        body={"messages": [{"role": "user", "content": "hi"}], "stream": True},
+        sse_text=text_stream(["Hi"], model=model, usage=usage),
+    )
 
 
 async def _records(*exchanges, **settings_env):
@@ -69,17 +77,27 @@ async def test_unknown_model_has_no_cost_and_says_which():
 
 
 async def test_throttled_request_costs_nothing():
-    throttled = exchange(request_id="t", status=429, body={"messages": []}, response_body={"error": {"code": "429", "message": "x"}})
+    throttled = exchange(
+        request_id="t", status=429, body={"messages": []}, response_body={"error": {"code": "429", "message": "x"}}
+    )
     record = (await _records(throttled))["t"]
     assert (record["cost"], record["cost_reason"]) == (0.0, None)
 
 
 async def test_dall_e_3_priced_by_the_request_quality_and_size():
     body = {"created": 1, "data": [{"url": "https://x/1.png"}, {"url": "https://x/2.png"}]}
-    hd = exchange(request_id="hd", path="/openai/deployments/dall-e-3/images/generations",
-                  body={"prompt": "a cat", "n": 2, "size": "1792x1024", "quality": "hd"}, response_body=body)
-    plain = exchange(request_id="plain", path="/openai/deployments/dall-e-3/images/generations",
-                     body={"prompt": "a cat", "n": 2}, response_body=body)
+    hd = exchange(
+        request_id="hd",
+        path="/openai/deployments/dall-e-3/images/generations",
+        body={"prompt": "a cat", "n": 2, "size": "1792x1024", "quality": "hd"},
+        response_body=body,
+    )
+    plain = exchange(
+        request_id="plain",
+        path="/openai/deployments/dall-e-3/images/generations",
+        body={"prompt": "a cat", "n": 2},
+        response_body=body,
+    )
     records = await _records(hd, plain)
     # dall-e-3 global per image: hd/1792x1024 0.12, standard/1024x1024 (the API defaults) 0.04.
     assert records["hd"]["cost"] == 0.24 and records["hd"]["usage_details"] == {"size": "1792x1024", "quality": "hd"}

@@ -4,9 +4,9 @@ import azure.functions as func
 import pytest
 
 from parser.handler import BatchIncomplete, handle_batch, request_id_of
-from shared import record_schema
-from shared.adapters.memory import memory_ports
-from tests.factories import exchange, text_stream
+from shared.normalize import record_schema
+from testing.factories import exchange, text_stream
+from testing.memory import memory_ports
 
 NO_WAIT = dict(delays=(0, 0, 0), sleep=lambda s: _noop())
 
@@ -16,7 +16,11 @@ async def _noop():
 
 
 def _chat(rid: str):
-    return exchange(request_id=rid, body={"messages": [{"role": "user", "content": "hi"}], "stream": True}, sse_text=text_stream(["Hi", "!"]))
+    return exchange(
+        request_id=rid,
+        body={"messages": [{"role": "user", "content": "hi"}], "stream": True},
+        sse_text=text_stream(["Hi", "!"]),
+    )
 
 
 async def test_one_record_per_exchange_and_duplicates_are_skipped():
@@ -167,9 +171,22 @@ def test_request_id_of_event_hub_event_bodies():
 
 async def test_record_failing_the_schema_keeps_its_valid_fields_and_says_why():
     ports = memory_ports()
-    odd = exchange(request_id="w", body={"messages": []}, response_body={
-        "model": "gpt-4o", "choices": [{"index": 0, "message": {"content": "x"}, "finish_reason": "stop", "content_filter_results": {"hate": "weird"}}],
-        "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2}})
+    odd = exchange(
+        request_id="w",
+        body={"messages": []},
+        response_body={
+            "model": "gpt-4o",
+            "choices": [
+                {
+                    "index": 0,
+                    "message": {"content": "x"},
+                    "finish_reason": "stop",
+                    "content_filter_results": {"hate": "weird"},
+                }
+            ],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+        },
+    )
     await ports.exchanges.save(odd)
     result = await handle_batch([b"w"], ports, **NO_WAIT)
     record = ports.sink.emitted[0]

@@ -4,14 +4,18 @@ import sys
 from pathlib import Path
 
 from parser.__main__ import main
-from shared import record_schema
-from tests.factories import exchange, text_stream
+from shared.normalize import record_schema
+from testing.factories import exchange, text_stream
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _ex(rid):
-    return exchange(request_id=rid, body={"messages": [{"role": "user", "content": "hi"}], "stream": True}, sse_text=text_stream(["Hello"]))
+    return exchange(
+        request_id=rid,
+        body={"messages": [{"role": "user", "content": "hi"}], "stream": True},
+        sse_text=text_stream(["Hello"]),
+    )
 
 
 def test_replay_json_and_json_lines(tmp_path, capsys):
@@ -40,7 +44,13 @@ def test_bad_line_is_reported_and_the_rest_still_printed(tmp_path, capsys):
 def test_replay_as_a_module_with_details(tmp_path):
     f = tmp_path / "x.json"
     f.write_text(json.dumps(_ex("cli").to_dict()))
-    out = subprocess.run([sys.executable, "-m", "parser", "replay", "--details", str(f)], cwd=ROOT, capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "parser", "replay", "--details", str(f)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     line = json.loads(out.stdout)
     assert line["record"]["request_id"] == "cli"
     assert line["details"]["response"]["choices"][0]["message"]["content"] == "Hello"

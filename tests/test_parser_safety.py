@@ -10,16 +10,16 @@ from pathlib import Path
 
 import pytest
 
-from devhost.fakes.content_safety import FakeContentSafety
 from parser import enrich
 from parser.enrich import Enricher, analysis_deadline
 from parser.handler import handle_batch
-from shared import record_schema
-from shared.adapters.memory import memory_ports
+from shared.normalize import record_schema
 from shared.safety.config import SafetyConfig
 from shared.settings import Settings
 from shared.wiring import build_content_safety
-from tests.factories import exchange, text_stream
+from testing.factories import exchange, text_stream
+from testing.fakes.content_safety import FakeContentSafety
+from testing.memory import memory_ports
 
 NO_WAIT = dict(delays=(0, 0, 0), sleep=lambda s: _noop())
 
@@ -61,8 +61,11 @@ async def wired(fake):
 
 
 def _chat(rid, text, *, product="standard", prompt="hi"):
-    ex = exchange(request_id=rid, body={"messages": [{"role": "user", "content": prompt}], "stream": True},
-                  sse_text=text_stream(re.findall(r"\S+\s*", text)))
+    ex = exchange(
+        request_id=rid,
+        body={"messages": [{"role": "user", "content": prompt}], "stream": True},
+        sse_text=text_stream(re.findall(r"\S+\s*", text)),
+    )
     ex.identity.product = product
     return ex
 
@@ -94,8 +97,13 @@ async def test_product_thresholds_and_prompt_analysis_from_settings(fake, wired)
     ports, enricher = await wired(
         CONTENT_SAFETY_THRESHOLDS='{"default": {"Hate": 6}, "kids": {"Hate": 2}}', CONTENT_SAFETY_ANALYZE_PROMPT="true"
     )
-    await _run(ports, enricher, _chat("adult", "HATE_LEVEL_4 text"), _chat("kid", "HATE_LEVEL_4 text", product="kids"),
-               _chat("prompted", "fine", prompt="SELFHARM_LEVEL_4 question"))
+    await _run(
+        ports,
+        enricher,
+        _chat("adult", "HATE_LEVEL_4 text"),
+        _chat("kid", "HATE_LEVEL_4 text", product="kids"),
+        _chat("prompted", "fine", prompt="SELFHARM_LEVEL_4 question"),
+    )
     records = ports.records.records
     assert records["adult"]["safety"]["status"] == "ok" and records["adult"]["safety"]["completion"]["Hate"] == 4
     assert records["kid"]["safety"]["status"] == "flagged"
@@ -104,10 +112,21 @@ async def test_product_thresholds_and_prompt_analysis_from_settings(fake, wired)
 
 
 def _filtered_exchange(rid):
-    body = {"id": "chatcmpl-9", "object": "chat.completion", "created": 1, "model": "gpt-4o-2024-08-06",
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": "I cannot"}, "finish_reason": "content_filter",
-                         "content_filter_results": {"violence": {"filtered": True, "severity": "high"}}}],
-            "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}}
+    body = {
+        "id": "chatcmpl-9",
+        "object": "chat.completion",
+        "created": 1,
+        "model": "gpt-4o-2024-08-06",
+        "choices": [
+            {
+                "index": 0,
+                "message": {"role": "assistant", "content": "I cannot"},
+                "finish_reason": "content_filter",
+                "content_filter_results": {"violence": {"filtered": True, "severity": "high"}},
+            }
+        ],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12},
+    }
     return exchange(request_id=rid, body={"messages": [{"role": "user", "content": "hi"}]}, response_body=body)
 
 
@@ -155,10 +174,19 @@ async def test_default_handler_without_an_enricher_still_prices_and_skips_safety
 
 async def test_exchanges_that_never_reached_the_model_are_not_sent(fake, wired):
     ports, enricher = await wired(CONTENT_SAFETY_ANALYZE_PROMPT="true")
-    throttled = exchange(request_id="t", status=429, body={"messages": [{"role": "user", "content": "VIOLENCE_LEVEL_6"}]},
-                         response_body={"error": {"code": "429", "message": "slow down"}})
-    gateway = exchange(request_id="g", status=401, body={"messages": [{"role": "user", "content": "VIOLENCE_LEVEL_6"}]},
-                       response_body={"error": {"code": "401", "message": "no key"}}, gateway_error={"code": "401", "message": "no key"})
+    throttled = exchange(
+        request_id="t",
+        status=429,
+        body={"messages": [{"role": "user", "content": "VIOLENCE_LEVEL_6"}]},
+        response_body={"error": {"code": "429", "message": "slow down"}},
+    )
+    gateway = exchange(
+        request_id="g",
+        status=401,
+        body={"messages": [{"role": "user", "content": "VIOLENCE_LEVEL_6"}]},
+        response_body={"error": {"code": "401", "message": "no key"}},
+        gateway_error={"code": "401", "message": "no key"},
+    )
     await _run(ports, enricher, throttled, gateway)
     assert ports.records.records["t"]["safety"] == {"status": "skipped"}
     assert ports.records.records["g"]["safety"] == {"status": "skipped"}
@@ -168,9 +196,19 @@ async def test_exchanges_that_never_reached_the_model_are_not_sent(fake, wired):
 async def test_in_stream_enforcement_outcome_is_merged(fake, wired):
     ports, enricher = await wired()
     ex = _chat("e", "partial text")
-    ex.enforcement = {"mode": "enforce", "action": "blocked", "source": "content_safety", "window_index": 2,
-                      "categories": {"Violence": 6}, "severities": {"Violence": 6}, "blocklist_hits": [],
-                      "windows_analyzed": 3, "characters_analyzed": 2700, "characters_released": 1800, "errors": []}
+    ex.enforcement = {
+        "mode": "enforce",
+        "action": "blocked",
+        "source": "content_safety",
+        "window_index": 2,
+        "categories": {"Violence": 6},
+        "severities": {"Violence": 6},
+        "blocklist_hits": [],
+        "windows_analyzed": 3,
+        "characters_analyzed": 2700,
+        "characters_released": 1800,
+        "errors": [],
+    }
     await _run(ports, enricher, ex)
     safety = ports.records.records["e"]["safety"]
     assert safety["status"] == "flagged" and safety["flagged_by"] == ["enforcement"]
@@ -231,9 +269,13 @@ class _Hung:
 
 
 async def test_a_hung_analyser_cannot_hold_the_record_back():
-    settings = _settings(CONTENT_SAFETY_ENDPOINT="http://127.0.0.1:9", CONTENT_SAFETY_KEY="k",
-                         CONTENT_SAFETY_TIMEOUT_SECONDS="0.05", CONTENT_SAFETY_MAX_RETRIES="0",
-                         CONTENT_SAFETY_MAX_RETRY_AFTER_SECONDS="0")
+    settings = _settings(
+        CONTENT_SAFETY_ENDPOINT="http://127.0.0.1:9",
+        CONTENT_SAFETY_KEY="k",
+        CONTENT_SAFETY_TIMEOUT_SECONDS="0.05",
+        CONTENT_SAFETY_MAX_RETRIES="0",
+        CONTENT_SAFETY_MAX_RETRY_AFTER_SECONDS="0",
+    )
     enricher = Enricher.from_settings(settings)
     assert analysis_deadline(enricher.safety) == pytest.approx(0.1)
     ports = memory_ports()
@@ -254,7 +296,11 @@ async def test_a_defect_in_the_analysis_is_an_error_not_a_lost_record(monkeypatc
     ports.safety = _Hung()
     result = await _run(ports, Enricher.from_settings(settings), _chat("d", "words"))
     assert result.recorded == ["d"]
-    assert ports.records.records["d"]["safety"] == {"status": "error", "flagged_by": [], "error": "RuntimeError: defect"}
+    assert ports.records.records["d"]["safety"] == {
+        "status": "error",
+        "flagged_by": [],
+        "error": "RuntimeError: defect",
+    }
 
 
 def test_default_deadline_covers_the_worst_case_of_the_retries():
@@ -264,11 +310,20 @@ def test_default_deadline_covers_the_worst_case_of_the_retries():
 
 async def test_replay_checks_content_safety_when_configured(fake, tmp_path):
     f = tmp_path / "x.jsonl"
-    f.write_text("\n".join(json.dumps(_chat(r, t).to_dict()) for r, t in (("r1", "SEXUAL_LEVEL_4 here"), ("r2", "fine"))))
+    f.write_text(
+        "\n".join(json.dumps(_chat(r, t).to_dict()) for r, t in (("r1", "SEXUAL_LEVEL_4 here"), ("r2", "fine")))
+    )
     env = {**os.environ, "CONTENT_SAFETY_ENDPOINT": fake.base_url, "CONTENT_SAFETY_KEY": "test-key"}
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "parser", "replay", str(f), cwd=Path(__file__).resolve().parents[1], env=env,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        sys.executable,
+        "-m",
+        "parser",
+        "replay",
+        str(f),
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
     )
     out, err = await asyncio.wait_for(proc.communicate(), 60)
     assert proc.returncode == 0, err.decode()
@@ -287,7 +342,9 @@ async def test_a_safety_verdict_off_the_schema_becomes_an_error_verdict(monkeypa
     result = await _run(ports, Enricher(), _chat("w", "words"))
     assert result.recorded == ["w"]
     safety = ports.records.records["w"]["safety"]
-    assert safety["status"] == "error" and safety["error"].startswith("safety verdict failed schema validation: safety/status")
+    assert safety["status"] == "error" and safety["error"].startswith(
+        "safety verdict failed schema validation: safety/status"
+    )
 
 
 async def test_a_malformed_enforcement_value_is_ignored():

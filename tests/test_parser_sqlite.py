@@ -3,18 +3,25 @@
 import asyncio
 
 from parser.handler import handle_batch
-from shared import record_schema
+from shared.normalize import record_schema
 from shared.settings import Settings
 from shared.wiring import build_ports
-from tests.factories import exchange, text_stream
+from testing.factories import exchange, text_stream
 
 
 async def test_local_channel_batch_to_sqlite_records_with_duplicates_and_poison(tmp_path):
-    settings = Settings.from_env({"SQLITE_PATH": str(tmp_path / "gw.db"), "LOG_STORE": "sqlite", "EVENT_CHANNEL": "local"})
+    settings = Settings.from_env(
+        {"SQLITE_PATH": str(tmp_path / "gw.db"), "LOG_STORE": "sqlite", "EVENT_CHANNEL": "local"}
+    )
     async with build_ports(settings) as ports:
         for rid in ("e1", "e2"):
-            await ports.exchanges.save(exchange(request_id=rid, body={"messages": [{"role": "user", "content": "hi"}], "stream": True},
-                                                sse_text=text_stream(["Hello", " there"])))
+            await ports.exchanges.save(
+                exchange(
+                    request_id=rid,
+                    body={"messages": [{"role": "user", "content": "hi"}], "stream": True},
+                    sse_text=text_stream(["Hello", " there"]),
+                )
+            )
             await ports.channel.publish(rid)
         await ports.channel.publish("e1")  # at-least-once redelivery
         await ports.channel.publish("nope")  # never stored

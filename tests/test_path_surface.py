@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 import pytest
 
 from devhost.simulator import SimulatorConfig
-from shared.apis import resolve_path
+from shared.normalize.apis import resolve_path
 from tests.devhost_harness import dev_host
 
 CLIENT_KEY = "client-key-paths"
@@ -66,8 +66,11 @@ def test_resolve_path(raw, resolved):
 
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory):
-    with dev_host(tmp_path_factory.mktemp("paths"), {CLIENT_KEY: {"id": "team-a", "name": "Team A", "product": "standard"}},
-                  {"sim": SimulatorConfig(api_key=UPSTREAM_KEY)}) as gateway:
+    with dev_host(
+        tmp_path_factory.mktemp("paths"),
+        {CLIENT_KEY: {"id": "team-a", "name": "Team A", "product": "standard"}},
+        {"sim": SimulatorConfig(api_key=UPSTREAM_KEY)},
+    ) as gateway:
         yield gateway
 
 
@@ -76,8 +79,11 @@ def _send(url: str, method: str, path: str, body: bytes = b"{}") -> tuple[int, d
     conn = http.client.HTTPConnection(parts.hostname, parts.port, timeout=10)
     try:
         conn.putrequest(method, path, skip_accept_encoding=True)
-        for name, value in {"api-key": CLIENT_KEY, "content-type": "application/json",
-                            "content-length": str(len(body))}.items():
+        for name, value in {
+            "api-key": CLIENT_KEY,
+            "content-type": "application/json",
+            "content-length": str(len(body)),
+        }.items():
             conn.putheader(name, value)
         conn.endheaders(body)
         resp = conn.getresponse()

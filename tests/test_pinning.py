@@ -1,8 +1,8 @@
 """Responses API affinity at the proxy's edges: store failures fall back, taps only where they matter."""
 
-from proxy.pinning import ResponsePinning
-from shared.adapters.memory import MemoryAffinityStore
-from shared.apis import classify
+from proxy.routing.pinning import ResponsePinning
+from shared.normalize.apis import classify
+from testing.memory import MemoryAffinityStore
 
 CREATE = classify("/openai/v1/responses")
 BY_ID = classify("/openai/v1/responses/resp_1")
@@ -43,7 +43,9 @@ async def test_stream_tap_remembers_from_the_first_event_and_stops_looking():
     store = MemoryAffinityStore()
     pinning = ResponsePinning(lambda: store, 60)
     tap = pinning.tap(CREATE, "POST", {}, 200, "text/event-stream", "east", [])
-    event = b'event: response.created\ndata: {"type":"response.created","response":{"id":"resp_9","object":"response"}}\n\n'
+    event = (
+        b'event: response.created\ndata: {"type":"response.created","response":{"id":"resp_9","object":"response"}}\n\n'
+    )
     tap.feed(event[:20])
     tap.feed(event[20:])
     await tap.close()

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from proxy.policy import RoutingPolicy
+from proxy.routing.policy import RoutingPolicy
 from shared.errors import ConfigurationError
 from shared.settings import Settings
 
@@ -27,7 +27,14 @@ def test_defaults():
 def test_reads_every_routing_setting():
     env = dict(zip(ROUTING_SETTINGS, ["5", "12.5", "2", "8", "45", "3600"], strict=False))
     policy = RoutingPolicy.from_settings(Settings.from_env(env))
-    assert policy == RoutingPolicy(max_attempts=5, deadline_seconds=12.5, circuit_failures=2, circuit_window_seconds=8, circuit_cooldown_seconds=45, affinity_ttl_seconds=3600)
+    assert policy == RoutingPolicy(
+        max_attempts=5,
+        deadline_seconds=12.5,
+        circuit_failures=2,
+        circuit_window_seconds=8,
+        circuit_cooldown_seconds=45,
+        affinity_ttl_seconds=3600,
+    )
 
 
 def test_routing_settings_are_in_the_sample_settings_file():
@@ -37,7 +44,15 @@ def test_routing_settings_are_in_the_sample_settings_file():
     assert policy == RoutingPolicy()
 
 
-@pytest.mark.parametrize(("name", "value", "message"), [("GATEWAY_MAX_ATTEMPTS", "0", "GATEWAY_MAX_ATTEMPTS"), ("GATEWAY_MAX_ATTEMPTS", "x", "must be an integer"), ("GATEWAY_RETRY_DEADLINE_SECONDS", "soon", "must be a number"), ("GATEWAY_CIRCUIT_FAILURES", "0", "GATEWAY_CIRCUIT_FAILURES")])
+@pytest.mark.parametrize(
+    ("name", "value", "message"),
+    [
+        ("GATEWAY_MAX_ATTEMPTS", "0", "GATEWAY_MAX_ATTEMPTS"),
+        ("GATEWAY_MAX_ATTEMPTS", "x", "must be an integer"),
+        ("GATEWAY_RETRY_DEADLINE_SECONDS", "soon", "must be a number"),
+        ("GATEWAY_CIRCUIT_FAILURES", "0", "GATEWAY_CIRCUIT_FAILURES"),
+    ],
+)
 def test_bad_values_fail_naming_the_setting(name, value, message):
     with pytest.raises(ConfigurationError, match=message):
         RoutingPolicy.from_settings(Settings.from_env({name: value}))

@@ -16,8 +16,17 @@ VERSION = "aoai-retail-2026-08-11"
 
 
 def rec(**fields):
-    base = {"timestamp": "2025-09-15T10:00:00Z", "deployment": "d", "model": None, "api": "chat.completions",
-            "prompt_tokens": 0, "completion_tokens": 0, "cached_tokens": 0, "reasoning_tokens": 0, "image_count": 0}
+    base = {
+        "timestamp": "2025-09-15T10:00:00Z",
+        "deployment": "d",
+        "model": None,
+        "api": "chat.completions",
+        "prompt_tokens": 0,
+        "completion_tokens": 0,
+        "cached_tokens": 0,
+        "reasoning_tokens": 0,
+        "image_count": 0,
+    }
     base.update(fields)
     return base
 
@@ -54,8 +63,9 @@ def test_embeddings_bill_input_only():
 
 def test_dalle3_per_image_with_size_and_quality():
     # dall-e-3 global: hd 1792x1024 0.12 per image; 3 images = 0.36
-    r = rec(api="images.generations", model="dall-e-3", image_count=3,
-            usage_details={"size": "1792x1024", "quality": "hd"})
+    r = rec(
+        api="images.generations", model="dall-e-3", image_count=3, usage_details={"size": "1792x1024", "quality": "hd"}
+    )
     assert cost_of(r, BOOK)[0] == pytest.approx(0.36)
 
 
@@ -69,8 +79,14 @@ def test_gpt_image_1_tokens_with_image_input():
     # gpt-image-1 global from 2025-06-01: text input 5.00, image input 10.00, output 40.00 per 1M.
     # prompt 1,100 of which 1,000 image tokens: text 100 * 5 = 500; image 1,000 * 10 = 10,000;
     # output 4,160 * 40 = 166,400; (500 + 10,000 + 166,400) / 1e6 = 0.1769
-    r = rec(api="images.generations", model="gpt-image-1", image_count=1, prompt_tokens=1100, completion_tokens=4160,
-            usage_details={"input_tokens_details": {"text_tokens": 100, "image_tokens": 1000}})
+    r = rec(
+        api="images.generations",
+        model="gpt-image-1",
+        image_count=1,
+        prompt_tokens=1100,
+        completion_tokens=4160,
+        usage_details={"input_tokens_details": {"text_tokens": 100, "image_tokens": 1000}},
+    )
     assert cost_of(r, BOOK)[0] == pytest.approx(0.1769)
 
 
@@ -110,7 +126,10 @@ def test_unknown_model_gives_null_with_reason():
 
 def test_unknown_type_gives_null_with_reason():
     mapping = {"d": DeploymentModel(model="gpt-4o", type="standard")}
-    assert cost_of(rec(model="gpt-4o", prompt_tokens=5), BOOK, mapping)[:2] == (None, "unknown_deployment_type:standard")
+    assert cost_of(rec(model="gpt-4o", prompt_tokens=5), BOOK, mapping)[:2] == (
+        None,
+        "unknown_deployment_type:standard",
+    )
 
 
 @pytest.mark.parametrize("dtype", ["provisioned", "global_provisioned", "data_zone_provisioned"])
@@ -140,8 +159,18 @@ def test_every_book_entry_has_a_source_and_date_and_positive_prices():
 
 def test_bad_book_and_bad_mapping_fail_clearly():
     with pytest.raises(ConfigurationError, match="unknown type"):
-        parse_book({"version": "x", "deployment_types": ["global"],
-                    "models": {"m": {"kind": "tokens", "prices": [{"type": "zonal", "effective_from": "2025-01-01", "source": "s"}]}}})
+        parse_book(
+            {
+                "version": "x",
+                "deployment_types": ["global"],
+                "models": {
+                    "m": {
+                        "kind": "tokens",
+                        "prices": [{"type": "zonal", "effective_from": "2025-01-01", "source": "s"}],
+                    }
+                },
+            }
+        )
     with pytest.raises(ConfigurationError, match="not valid JSON"):
         parse_deployment_models("{nope")
     with pytest.raises(ConfigurationError, match="must be an object"):

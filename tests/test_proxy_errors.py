@@ -10,13 +10,13 @@ from starlette.applications import Starlette
 from starlette.routing import Route
 
 from devhost.simulator import SimulatorConfig, serve
-from proxy.broken_stream import UpstreamBroken
 from proxy.capture import CaptureWriter
 from proxy.credentials import Credentials
 from proxy.handler import Proxy
+from proxy.streams.broken import UpstreamBroken
 from proxy.upstream import Timeouts, UpstreamClient
-from shared.adapters.memory import memory_ports
 from shared.settings import Settings
+from testing.memory import memory_ports
 
 
 def _free_port() -> int:
@@ -28,8 +28,16 @@ def _free_port() -> int:
 def _proxy(endpoint: str, *, deployments=("*",), timeouts=Timeouts(), max_body=1000):  # noqa: B008 - frozen
     ports = memory_ports()
     settings = Settings(
-        backends_json=json.dumps([{"name": "east", "endpoint": endpoint, "auth": {"type": "api_key", "value": "up-key"},
-                                   "deployments": list(deployments)}]),
+        backends_json=json.dumps(
+            [
+                {
+                    "name": "east",
+                    "endpoint": endpoint,
+                    "auth": {"type": "api_key", "value": "up-key"},
+                    "deployments": list(deployments),
+                }
+            ]
+        ),
         max_request_body_bytes=max_body,
     )
     proxy = Proxy(settings, UpstreamClient(timeouts), Credentials({}), CaptureWriter(lambda: ports))
@@ -110,9 +118,17 @@ async def test_a_stream_that_goes_silent_is_cut_for_the_client_after_the_idle_ti
 async def test_upstream_errors_pass_through_unchanged_and_credentials_are_replaced():
     async with serve(SimulatorConfig(api_key="up-key")) as sim:
         proxy, ports, client = _proxy(sim.url)
-        r = await client.post(CHAT + "&code=fn-secret", json=BODY,
-                              headers={"x-sim-status": "503", "api-key": "client-key", "x-functions-key": "fk",
-                                       "x-gateway-subscription-id": "team-a", "aoai-evals": "preview"})
+        r = await client.post(
+            CHAT + "&code=fn-secret",
+            json=BODY,
+            headers={
+                "x-sim-status": "503",
+                "api-key": "client-key",
+                "x-functions-key": "fk",
+                "x-gateway-subscription-id": "team-a",
+                "aoai-evals": "preview",
+            },
+        )
         logged = sim.requests[-1]
         assert r.status_code == 503 and r.content == logged.response
         sent = {k.lower(): v for k, v in logged.headers.items()}

@@ -3,8 +3,13 @@ from shared.redaction import REDACTED, forwardable_query, redact_body_secrets, r
 
 def test_secret_headers_are_redacted_whatever_their_case():
     out = redact_headers(
-        [("Api-Key", "k1"), ("AUTHORIZATION", "Bearer t"), ("x-functions-key", "f"),
-         ("Ocp-Apim-Subscription-Key", "s"), ("Content-Type", "application/json")]
+        [
+            ("Api-Key", "k1"),
+            ("AUTHORIZATION", "Bearer t"),
+            ("x-functions-key", "f"),
+            ("Ocp-Apim-Subscription-Key", "s"),
+            ("Content-Type", "application/json"),
+        ]
     )
     assert out == {
         "api-key": REDACTED,
@@ -30,23 +35,52 @@ def test_query_credentials_are_redacted_and_not_forwarded():
 ON_YOUR_DATA = {
     "messages": [{"role": "user", "content": "What does the handbook say?"}],
     "data_sources": [
-        {"type": "azure_search", "parameters": {
-            "endpoint": "https://search.example", "index_name": "handbook",
-            "authentication": {"type": "api_key", "key": "search-key-1"},
-            "embedding_dependency": {"type": "endpoint", "endpoint": "https://e",
-                                     "authentication": {"type": "api_key", "key": "embed-key-2"}}}},
-        {"type": "azure_cosmos_db", "parameters": {
-            "authentication": {"type": "connection_string", "connection_string": "AccountKey=conn-3"}}},
-        {"type": "elasticsearch", "parameters": {"authentication": {"type": "encoded_api_key", "encoded_api_key": "enc-4"}}},
+        {
+            "type": "azure_search",
+            "parameters": {
+                "endpoint": "https://search.example",
+                "index_name": "handbook",
+                "authentication": {"type": "api_key", "key": "search-key-1"},
+                "embedding_dependency": {
+                    "type": "endpoint",
+                    "endpoint": "https://e",
+                    "authentication": {"type": "api_key", "key": "embed-key-2"},
+                },
+            },
+        },
+        {
+            "type": "azure_cosmos_db",
+            "parameters": {"authentication": {"type": "connection_string", "connection_string": "AccountKey=conn-3"}},
+        },
+        {
+            "type": "elasticsearch",
+            "parameters": {"authentication": {"type": "encoded_api_key", "encoded_api_key": "enc-4"}},
+        },
         {"type": "azure_ml_index", "parameters": {"authentication": {"type": "access_token", "access_token": "tok-5"}}},
-        {"type": "mongo_db", "parameters": {"authentication": {"type": "username_and_password", "username": "u", "password": "pw-6"}}},
+        {
+            "type": "mongo_db",
+            "parameters": {"authentication": {"type": "username_and_password", "username": "u", "password": "pw-6"}},
+        },
         {"type": "pinecone", "parameters": {"authentication": {"type": "api_key", "KEY": "pine-7"}}},
         {"type": "azure_search", "parameters": {"authentication": {"type": "system_assigned_managed_identity"}}},
-        {"type": "azure_search", "parameters": {"authentication": {
-            "type": "user_assigned_managed_identity", "managed_identity_resource_id": "/subscriptions/s/mi"}}},
+        {
+            "type": "azure_search",
+            "parameters": {
+                "authentication": {
+                    "type": "user_assigned_managed_identity",
+                    "managed_identity_resource_id": "/subscriptions/s/mi",
+                }
+            },
+        },
     ],
-    "tools": [{"type": "mcp", "server_url": "https://mcp", "authorization": "Bearer mcp-8",
-               "headers": {"X-Api-Key": "mcp-9", "accept": "application/json"}}],
+    "tools": [
+        {
+            "type": "mcp",
+            "server_url": "https://mcp",
+            "authorization": "Bearer mcp-8",
+            "headers": {"X-Api-Key": "mcp-9", "accept": "application/json"},
+        }
+    ],
 }
 
 
@@ -68,9 +102,22 @@ def test_on_your_data_credentials_are_redacted_and_the_rest_is_kept():
 
 
 def test_a_body_without_credentials_comes_back_as_the_same_object():
-    body = {"messages": [{"role": "user", "content": "key password api_key"}], "metadata": {"key": "k"},
-            "tools": [{"type": "function", "function": {"name": "login", "parameters": {
-                "type": "object", "properties": {"password": {"type": "string"}, "api_key": {"type": "string"}}}}}]}
+    body = {
+        "messages": [{"role": "user", "content": "key password api_key"}],
+        "metadata": {"key": "k"},
+        "tools": [
+            {
+                "type": "function",
+                "function": {
+                    "name": "login",
+                    "parameters": {
+                        "type": "object",
+                        "properties": {"password": {"type": "string"}, "api_key": {"type": "string"}},
+                    },
+                },
+            }
+        ],
+    }
     assert redact_body_secrets(body) is body
     for scalar in (None, "text", 3, [1, 2]):
         assert redact_body_secrets(scalar) is scalar

@@ -14,10 +14,18 @@ from tests.tmdl import TmdlError, m_literal, parse
 ROOT = Path(__file__).resolve().parents[1]
 POWERBI = ROOT / "powerbi"
 QUERIES = sorted((POWERBI / "queries").glob("*.kql"))
-SCHEMA = json.loads((ROOT / "shared" / "schema" / "usage-record.schema.json").read_text())
+SCHEMA = json.loads((ROOT / "shared" / "normalize" / "schema" / "usage-record.schema.json").read_text())
 MODEL = POWERBI / "AOAIGateway.SemanticModel" / "definition"
-MEASUREMENTS = {"prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens",
-                "latency_ms", "ttft_ms", "cost"}
+MEASUREMENTS = {
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "cached_tokens",
+    "reasoning_tokens",
+    "latency_ms",
+    "ttft_ms",
+    "cost",
+}
 
 sys.path.insert(0, str(POWERBI))
 import build_model  # noqa: E402
@@ -29,8 +37,16 @@ def _fields(kql: str, bag: str) -> set[str]:
 
 def test_every_question_has_a_query():
     stems = {q.stem for q in QUERIES}
-    assert stems == {"usage_by_day", "chargeback_monthly", "latency_percentiles", "errors_by_backend",
-                     "safety_flags", "streaming_share", "usage_source_share", "top_users"}
+    assert stems == {
+        "usage_by_day",
+        "chargeback_monthly",
+        "latency_percentiles",
+        "errors_by_backend",
+        "safety_flags",
+        "streaming_share",
+        "usage_source_share",
+        "top_users",
+    }
 
 
 @pytest.mark.parametrize("path", QUERIES, ids=lambda p: p.stem)
@@ -38,7 +54,7 @@ def test_query_header_and_source(path):
     text = path.read_text()
     assert text.startswith("// Answers: "), "each query starts with the question it answers"
     code = "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("//"))
-    assert 'customEvents' in code and '| where name == "AOAIUsage"' in code
+    assert "customEvents" in code and '| where name == "AOAIUsage"' in code
 
 
 @pytest.mark.parametrize("path", QUERIES, ids=lambda p: p.stem)
@@ -48,7 +64,9 @@ def test_query_fields_exist_in_the_usage_record_schema(path):
     dims, measures = _fields(text, "customDimensions"), _fields(text, "customMeasurements")
     assert dims or measures
     assert dims <= props.keys(), f"unknown customDimensions: {dims - props.keys()}"
-    assert measures <= props.keys() and measures <= MEASUREMENTS, f"unknown customMeasurements: {measures - MEASUREMENTS}"
+    assert measures <= props.keys() and measures <= MEASUREMENTS, (
+        f"unknown customMeasurements: {measures - MEASUREMENTS}"
+    )
     # Dimensions are strings in App Insights: read them through tostring(), measurements through todouble().
     assert not re.search(r"(?<!tostring\()customDimensions\.\w+\)", text.replace("parse_json(tostring(", "tostring("))
     for name in measures:
@@ -136,15 +154,22 @@ def test_generated_files_are_up_to_date():
 
 
 def test_pbip_json_files_parse_and_reference_each_other():
-    for path in list(POWERBI.rglob("*.json")) + list(POWERBI.rglob("*.pbi?")) + list(POWERBI.rglob("*.pbism")) \
-            + list(POWERBI.rglob(".platform")):
+    for path in (
+        list(POWERBI.rglob("*.json"))
+        + list(POWERBI.rglob("*.pbi?"))
+        + list(POWERBI.rglob("*.pbism"))
+        + list(POWERBI.rglob(".platform"))
+    ):
         json.loads(path.read_text(encoding="utf-8"))
     pbip = json.loads((POWERBI / "AOAIGateway.pbip").read_text())
     report = POWERBI / pbip["artifacts"][0]["report"]["path"]
     pbir = json.loads((report / "definition.pbir").read_text())
     assert (report / pbir["datasetReference"]["byPath"]["path"] / "definition.pbism").exists()
     pages = json.loads((report / "definition" / "pages" / "pages.json").read_text())
-    titles = [json.loads((report / "definition" / "pages" / p / "page.json").read_text())["displayName"] for p in pages["pageOrder"]]
+    titles = [
+        json.loads((report / "definition" / "pages" / p / "page.json").read_text())["displayName"]
+        for p in pages["pageOrder"]
+    ]
     assert titles == ["Overview", "Chargeback", "Performance", "Safety", "Errors"]
 
 
@@ -156,7 +181,7 @@ def test_report_visuals_bind_to_model_fields():
         v = json.loads(path.read_text())
         for role in v["visual"]["query"]["queryState"].values():
             for proj in role["projections"]:
-                (kind, ref), = proj["field"].items()
+                ((kind, ref),) = proj["field"].items()
                 table = tables[ref["Expression"]["SourceRef"]["Entity"]]
                 names = {c.name for c in table.children if c.kind == kind.lower()}
                 assert ref["Property"] in names, f"{path}: {kind} {ref['Property']}"

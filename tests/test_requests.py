@@ -2,7 +2,7 @@ import base64
 
 import pytest
 
-from shared.requests import as_list, include_usage, parse_request
+from shared.normalize.requests import as_list, include_usage, parse_request
 
 
 @pytest.mark.parametrize(
@@ -36,7 +36,10 @@ def test_embeddings_input_shapes(value):
 
 def test_every_field_is_kept_including_objects_and_unknown_future_fields():
     body = {
-        "messages": [{"role": "user", "content": "x", "name": "bob"}, {"role": "tool", "tool_call_id": "c1", "content": "{}"}],
+        "messages": [
+            {"role": "user", "content": "x", "name": "bob"},
+            {"role": "tool", "tool_call_id": "c1", "content": "{}"},
+        ],
         "logit_bias": {"50256": -100},
         "logprobs": True,
         "top_logprobs": 3,
@@ -56,7 +59,9 @@ def test_every_field_is_kept_including_objects_and_unknown_future_fields():
 
 
 def test_completion_logprobs_int_and_odd_values_do_not_crash():
-    req = parse_request("completions", {"prompt": "x", "logprobs": 5, "n": "2", "stream": "yes", "best_of": 3, "echo": True})
+    req = parse_request(
+        "completions", {"prompt": "x", "logprobs": 5, "n": "2", "stream": "yes", "best_of": 3, "echo": True}
+    )
     assert req["logprobs"] == 5 and req["n"] == 1 and req["stream"] is False and req["best_of"] == 3
 
 
@@ -68,11 +73,17 @@ def test_non_object_bodies(body):
 def test_multipart_audio_upload_keeps_form_fields_not_the_file():
     boundary = "XyZ"
     raw = (
-        f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.wav\"\r\nContent-Type: audio/wav\r\n\r\n"
-    ).encode() + b"RIFF\x00\x01binary" + (
-        f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"language\"\r\n\r\nde"
-        f"\r\n--{boundary}\r\nContent-Disposition: form-data; name=\"response_format\"\r\n\r\ntext\r\n--{boundary}--\r\n"
-    ).encode()
-    req = parse_request("audio.transcriptions", {"base64": base64.b64encode(raw).decode()}, f"multipart/form-data; boundary={boundary}")
+        (
+            f'--{boundary}\r\nContent-Disposition: form-data; name="file"; filename="a.wav"\r\nContent-Type: audio/wav\r\n\r\n'
+        ).encode()
+        + b"RIFF\x00\x01binary"
+        + (
+            f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="language"\r\n\r\nde'
+            f'\r\n--{boundary}\r\nContent-Disposition: form-data; name="response_format"\r\n\r\ntext\r\n--{boundary}--\r\n'
+        ).encode()
+    )
+    req = parse_request(
+        "audio.transcriptions", {"base64": base64.b64encode(raw).decode()}, f"multipart/form-data; boundary={boundary}"
+    )
     assert req["language"] == "de" and req["response_format"] == "text"
     assert req["files"] == [{"field": "file", "filename": "a.wav", "bytes": 12}]

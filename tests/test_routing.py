@@ -5,9 +5,9 @@ from email.utils import formatdate
 import orjson
 import pytest
 
-from proxy.outcomes import Outcome
-from proxy.policy import RoutingPolicy
-from proxy.routing import BackendPool
+from proxy.routing.outcomes import Outcome
+from proxy.routing.policy import RoutingPolicy
+from proxy.routing.pool import BackendPool
 from tests.routing_fakes import FakeClock, backends
 
 POLICY = RoutingPolicy(circuit_failures=3, circuit_window_seconds=10, circuit_cooldown_seconds=30)
@@ -24,7 +24,9 @@ def names(plan):
 
 
 def test_priority_order_is_kept():
-    pool, _ = make_pool({"name": "spill", "priority": 3}, {"name": "ptu", "priority": 1}, {"name": "paygo", "priority": 2, "weight": 50})
+    pool, _ = make_pool(
+        {"name": "spill", "priority": 3}, {"name": "ptu", "priority": 1}, {"name": "paygo", "priority": 2, "weight": 50}
+    )
     assert all(names(pool.plan("gpt-4o")) == ["ptu", "paygo", "spill"] for _ in range(200))
 
 
@@ -51,7 +53,11 @@ def test_second_place_follows_weights_too():
 
 
 def test_only_backends_serving_the_deployment():
-    pool, _ = make_pool({"name": "a"}, {"name": "b", "deployments": ["other"]}, {"name": "c", "deployments": [], "deployment_map": {"gpt-4o": "gpt-4o-eu"}})
+    pool, _ = make_pool(
+        {"name": "a"},
+        {"name": "b", "deployments": ["other"]},
+        {"name": "c", "deployments": [], "deployment_map": {"gpt-4o": "gpt-4o-eu"}},
+    )
     assert sorted(names(pool.plan("gpt-4o"))) == ["a", "c"]
     assert pool.plan("unknown") == [] and pool.retry_after("unknown") is None
 
@@ -231,9 +237,17 @@ def test_snapshot_shows_state_and_no_secrets():
     pool.record(pool.backend("b"), Outcome.answered(429, {"retry-after": "2"}), deployment="gpt-4o")
     snap = pool.snapshot()
     assert snap["a"] == {
-        "state": "healthy", "until": None, "cooling_down": {}, "recent_failures": 0, "trial_in_flight": False,
-        "priority": 1, "weight": 1, "deployments": ["gpt-4o"], "deployment_map": {},
-        "endpoint": "https://a.openai.azure.com", "auth": "api_key",
+        "state": "healthy",
+        "until": None,
+        "cooling_down": {},
+        "recent_failures": 0,
+        "trial_in_flight": False,
+        "priority": 1,
+        "weight": 1,
+        "deployments": ["gpt-4o"],
+        "deployment_map": {},
+        "endpoint": "https://a.openai.azure.com",
+        "auth": "api_key",
     }
     assert snap["b"]["state"] == "cooling_down" and snap["b"]["until"] == "2027-01-15T08:00:02.000Z"
     assert snap["b"]["deployments"] == ["gpt-4o"] and snap["b"]["weight"] == 3
@@ -246,8 +260,13 @@ def test_pool_from_settings():
     from shared.errors import ConfigurationError
     from shared.settings import Settings
 
-    env = {"GATEWAY_BACKENDS": '[{"name": "a", "endpoint": "https://a.openai.azure.com", "deployments": ["*"]}]', "GATEWAY_MAX_ATTEMPTS": "4"}
+    env = {
+        "GATEWAY_BACKENDS": '[{"name": "a", "endpoint": "https://a.openai.azure.com", "deployments": ["*"]}]',
+        "GATEWAY_MAX_ATTEMPTS": "4",
+    }
     pool = BackendPool.from_settings(Settings.from_env(env))
     assert [b.name for b in pool.backends] == ["a"] and pool.policy.max_attempts == 4
     with pytest.raises(ConfigurationError, match=r"GATEWAY_BACKENDS\[0\]"):
-        BackendPool.from_settings(Settings.from_env({"GATEWAY_BACKENDS": '[{"name": "a", "endpoint": "nope", "deployments": ["*"]}]'}))
+        BackendPool.from_settings(
+            Settings.from_env({"GATEWAY_BACKENDS": '[{"name": "a", "endpoint": "nope", "deployments": ["*"]}]'})
+        )

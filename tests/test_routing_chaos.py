@@ -43,8 +43,14 @@ def chaos(tmp_path_factory):
         "UPSTREAM_FIRST_BYTE_TIMEOUT_SECONDS": "10",
         "UPSTREAM_IDLE_TIMEOUT_SECONDS": "10",
     }
-    with dev_host(tmp_path_factory.mktemp("chaos"), {CLIENT_KEY: {"id": "chaos", "name": "Chaos", "product": "standard"}},
-                  sims, deployments=["gpt-4o"], key_setting="CHAOS_KEY", env=env) as gw:
+    with dev_host(
+        tmp_path_factory.mktemp("chaos"),
+        {CLIENT_KEY: {"id": "chaos", "name": "Chaos", "product": "standard"}},
+        sims,
+        deployments=["gpt-4o"],
+        key_setting="CHAOS_KEY",
+        env=env,
+    ) as gw:
         yield gw.host, gw.url, gw.sims, gw.db
 
 
@@ -65,7 +71,16 @@ async def _drive(url: str) -> tuple[list[dict], float]:
                             raw += chunk
                     except httpx.RemoteProtocolError:  # the gateway cut the connection mid-body
                         cut = True
-            results.append({"i": i, "stream": stream, "status": r.status_code, "headers": r.headers, "body": bytes(raw), "cut": cut})
+            results.append(
+                {
+                    "i": i,
+                    "stream": stream,
+                    "status": r.status_code,
+                    "headers": r.headers,
+                    "body": bytes(raw),
+                    "cut": cut,
+                }
+            )
 
         started = time.perf_counter()
         await asyncio.gather(*(one(i) for i in range(REQUESTS)))
@@ -121,7 +136,9 @@ def test_chaos_every_request_succeeds_or_gets_an_honest_429_and_has_one_matching
         rid = r["headers"]["x-gateway-request-id"]
         ex, record = exchanges[rid], records[rid]
         served = ex.backend or (ex.attempts[-1].backend if ex.attempts else None)
-        assert record["backend"] == served and record["attempts"] == len(ex.attempts) == int(r["headers"]["x-gateway-attempts"])
+        assert record["backend"] == served and record["attempts"] == len(ex.attempts) == int(
+            r["headers"]["x-gateway-attempts"]
+        )
         assert record["status_code"] == r["status"] == ex.response.status
         if r["status"] == 200:
             assert r["headers"]["x-gateway-backend"] == ex.backend == ex.attempts[-1].backend
@@ -165,6 +182,6 @@ async def _pool():
 
 
 async def _fail(pool, name: str) -> None:
-    from proxy.outcomes import Outcome
+    from proxy.routing.outcomes import Outcome
 
     pool.record(pool.backend(name), Outcome.failed("connect_error"))

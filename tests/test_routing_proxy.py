@@ -21,16 +21,16 @@ from starlette.routing import Route
 
 from devhost.simulator import SimulatorConfig, serve
 from parser.handler import handle_batch
-from proxy.backends import parse_backends
-from proxy.broken_stream import UpstreamBroken
 from proxy.capture import CaptureWriter
 from proxy.credentials import Credentials
 from proxy.handler import Proxy
-from proxy.policy import RoutingPolicy
-from proxy.routing import BackendPool
+from proxy.routing.backends import parse_backends
+from proxy.routing.policy import RoutingPolicy
+from proxy.routing.pool import BackendPool
+from proxy.streams.broken import UpstreamBroken
 from proxy.upstream import Timeouts, UpstreamClient
-from shared.adapters.memory import MemoryAffinityStore, memory_ports
 from shared.settings import Settings
+from testing.memory import MemoryAffinityStore, memory_ports
 
 UPSTREAM_KEY = "upstream-SECRET-key-5150"
 CHAT = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
@@ -54,7 +54,9 @@ class Gateway:
         return await self.ports.exchanges.load(response.headers["x-gateway-request-id"])
 
     async def chat(self, *, stream: bool = False, headers: dict[str, str] | None = None, path: str = CHAT, **body: Any):
-        return await self.client.post(path, json={"messages": MESSAGES, "stream": stream, **body}, headers=headers or {})
+        return await self.client.post(
+            path, json={"messages": MESSAGES, "stream": stream, **body}, headers=headers or {}
+        )
 
 
 @contextlib.asynccontextmanager
@@ -70,12 +72,22 @@ async def gateway(backends: list[dict], *, seed: int = 0, affinity_clock=None, *
     ports = memory_ports()
     if affinity_clock is not None:
         ports.affinity = MemoryAffinityStore(affinity_clock)
-    pool = BackendPool(parse_backends(config.backends_json), policy=RoutingPolicy.from_settings(config), rng=random.Random(seed))
-    proxy = Proxy(config, UpstreamClient(Timeouts(connect=2, first_byte=10, idle=10)), Credentials({}),
-                  CaptureWriter(lambda: ports), pool=pool, affinity=lambda: ports.affinity)
+    pool = BackendPool(
+        parse_backends(config.backends_json), policy=RoutingPolicy.from_settings(config), rng=random.Random(seed)
+    )
+    proxy = Proxy(
+        config,
+        UpstreamClient(Timeouts(connect=2, first_byte=10, idle=10)),
+        Credentials({}),
+        CaptureWriter(lambda: ports),
+        pool=pool,
+        affinity=lambda: ports.affinity,
+    )
     app = Starlette(routes=[Route("/openai/{path:path}", proxy.handle, methods=["GET", "POST", "DELETE"])])
     try:
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://gw", timeout=30) as client:
+        async with httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=app), base_url="http://gw", timeout=30
+        ) as client:
             yield Gateway(proxy, ports, client)
     finally:
         await proxy.aclose()
@@ -92,8 +104,9 @@ def _moved_on(ex) -> list[tuple[str, int | None, str]]:
 async def test_failover_on_status_replays_the_same_bytes(status):
     bad = SimulatorConfig(throttle_rate=1.0) if status == 429 else SimulatorConfig(fail_statuses=(status,))
     async with simulators(bad, SimulatorConfig()) as (a, b):
-        async with gateway([{"name": "a", "endpoint": a.url, "priority": 1},
-                            {"name": "b", "endpoint": b.url, "priority": 2}]) as gw:
+        async with gateway(
+            [{"name": "a", "endpoint": a.url, "priority": 1}, {"name": "b", "endpoint": b.url, "priority": 2}]
+        ) as gw:
             raw = orjson.dumps({"messages": MESSAGES, "temperature": 0.25, "user": "ü"})
             r = await gw.client.post(CHAT, content=raw, headers={"content-type": "application/json"})
             assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"]
@@ -109,8 +122,9 @@ async def test_failover_on_status_replays_the_same_bytes(status):
 
 async def test_failover_of_a_stream_sends_the_same_injected_body_to_both():
     async with simulators(SimulatorConfig(fail_statuses=(503,)), SimulatorConfig()) as (a, b):
-        async with gateway([{"name": "a", "endpoint": a.url, "priority": 1},
-                            {"name": "b", "endpoint": b.url, "priority": 2}]) as gw:
+        async with gateway(
+            [{"name": "a", "endpoint": a.url, "priority": 1}, {"name": "b", "endpoint": b.url, "priority": 2}]
+        ) as gw:
             r = await gw.chat(stream=True)
             assert r.status_code == 200 and r.text.rstrip().endswith("data: [DONE]")
             assert a.requests[0].body == b.requests[0].body
@@ -120,8 +134,12 @@ async def test_failover_of_a_stream_sends_the_same_injected_body_to_both():
 
 async def test_failover_on_a_dead_port():
     async with simulators(SimulatorConfig()) as (b,):
-        async with gateway([{"name": "dead", "endpoint": f"http://127.0.0.1:{_free_port()}", "priority": 1},
-                            {"name": "b", "endpoint": b.url, "priority": 2}]) as gw:
+        async with gateway(
+            [
+                {"name": "dead", "endpoint": f"http://127.0.0.1:{_free_port()}", "priority": 1},
+                {"name": "b", "endpoint": b.url, "priority": 2},
+            ]
+        ) as gw:
             r = await gw.chat()
             assert r.status_code == 200 and r.headers["x-gateway-backend"] == "b"
             ex = await gw.exchange(r)
@@ -132,8 +150,9 @@ async def test_failover_on_a_dead_port():
 
 async def test_failover_on_404_deployment_not_found_but_not_on_other_404s():
     async with simulators(SimulatorConfig(deployments=["something-else"]), SimulatorConfig()) as (a, b):
-        async with gateway([{"name": "a", "endpoint": a.url, "priority": 1},
-                            {"name": "b", "endpoint": b.url, "priority": 2}]) as gw:
+        async with gateway(
+            [{"name": "a", "endpoint": a.url, "priority": 1}, {"name": "b", "endpoint": b.url, "priority": 2}]
+        ) as gw:
             r = await gw.chat()
             assert r.status_code == 200 and r.headers["x-gateway-backend"] == "b"
             assert a.requests[0].status == 404
@@ -146,8 +165,9 @@ async def test_failover_on_404_deployment_not_found_but_not_on_other_404s():
 
 async def test_bad_request_is_not_retried():
     async with simulators(SimulatorConfig(), SimulatorConfig()) as (a, b):
-        async with gateway([{"name": "a", "endpoint": a.url, "priority": 1},
-                            {"name": "b", "endpoint": b.url, "priority": 2}]) as gw:
+        async with gateway(
+            [{"name": "a", "endpoint": a.url, "priority": 1}, {"name": "b", "endpoint": b.url, "priority": 2}]
+        ) as gw:
             r = await gw.chat(messages=[{"role": "user", "content": "SIMULATE_CONTENT_FILTER"}])
             assert r.status_code == 400 and r.json()["error"]["code"] == "content_filter"
             assert len(a.requests) == 1 and not b.requests and r.headers["x-gateway-attempts"] == "1"
@@ -155,8 +175,9 @@ async def test_bad_request_is_not_retried():
 
 async def test_no_retry_after_the_first_streamed_byte():
     async with simulators(SimulatorConfig(), SimulatorConfig()) as (a, b):
-        async with gateway([{"name": "a", "endpoint": a.url, "priority": 1},
-                            {"name": "b", "endpoint": b.url, "priority": 2}]) as gw:
+        async with gateway(
+            [{"name": "a", "endpoint": a.url, "priority": 1}, {"name": "b", "endpoint": b.url, "priority": 2}]
+        ) as gw:
             # The client's body is aborted, not ended: over ASGI the app raises out of the body (the
             # server then drops the connection; the dev host e2e test shows what a client sees).
             with pytest.raises(UpstreamBroken, match="ClientPayloadError"):
@@ -178,8 +199,9 @@ async def test_no_retry_after_the_first_streamed_byte():
 
 async def test_a_throttled_backend_is_not_called_before_its_retry_time():
     async with simulators(SimulatorConfig(throttle_rate=1.0, retry_after_ms=300), SimulatorConfig()) as (a, b):
-        async with gateway([{"name": "a", "endpoint": a.url, "priority": 1},
-                            {"name": "b", "endpoint": b.url, "priority": 2}]) as gw:
+        async with gateway(
+            [{"name": "a", "endpoint": a.url, "priority": 1}, {"name": "b", "endpoint": b.url, "priority": 2}]
+        ) as gw:
             loop = asyncio.get_running_loop()
             end = loop.time() + 1.3
             statuses = []
@@ -195,8 +217,9 @@ async def test_a_throttled_backend_is_not_called_before_its_retry_time():
 
 
 async def test_every_backend_cooling_down_gives_429_with_when_the_first_is_free():
-    async with simulators(SimulatorConfig(throttle_rate=1.0, retry_after_ms=2000),
-                          SimulatorConfig(throttle_rate=1.0, retry_after_ms=4000)) as (a, b):
+    async with simulators(
+        SimulatorConfig(throttle_rate=1.0, retry_after_ms=2000), SimulatorConfig(throttle_rate=1.0, retry_after_ms=4000)
+    ) as (a, b):
         async with gateway([{"name": "a", "endpoint": a.url}, {"name": "b", "endpoint": b.url}]) as gw:
             first = await gw.chat()
             # Both answered 429: the client gets the real answer of the one free soonest.
@@ -224,8 +247,11 @@ async def test_every_backend_cooling_down_gives_429_with_when_the_first_is_free(
 
 async def test_circuit_opens_after_repeated_failures_and_health_shows_it():
     async with simulators(SimulatorConfig(fail_statuses=(500,)), SimulatorConfig()) as (a, b):
-        async with gateway([{"name": "a", "endpoint": a.url, "priority": 1}, {"name": "b", "endpoint": b.url, "priority": 2}],
-                           circuit_failures=2, circuit_cooldown_seconds=60) as gw:
+        async with gateway(
+            [{"name": "a", "endpoint": a.url, "priority": 1}, {"name": "b", "endpoint": b.url, "priority": 2}],
+            circuit_failures=2,
+            circuit_cooldown_seconds=60,
+        ) as gw:
             for _ in range(5):
                 assert (await gw.chat()).status_code == 200
             assert len(a.requests) == 2 and len(b.requests) == 5
@@ -261,16 +287,24 @@ async def test_weights_are_respected_within_a_priority():
 
 async def test_priority_order_is_kept():
     async with simulators(SimulatorConfig(), SimulatorConfig(), SimulatorConfig()) as (a, b, c):
-        config = [{"name": "a", "endpoint": a.url, "priority": 1}, {"name": "b", "endpoint": b.url, "priority": 2, "weight": 50},
-                  {"name": "c", "endpoint": c.url, "priority": 3, "weight": 50}]
+        config = [
+            {"name": "a", "endpoint": a.url, "priority": 1},
+            {"name": "b", "endpoint": b.url, "priority": 2, "weight": 50},
+            {"name": "c", "endpoint": c.url, "priority": 3, "weight": 50},
+        ]
         async with gateway(config) as gw:
             for _ in range(20):
                 assert (await gw.chat()).headers["x-gateway-backend"] == "a"
             assert len(a.requests) == 20 and not b.requests and not c.requests
     # With the first priority throttled, the second takes everything and the third nothing.
-    async with simulators(SimulatorConfig(throttle_rate=1.0, retry_after_ms=60_000), SimulatorConfig(), SimulatorConfig()) as (a, b, c):
-        config = [{"name": "a", "endpoint": a.url, "priority": 1}, {"name": "b", "endpoint": b.url, "priority": 2},
-                  {"name": "c", "endpoint": c.url, "priority": 3, "weight": 50}]
+    async with simulators(
+        SimulatorConfig(throttle_rate=1.0, retry_after_ms=60_000), SimulatorConfig(), SimulatorConfig()
+    ) as (a, b, c):
+        config = [
+            {"name": "a", "endpoint": a.url, "priority": 1},
+            {"name": "b", "endpoint": b.url, "priority": 2},
+            {"name": "c", "endpoint": c.url, "priority": 3, "weight": 50},
+        ]
         async with gateway(config) as gw:
             for _ in range(20):
                 assert (await gw.chat()).headers["x-gateway-backend"] == "b"
@@ -279,10 +313,26 @@ async def test_priority_order_is_kept():
 
 async def test_one_deployment_under_different_names_per_account():
     # a throttles every call, but only for a millisecond: each request tries a, then b.
-    async with simulators(SimulatorConfig(throttle_rate=1.0, retry_after_ms=1, deployments=["gpt-4o-prod-east"]),
-                          SimulatorConfig(deployments=["gpt-4o-global"])) as (a, b):
-        config = [{"name": "a", "endpoint": a.url, "priority": 1, "deployments": [], "deployment_map": {"gpt-4o": "gpt-4o-prod-east"}},
-                  {"name": "b", "endpoint": b.url, "priority": 2, "deployments": [], "deployment_map": {"gpt-4o": "gpt-4o-global"}}]
+    async with simulators(
+        SimulatorConfig(throttle_rate=1.0, retry_after_ms=1, deployments=["gpt-4o-prod-east"]),
+        SimulatorConfig(deployments=["gpt-4o-global"]),
+    ) as (a, b):
+        config = [
+            {
+                "name": "a",
+                "endpoint": a.url,
+                "priority": 1,
+                "deployments": [],
+                "deployment_map": {"gpt-4o": "gpt-4o-prod-east"},
+            },
+            {
+                "name": "b",
+                "endpoint": b.url,
+                "priority": 2,
+                "deployments": [],
+                "deployment_map": {"gpt-4o": "gpt-4o-global"},
+            },
+        ]
         async with gateway(config) as gw:
             # Deployment in the path.
             r = await gw.chat()
@@ -328,8 +378,12 @@ async def test_responses_follow_ups_are_pinned_to_the_account_that_created_them(
     clock = Clock()
     async with simulators(SimulatorConfig(seed=1), SimulatorConfig(seed=2)) as (a, b):
         sims = {"a": a, "b": b}
-        async with gateway([{"name": "a", "endpoint": a.url}, {"name": "b", "endpoint": b.url}], seed=3,
-                           affinity_clock=clock, responses_affinity_ttl_seconds=600) as gw:
+        async with gateway(
+            [{"name": "a", "endpoint": a.url}, {"name": "b", "endpoint": b.url}],
+            seed=3,
+            affinity_clock=clock,
+            responses_affinity_ttl_seconds=600,
+        ) as gw:
             for stream in (False, True):
                 r = await gw.client.post(RESPONSES, json={"model": "gpt-4o", "input": "hello", "stream": stream})
                 assert r.status_code == 200
@@ -342,25 +396,33 @@ async def test_responses_follow_ups_are_pinned_to_the_account_that_created_them(
                 assert gw.ports.affinity.entries[response_id][0] == owner
                 chain = response_id
                 for _ in range(6):  # the other simulator would answer 400: it has no such response
-                    r = await gw.client.post(RESPONSES, json={"model": "gpt-4o", "input": "more", "previous_response_id": chain})
+                    r = await gw.client.post(
+                        RESPONSES, json={"model": "gpt-4o", "input": "more", "previous_response_id": chain}
+                    )
                     assert r.status_code == 200 and r.headers["x-gateway-backend"] == owner
                     chain = r.json()["id"]
                 r = await gw.client.get(f"{RESPONSES}/{response_id}")
-                assert r.status_code == 200 and r.json()["id"] == response_id and r.headers["x-gateway-backend"] == owner
+                assert (
+                    r.status_code == 200 and r.json()["id"] == response_id and r.headers["x-gateway-backend"] == owner
+                )
                 assert all(x.status == 200 for x in sims[owner].requests)
 
             # Once the mapping expires, follow-ups are routed like any other request.
             clock.now += 601
             served = set()
             for _ in range(12):
-                r = await gw.client.post(RESPONSES, json={"model": "gpt-4o", "input": "x", "previous_response_id": response_id})
+                r = await gw.client.post(
+                    RESPONSES, json={"model": "gpt-4o", "input": "x", "previous_response_id": response_id}
+                )
                 served.add(r.headers["x-gateway-backend"])
             assert served == {"a", "b"}
 
 
 async def test_store_false_creates_no_mapping_and_a_pinned_backend_is_used_even_while_throttled():
     async with simulators(SimulatorConfig(), SimulatorConfig()) as (a, b):
-        async with gateway([{"name": "a", "endpoint": a.url, "priority": 1}, {"name": "b", "endpoint": b.url, "priority": 2}]) as gw:
+        async with gateway(
+            [{"name": "a", "endpoint": a.url, "priority": 1}, {"name": "b", "endpoint": b.url, "priority": 2}]
+        ) as gw:
             r = await gw.client.post(RESPONSES, json={"model": "gpt-4o", "input": "hi", "store": False})
             assert r.status_code == 200 and gw.ports.affinity.entries == {}
             r = await gw.client.post(RESPONSES, json={"model": "gpt-4o", "input": "hi"})
@@ -368,10 +430,15 @@ async def test_store_false_creates_no_mapping_and_a_pinned_backend_is_used_even_
             assert r.headers["x-gateway-backend"] == "a"
             # a now throttles: a follow-up still goes to a (no other account has the response) and
             # the client gets a's own 429, not a misleading 400 from b.
-            throttled = await gw.client.post(RESPONSES, json={"model": "gpt-4o", "input": "x", "previous_response_id": response_id},
-                                             headers={"x-sim-status": "429"})
+            throttled = await gw.client.post(
+                RESPONSES,
+                json={"model": "gpt-4o", "input": "x", "previous_response_id": response_id},
+                headers={"x-sim-status": "429"},
+            )
             assert throttled.status_code == 429 and throttled.headers["x-gateway-backend"] == "a"
-            r = await gw.client.post(RESPONSES, json={"model": "gpt-4o", "input": "x", "previous_response_id": response_id})
+            r = await gw.client.post(
+                RESPONSES, json={"model": "gpt-4o", "input": "x", "previous_response_id": response_id}
+            )
             assert r.status_code == 200 and r.headers["x-gateway-backend"] == "a"
             assert not b.requests
 
@@ -380,9 +447,14 @@ async def test_store_false_creates_no_mapping_and_a_pinned_backend_is_used_even_
 
 
 async def test_usage_record_names_the_serving_backend_and_the_attempt_count():
-    async with simulators(SimulatorConfig(fail_statuses=(502,)), SimulatorConfig(throttle_rate=1.0), SimulatorConfig()) as (a, b, c):
-        config = [{"name": "a", "endpoint": a.url, "priority": 1}, {"name": "b", "endpoint": b.url, "priority": 2},
-                  {"name": "c", "endpoint": c.url, "priority": 3}]
+    async with simulators(
+        SimulatorConfig(fail_statuses=(502,)), SimulatorConfig(throttle_rate=1.0), SimulatorConfig()
+    ) as (a, b, c):
+        config = [
+            {"name": "a", "endpoint": a.url, "priority": 1},
+            {"name": "b", "endpoint": b.url, "priority": 2},
+            {"name": "c", "endpoint": c.url, "priority": 3},
+        ]
         async with gateway(config) as gw:
             r = await gw.chat(stream=True)
             assert r.status_code == 200 and r.headers["x-gateway-attempts"] == "3"

@@ -5,13 +5,13 @@ import jsonschema
 import orjson
 import pytest
 
-from devhost.fakes.content_safety import FakeContentSafety
 from shared.safety.analysis import analyze, merge_aoai_verdicts, merge_enforcement
 from shared.safety.client import AzureContentSafety, ContentSafetyError
 from shared.safety.config import SafetyConfig
 from shared.settings import Settings
+from testing.fakes.content_safety import FakeContentSafety
 
-SCHEMA = orjson.loads(open("shared/schema/usage-record.schema.json", "rb").read())
+SCHEMA = orjson.loads(open("shared/normalize/schema/usage-record.schema.json", "rb").read())
 SAFETY_SCHEMA = {**SCHEMA["properties"]["safety"], "$defs": SCHEMA["$defs"]}
 
 

@@ -70,10 +70,14 @@ class EchoBackend:
         body = await request.read()
         self.received.append((request.path_qs, dict(request.headers), body))
         key = request.headers.get("api-key", "")
-        answer = {"id": "chatcmpl-1", "object": "chat.completion", "model": "gpt-4o",
-                  "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}],
-                  "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-                  "debug": {"api_key": key, "token": CANARIES["echo-body"], "note": f"sent with {key}"}}
+        answer = {
+            "id": "chatcmpl-1",
+            "object": "chat.completion",
+            "model": "gpt-4o",
+            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}],
+            "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
+            "debug": {"api_key": key, "token": CANARIES["echo-body"], "note": f"sent with {key}"},
+        }
         headers = {"x-echo-key": key, "x-upstream-token": CANARIES["echo-body"]}
         try:
             streaming = json.loads(body).get("stream") is True
@@ -83,9 +87,13 @@ class EchoBackend:
             return web.json_response(answer, headers=headers)
         resp = web.StreamResponse(headers={**headers, "content-type": "text/event-stream"})
         await resp.prepare(request)
-        chunk = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "model": "gpt-4o",
-                 "choices": [{"index": 0, "delta": {"content": f"key {key}"}, "finish_reason": None}],
-                 "secret": CANARIES["stream-body"]}
+        chunk = {
+            "id": "chatcmpl-1",
+            "object": "chat.completion.chunk",
+            "model": "gpt-4o",
+            "choices": [{"index": 0, "delta": {"content": f"key {key}"}, "finish_reason": None}],
+            "secret": CANARIES["stream-body"],
+        }
         await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
         await resp.write(b"data: [DONE]\n\n")
         await resp.write_eof()
@@ -121,12 +129,21 @@ class EchoBackend:
 def gw(tmp_path_factory):
     backend = EchoBackend()
     backend.start()
-    backends = [{"name": "echo", "endpoint": backend.url, "auth": {"type": "api_key", "setting": "ECHO_KEY"},
-                 "deployments": ["*"]}]
+    backends = [
+        {
+            "name": "echo",
+            "endpoint": backend.url,
+            "auth": {"type": "api_key", "setting": "ECHO_KEY"},
+            "deployments": ["*"],
+        }
+    ]
     try:
-        with dev_host(tmp_path_factory.mktemp("canary"), {CLIENT_KEY: {"id": "team-a", "name": "A", "product": "standard"}},
-                      {"sim": SimulatorConfig(api_key="unused-simulator-key")},
-                      env={"GATEWAY_BACKENDS": json.dumps(backends), "ECHO_KEY": UPSTREAM_KEY}) as gateway:
+        with dev_host(
+            tmp_path_factory.mktemp("canary"),
+            {CLIENT_KEY: {"id": "team-a", "name": "A", "product": "standard"}},
+            {"sim": SimulatorConfig(api_key="unused-simulator-key")},
+            env={"GATEWAY_BACKENDS": json.dumps(backends), "ECHO_KEY": UPSTREAM_KEY},
+        ) as gateway:
             gateway.backend = backend
             yield gateway
     finally:
@@ -147,43 +164,84 @@ def _stored_text(gw) -> str:
             if isinstance(cell, (str, bytes)):
                 cell = cell.decode("utf-8", "replace") if isinstance(cell, bytes) else cell
                 decoded.append(cell)
-                decoded += [base64.b64decode(b).decode("latin-1") for b in re.findall(r'"base64":\s*"([A-Za-z0-9+/=]+)"', cell)]
+                decoded += [
+                    base64.b64decode(b).decode("latin-1") for b in re.findall(r'"base64":\s*"([A-Za-z0-9+/=]+)"', cell)
+                ]
     return text + "\n".join(decoded)
 
 
 def test_no_canary_is_stored_or_logged_and_the_backend_got_everything(gw, caplog):
     caplog.set_level(logging.DEBUG)
     url = gw.url + "/openai/deployments/gpt-4o/chat/completions"
-    query = {"api-version": "2024-10-21", "subscription_key": CANARIES["q-subscription_key"],
-             "access_token": CANARIES["q-access_token"], "sig": CANARIES["q-sig"]}
-    headers = {"api-key": CLIENT_KEY, "x-api-key": CANARIES["x-api-key"], "x-upstream-token": CANARIES["x-upstream-token"],
-               "x-partner-key": CANARIES["x-partner-key"], "x-ms-client-secret": CANARIES["x-ms-client-secret"],
-               "cookie": f"session={CANARIES['cookie']}"}
-    body = {"messages": [{"role": "user", "content": f"my key is {CANARIES['sk']} and {JWT}"}],
-            "metadata": {"deep": [{"token": CANARIES["body-token"]}, {"x": {"secret": CANARIES["body-secret"]}}]},
-            "user": {"password": CANARIES["body-password"], "note": CONN, "file": SAS, "pem": PEM}}
+    query = {
+        "api-version": "2024-10-21",
+        "subscription_key": CANARIES["q-subscription_key"],
+        "access_token": CANARIES["q-access_token"],
+        "sig": CANARIES["q-sig"],
+    }
+    headers = {
+        "api-key": CLIENT_KEY,
+        "x-api-key": CANARIES["x-api-key"],
+        "x-upstream-token": CANARIES["x-upstream-token"],
+        "x-partner-key": CANARIES["x-partner-key"],
+        "x-ms-client-secret": CANARIES["x-ms-client-secret"],
+        "cookie": f"session={CANARIES['cookie']}",
+    }
+    body = {
+        "messages": [{"role": "user", "content": f"my key is {CANARIES['sk']} and {JWT}"}],
+        "metadata": {"deep": [{"token": CANARIES["body-token"]}, {"x": {"secret": CANARIES["body-secret"]}}]},
+        "user": {"password": CANARIES["body-password"], "note": CONN, "file": SAS, "pem": PEM},
+    }
     with httpx.Client(timeout=10) as client:
-        answers = [client.post(url, params=query, headers=headers, json={**body, "stream": stream}) for stream in (False, True)]
+        answers = [
+            client.post(url, params=query, headers=headers, json={**body, "stream": stream}) for stream in (False, True)
+        ]
         assert [a.status_code for a in answers] == [200, 200]
         assert answers[0].headers["x-echo-key"] == UPSTREAM_KEY and UPSTREAM_KEY in answers[1].text  # transparent
-        r = client.post(gw.url + "/openai/deployments/gpt-4o/chat/completions%3Fapi-key%3D" + CANARIES["path-key"],
-                        params={"api-version": "2024-10-21"}, headers={"api-key": CLIENT_KEY}, json=body)
+        r = client.post(
+            gw.url + "/openai/deployments/gpt-4o/chat/completions%3Fapi-key%3D" + CANARIES["path-key"],
+            params={"api-version": "2024-10-21"},
+            headers={"api-key": CLIENT_KEY},
+            json=body,
+        )
         assert r.status_code == 400
-        r = client.post(url, params={"api-version": "2024-10-21"},
-                        headers={"api-key": CLIENT_KEY, "content-type": "application/x-www-form-urlencoded"},
-                        content=f"prompt=hi&api_key={CANARIES['form']}".encode())
+        r = client.post(
+            url,
+            params={"api-version": "2024-10-21"},
+            headers={"api-key": CLIENT_KEY, "content-type": "application/x-www-form-urlencoded"},
+            content=f"prompt=hi&api_key={CANARIES['form']}".encode(),
+        )
         assert r.status_code == 200
-        r = client.post(url, params={"api-version": "2024-10-21"}, headers={"api-key": CLIENT_KEY, "content-type": "text/plain"},
-                        content=f"use AccountKey={CANARIES['text']}; and\n{PEM}".encode())
+        r = client.post(
+            url,
+            params={"api-version": "2024-10-21"},
+            headers={"api-key": CLIENT_KEY, "content-type": "text/plain"},
+            content=f"use AccountKey={CANARIES['text']}; and\n{PEM}".encode(),
+        )
         assert r.status_code == 200
-        r = client.post(gw.url + "/openai/deployments/whisper/audio/transcriptions", params={"api-version": "2024-10-21"},
-                        headers={"api-key": CLIENT_KEY}, data={"api_key": CANARIES["multipart"], "prompt": JWT},
-                        files={"file": ("a.wav", b"RIFF....WAVEfmt ", "audio/wav")})
+        r = client.post(
+            gw.url + "/openai/deployments/whisper/audio/transcriptions",
+            params={"api-version": "2024-10-21"},
+            headers={"api-key": CLIENT_KEY},
+            data={"api_key": CANARIES["multipart"], "prompt": JWT},
+            files={"file": ("a.wav", b"RIFF....WAVEfmt ", "audio/wav")},
+        )
         assert r.status_code == 200
     # Redaction never changes what is forwarded: the backend saw every client canary.
     forwarded = "\n".join(f"{p} {h} {b.decode('latin-1')}" for p, h, b in gw.backend.received)
-    for name in ("x-upstream-token", "x-partner-key", "x-ms-client-secret", "body-token", "body-password",
-                 "form", "text", "multipart", "q-subscription_key", "sk", "jwt"):
+    for name in (
+        "x-upstream-token",
+        "x-partner-key",
+        "x-ms-client-secret",
+        "body-token",
+        "body-password",
+        "form",
+        "text",
+        "multipart",
+        "q-subscription_key",
+        "sk",
+        "jwt",
+    ):
         assert CANARIES[name] in forwarded, name
     stored = _stored_text(gw)
     assert [c for c in ALL if c in stored] == []
@@ -194,25 +252,67 @@ def test_no_canary_is_stored_or_logged_and_the_backend_got_everything(gw, caplog
     assert [c for c in ALL if c in logged] == []
 
 
-@pytest.mark.parametrize("name", ["x-api-key", "x-upstream-token", "x-partner-key", "x-ms-client-secret", "api_key",
-                                  "subscription_key", "access_token", "sig", "client_secret", "password", "token",
-                                  "connectionString", "SharedAccessSignature", "x-functions-key", "secret",
-                                  "credentials", "Authorization", "subscriptionKey"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "x-api-key",
+        "x-upstream-token",
+        "x-partner-key",
+        "x-ms-client-secret",
+        "api_key",
+        "subscription_key",
+        "access_token",
+        "sig",
+        "client_secret",
+        "password",
+        "token",
+        "connectionString",
+        "SharedAccessSignature",
+        "x-functions-key",
+        "secret",
+        "credentials",
+        "Authorization",
+        "subscriptionKey",
+    ],
+)
 def test_secret_names(name):
     assert is_secret_name(name)
 
 
-@pytest.mark.parametrize("name", ["max_tokens", "prompt_tokens", "total_tokens", "key", "prompt_cache_key", "content",
-                                  "x-ratelimit-remaining-tokens", "author", "model", "messages", "type", "code",
-                                  "input_tokens_details", "idempotency-key", "x-ms-region"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "max_tokens",
+        "prompt_tokens",
+        "total_tokens",
+        "key",
+        "prompt_cache_key",
+        "content",
+        "x-ratelimit-remaining-tokens",
+        "author",
+        "model",
+        "messages",
+        "type",
+        "code",
+        "input_tokens_details",
+        "idempotency-key",
+        "x-ms-region",
+    ],
+)
 def test_ordinary_names(name):
     assert not is_secret_name(name)
 
 
 def test_shapes_in_any_string():
     r = Redactor()
-    for raw, core in ((JWT, CANARIES["jwt"]), ("sk-" + "a" * 30, "a" * 30), (CONN, CANARIES["conn"]),
-                      (SAS, CANARIES["sas"]), (PEM, CANARIES["pem"]), ("Authorization: Bearer abc.def-123456789", "abc.def-123456789")):
+    for raw, core in (
+        (JWT, CANARIES["jwt"]),
+        ("sk-" + "a" * 30, "a" * 30),
+        (CONN, CANARIES["conn"]),
+        (SAS, CANARIES["sas"]),
+        (PEM, CANARIES["pem"]),
+        ("Authorization: Bearer abc.def-123456789", "abc.def-123456789"),
+    ):
         assert core not in r.text(f"x {raw} y")
     prose = "Bearer authentication is basic information; task-force sk-short"
     assert r.text(prose) is prose

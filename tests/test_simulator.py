@@ -16,8 +16,8 @@ from openai import AzureOpenAI, OpenAI
 
 from devhost.simulator import SimulatorConfig, SimulatorHandle, run_in_thread, serve
 from devhost.simulator.__main__ import parse_args
-from shared.encodings import get_encoding
-from shared.sse import decode_all
+from shared.normalize.encodings import get_encoding
+from shared.normalize.sse import decode_all
 
 API_VERSION = "2024-10-21"
 O200K = get_encoding("o200k_base")
@@ -25,25 +25,60 @@ CL100K = get_encoding("cl100k_base")
 
 # The OpenAI cookbook's worked examples ("How to count tokens with tiktoken"), with its published counts.
 COOKBOOK_MESSAGES = [
-    {"role": "system", "content": "You are a helpful, pattern-following assistant that translates corporate jargon into plain English."},
+    {
+        "role": "system",
+        "content": "You are a helpful, pattern-following assistant that translates corporate jargon into plain English.",
+    },
     {"role": "system", "name": "example_user", "content": "New synergies will help drive top-line growth."},
     {"role": "system", "name": "example_assistant", "content": "Things working well together will increase revenue."},
-    {"role": "system", "name": "example_user", "content": "Let's circle back when we have more bandwidth to touch base on opportunities for increased leverage."},
-    {"role": "system", "name": "example_assistant", "content": "Let's talk later when we're less busy about how to do better."},
-    {"role": "user", "content": "This late pivot means we don't have time to boil the ocean for the client deliverable."},
+    {
+        "role": "system",
+        "name": "example_user",
+        "content": "Let's circle back when we have more bandwidth to touch base on opportunities for increased leverage.",
+    },
+    {
+        "role": "system",
+        "name": "example_assistant",
+        "content": "Let's talk later when we're less busy about how to do better.",
+    },
+    {
+        "role": "user",
+        "content": "This late pivot means we don't have time to boil the ocean for the client deliverable.",
+    },
 ]
-COOKBOOK_TOOLS = [{"type": "function", "function": {
-    "name": "get_current_weather", "description": "Get the current weather in a given location",
-    "parameters": {"type": "object", "properties": {
-        "location": {"type": "string", "description": "The city and state, e.g. San Francisco, CA"},
-        "unit": {"type": "string", "description": "The unit of temperature to return", "enum": ["celsius", "fahrenheit"]},
-    }, "required": ["location"]}}}]
+COOKBOOK_TOOLS = [
+    {
+        "type": "function",
+        "function": {
+            "name": "get_current_weather",
+            "description": "Get the current weather in a given location",
+            "parameters": {
+                "type": "object",
+                "properties": {
+                    "location": {"type": "string", "description": "The city and state, e.g. San Francisco, CA"},
+                    "unit": {
+                        "type": "string",
+                        "description": "The unit of temperature to return",
+                        "enum": ["celsius", "fahrenheit"],
+                    },
+                },
+                "required": ["location"],
+            },
+        },
+    }
+]
 COOKBOOK_TOOL_MESSAGES = [
     {"role": "system", "content": "You are a helpful assistant that can answer to questions about the weather."},
     {"role": "user", "content": "What's the weather like in San Francisco?"},
 ]
-SECOND_TOOL = {"type": "function", "function": {"name": "get_time", "description": "Local time",
-                                                "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}}}}
+SECOND_TOOL = {
+    "type": "function",
+    "function": {
+        "name": "get_time",
+        "description": "Local time",
+        "parameters": {"type": "object", "properties": {"tz": {"type": "string"}}},
+    },
+}
 HELLO = [{"role": "user", "content": "Say hello"}]
 
 
@@ -84,7 +119,10 @@ def test_chat_non_stream_shape_and_usage(client: AzureOpenAI) -> None:
     assert text and r.choices[0].finish_reason == "stop"
     assert r.model == "gpt-4o-2024-08-06" and r.object == "chat.completion" and r.system_fingerprint
     extra = r.model_extra or {}
-    assert extra["prompt_filter_results"][0]["content_filter_results"]["jailbreak"] == {"filtered": False, "detected": False}
+    assert extra["prompt_filter_results"][0]["content_filter_results"]["jailbreak"] == {
+        "filtered": False,
+        "detected": False,
+    }
     assert (r.choices[0].model_extra or {})["content_filter_results"]["hate"]["severity"] == "safe"
     assert r.usage.prompt_tokens == 3 + len(O200K.encode("user")) + len(O200K.encode("Say hello")) + 3
     assert r.usage.completion_tokens == len(O200K.encode(text))
@@ -93,7 +131,9 @@ def test_chat_non_stream_shape_and_usage(client: AzureOpenAI) -> None:
     assert r.usage.completion_tokens_details.reasoning_tokens == 0
 
 
-@pytest.mark.parametrize(("deployment", "expected"), [("gpt-35-turbo", 129), ("gpt-4", 129), ("gpt-4o", 124), ("my-4o-mini", 124)])
+@pytest.mark.parametrize(
+    ("deployment", "expected"), [("gpt-35-turbo", 129), ("gpt-4", 129), ("gpt-4o", 124), ("my-4o-mini", 124)]
+)
 def test_chat_prompt_tokens_match_cookbook_example(client: AzureOpenAI, deployment: str, expected: int) -> None:
     r = client.chat.completions.create(model=deployment, messages=COOKBOOK_MESSAGES)
     assert r.usage.prompt_tokens == expected
@@ -107,8 +147,11 @@ def test_chat_prompt_tokens_with_tools_match_cookbook(client: AzureOpenAI, deplo
 
 def test_chat_stream_via_sdk_reassembles_the_non_stream_text(client: AzureOpenAI) -> None:
     whole = client.chat.completions.create(model="gpt-4o", messages=HELLO).choices[0].message.content
-    chunks = list(client.chat.completions.create(
-        model="gpt-4o", messages=HELLO, stream=True, stream_options={"include_usage": True}))
+    chunks = list(
+        client.chat.completions.create(
+            model="gpt-4o", messages=HELLO, stream=True, stream_options={"include_usage": True}
+        )
+    )
     assert chunks[0].choices == [] and chunks[0].id == ""  # Azure's prompt annotation frame
     text = "".join(c.choices[0].delta.content or "" for c in chunks if c.choices)
     assert text == whole
@@ -134,8 +177,11 @@ def test_chat_raw_sse_format(sim: SimulatorHandle) -> None:
 
 def test_stream_text_has_multibyte_and_escaped_characters(sim: SimulatorHandle) -> None:
     r, events = raw_events(sim, {"messages": HELLO, "stream": True})
-    text = "".join(json.loads(e.data)["choices"][0]["delta"].get("content") or ""
-                   for e in events[1:-1] if json.loads(e.data)["choices"])
+    text = "".join(
+        json.loads(e.data)["choices"][0]["delta"].get("content") or ""
+        for e in events[1:-1]
+        if json.loads(e.data)["choices"]
+    )
     for needle in ("é", "東京", "🚀", '"', "\\", "\n", "data: "):
         assert needle in text
     for escaped in (b'\\"', b"\\\\", b"\\n"):
@@ -170,23 +216,31 @@ def test_large_chunk_header_grows_one_chunk_and_usage_follows(sim: SimulatorHand
     text = "".join(pieces)
     assert any(ord(ch) > 0xFFFF for ch in text) and "東京" in text  # multibyte survives the growth
     assert chunks[-1]["usage"]["completion_tokens"] == len(O200K.encode(text))
-    plain = httpx.post(chat_url(sim), json={"messages": HELLO}, headers={"api-key": "k", "x-sim-chunks": "20", "x-sim-large-chunk": "8192"})
+    plain = httpx.post(
+        chat_url(sim),
+        json={"messages": HELLO},
+        headers={"api-key": "k", "x-sim-chunks": "20", "x-sim-large-chunk": "8192"},
+    )
     assert len(plain.json()["choices"][0]["message"]["content"].encode()) < 4096  # streams only
 
 
 def test_content_header_forces_the_answer_text_and_its_chunks(sim: SimulatorHandle, client: AzureOpenAI) -> None:
     forced = "".join(f"word{i:04d}. " for i in range(8))  # 80 characters
-    _, events = raw_events(sim, {"messages": HELLO, "stream": True}, {"x-sim-content": quote(forced), "x-sim-chunks": "8"})
+    _, events = raw_events(
+        sim, {"messages": HELLO, "stream": True}, {"x-sim-content": quote(forced), "x-sim-chunks": "8"}
+    )
     content = [json.loads(e.data)["choices"][0]["delta"].get("content") for e in events[1:-1]]
     pieces = [c for c in content if c]
     assert pieces == [f"word{i:04d}. " for i in range(8)]  # near-equal character runs, in order
     # Percent-encoded UTF-8 for text a header cannot carry; every API that streams text honours it.
-    reply = client.chat.completions.create(model="gpt-4o", messages=HELLO, max_tokens=1,
-                                           extra_headers={"x-sim-content": "caf%C3%A9 VIOLENCE_LEVEL_6"})
+    reply = client.chat.completions.create(
+        model="gpt-4o", messages=HELLO, max_tokens=1, extra_headers={"x-sim-content": "caf%C3%A9 VIOLENCE_LEVEL_6"}
+    )
     assert reply.choices[0].message.content == "café VIOLENCE_LEVEL_6" and reply.choices[0].finish_reason == "stop"
     assert reply.usage.completion_tokens == len(O200K.encode("café VIOLENCE_LEVEL_6"))
-    legacy = client.completions.create(model="gpt-35-turbo-instruct", prompt="x", stream=True,
-                                       extra_headers={"x-sim-content": "abc def"})
+    legacy = client.completions.create(
+        model="gpt-35-turbo-instruct", prompt="x", stream=True, extra_headers={"x-sim-content": "abc def"}
+    )
     assert "".join(c.choices[0].text for c in legacy if c.choices) == "abc def"
     response = client.responses.create(model="gpt-4o", input="x", extra_headers={"x-sim-content": "one two"})
     assert response.output_text == "one two"
@@ -228,11 +282,13 @@ def test_streamed_parallel_tool_calls_reassembled_by_sdk(client: AzureOpenAI, si
     whole = client.chat.completions.create(model="gpt-4o", messages=COOKBOOK_TOOL_MESSAGES, tools=tools)
     assert [c.function.arguments for c in whole.choices[0].message.tool_calls] == [c.function.arguments for c in calls]
     assert whole.usage.completion_tokens == sum(
-        len(O200K.encode(c.function.name)) + len(O200K.encode(c.function.arguments)) for c in calls)
+        len(O200K.encode(c.function.name)) + len(O200K.encode(c.function.arguments)) for c in calls
+    )
     # On the wire: the first fragment carries id/type/name, later ones only index + argument pieces.
     events = decode_all(sim.requests[-2].response)
-    fragments = [tc for e in events[1:-1] for ch in json.loads(e.data)["choices"]
-                 for tc in ch["delta"].get("tool_calls") or []]
+    fragments = [
+        tc for e in events[1:-1] for ch in json.loads(e.data)["choices"] for tc in ch["delta"].get("tool_calls") or []
+    ]
     first = [f for f in fragments if "id" in f]
     assert [f["index"] for f in first] == [0, 1] and all(f["type"] == "function" for f in first)
     pieces = [f for f in fragments if "id" not in f and f["index"] == 0]
@@ -240,8 +296,9 @@ def test_streamed_parallel_tool_calls_reassembled_by_sdk(client: AzureOpenAI, si
 
 
 def test_parallel_tool_calls_false_gives_one_call(client: AzureOpenAI) -> None:
-    r = client.chat.completions.create(model="gpt-4o", messages=COOKBOOK_TOOL_MESSAGES,
-                                       tools=[*COOKBOOK_TOOLS, SECOND_TOOL], parallel_tool_calls=False)
+    r = client.chat.completions.create(
+        model="gpt-4o", messages=COOKBOOK_TOOL_MESSAGES, tools=[*COOKBOOK_TOOLS, SECOND_TOOL], parallel_tool_calls=False
+    )
     assert len(r.choices[0].message.tool_calls) == 1
 
 
@@ -269,8 +326,14 @@ def test_completions_stream_and_non_stream(client: AzureOpenAI) -> None:
 
 def test_completions_stream_include_usage(client: AzureOpenAI) -> None:
     whole = client.completions.create(model="gpt-35-turbo-instruct", prompt="tiktoken is great!")
-    chunks = list(client.completions.create(model="gpt-35-turbo-instruct", prompt="tiktoken is great!", stream=True,
-                                            stream_options={"include_usage": True}))
+    chunks = list(
+        client.completions.create(
+            model="gpt-35-turbo-instruct",
+            prompt="tiktoken is great!",
+            stream=True,
+            stream_options={"include_usage": True},
+        )
+    )
     assert chunks[-1].choices == [] and chunks[-1].usage == whole.usage  # the non-stream call's usage
     assert [c for c in chunks if c.usage] == chunks[-1:]
     plain = list(client.completions.create(model="gpt-35-turbo-instruct", prompt="tiktoken is great!", stream=True))
@@ -278,7 +341,9 @@ def test_completions_stream_include_usage(client: AzureOpenAI) -> None:
 
 
 def test_embeddings_float_and_base64_agree(client: AzureOpenAI, sim: SimulatorHandle) -> None:
-    floats = client.embeddings.create(model="text-embedding-ada-002", input="tiktoken is great!", encoding_format="float")
+    floats = client.embeddings.create(
+        model="text-embedding-ada-002", input="tiktoken is great!", encoding_format="float"
+    )
     default = client.embeddings.create(model="text-embedding-ada-002", input="tiktoken is great!")
     assert json.loads(sim.requests[-1].body)["encoding_format"] == "base64"  # what the SDK sends by default
     raw = json.loads(sim.requests[-1].response)["data"][0]["embedding"]
@@ -333,8 +398,15 @@ def test_speech_returns_audio_bytes(client: AzureOpenAI) -> None:
 def test_responses_create_get_delete(v1: OpenAI) -> None:
     r = v1.responses.create(model="gpt-4o", input="tiktoken is great!", instructions="Be brief.")
     assert r.status == "completed" and r.output_text
-    expected_input = 3 + len(O200K.encode("developer")) + len(O200K.encode("Be brief.")) + 3 \
-        + len(O200K.encode("user")) + len(O200K.encode("tiktoken is great!")) + 3
+    expected_input = (
+        3
+        + len(O200K.encode("developer"))
+        + len(O200K.encode("Be brief."))
+        + 3
+        + len(O200K.encode("user"))
+        + len(O200K.encode("tiktoken is great!"))
+        + 3
+    )
     assert r.usage.input_tokens == expected_input
     assert r.usage.output_tokens == len(O200K.encode(r.output_text))
     got = v1.responses.retrieve(r.id)
@@ -358,10 +430,18 @@ def test_responses_stream_events(v1: OpenAI, sim: SimulatorHandle) -> None:
     with v1.responses.stream(model="gpt-4o", input="hello") as stream:
         types = [e.type for e in stream]
         final = stream.get_final_response()
-    assert types[:4] == ["response.created", "response.in_progress", "response.output_item.added",
-                         "response.content_part.added"]
-    assert types[-4:] == ["response.output_text.done", "response.content_part.done", "response.output_item.done",
-                          "response.completed"]
+    assert types[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    assert types[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
     assert types.count("response.output_text.delta") == 12
     events = decode_all(sim.requests[-1].response)
     assert all(e.event == json.loads(e.data)["type"] for e in events)
@@ -372,7 +452,11 @@ def test_responses_stream_events(v1: OpenAI, sim: SimulatorHandle) -> None:
 
 
 def test_responses_stream_function_call(v1: OpenAI) -> None:
-    tool = {"type": "function", "name": "lookup", "parameters": {"type": "object", "properties": {"q": {"type": "string"}}}}
+    tool = {
+        "type": "function",
+        "name": "lookup",
+        "parameters": {"type": "object", "properties": {"q": {"type": "string"}}},
+    }
     with v1.responses.stream(model="gpt-4o", input="find", tools=[tool]) as stream:
         deltas = [e for e in stream if e.type == "response.function_call_arguments.delta"]
         final = stream.get_final_response()
@@ -408,7 +492,9 @@ def test_forced_server_errors(client: AzureOpenAI, status: int) -> None:
 
 def test_content_filter_400(client: AzureOpenAI, v1: OpenAI) -> None:
     with pytest.raises(openai.BadRequestError) as caught:
-        client.chat.completions.create(model="gpt-4o", messages=[{"role": "user", "content": "SIMULATE_CONTENT_FILTER"}])
+        client.chat.completions.create(
+            model="gpt-4o", messages=[{"role": "user", "content": "SIMULATE_CONTENT_FILTER"}]
+        )
     error = caught.value.response.json()["error"]
     assert error["code"] == "content_filter" and error["status"] == 400 and error["param"] == "prompt"
     assert error["innererror"]["code"] == "ResponsibleAIPolicyViolation"
@@ -421,14 +507,18 @@ def test_content_filter_400(client: AzureOpenAI, v1: OpenAI) -> None:
 def test_auth_errors(sim: SimulatorHandle) -> None:
     r = httpx.post(chat_url(sim), json={"messages": HELLO})
     assert r.status_code == 401 and r.json()["error"]["code"] == "401"
-    assert httpx.post(chat_url(sim), json={"messages": HELLO}, headers={"Authorization": "Bearer tok"}).status_code == 200
+    assert (
+        httpx.post(chat_url(sim), json={"messages": HELLO}, headers={"Authorization": "Bearer tok"}).status_code == 200
+    )
     with run_in_thread(SimulatorConfig(api_key="right")) as other:
         assert httpx.post(chat_url(other), json={"messages": HELLO}, headers={"api-key": "wrong"}).status_code == 401
         assert httpx.post(chat_url(other), json={"messages": HELLO}, headers={"api-key": "right"}).status_code == 200
 
 
 def test_api_version_required_and_unknown_deployment(sim: SimulatorHandle) -> None:
-    r = httpx.post(f"{sim.url}/openai/deployments/gpt-4o/chat/completions", json={"messages": HELLO}, headers={"api-key": "k"})
+    r = httpx.post(
+        f"{sim.url}/openai/deployments/gpt-4o/chat/completions", json={"messages": HELLO}, headers={"api-key": "k"}
+    )
     assert r.status_code == 400 and r.json()["error"]["code"] == "MissingApiVersionParameter"
     with run_in_thread(SimulatorConfig(deployments=["gpt-4o"])) as other:
         r = httpx.post(chat_url(other, "missing"), json={"messages": HELLO}, headers={"api-key": "k"})
@@ -446,9 +536,16 @@ def test_bad_requests_get_aoai_errors(sim: SimulatorHandle) -> None:
 def test_headers_on_every_response(sim: SimulatorHandle) -> None:
     for extra in ({}, {"x-sim-status": "503"}):
         r = httpx.post(chat_url(sim), json={"messages": HELLO}, headers={"api-key": "k", **extra})
-        for name in ("apim-request-id", "x-request-id", "x-ms-region", "openai-processing-ms",
-                     "x-ratelimit-remaining-requests", "x-ratelimit-remaining-tokens",
-                     "x-ratelimit-limit-requests", "x-ratelimit-limit-tokens"):
+        for name in (
+            "apim-request-id",
+            "x-request-id",
+            "x-ms-region",
+            "openai-processing-ms",
+            "x-ratelimit-remaining-requests",
+            "x-ratelimit-remaining-tokens",
+            "x-ratelimit-limit-requests",
+            "x-ratelimit-limit-tokens",
+        ):
             assert r.headers.get(name), name
         assert r.headers["x-ms-deployment-name"] == "gpt-4o" and r.headers["x-ms-region"] == "swedencentral"
     assert "retry-after" not in r.headers
@@ -459,24 +556,39 @@ def test_throttle_and_fail_rates() -> None:
         r = httpx.post(chat_url(sim), json={"messages": HELLO}, headers={"api-key": "k"})
         assert r.status_code == 429 and r.headers["retry-after-ms"] == "1000"
     with run_in_thread(SimulatorConfig(fail_statuses=(500, 503))) as sim:
-        codes = [httpx.post(chat_url(sim), json={"messages": HELLO}, headers={"api-key": "k"}).status_code for _ in range(4)]
+        codes = [
+            httpx.post(chat_url(sim), json={"messages": HELLO}, headers={"api-key": "k"}).status_code for _ in range(4)
+        ]
         assert codes == [500, 503, 500, 503]
     with run_in_thread(SimulatorConfig(throttle_rate=0.5, seed=3)) as sim:
-        codes = [httpx.post(chat_url(sim), json={"messages": HELLO}, headers={"api-key": "k"}).status_code for _ in range(40)]
+        codes = [
+            httpx.post(chat_url(sim), json={"messages": HELLO}, headers={"api-key": "k"}).status_code for _ in range(40)
+        ]
         assert 5 < codes.count(429) < 35 and codes.count(200) == 40 - codes.count(429)
 
 
 def test_drop_after_cuts_the_stream(sim: SimulatorHandle) -> None:
     received = b""
     with pytest.raises(httpx.RemoteProtocolError):
-        with httpx.stream("POST", chat_url(sim), json={"messages": HELLO, "stream": True},
-                          headers={"api-key": "k", "x-sim-drop-after": "3"}) as r:
+        with httpx.stream(
+            "POST",
+            chat_url(sim),
+            json={"messages": HELLO, "stream": True},
+            headers={"api-key": "k", "x-sim-drop-after": "3"},
+        ) as r:
             for chunk in r.iter_raw():
                 received += chunk
     record = sim.requests[-1]
     assert record.dropped and b"[DONE]" not in received
     events = decode_all(record.response)
-    assert sum(1 for e in events if json.loads(e.data)["choices"] and json.loads(e.data)["choices"][0]["delta"].get("content")) == 3
+    assert (
+        sum(
+            1
+            for e in events
+            if json.loads(e.data)["choices"] and json.loads(e.data)["choices"][0]["delta"].get("content")
+        )
+        == 3
+    )
 
 
 def test_drop_rate_drops_non_stream() -> None:
@@ -489,9 +601,12 @@ def test_drop_rate_drops_non_stream() -> None:
 def test_ttft_and_token_delay_pace_the_stream(sim: SimulatorHandle) -> None:
     arrivals: list[float] = []
     start = time.monotonic()
-    with httpx.stream("POST", chat_url(sim), json={"messages": HELLO, "stream": True},
-                      headers={"api-key": "k", "x-sim-ttft-ms": "150", "x-sim-token-delay-ms": "40",
-                               "x-sim-chunks": "5"}) as r:
+    with httpx.stream(
+        "POST",
+        chat_url(sim),
+        json={"messages": HELLO, "stream": True},
+        headers={"api-key": "k", "x-sim-ttft-ms": "150", "x-sim-token-delay-ms": "40", "x-sim-chunks": "5"},
+    ) as r:
         for _ in r.iter_raw():
             arrivals.append(time.monotonic() - start)
     assert arrivals[0] >= 0.15  # nothing before the time to first token
@@ -542,8 +657,21 @@ async def test_serve_async_context_manager() -> None:
 
 
 def test_cli_arguments() -> None:
-    config, host, port, _ = parse_args(["--port", "9000", "--ttft-ms", "20", "--fail-status", "503",
-                                        "--deployment", "gpt-4o", "--model", "chat=gpt-4.1-2025-04-14", "--no-log"])
+    config, host, port, _ = parse_args(
+        [
+            "--port",
+            "9000",
+            "--ttft-ms",
+            "20",
+            "--fail-status",
+            "503",
+            "--deployment",
+            "gpt-4o",
+            "--model",
+            "chat=gpt-4.1-2025-04-14",
+            "--no-log",
+        ]
+    )
     assert (host, port, config.ttft_ms, tuple(config.fail_statuses)) == ("127.0.0.1", 9000, 20.0, (503,))
     assert config.deployments == ["gpt-4o"] and config.models == {"chat": "gpt-4.1-2025-04-14"}
     assert config.log_requests is False
@@ -566,16 +694,24 @@ def test_completion_filter_stops_the_answer(client: AzureOpenAI, sim: SimulatorH
 
 
 def test_stream_options_need_stream_and_dated_responses_path_needs_api_version(sim: SimulatorHandle) -> None:
-    r = httpx.post(chat_url(sim), json={"messages": HELLO, "stream_options": {"include_usage": True}},
-                   headers={"api-key": "k"})
+    r = httpx.post(
+        chat_url(sim), json={"messages": HELLO, "stream_options": {"include_usage": True}}, headers={"api-key": "k"}
+    )
     assert r.status_code == 400 and r.json()["error"]["param"] == "stream_options"
     r = httpx.post(f"{sim.url}/openai/responses", json={"model": "gpt-4o", "input": "hi"}, headers={"api-key": "k"})
     assert r.status_code == 400 and r.json()["error"]["code"] == "MissingApiVersionParameter"
-    r = httpx.post(f"{sim.url}/openai/responses?api-version=2025-04-01-preview", json={"model": "gpt-4o", "input": "hi"},
-                   headers={"api-key": "k"})
+    r = httpx.post(
+        f"{sim.url}/openai/responses?api-version=2025-04-01-preview",
+        json={"model": "gpt-4o", "input": "hi"},
+        headers={"api-key": "k"},
+    )
     assert r.status_code == 200 and r.json()["object"] == "response"
-    assert httpx.get(f"{sim.url}/openai/responses/{r.json()['id']}?api-version=2025-04-01-preview",
-                     headers={"api-key": "k"}).json()["id"] == r.json()["id"]
+    assert (
+        httpx.get(
+            f"{sim.url}/openai/responses/{r.json()['id']}?api-version=2025-04-01-preview", headers={"api-key": "k"}
+        ).json()["id"]
+        == r.json()["id"]
+    )
 
 
 def test_throttled_response_advertises_nothing_remaining(sim: SimulatorHandle) -> None:
@@ -586,8 +722,12 @@ def test_throttled_response_advertises_nothing_remaining(sim: SimulatorHandle) -
 def test_bad_override_header_is_a_400_and_client_disconnect_is_recorded(sim: SimulatorHandle) -> None:
     r = httpx.post(chat_url(sim), json={"messages": HELLO}, headers={"api-key": "k", "x-sim-ttft-ms": "soon"})
     assert r.status_code == 400 and "x-sim-ttft-ms" in r.json()["error"]["message"]
-    with httpx.stream("POST", chat_url(sim), json={"messages": HELLO, "stream": True},
-                      headers={"api-key": "k", "x-sim-token-delay-ms": "30", "x-sim-chunks": "30"}) as s:
+    with httpx.stream(
+        "POST",
+        chat_url(sim),
+        json={"messages": HELLO, "stream": True},
+        headers={"api-key": "k", "x-sim-token-delay-ms": "30", "x-sim-chunks": "30"},
+    ) as s:
         next(s.iter_raw())  # read the first bytes, then hang up
     record = sim.requests[-1]
     deadline = time.monotonic() + 10  # the server notices at its next write; allow for a busy machine
@@ -611,8 +751,9 @@ def test_async_filter_annotations_follow_the_content(sim: SimulatorHandle, clien
     finish_at = next(i for i, c in enumerate(chunks) if c["id"] and c["choices"][0]["finish_reason"] == "stop")
     assert chunks[finish_at + 1] is annotations[-1]  # the last annotation arrives after the finish chunk
     # The SDK copes: the text reassembles as without the filter.
-    streamed = client.chat.completions.create(model="gpt-4o", messages=HELLO, stream=True,
-                                              extra_headers={"x-sim-async-filter": "1"})
+    streamed = client.chat.completions.create(
+        model="gpt-4o", messages=HELLO, stream=True, extra_headers={"x-sim-async-filter": "1"}
+    )
     assert "".join(c.choices[0].delta.content or "" for c in streamed if c.choices and c.choices[0].delta) == text
 
 

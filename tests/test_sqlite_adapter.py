@@ -15,8 +15,9 @@ from shared.adapters.sqlite import (
 from shared.exchange import CapturedRequest, CapturedResponse, Exchange, Timings, encode_body
 
 
-def make_exchange(rid: str, body: bytes = b'{"messages": [{"role": "user", "content": "hi"}]}',
-                  content_type: str = "application/json") -> Exchange:
+def make_exchange(
+    rid: str, body: bytes = b'{"messages": [{"role": "user", "content": "hi"}]}', content_type: str = "application/json"
+) -> Exchange:
     value, encoding = encode_body(body, content_type)
     return Exchange(
         request_id=rid,
@@ -30,8 +31,9 @@ def make_exchange(rid: str, body: bytes = b'{"messages": [{"role": "user", "cont
             body_bytes=len(body),
         ),
         timings=Timings(received_at="2026-11-27T04:00:00.000Z", upstream_first_byte_ms=3.0, last_byte_ms=9.0),
-        response=CapturedResponse(status=200, headers={"content-type": "text/event-stream"},
-                                  sse='data: {"choices": []}\n\ndata: [DONE]\n\n'),
+        response=CapturedResponse(
+            status=200, headers={"content-type": "text/event-stream"}, sse='data: {"choices": []}\n\ndata: [DONE]\n\n'
+        ),
         backend="b1",
     )
 
@@ -54,7 +56,9 @@ async def test_small_exchange_round_trip_and_file_is_wal(db):
     assert await store.load("rid-small") == ex
     assert await store.load("missing") is None
     # Items are JSON text (readable with any SQLite tool), though bound from bytes.
-    kind = await db.run(lambda c: c.execute("SELECT typeof(item) FROM exchange_items WHERE request_id = 'rid-small'").fetchone()[0])
+    kind = await db.run(
+        lambda c: c.execute("SELECT typeof(item) FROM exchange_items WHERE request_id = 'rid-small'").fetchone()[0]
+    )
     assert kind == "text"
     mode = await db.run(lambda c: c.execute("PRAGMA journal_mode").fetchone()[0])
     assert mode == "wal"
@@ -67,8 +71,9 @@ async def test_five_megabyte_exchange_is_split_and_rebuilt_whole(db):
     ex = make_exchange("rid-big", audio, "multipart/form-data; boundary=x")
     await store.save(ex)
     rows = await db.run(
-        lambda c: c.execute("SELECT seq, count, length(item) FROM exchange_items WHERE request_id = ? ORDER BY seq",
-                            ("rid-big",)).fetchall()
+        lambda c: c.execute(
+            "SELECT seq, count, length(item) FROM exchange_items WHERE request_id = ? ORDER BY seq", ("rid-big",)
+        ).fetchall()
     )
     assert len(rows) > 5  # 5 MB of base64 in <= 1 MB items
     assert [r[0] for r in rows] == list(range(len(rows)))
@@ -185,8 +190,10 @@ async def test_data_survives_reopen_and_tables_match_the_guide(tmp_path):
     with pytest.raises(RuntimeError):
         await db.run(lambda c: None)
     conn = sqlite3.connect(path)
-    cols = {t: [r[1] for r in conn.execute(f"PRAGMA table_info({t})")]
-            for t in ("exchange_items", "records", "deadletters", "affinity")}
+    cols = {
+        t: [r[1] for r in conn.execute(f"PRAGMA table_info({t})")]
+        for t in ("exchange_items", "records", "deadletters", "affinity")
+    }
     conn.close()
     assert cols == {
         "exchange_items": ["request_id", "seq", "count", "item", "created_at"],

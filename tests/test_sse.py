@@ -2,12 +2,12 @@ import random
 
 import pytest
 
-from shared.sse import SSEDecoder, decode_all, decode_text
+from shared.normalize.sse import SSEDecoder, decode_all, decode_text
 
 STREAM = (
     b": keep-alive comment\n\n"
     b'data: {"a": 1}\n\n'
-    b"event: response.created\ndata: {\"type\": \"response.created\"}\n\n"
+    b'event: response.created\ndata: {"type": "response.created"}\n\n'
     b"data: line one\ndata: line two\n\n"
     b"data: contains data: inside\n\n"
     b"id: 7\nretry: 1500\ndata: x\n\n"
@@ -76,8 +76,16 @@ def test_field_without_space_and_unknown_fields():
 def test_decode_text_gives_the_events_decode_all_gives(seed):
     rng = random.Random(seed)
     blocks = [
-        b'data: {"a": 1}', b"event: response.created\ndata: {\"t\": 2}", b": comment", b"data: one\ndata: two",
-        b"data:nospace", b"data", b"id: 3\ndata: x", b"event: only-event", b"data: [DONE]", b"data: caf\xc3\xa9 \xe2\x80\xa8 sep",
+        b'data: {"a": 1}',
+        b'event: response.created\ndata: {"t": 2}',
+        b": comment",
+        b"data: one\ndata: two",
+        b"data:nospace",
+        b"data",
+        b"id: 3\ndata: x",
+        b"event: only-event",
+        b"data: [DONE]",
+        b"data: caf\xc3\xa9 \xe2\x80\xa8 sep",
     ]
     picked = [rng.choice(blocks) for _ in range(12)]
     text = b"\n\n".join(picked) + rng.choice([b"\n\n", b"", b"\n"])
@@ -101,7 +109,13 @@ class _LineLoopOnly(SSEDecoder):
 def test_fast_path_gives_exactly_the_line_loop_events(seed):
     rng = random.Random(seed)
     blocks = [b'data: {"choices":[{"delta":{"content":"caf\xc3\xa9 \xf0\x9f\x9a\x80"}}]}\n\n'] * 20 + [
-        STREAM, b"data:no space\n\n", b"data: a\n\n\n", b"id: 9\n\n", b"data: \n\n", b"data: x\r\n\r\n", b": c\n\n",
+        STREAM,
+        b"data:no space\n\n",
+        b"data: a\n\n\n",
+        b"id: 9\n\n",
+        b"data: \n\n",
+        b"data: x\r\n\r\n",
+        b": c\n\n",
     ]
     text = b"".join(rng.choice(blocks) for _ in range(40)) + b"data: tail without end"
     cuts = sorted(rng.sample(range(1, len(text)), rng.randint(0, 30)))

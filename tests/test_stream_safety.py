@@ -1,4 +1,4 @@
-"""Which streams the proxy enforces (`proxy.stream_safety.StreamSafety`), and the analyser's lifetime."""
+"""Which streams the proxy enforces (`proxy.streams.safety.StreamSafety`), and the analyser's lifetime."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import pytest
 
 from proxy.capture import ExchangeRecorder
 from proxy.handler import build_proxy
-from proxy.stream_safety import StreamSafety
-from shared.apis import classify
+from proxy.streams.safety import StreamSafety
 from shared.errors import ConfigurationError
 from shared.exchange import Identity
+from shared.normalize.apis import classify
 from shared.safety.client import AzureContentSafety
 from shared.safety.config import SafetyConfig
 from shared.settings import Settings

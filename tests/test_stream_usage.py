@@ -3,9 +3,9 @@
 import orjson
 import pytest
 
-from proxy.stream_usage import UsageChunkFilter, inject, is_usage_chunk, should_inject
-from shared.apis import classify
-from shared.sse import decode_all
+from proxy.streams.usage import UsageChunkFilter, inject, is_usage_chunk, should_inject
+from shared.normalize.apis import classify
+from shared.normalize.sse import decode_all
 
 CHAT = classify("/openai/deployments/gpt-4o/chat/completions")
 V1_CHAT = classify("/openai/v1/chat/completions")
@@ -40,7 +40,12 @@ DONE = b"data: [DONE]\n\n"
         (COMPLETIONS, {"api-version": "2024-10-21"}, {"stream": True, "prompt": "x"}, True),
         (COMPLETIONS, {"api-version": "2024-06-01"}, {"stream": True, "prompt": "x"}, False),
         (COMPLETIONS, {"api-version": "2024-10-21"}, {"prompt": "x"}, False),
-        (COMPLETIONS, {"api-version": "2024-10-21"}, {"stream": True, "stream_options": {"include_usage": True}}, False),
+        (
+            COMPLETIONS,
+            {"api-version": "2024-10-21"},
+            {"stream": True, "stream_options": {"include_usage": True}},
+            False,
+        ),
         (V1_COMPLETIONS, {}, {"stream": True, "model": "gpt-35-turbo-instruct", "prompt": "x"}, True),
     ],
 )
@@ -97,8 +102,10 @@ COMPLETION_CONTENT = (
     b'data: {"choices":[{"finish_reason":"stop","index":0,"logprobs":null,"text":""}],"id":"cmpl-1",'
     b'"object":"text_completion","usage":null}\n\n'
 )
-COMPLETION_USAGE = (b'data: {"choices":[],"id":"cmpl-1","object":"text_completion",'
-                    b'"usage":{"completion_tokens":1,"prompt_tokens":2,"total_tokens":3}}\n\n')
+COMPLETION_USAGE = (
+    b'data: {"choices":[],"id":"cmpl-1","object":"text_completion",'
+    b'"usage":{"completion_tokens":1,"prompt_tokens":2,"total_tokens":3}}\n\n'
+)
 
 
 @pytest.mark.parametrize("size", [1, 5, 10_000])

@@ -17,8 +17,10 @@ def pair(tmp_path_factory):
     with dev_host(
         tmp_path_factory.mktemp("otel-fo"),
         {CLIENT_KEY: {"id": "team-otel", "name": "Team OTel", "product": "gold"}},
-        {"east": SimulatorConfig(api_key=UPSTREAM_KEY, fail_statuses=(500,), deployments=["gpt-4o"]),
-         "west": SimulatorConfig(api_key=UPSTREAM_KEY, throttle_rate=0.0)},
+        {
+            "east": SimulatorConfig(api_key=UPSTREAM_KEY, fail_statuses=(500,), deployments=["gpt-4o"]),
+            "west": SimulatorConfig(api_key=UPSTREAM_KEY, throttle_rate=0.0),
+        },
         backend_options={"east": {"priority": 1}, "west": {"priority": 2}},
         gateway=Gateway,
     ) as gateway:
@@ -39,8 +41,12 @@ def test_failed_over_call(pair, otel):
 
 def test_blocked_429_call(pair, otel):
     # the simulator's x-sim-status reaches both backends: every one throttles, the 429 passes through
-    r = pair.post(CHAT.replace("gpt-4o", "gpt-4o-mini"), {"messages": [{"role": "user", "content": "hi"}]},
-                  _trace(6), **{"x-sim-status": "429"})
+    r = pair.post(
+        CHAT.replace("gpt-4o", "gpt-4o-mini"),
+        {"messages": [{"role": "user", "content": "hi"}]},
+        _trace(6),
+        **{"x-sim-status": "429"},
+    )
     assert r.status_code == 429
     server, clients = _split(otel.for_trace(_trace(6)))
     assert server.attributes["error.type"] and server.status.status_code == StatusCode.ERROR

@@ -36,8 +36,11 @@ class Otel:
         self.reader = InMemoryMetricReader()
         meter_provider = MeterProvider(metric_readers=[self.reader])
         # The running dev host's backends (the gateway fixture comes first in each test's arguments).
-        self.telemetry = GenAITelemetry(tracer_provider.get_tracer("test"), meter_provider.get_meter("test"),
-                                        endpoints=setup.backend_endpoints(os.environ.get("GATEWAY_BACKENDS", "")))
+        self.telemetry = GenAITelemetry(
+            tracer_provider.get_tracer("test"),
+            meter_provider.get_meter("test"),
+            endpoints=setup.backend_endpoints(os.environ.get("GATEWAY_BACKENDS", "")),
+        )
 
     def for_trace(self, trace_id: str) -> list[Any]:
         return [s for s in self.spans.get_finished_spans() if f"{s.context.trace_id:032x}" == trace_id]
@@ -56,8 +59,12 @@ class Otel:
 class Gateway(DevHostGateway):
     def post(self, path: str, body: dict[str, Any], trace_id: str, **headers: str) -> httpx.Response:
         parent = f"00-{trace_id}-b7ad6b7169203331-01"
-        r = httpx.post(f"{self.url}{path}", json=body, timeout=30,
-                       headers={"api-key": CLIENT_KEY, "traceparent": parent, **headers})
+        r = httpx.post(
+            f"{self.url}{path}",
+            json=body,
+            timeout=30,
+            headers={"api-key": CLIENT_KEY, "traceparent": parent, **headers},
+        )
         self.settle()
         return r
 
@@ -96,8 +103,17 @@ CHAT = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
 
 
 def test_streamed_chat(gw, otel):
-    r = gw.post(CHAT, {"messages": [{"role": "user", "content": "hi"}], "stream": True, "max_tokens": 50,
-                       "temperature": 0.5, "top_p": 0.9}, _trace(1))
+    r = gw.post(
+        CHAT,
+        {
+            "messages": [{"role": "user", "content": "hi"}],
+            "stream": True,
+            "max_tokens": 50,
+            "temperature": 0.5,
+            "top_p": 0.9,
+        },
+        _trace(1),
+    )
     assert r.status_code == 200
     record = gw.call(function_app.ports().records.get(r.headers["x-gateway-request-id"]))
     assert record["trace_id"] == _trace(1)
@@ -107,7 +123,11 @@ def test_streamed_chat(gw, otel):
     a = server.attributes
     assert a["gen_ai.operation.name"] == "chat" and a["gen_ai.provider.name"] == "azure.ai.openai"
     assert a["gen_ai.request.model"] == "gpt-4o" and a["gen_ai.response.model"] == record["model"]
-    assert a["gen_ai.request.max_tokens"] == 50 and a["gen_ai.request.temperature"] == 0.5 and a["gen_ai.request.top_p"] == 0.9
+    assert (
+        a["gen_ai.request.max_tokens"] == 50
+        and a["gen_ai.request.temperature"] == 0.5
+        and a["gen_ai.request.top_p"] == 0.9
+    )
     assert a["gen_ai.response.id"].startswith("chatcmpl-")
     assert list(a["gen_ai.response.finish_reasons"]) == record["finish_reasons"]
     assert a["gen_ai.usage.input_tokens"] == record["prompt_tokens"] > 0
@@ -132,8 +152,11 @@ def test_streamed_chat(gw, otel):
 
 
 def test_embedding(gw, otel):
-    r = gw.post("/openai/deployments/text-embedding-3-small/embeddings?api-version=2024-10-21",
-                {"input": ["one", "two"], "encoding_format": "float"}, _trace(2))
+    r = gw.post(
+        "/openai/deployments/text-embedding-3-small/embeddings?api-version=2024-10-21",
+        {"input": ["one", "two"], "encoding_format": "float"},
+        _trace(2),
+    )
     assert r.status_code == 200
     server, (client,) = _split(otel.for_trace(_trace(2)))
     a = server.attributes
@@ -145,8 +168,9 @@ def test_embedding(gw, otel):
 
 
 def test_responses(gw, otel):
-    r = gw.post("/openai/v1/responses", {"model": "gpt-4o", "input": "Tell me a story", "max_output_tokens": 40},
-                _trace(3))
+    r = gw.post(
+        "/openai/v1/responses", {"model": "gpt-4o", "input": "Tell me a story", "max_output_tokens": 40}, _trace(3)
+    )
     assert r.status_code == 200
     server, (client,) = _split(otel.for_trace(_trace(3)))
     a = server.attributes

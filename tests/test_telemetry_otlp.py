@@ -13,9 +13,9 @@ from opentelemetry.proto.collector.metrics.v1.metrics_service_pb2 import ExportM
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 
 from shared.exchange import Attempt, CapturedRequest, CapturedResponse, Exchange, Timings
+from shared.normalize.usage import normalize
 from shared.settings import Settings
 from shared.telemetry import setup
-from shared.usage import normalize
 
 
 class Receiver(BaseHTTPRequestHandler):
@@ -49,18 +49,33 @@ def receiver():
 
 
 def _exchange() -> Exchange:
-    body = {"id": "chatcmpl-otlp", "model": "gpt-4o-2024-08-06", "object": "chat.completion",
-            "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "hi"}}],
-            "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12}}
+    body = {
+        "id": "chatcmpl-otlp",
+        "model": "gpt-4o-2024-08-06",
+        "object": "chat.completion",
+        "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "hi"}}],
+        "usage": {"prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12},
+    }
     return Exchange(
         request_id="rid-otlp",
-        request=CapturedRequest("POST", "/openai/deployments/gpt-4o/chat/completions", {"api-version": "2024-10-21"},
-                                {"content-type": "application/json"},
-                                {"messages": [{"role": "user", "content": "hi"}], "temperature": 0.2}, "json", 60),
-        timings=Timings(received_at="2026-12-01T10:00:00.000Z", upstream_first_byte_ms=120.0, last_byte_ms=130.0,
-                        gateway_overhead_ms=1.5),
+        request=CapturedRequest(
+            "POST",
+            "/openai/deployments/gpt-4o/chat/completions",
+            {"api-version": "2024-10-21"},
+            {"content-type": "application/json"},
+            {"messages": [{"role": "user", "content": "hi"}], "temperature": 0.2},
+            "json",
+            60,
+        ),
+        timings=Timings(
+            received_at="2026-12-01T10:00:00.000Z",
+            upstream_first_byte_ms=120.0,
+            last_byte_ms=130.0,
+            gateway_overhead_ms=1.5,
+        ),
         response=CapturedResponse(200, {"content-type": "application/json"}, body, "json", 200),
-        backend="east", attempts=[Attempt("east", 200, 118.0, "served")],
+        backend="east",
+        attempts=[Attempt("east", 200, 118.0, "served")],
     )
 
 
@@ -70,8 +85,12 @@ def test_spans_and_metrics_reach_an_otlp_receiver(receiver, monkeypatch):
     monkeypatch.setattr(trace, "_TRACER_PROVIDER_SET_ONCE", trace.Once())
     monkeypatch.setattr(metrics._internal, "_METER_PROVIDER", None)
     monkeypatch.setattr(metrics._internal, "_METER_PROVIDER_SET_ONCE", metrics._internal.Once())
-    settings = Settings.from_env({"OTEL_EXPORTER_OTLP_ENDPOINT": receiver,
-                                  "GATEWAY_BACKENDS": '[{"name": "east", "endpoint": "https://east.openai.azure.com"}]'})
+    settings = Settings.from_env(
+        {
+            "OTEL_EXPORTER_OTLP_ENDPOINT": receiver,
+            "GATEWAY_BACKENDS": '[{"name": "east", "endpoint": "https://east.openai.azure.com"}]',
+        }
+    )
     setup.install(None)
     telemetry = setup.configure(settings)
     try:
@@ -96,7 +115,9 @@ def test_spans_and_metrics_reach_an_otlp_receiver(receiver, monkeypatch):
     assert server["gen_ai.request.temperature"].double_value == 0.2
     assert client["server.address"].string_value == "east.openai.azure.com" and client["server.port"].int_value == 443
     assert by_kind[3].parent_span_id == by_kind[2].span_id
-    names = {m.name for req in Receiver.metrics for rm in req.resource_metrics for sm in rm.scope_metrics for m in sm.metrics}
+    names = {
+        m.name for req in Receiver.metrics for rm in req.resource_metrics for sm in rm.scope_metrics for m in sm.metrics
+    }
     assert {"gen_ai.client.token.usage", "gen_ai.client.operation.duration", "gateway.request.overhead"} <= names
 
 

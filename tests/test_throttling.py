@@ -2,14 +2,23 @@ from email.utils import formatdate
 
 import pytest
 
-from proxy.throttling import parse_duration, parse_retry_after, throttle_seconds
+from proxy.routing.throttling import parse_duration, parse_retry_after, throttle_seconds
 
 NOW = 1_800_000_000.0  # a fixed wall-clock time
 
 
 @pytest.mark.parametrize(
     ("text", "seconds"),
-    [("1s", 1.0), ("6m0s", 360.0), ("1h2m3.5s", 3723.5), ("20ms", 0.02), ("0s", 0.0), ("17", 17.0), ("0.5", 0.5), (" 2s ", 2.0)],
+    [
+        ("1s", 1.0),
+        ("6m0s", 360.0),
+        ("1h2m3.5s", 3723.5),
+        ("20ms", 0.02),
+        ("0s", 0.0),
+        ("17", 17.0),
+        ("0.5", 0.5),
+        (" 2s ", 2.0),
+    ],
 )
 def test_parses_aoai_reset_durations(text, seconds):
     assert parse_duration(text) == pytest.approx(seconds)
@@ -37,8 +46,24 @@ def test_retry_after_as_seconds_and_as_http_date():
         ({"x-ratelimit-reset-tokens": "6m0s"}, 360.0),
         ({"x-ratelimit-reset-tokens": "12"}, 12.0),
         # The exhausted limit says which reset applies...
-        ({"x-ratelimit-reset-requests": "1s", "x-ratelimit-reset-tokens": "6m0s", "x-ratelimit-remaining-requests": "0", "x-ratelimit-remaining-tokens": "900"}, 1.0),
-        ({"x-ratelimit-reset-requests": "1s", "x-ratelimit-reset-tokens": "6m0s", "x-ratelimit-remaining-requests": "3", "x-ratelimit-remaining-tokens": "0"}, 360.0),
+        (
+            {
+                "x-ratelimit-reset-requests": "1s",
+                "x-ratelimit-reset-tokens": "6m0s",
+                "x-ratelimit-remaining-requests": "0",
+                "x-ratelimit-remaining-tokens": "900",
+            },
+            1.0,
+        ),
+        (
+            {
+                "x-ratelimit-reset-requests": "1s",
+                "x-ratelimit-reset-tokens": "6m0s",
+                "x-ratelimit-remaining-requests": "3",
+                "x-ratelimit-remaining-tokens": "0",
+            },
+            360.0,
+        ),
         # ...and when unknown, the later one wins so a throttled backend is not called early.
         ({"x-ratelimit-reset-requests": "1s", "x-ratelimit-reset-tokens": "6m0s"}, 360.0),
         ({"retry-after-ms": "bogus", "retry-after": "3"}, 3.0),

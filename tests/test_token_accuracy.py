@@ -9,17 +9,31 @@ streamed chat exchange without a usage chunk, so the parser must estimate.
 
 import pytest
 
-from shared import record_schema
-from shared.usage import normalize
-from tests.factories import exchange, text_stream
+from shared.normalize import record_schema
+from shared.normalize.usage import normalize
+from testing.factories import exchange, text_stream
 
 COOKBOOK_MESSAGES = [
-    {"role": "system", "content": "You are a helpful, pattern-following assistant that translates corporate jargon into plain English."},
+    {
+        "role": "system",
+        "content": "You are a helpful, pattern-following assistant that translates corporate jargon into plain English.",
+    },
     {"role": "system", "name": "example_user", "content": "New synergies will help drive top-line growth."},
     {"role": "system", "name": "example_assistant", "content": "Things working well together will increase revenue."},
-    {"role": "system", "name": "example_user", "content": "Let's circle back when we have more bandwidth to touch base on opportunities for increased leverage."},
-    {"role": "system", "name": "example_assistant", "content": "Let's talk later when we're less busy about how to do better."},
-    {"role": "user", "content": "This late pivot means we don't have time to boil the ocean for the client deliverable."},
+    {
+        "role": "system",
+        "name": "example_user",
+        "content": "Let's circle back when we have more bandwidth to touch base on opportunities for increased leverage.",
+    },
+    {
+        "role": "system",
+        "name": "example_assistant",
+        "content": "Let's talk later when we're less busy about how to do better.",
+    },
+    {
+        "role": "user",
+        "content": "This late pivot means we don't have time to boil the ocean for the client deliverable.",
+    },
 ]
 
 COOKBOOK_TOOLS = [
@@ -32,7 +46,11 @@ COOKBOOK_TOOLS = [
                 "type": "object",
                 "properties": {
                     "location": {"type": "string", "description": "The city and state, e.g. San Francisco, CA"},
-                    "unit": {"type": "string", "description": "The unit of temperature to return", "enum": ["celsius", "fahrenheit"]},
+                    "unit": {
+                        "type": "string",
+                        "description": "The unit of temperature to return",
+                        "enum": ["celsius", "fahrenheit"],
+                    },
                 },
                 "required": ["location"],
             },
@@ -78,7 +96,12 @@ def test_plain_conversation_equals_published_count(deployment, model, published)
 
 @pytest.mark.parametrize(
     ("deployment", "model", "published"),
-    [("gpt-35-turbo", "gpt-35-turbo-0125", 105), ("gpt-4", "gpt-4-0613", 105), ("gpt-4o", "gpt-4o-2024-08-06", 101), ("mini", "gpt-4o-mini-2024-07-18", 101)],
+    [
+        ("gpt-35-turbo", "gpt-35-turbo-0125", 105),
+        ("gpt-4", "gpt-4-0613", 105),
+        ("gpt-4o", "gpt-4o-2024-08-06", 101),
+        ("mini", "gpt-4o-mini-2024-07-18", 101),
+    ],
 )
 def test_tools_example_against_published_count(deployment, model, published):
     body = {"messages": COOKBOOK_TOOL_MESSAGES, "tools": COOKBOOK_TOOLS, "temperature": 0}
@@ -90,20 +113,37 @@ def test_tools_example_against_published_count(deployment, model, published):
 
 def test_completion_tokens_count_content_exactly():
     # "Hello world" is 2 tokens on o200k_base and cl100k_base.
-    record, _ = normalize(_streamed("gpt-4o", "gpt-4o-2024-08-06", {"messages": [{"role": "user", "content": "hi"}]}, ["Hello", " world"]))
+    record, _ = normalize(
+        _streamed("gpt-4o", "gpt-4o-2024-08-06", {"messages": [{"role": "user", "content": "hi"}]}, ["Hello", " world"])
+    )
     assert record["completion_tokens"] == 2
 
 
 def test_service_usage_wins_when_the_usage_chunk_is_there():
     ex = _streamed("gpt-4o", "gpt-4o-2024-08-06", {"messages": COOKBOOK_MESSAGES}, ["x"])
-    ex.response.sse = text_stream(["x"], usage={"prompt_tokens": 124, "completion_tokens": 1, "total_tokens": 125,
-                                                "prompt_tokens_details": {"cached_tokens": 0}, "completion_tokens_details": {"reasoning_tokens": 0}})
+    ex.response.sse = text_stream(
+        ["x"],
+        usage={
+            "prompt_tokens": 124,
+            "completion_tokens": 1,
+            "total_tokens": 125,
+            "prompt_tokens_details": {"cached_tokens": 0},
+            "completion_tokens_details": {"reasoning_tokens": 0},
+        },
+    )
     ex.usage_injected = True
     record, _ = normalize(ex)
-    assert (record["usage_source"], record["prompt_tokens"], record["total_tokens"], record["usage_injected"]) == ("service", 124, 125, True)
+    assert (record["usage_source"], record["prompt_tokens"], record["total_tokens"], record["usage_injected"]) == (
+        "service",
+        124,
+        125,
+        True,
+    )
 
 
 def test_legacy_functions_count_like_the_same_tools():
     functions = [t["function"] for t in COOKBOOK_TOOLS]
-    record, _ = normalize(_streamed("gpt-4o", "gpt-4o-2024-08-06", {"messages": COOKBOOK_TOOL_MESSAGES, "functions": functions}, ["x"]))
+    record, _ = normalize(
+        _streamed("gpt-4o", "gpt-4o-2024-08-06", {"messages": COOKBOOK_TOOL_MESSAGES, "functions": functions}, ["x"])
+    )
     assert record["prompt_tokens"] == 101

@@ -5,25 +5,30 @@ from __future__ import annotations
 import pytest
 
 from devhost.simulator import SimulatorConfig, serve
+from shared.normalize.usage import normalize
 from shared.telemetry.tracecontext import trace_id_from
-from shared.usage import normalize
 from tests.test_gateway_overhead import BODY, CHAT, _proxy
 
 TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 TRACEPARENT = f"00-{TRACE}-00f067aa0ba902b7-01"
 
 
-@pytest.mark.parametrize(("header", "expected"), [
-    (TRACEPARENT, TRACE),
-    (f"  {TRACEPARENT} ", TRACE),
-    (f"01-{TRACE}-00f067aa0ba902b7-01-extra", TRACE),  # a later version may add fields
-    (f"00-{TRACE}-00f067aa0ba902b7-01-extra", None),  # version 00 may not
-    (f"ff-{TRACE}-00f067aa0ba902b7-01", None),
-    ("00-" + "0" * 32 + "-00f067aa0ba902b7-01", None),
-    (f"00-{TRACE}-" + "0" * 16 + "-01", None),
-    (f"00-{TRACE.upper()}-00f067aa0ba902b7-01", None),
-    ("garbage", None), ("", None), (None, None),
-])
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (TRACEPARENT, TRACE),
+        (f"  {TRACEPARENT} ", TRACE),
+        (f"01-{TRACE}-00f067aa0ba902b7-01-extra", TRACE),  # a later version may add fields
+        (f"00-{TRACE}-00f067aa0ba902b7-01-extra", None),  # version 00 may not
+        (f"ff-{TRACE}-00f067aa0ba902b7-01", None),
+        ("00-" + "0" * 32 + "-00f067aa0ba902b7-01", None),
+        (f"00-{TRACE}-" + "0" * 16 + "-01", None),
+        (f"00-{TRACE.upper()}-00f067aa0ba902b7-01", None),
+        ("garbage", None),
+        ("", None),
+        (None, None),
+    ],
+)
 def test_trace_id_from_traceparent(header, expected):
     assert trace_id_from(header) == expected
 

@@ -102,8 +102,15 @@ async def test_content_safety_client_is_wired_once_and_closed_with_the_ports(tmp
     off = build_ports(Settings.from_env({"SQLITE_PATH": str(tmp_path / "a.db")}))
     assert off.safety is None
     await off.close()
-    on = build_ports(Settings.from_env({"SQLITE_PATH": str(tmp_path / "b.db"),
-                                        "CONTENT_SAFETY_ENDPOINT": "http://127.0.0.1:9", "CONTENT_SAFETY_KEY": "k"}))
+    on = build_ports(
+        Settings.from_env(
+            {
+                "SQLITE_PATH": str(tmp_path / "b.db"),
+                "CONTENT_SAFETY_ENDPOINT": "http://127.0.0.1:9",
+                "CONTENT_SAFETY_KEY": "k",
+            }
+        )
+    )
     assert isinstance(on.safety, AzureContentSafety)
     closed = []
     real_close = on.safety.close

@@ -10,7 +10,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-_DECL = re.compile(r"^(table|column|measure|partition|expression|model|database|queryGroup|ref table|annotation|relationship|dataAccessOptions)\b\s*(.*)$")
+_DECL = re.compile(
+    r"^(table|column|measure|partition|expression|model|database|queryGroup|ref table|annotation|relationship|dataAccessOptions)\b\s*(.*)$"
+)
 _NAME = re.compile(r"^('(?:[^']|'')+'|[^\s=]+)")
 
 
@@ -35,7 +37,7 @@ def _name(rest: str) -> tuple[str, str | None]:
         return "", None
     raw = m.group(1)
     name = raw[1:-1].replace("''", "'") if raw.startswith("'") else raw
-    tail = rest[m.end():].strip()
+    tail = rest[m.end() :].strip()
     return name, (tail[1:].strip() if tail.startswith("=") else None)
 
 
@@ -50,7 +52,7 @@ def parse(text: str) -> list[Node]:
         if not line.strip():
             continue
         indent = len(line) - len(line.lstrip("\t"))
-        if line[indent:indent + 1] == " ":
+        if line[indent : indent + 1] == " ":
             raise TmdlError(f"line {i}: indentation must be tabs: {line!r}")
         body = line.strip()
         while stack and stack[-1].depth >= indent:
@@ -61,7 +63,9 @@ def parse(text: str) -> list[Node]:
         if parent is not None and indent > parent.depth + 1 + (1 if parent.kind == "measure" else 0):
             raise TmdlError(f"line {i}: indented more than one level under {parent.kind} {parent.name!r}")
         decl = _DECL.match(body)
-        if decl and (parent is None or decl.group(1) in {"column", "measure", "partition", "annotation", "dataAccessOptions"}):
+        if decl and (
+            parent is None or decl.group(1) in {"column", "measure", "partition", "annotation", "dataAccessOptions"}
+        ):
             name, value = _name(decl.group(2))
             node = Node(decl.group(1), name, value, indent)
             (parent.children if parent else roots).append(node)
@@ -72,7 +76,7 @@ def parse(text: str) -> list[Node]:
         if body in {"source =", "source="} and parent.kind == "partition":
             src = []
             while i < len(lines) and (not lines[i].strip() or lines[i].startswith("\t" * (indent + 1))):
-                src.append(lines[i][indent + 2:] if lines[i].strip() else "")
+                src.append(lines[i][indent + 2 :] if lines[i].strip() else "")
                 i += 1
             parent.source = "\n".join(src).strip("\n")
             continue

@@ -36,7 +36,7 @@ param sitesZoneId string
 @secure()
 param appInsightsConnectionString string
 
-@description('GATEWAY_BACKENDS: JSON list of AOAI backends (see proxy/backends.py).')
+@description('GATEWAY_BACKENDS: JSON list of AOAI backends (see proxy/routing/backends.py).')
 param gatewayBackendsJson string
 
 @description('Cosmos DB account endpoint (COSMOS_ENDPOINT).')

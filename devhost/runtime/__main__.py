@@ -1,7 +1,7 @@
 """`python -m devhost.runtime`: the app through azure-functions-runtime, as the Functions host runs it.
 
-    python -m devhost.runtime index [--app-dir DIR]   index and load every function; print the metadata
-    python -m devhost.runtime serve [--port 7072]      serve the app through the runtime's HTTP v2 server
+python -m devhost.runtime index [--app-dir DIR]   index and load every function; print the metadata
+python -m devhost.runtime serve [--port 7072]      serve the app through the runtime's HTTP v2 server
 """
 
 from __future__ import annotations
@@ -27,9 +27,17 @@ async def _index(directory: Path) -> int:
     except FunctionLoadError as error:
         print(error, file=sys.stderr)
         return 1
-    print(json.dumps({"functions": [
-        {"name": f.name, "function_id": f.function_id, "bindings": list(f.bindings)} for f in worker.functions.values()
-    ], "http_uri": worker.http_uri}))
+    print(
+        json.dumps(
+            {
+                "functions": [
+                    {"name": f.name, "function_id": f.function_id, "bindings": list(f.bindings)}
+                    for f in worker.functions.values()
+                ],
+                "http_uri": worker.http_uri,
+            }
+        )
+    )
     return 0
 
 
@@ -59,8 +67,9 @@ async def _json(send: Any, value: Any) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m devhost.runtime", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="python -m devhost.runtime", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     index = sub.add_parser("index", help="index and load every function through the runtime; print the metadata")
     index.add_argument("--app-dir", type=Path, default=APP_DIR)
@@ -68,11 +77,17 @@ def main(argv: list[str] | None = None) -> int:
     serve.add_argument("--app-dir", type=Path, default=APP_DIR)
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=7072)
-    serve.add_argument("--over-http", action="store_true",
-                       help="forward to the web server the runtime starts itself, as the Functions host does (two hops)")
+    serve.add_argument(
+        "--over-http",
+        action="store_true",
+        help="forward to the web server the runtime starts itself, as the Functions host does (two hops)",
+    )
     serve.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
-    serve.add_argument("--keep-runtime-leak", action="store_true",
-                       help="do not release the runtime's per-invocation HTTP entries (bench: shows the leak)")
+    serve.add_argument(
+        "--keep-runtime-leak",
+        action="store_true",
+        help="do not release the runtime's per-invocation HTTP entries (bench: shows the leak)",
+    )
     args = parser.parse_args(argv)
     directory = args.app_dir.resolve()
     sys.path.insert(0, str(directory))
@@ -87,10 +102,23 @@ def main(argv: list[str] | None = None) -> int:
     from devhost.subscriptions import parse_subscriptions
 
     raw = os.environ.get("LOCAL_SUBSCRIPTIONS", "")
-    host = RuntimeDevHost(directory, parse_subscriptions(raw) if raw else None,
-                          mounts={"/_runtime/stats": _stats_app}, over_http=args.over_http)
-    uvicorn.run(host, host=args.host, port=args.port, loop=args.loop, http="httptools",
-                log_level="warning", access_log=False, server_header=False, date_header=False)
+    host = RuntimeDevHost(
+        directory,
+        parse_subscriptions(raw) if raw else None,
+        mounts={"/_runtime/stats": _stats_app},
+        over_http=args.over_http,
+    )
+    uvicorn.run(
+        host,
+        host=args.host,
+        port=args.port,
+        loop=args.loop,
+        http="httptools",
+        log_level="warning",
+        access_log=False,
+        server_header=False,
+        date_header=False,
+    )
     return 0
 
 

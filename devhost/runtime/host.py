@@ -97,8 +97,14 @@ class RuntimeDevHost:
 
         runtime_logger.setLevel(logging.WARNING)
         self.routes = [
-            HttpRoute(f.name, template, compile_route(template),
-                      frozenset(m.upper() for m in f.trigger.get("methods") or ["GET", "POST"]), f.trigger["name"], f)
+            HttpRoute(
+                f.name,
+                template,
+                compile_route(template),
+                frozenset(m.upper() for m in f.trigger.get("methods") or ["GET", "POST"]),
+                f.trigger["name"],
+                f,
+            )
             for f in worker.by_trigger("httpTrigger")
             for template in [str(f.trigger.get("route") or f.name)]
         ]
@@ -120,22 +126,36 @@ class RuntimeDevHost:
 
     # ------------------------------------------------------------------------------- HTTP
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
-        found = await front_door(scope, receive, send, mounts=self.mounts, routes=self.routes, subscriptions=self.subscriptions)
+        found = await front_door(
+            scope, receive, send, mounts=self.mounts, routes=self.routes, subscriptions=self.subscriptions
+        )
         if found is not None:
             route, scope, params = found
             await self._invoke_http(route.function, scope, receive, send, scope["headers"], params)
 
     async def _invoke_http(
-        self, function: LoadedFunction, scope: Scope, receive: Receive, send: Send,
-        headers: list[tuple[bytes, bytes]], params: dict[str, str],
+        self,
+        function: LoadedFunction,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: list[tuple[bytes, bytes]],
+        params: dict[str, str],
     ) -> None:
         assert self.worker is not None
         invocation_id = str(uuid.uuid4())
         query = scope.get("query_string", b"").decode("latin-1")
-        url = (self.worker.http_uri or "http://127.0.0.1") + scope["raw_path"].decode("latin-1") + (f"?{query}" if query else "")
+        url = (
+            (self.worker.http_uri or "http://127.0.0.1")
+            + scope["raw_path"].decode("latin-1")
+            + (f"?{query}" if query else "")
+        )
         traceparent = next((v.decode("latin-1") for k, v in headers if k == b"traceparent"), "")
-        invocation = asyncio.create_task(self.worker.invoke_http(
-            function, invocation_id, method=scope["method"], url=url, route_params=params, traceparent=traceparent))
+        invocation = asyncio.create_task(
+            self.worker.invoke_http(
+                function, invocation_id, method=scope["method"], url=url, route_params=params, traceparent=traceparent
+            )
+        )
         try:
             if self.over_http:
                 await self._forward(invocation_id, url, scope, receive, send, headers)
@@ -151,13 +171,22 @@ class RuntimeDevHost:
                 if (error := failure(result.result)) is not None:
                     log.error("invocation %s of %s failed: %s", invocation_id, function.name, error)
 
-    async def _forward(self, invocation_id: str, url: str, scope: Scope, receive: Receive, send: Send,
-                       headers: list[tuple[bytes, bytes]]) -> None:
+    async def _forward(
+        self,
+        invocation_id: str,
+        url: str,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        headers: list[tuple[bytes, bytes]],
+    ) -> None:
         """As the Functions host does: the request to the runtime's own web server, the answer back."""
         forward = [(k.decode("latin-1"), v.decode("latin-1")) for k, v in headers if k not in _HOP_BY_HOP]
         forward.append(("x-ms-invocation-id", invocation_id))
         body_read = asyncio.Event()
-        forwarding = asyncio.create_task(self._relay(invocation_id, url, scope["method"], forward, _body(receive, body_read), send))
+        forwarding = asyncio.create_task(
+            self._relay(invocation_id, url, scope["method"], forward, _body(receive, body_read), send)
+        )
         watcher = asyncio.create_task(_client_left(receive, body_read))
         try:
             await asyncio.wait({forwarding, watcher}, return_when=asyncio.FIRST_COMPLETED)
@@ -168,13 +197,23 @@ class RuntimeDevHost:
                 task.cancel()
             await asyncio.gather(forwarding, watcher, return_exceptions=True)
 
-    async def _relay(self, invocation_id: str, url: str, method: str, headers: list[tuple[str, str]], body: Any, send: Send) -> None:
+    async def _relay(
+        self, invocation_id: str, url: str, method: str, headers: list[tuple[str, str]], body: Any, send: Send
+    ) -> None:
         if self._session is None:
-            self._session = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=10), auto_decompress=False)
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=10), auto_decompress=False
+            )
         started = False
         try:
-            async with self._session.request(method, url, headers=headers, data=body, allow_redirects=False,
-                                             skip_auto_headers=("User-Agent", "Content-Type")) as answer:
+            async with self._session.request(
+                method,
+                url,
+                headers=headers,
+                data=body,
+                allow_redirects=False,
+                skip_auto_headers=("User-Agent", "Content-Type"),
+            ) as answer:
                 raw = [(k, v) for k, v in answer.raw_headers if k.lower() not in _HOP_BY_HOP]
                 await send({"type": "http.response.start", "status": answer.status, "headers": raw})
                 started = True
@@ -194,8 +233,15 @@ class RuntimeDevHost:
             events = []
             for rid in ids:
                 self._sequence += 1
-                events.append(EventData(rid.encode() if isinstance(rid, str) else rid, self._sequence,
-                                        self._sequence * 1024, datetime.now(UTC), None))
+                events.append(
+                    EventData(
+                        rid.encode() if isinstance(rid, str) else rid,
+                        self._sequence,
+                        self._sequence * 1024,
+                        datetime.now(UTC),
+                        None,
+                    )
+                )
             for function in functions:
                 result = await self.worker.invoke_event_hub(function, events)
                 if (error := failure(result.result)) is not None:
@@ -225,8 +271,11 @@ async def _client_left(receive: Receive, body_read: asyncio.Event) -> None:
 
 async def _send_error(send: Send, error: GatewayError, status: int | None = None) -> None:
     body = error.to_bytes()
-    await send({"type": "http.response.start", "status": status or error.status,
-                "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]})
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status or error.status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
     await send({"type": "http.response.body", "body": body})
-
-

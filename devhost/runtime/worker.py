@@ -149,29 +149,39 @@ class FunctionsWorker:
         with contextlib.ExitStack() as stack:
             if not serve_http:
                 stack.enter_context(_capture_web_app(web_apps))
-            init = await self._events.worker_init_request(self._message(
-                worker_init_request=p.WorkerInitRequest(
-                    host_version=HOST_VERSION, function_app_directory=str(self.app_dir),
-                    worker_directory=str(self.app_dir))))
+            init = await self._events.worker_init_request(
+                self._message(
+                    worker_init_request=p.WorkerInitRequest(
+                        host_version=HOST_VERSION,
+                        function_app_directory=str(self.app_dir),
+                        worker_directory=str(self.app_dir),
+                    )
+                )
+            )
         if (error := failure(init.result)) is not None:
             raise FunctionLoadError(error)
         self.http_uri = init.capabilities.get("HttpUri") or None
         self.http_app = web_apps[0] if web_apps else None
         if self.http_uri and serve_http:
             await _listening(self.http_uri)
-        metadata = await self._events.functions_metadata_request(self._message(
-            functions_metadata_request=p.FunctionsMetadataRequest(function_app_directory=str(self.app_dir))))
+        metadata = await self._events.functions_metadata_request(
+            self._message(
+                functions_metadata_request=p.FunctionsMetadataRequest(function_app_directory=str(self.app_dir))
+            )
+        )
         if (error := failure(metadata.result)) is not None:
             raise FunctionLoadError(error)
         if not metadata.function_metadata_results:
             raise FunctionLoadError(f"no functions indexed in {self.app_dir}")
         for meta in metadata.function_metadata_results:
-            loaded = await self._events.function_load_request(self._message(
-                function_load_request=p.FunctionLoadRequest(function_id=meta.function_id, metadata=meta)))
+            loaded = await self._events.function_load_request(
+                self._message(function_load_request=p.FunctionLoadRequest(function_id=meta.function_id, metadata=meta))
+            )
             if (error := failure(loaded.result)) is not None:
                 raise FunctionLoadError(f"cannot load {meta.name}: {error}")
             self.functions[meta.name] = LoadedFunction(
-                meta.name, meta.function_id, tuple(json.loads(raw) for raw in meta.raw_bindings))
+                meta.name, meta.function_id, tuple(json.loads(raw) for raw in meta.raw_bindings)
+            )
 
     def by_trigger(self, trigger_type: str) -> list[LoadedFunction]:
         return [f for f in self.functions.values() if f.trigger_type == trigger_type]
@@ -209,10 +219,11 @@ class FunctionsWorker:
         """The invocation half of an HTTP v2 call: the body and the answer go through the web app."""
         p = self._protos
         http = p.RpcHttp(method=method, url=url, params=dict(route_params))
-        return await self.invoke(
-            function, p.TypedData(http=http), invocation_id=invocation_id, traceparent=traceparent)
+        return await self.invoke(function, p.TypedData(http=http), invocation_id=invocation_id, traceparent=traceparent)
 
-    async def invoke_event_hub(self, function: LoadedFunction, events: Sequence[EventData], partition_id: str = "0") -> Any:
+    async def invoke_event_hub(
+        self, function: LoadedFunction, events: Sequence[EventData], partition_id: str = "0"
+    ) -> Any:
         """A batch as the host delivers it to a `cardinality: many` function."""
         p = self._protos
         data = p.TypedData(collection_bytes=p.CollectionBytes(bytes=[e.body for e in events]))
@@ -231,8 +242,12 @@ def event_hub_metadata(events: Iterable[EventData], trigger: Mapping[str, Any], 
         return t.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
     system = [
-        {"SequenceNumber": e.sequence_number, "Offset": e.offset, "PartitionKey": e.partition_key,
-         "EnqueuedTimeUtc": iso(e.enqueued_time)}
+        {
+            "SequenceNumber": e.sequence_number,
+            "Offset": e.offset,
+            "PartitionKey": e.partition_key,
+            "EnqueuedTimeUtc": iso(e.enqueued_time),
+        }
         for e in events
     ]
     return {
@@ -242,9 +257,11 @@ def event_hub_metadata(events: Iterable[EventData], trigger: Mapping[str, Any], 
         "PartitionKeyArray": as_json([e.partition_key for e in events]),
         "EnqueuedTimeUtcArray": as_json([iso(e.enqueued_time) for e in events]),
         "PropertiesArray": as_json([{} for _ in events]),
-        "PartitionContext": as_json({
-            "ConsumerGroup": str(trigger.get("consumerGroup", "$Default")),
-            "EventHubName": str(trigger.get("eventHubName", "")),
-            "PartitionId": partition_id,
-        }),
+        "PartitionContext": as_json(
+            {
+                "ConsumerGroup": str(trigger.get("consumerGroup", "$Default")),
+                "EventHubName": str(trigger.get("eventHubName", "")),
+                "PartitionId": partition_id,
+            }
+        ),
     }

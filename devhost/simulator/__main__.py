@@ -38,11 +38,22 @@ def parse_args(argv: list[str] | None = None) -> tuple[SimulatorConfig, str, int
     p.add_argument("--no-uvloop", action="store_true")
     a = p.parse_args(argv)
     config = SimulatorConfig(
-        ttft_ms=a.ttft_ms, token_delay_ms=a.token_delay_ms, region=a.region, api_key=a.api_key,
-        throttle_rate=a.throttle_rate, retry_after_ms=a.retry_after_ms, drop_rate=a.drop_rate,
-        fail_statuses=tuple(a.fail_status), fail_rate=a.fail_rate, seed=a.seed, deployments=a.deployment,
-        models=dict(m.split("=", 1) for m in a.model), completion_tokens=a.completion_tokens,
-        stream_chunks=a.stream_chunks, log_requests=a.log, async_filter=a.async_filter,
+        ttft_ms=a.ttft_ms,
+        token_delay_ms=a.token_delay_ms,
+        region=a.region,
+        api_key=a.api_key,
+        throttle_rate=a.throttle_rate,
+        retry_after_ms=a.retry_after_ms,
+        drop_rate=a.drop_rate,
+        fail_statuses=tuple(a.fail_status),
+        fail_rate=a.fail_rate,
+        seed=a.seed,
+        deployments=a.deployment,
+        models=dict(m.split("=", 1) for m in a.model),
+        completion_tokens=a.completion_tokens,
+        stream_chunks=a.stream_chunks,
+        log_requests=a.log,
+        async_filter=a.async_filter,
         large_chunk_bytes=a.large_chunk_bytes,
     )
     return config, a.host, a.port, not a.no_uvloop

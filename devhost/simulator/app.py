@@ -1,6 +1,6 @@
 """The aiohttp application: one catch-all handler that authenticates, injects faults and answers.
 
-Paths are classified with `shared.apis.classify` (the same rules the gateway uses), so the
+Paths are classified with `shared.normalize.apis.classify` (the same rules the gateway uses), so the
 simulator serves exactly the AOAI URL shapes the gateway forwards.
 """
 
@@ -17,7 +17,7 @@ from urllib.parse import unquote
 import orjson
 from aiohttp import web
 
-from shared.apis import ApiRoute, classify
+from shared.normalize.apis import ApiRoute, classify
 
 from . import audio, chat, completions, embeddings, errors, images, responses
 from .config import SimulatorConfig
@@ -118,8 +118,12 @@ async def _handle(request: web.Request) -> web.StreamResponse:
     record: LoggedRequest | None = None
     if config.log_requests:
         record = LoggedRequest(
-            method=request.method, path=request.path, query=dict(request.query),
-            headers=dict(request.headers), body=body, received=started,
+            method=request.method,
+            path=request.path,
+            query=dict(request.query),
+            headers=dict(request.headers),
+            body=body,
+            received=started,
         )
         state.requests.append(record)
     headers = {
@@ -158,7 +162,11 @@ async def _handle(request: web.Request) -> web.StreamResponse:
 
 
 async def _send_body(
-    request: web.Request, plan: Plan, headers: dict[str, str], pacing: _Pacing, started: float,
+    request: web.Request,
+    plan: Plan,
+    headers: dict[str, str],
+    pacing: _Pacing,
+    started: float,
     record: LoggedRequest | None,
 ) -> web.StreamResponse:
     # A non-stream answer takes as long as its stream would have: ttft plus a delay per chunk.
@@ -176,8 +184,13 @@ async def _send_body(
 
 
 async def _send_stream(
-    request: web.Request, plan: Plan, events: list[Event], headers: dict[str, str], pacing: _Pacing,
-    started: float, record: LoggedRequest | None,
+    request: web.Request,
+    plan: Plan,
+    events: list[Event],
+    headers: dict[str, str],
+    pacing: _Pacing,
+    started: float,
+    record: LoggedRequest | None,
 ) -> web.StreamResponse:
     if pacing.ttft > 0:
         await asyncio.sleep(pacing.ttft)
@@ -255,8 +268,12 @@ async def _dispatch(
         try:
             loaded = orjson.loads(body)
         except orjson.JSONDecodeError:
-            raise _Reply(400, errors.error_body(
-                "BadRequest", "We could not parse the JSON body of your request.", param=None, type=None)) from None
+            raise _Reply(
+                400,
+                errors.error_body(
+                    "BadRequest", "We could not parse the JSON body of your request.", param=None, type=None
+                ),
+            ) from None
         if not isinstance(loaded, dict):
             raise _Reply(400, errors.error_body("BadRequest", "The request body must be a JSON object."))
         parsed = loaded
@@ -291,13 +308,19 @@ async def _dispatch(
     chunks = _header_number(request, "x-sim-chunks")
     large = _header_number(request, "x-sim-large-chunk")
     ctx = Context(
-        config=config, deployment=deployment, model=model, enc=encoding_for(model), rng=state.rng,
+        config=config,
+        deployment=deployment,
+        model=model,
+        enc=encoding_for(model),
+        rng=state.rng,
         chunks=max(1, int(chunks if chunks is not None else config.stream_chunks)),
         async_filter=_flag(request.headers.get("x-sim-async-filter"), config.async_filter),
         large_chunk=int(large if large is not None else config.large_chunk_bytes),
         content=_content(request.headers.get("x-sim-content")),
-        raw=body, content_type=request.headers.get("Content-Type", ""),
-        base_url=f"{request.scheme}://{request.host}", responses=state.responses,
+        raw=body,
+        content_type=request.headers.get("Content-Type", ""),
+        base_url=f"{request.scheme}://{request.host}",
+        responses=state.responses,
     )
     stream = bool(parsed.get("stream"))
     return builder(parsed, ctx, stream), route.api
@@ -308,8 +331,15 @@ def _read(request: web.Request, state: SimulatorState, route: ApiRoute) -> Plan:
     if route.api == "responses" and route.response_id is not None:
         stored = state.responses.get(route.response_id)
         if stored is None:
-            raise _Reply(404, errors.error_body(
-                "NotFound", f"Response with id '{route.response_id}' not found.", param=None, type="invalid_request_error"))
+            raise _Reply(
+                404,
+                errors.error_body(
+                    "NotFound",
+                    f"Response with id '{route.response_id}' not found.",
+                    param=None,
+                    type="invalid_request_error",
+                ),
+            )
         if request.method == "DELETE" and request.path.rstrip("/").endswith(route.response_id):
             del state.responses[route.response_id]
             return Plan(body=orjson.dumps({"id": route.response_id, "object": "response.deleted", "deleted": True}))
@@ -320,8 +350,10 @@ def _read(request: web.Request, state: SimulatorState, route: ApiRoute) -> Plan:
                 return Plan(body=stored.body)
     if route.api == "other" and request.method == "GET" and request.path.rstrip("/").endswith("/models"):
         names = list(state.config.deployments or ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "text-embedding-3-small"))
-        data = [{"id": model_for(n, state.config.models), "object": "model", "created": 0, "owned_by": "system"}
-                for n in names]
+        data = [
+            {"id": model_for(n, state.config.models), "object": "model", "created": 0, "owned_by": "system"}
+            for n in names
+        ]
         return Plan(body=orjson.dumps({"object": "list", "data": data}))
     raise _Reply(404, errors.status_body(404))
 

@@ -13,8 +13,11 @@ import orjson
 from . import text
 from .wire import BadRequest, Context, Plan
 
-_TEXT_FORMATS = {"text": "text/plain; charset=utf-8", "srt": "text/plain; charset=utf-8",
-                 "vtt": "text/plain; charset=utf-8"}
+_TEXT_FORMATS = {
+    "text": "text/plain; charset=utf-8",
+    "srt": "text/plain; charset=utf-8",
+    "vtt": "text/plain; charset=utf-8",
+}
 
 
 def form_fields(content_type: str, raw: bytes) -> dict[str, bytes | str]:
@@ -51,10 +54,22 @@ def transcribe(ctx: Context, *, translate: bool) -> Plan:
         body: dict[str, Any] = {
             "task": "translate" if translate else "transcribe",
             "language": "english" if translate else str(fields.get("language") or "english"),
-            "duration": duration, "text": words,
-            "segments": [{"id": 0, "seek": 0, "start": 0.0, "end": duration, "text": words, "tokens": [],
-                          "temperature": 0.0, "avg_logprob": -0.2, "compression_ratio": 1.0,
-                          "no_speech_prob": 0.01}],
+            "duration": duration,
+            "text": words,
+            "segments": [
+                {
+                    "id": 0,
+                    "seek": 0,
+                    "start": 0.0,
+                    "end": duration,
+                    "text": words,
+                    "tokens": [],
+                    "temperature": 0.0,
+                    "avg_logprob": -0.2,
+                    "compression_ratio": 1.0,
+                    "no_speech_prob": 0.01,
+                }
+            ],
         }
         return Plan(body=orjson.dumps(body))
     if fmt == "text":
@@ -99,5 +114,14 @@ def speech(body: dict[str, Any], ctx: Context) -> Plan:
 
 def _wav(pcm: bytes, rate: int) -> bytes:
     fmt = struct.pack("<HHIIHH", 1, 1, rate, rate * 2, 2, 16)
-    return (b"RIFF" + struct.pack("<I", 36 + len(pcm)) + b"WAVE" + b"fmt " + struct.pack("<I", 16) + fmt
-            + b"data" + struct.pack("<I", len(pcm)) + pcm)
+    return (
+        b"RIFF"
+        + struct.pack("<I", 36 + len(pcm))
+        + b"WAVE"
+        + b"fmt "
+        + struct.pack("<I", 16)
+        + fmt
+        + b"data"
+        + struct.pack("<I", len(pcm))
+        + pcm
+    )

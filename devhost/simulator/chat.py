@@ -106,8 +106,9 @@ def build(body: dict[str, Any], ctx: Context, *, stream: bool) -> Plan:
     if not isinstance(messages, list) or not messages:
         raise BadRequest("'messages' is a required property and must be a non-empty array.", param="messages")
     if body.get("stream_options") is not None and not stream:
-        raise BadRequest("The 'stream_options' parameter is only allowed when 'stream' is enabled.",
-                         param="stream_options")
+        raise BadRequest(
+            "The 'stream_options' parameter is only allowed when 'stream' is enabled.", param="stream_options"
+        )
     n = body.get("n", 1) or 1
     if not isinstance(n, int) or not 1 <= n <= 128:
         raise BadRequest("Invalid value for 'n': must be an integer between 1 and 128.", param="n")
@@ -121,20 +122,28 @@ def build(body: dict[str, Any], ctx: Context, *, stream: bool) -> Plan:
     chunks = ctx.chunks
 
     cid = ctx.new_id("chatcmpl", "-")
-    base = {"created": ctx.created, "id": cid, "model": ctx.model, "object": "chat.completion.chunk",
-            "system_fingerprint": ctx.fingerprint}
+    base = {
+        "created": ctx.created,
+        "id": cid,
+        "model": ctx.model,
+        "object": "chat.completion.chunk",
+        "system_fingerprint": ctx.fingerprint,
+    }
     include_usage = bool((body.get("stream_options") or {}).get("include_usage")) if stream else False
 
     if fns:
         salt = zlib.crc32(key, ctx.config.seed & 0xFFFFFFFF)
         calls_per_choice = [
-            [Call(f"call_{ctx.rng.getrandbits(96):024x}", str(f.get("name", "")), _arguments(f, salt + j))
-             for j, f in enumerate(fns)]
+            [
+                Call(f"call_{ctx.rng.getrandbits(96):024x}", str(f.get("name", "")), _arguments(f, salt + j))
+                for j, f in enumerate(fns)
+            ]
             for _ in range(n)
         ]
         completion = sum(
             tokens.count(ctx.enc, c.name) + tokens.count(ctx.enc, c.arguments)
-            for calls in calls_per_choice for c in calls
+            for calls in calls_per_choice
+            for c in calls
         )
         finish = "function_call" if legacy else "tool_calls"
         if not stream:
@@ -148,23 +157,37 @@ def build(body: dict[str, Any], ctx: Context, *, stream: bool) -> Plan:
                         {"function": {"arguments": c.arguments, "name": c.name}, "id": c.id, "type": "function"}
                         for c in calls
                     ]
-                choices.append({"content_filter_results": {}, "finish_reason": finish, "index": i,
-                                "logprobs": None, "message": message})
+                choices.append(
+                    {
+                        "content_filter_results": {},
+                        "finish_reason": finish,
+                        "index": i,
+                        "logprobs": None,
+                        "message": message,
+                    }
+                )
             return _non_stream(base, choices, prompt, completion, paced=chunks)
         extra = {"usage": None} if include_usage else {}
         frame = ChunkFrame({**base, **extra})
         events = [Event(PROMPT_FRAME)]
         for i, calls in enumerate(calls_per_choice):
-            events.append(Event(frame([
-                _delta(i, {"content": None, "refusal": None, "role": "assistant"}, {})])))
+            events.append(Event(frame([_delta(i, {"content": None, "refusal": None, "role": "assistant"}, {})])))
             for t, call in enumerate(calls):
                 pieces = text.split_text(call.arguments, max(2, chunks))
                 head: dict[str, Any]
                 if legacy:
                     head = {"function_call": {"arguments": "", "name": call.name}}
                 else:
-                    head = {"tool_calls": [{"function": {"arguments": "", "name": call.name}, "id": call.id,
-                                            "index": t, "type": "function"}]}
+                    head = {
+                        "tool_calls": [
+                            {
+                                "function": {"arguments": "", "name": call.name},
+                                "id": call.id,
+                                "index": t,
+                                "type": "function",
+                            }
+                        ]
+                    }
                 events.append(Event(frame([_delta(i, head, {})]), paced=True))
                 for piece in pieces:
                     delta: dict[str, Any]
@@ -188,9 +211,13 @@ def build(body: dict[str, Any], ctx: Context, *, stream: bool) -> Plan:
     completion = sum(a.tokens for a in answers)
     if not stream:
         choices = [
-            {"content_filter_results": final_filter or SAFE_COMPLETION, "finish_reason": finish, "index": i,
-             "logprobs": None,
-             "message": {"content": a.text, "refusal": None, "role": "assistant"}}
+            {
+                "content_filter_results": final_filter or SAFE_COMPLETION,
+                "finish_reason": finish,
+                "index": i,
+                "logprobs": None,
+                "message": {"content": a.text, "refusal": None, "role": "assistant"},
+            }
             for i, a in enumerate(answers)
         ]
         return _non_stream(base, choices, prompt, completion, paced=chunks)
@@ -199,8 +226,7 @@ def build(body: dict[str, Any], ctx: Context, *, stream: bool) -> Plan:
     frame = ChunkFrame({**base, **extra})
     events = [Event(PROMPT_FRAME)]
     for i in range(n):
-        events.append(Event(frame([
-            _delta(i, {"content": "", "refusal": None, "role": "assistant"}, {})])))
+        events.append(Event(frame([_delta(i, {"content": "", "refusal": None, "role": "assistant"}, {})])))
     # Asynchronous filter mode: content streams unannotated; annotation frames follow every few
     # chunks, and the last one arrives after the finish chunk (or ends a filtered answer itself).
     lazy = ctx.async_filter
@@ -208,8 +234,9 @@ def build(body: dict[str, Any], ctx: Context, *, stream: bool) -> Plan:
     for k in range(max(len(a.chunks) for a in answers)):
         for i, a in enumerate(answers):
             if k < len(a.chunks):
-                events.append(Event(frame([
-                    _delta(i, {"content": a.chunks[k]}, {} if lazy else SAFE_COMPLETION)]), paced=True))
+                events.append(
+                    Event(frame([_delta(i, {"content": a.chunks[k]}, {} if lazy else SAFE_COMPLETION)]), paced=True)
+                )
                 sent_chars[i] += len(a.chunks[k])
                 if lazy and (k + 1) % ANNOTATE_EVERY == 0:
                     events.append(Event(_annotation(i, checked[i], sent_chars[i], SAFE_COMPLETION)))
@@ -230,14 +257,19 @@ ANNOTATE_EVERY = 4
 
 def _annotation(index: int, start: int, end: int, results: dict[str, Any], finish: str | None = None) -> bytes:
     """An asynchronous-filter annotation frame: empty id/model/object, no delta, character offsets."""
-    choice = {"content_filter_offsets": {"check_offset": start, "start_offset": start, "end_offset": end},
-              "content_filter_results": results, "finish_reason": finish, "index": index}
+    choice = {
+        "content_filter_offsets": {"check_offset": start, "start_offset": start, "end_offset": end},
+        "content_filter_results": results,
+        "finish_reason": finish,
+        "index": index,
+    }
     return data_event({"choices": [choice], "created": 0, "id": "", "model": "", "object": ""})
 
 
 # Azure's first frame: prompt annotations with empty id/object/model and no choices.
-PROMPT_FRAME = data_event({"choices": [], "created": 0, "id": "", "model": "", "object": "",
-                           "prompt_filter_results": prompt_filter_results()})
+PROMPT_FRAME = data_event(
+    {"choices": [], "created": 0, "id": "", "model": "", "object": "", "prompt_filter_results": prompt_filter_results()}
+)
 
 
 def _delta(index: int, delta: dict[str, Any], cfr: dict[str, Any], finish: str | None = None) -> dict[str, Any]:

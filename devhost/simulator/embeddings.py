@@ -61,5 +61,10 @@ def build(body: dict[str, Any], ctx: Context, *, stream: bool) -> Plan:
             embedding = list(struct.unpack(f"<{dims}f", packed))
         data.append({"object": "embedding", "index": i, "embedding": embedding})
     prompt = tokens.prompt_text_tokens(ctx.enc, inputs)
-    out = {"object": "list", "data": data, "model": ctx.model, "usage": {"prompt_tokens": prompt, "total_tokens": prompt}}
+    out = {
+        "object": "list",
+        "data": data,
+        "model": ctx.model,
+        "usage": {"prompt_tokens": prompt, "total_tokens": prompt},
+    }
     return Plan(body=orjson.dumps(out), tokens=prompt)

@@ -39,7 +39,9 @@ def error_body(code: str, message: str, **extra: Any) -> bytes:
     return orjson.dumps({"error": {"code": code, "message": message, **extra}})
 
 
-def status_body(status: int, *, operation: str = "ChatCompletions_Create", version: str = "", seconds: int = 1) -> bytes:
+def status_body(
+    status: int, *, operation: str = "ChatCompletions_Create", version: str = "", seconds: int = 1
+) -> bytes:
     code, message = _MESSAGES.get(status, (str(status), f"Simulated error {status}."))
     return error_body(code, message.format(operation=operation, version=version or "v1", seconds=seconds))
 
@@ -80,9 +82,7 @@ CONTENT_FILTER_RESPONSES = orjson.dumps(
             "type": "invalid_request_error",
             "param": "prompt",
             "code": "content_filter",
-            "content_filters": [
-                {"blocked": True, "source_type": "prompt", "content_filter_results": blocked_prompt()}
-            ],
+            "content_filters": [{"blocked": True, "source_type": "prompt", "content_filter_results": blocked_prompt()}],
         }
     }
 )

@@ -50,8 +50,11 @@ def build(body: dict[str, Any], ctx: Context, *, stream: bool) -> Plan:
     data = []
     for i in range(n):
         color = zlib.crc32(orjson.dumps([ctx.config.seed, prompt, i])) & 0xFFFFFF
-        item: dict[str, Any] = {"content_filter_results": _IMAGE_FILTER, "prompt_filter_results": SAFE_PROMPT,
-                                "revised_prompt": f"A simple picture of: {prompt}"}
+        item: dict[str, Any] = {
+            "content_filter_results": _IMAGE_FILTER,
+            "prompt_filter_results": SAFE_PROMPT,
+            "revised_prompt": f"A simple picture of: {prompt}",
+        }
         if fmt == "b64_json":
             item["b64_json"] = base64.b64encode(png(color)).decode()
         else:

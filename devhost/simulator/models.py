@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import tiktoken
 from tiktoken.model import encoding_name_for_model
 
-from shared.encodings import SHIPPED, get_encoding
+from shared.normalize.encodings import SHIPPED, get_encoding
 
 # Checked in order: the first fragment found in the deployment name picks the model version.
 _GUESSES: tuple[tuple[str, str], ...] = (

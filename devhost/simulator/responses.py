@@ -29,7 +29,9 @@ def _as_messages(body: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[
     """(chat-style messages for token counting, input items as the API lists them)."""
     raw = body.get("input")
     if isinstance(raw, str):
-        items: list[dict[str, Any]] = [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": raw}]}]
+        items: list[dict[str, Any]] = [
+            {"type": "message", "role": "user", "content": [{"type": "input_text", "text": raw}]}
+        ]
     elif isinstance(raw, list) and raw and all(isinstance(x, dict) for x in raw):
         items = [{"type": "message", **x} if "type" not in x else x for x in raw]
     else:
@@ -44,14 +46,25 @@ def _as_messages(body: dict[str, Any]) -> tuple[list[dict[str, Any]], list[dict[
         elif kind == "function_call_output":
             messages.append({"role": "tool", "content": item.get("output", "")})
         elif kind == "function_call":
-            messages.append({"role": "assistant", "tool_calls": [
-                {"function": {"name": item.get("name", ""), "arguments": item.get("arguments", "")}}]})
+            messages.append(
+                {
+                    "role": "assistant",
+                    "tool_calls": [
+                        {"function": {"name": item.get("name", ""), "arguments": item.get("arguments", "")}}
+                    ],
+                }
+            )
     return messages, items
 
 
 def _usage(prompt: int, completion: int) -> dict[str, Any]:
-    return {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": 0}, "output_tokens": completion,
-            "output_tokens_details": {"reasoning_tokens": 0}, "total_tokens": prompt + completion}
+    return {
+        "input_tokens": prompt,
+        "input_tokens_details": {"cached_tokens": 0},
+        "output_tokens": completion,
+        "output_tokens_details": {"reasoning_tokens": 0},
+        "total_tokens": prompt + completion,
+    }
 
 
 def build(body: dict[str, Any], ctx: Context, *, stream: bool) -> Plan:
@@ -62,8 +75,11 @@ def build(body: dict[str, Any], ctx: Context, *, stream: bool) -> Plan:
     if previous is not None:
         stored = ctx.responses.get(previous) if isinstance(previous, str) else None
         if stored is None:
-            raise BadRequest(f"Previous response with id '{previous}' not found.", param="previous_response_id",
-                             code="previous_response_not_found")
+            raise BadRequest(
+                f"Previous response with id '{previous}' not found.",
+                param="previous_response_id",
+                code="previous_response_not_found",
+            )
         prompt += stored.context_tokens
     cap = max_tokens(body, "max_output_tokens")
     budget, truncated = token_budget(ctx, cap)
@@ -79,8 +95,16 @@ def build(body: dict[str, Any], ctx: Context, *, stream: bool) -> Plan:
         for j, tool in enumerate(chosen[:3]):
             args = chat._arguments(tool, text.variant(ctx.config.seed, key) + j)
             name = str(tool.get("name", ""))
-            output.append({"arguments": args, "call_id": f"call_{ctx.rng.getrandbits(96):024x}", "name": name,
-                           "type": "function_call", "id": ctx.new_id("fc", "_"), "status": "completed"})
+            output.append(
+                {
+                    "arguments": args,
+                    "call_id": f"call_{ctx.rng.getrandbits(96):024x}",
+                    "name": name,
+                    "type": "function_call",
+                    "id": ctx.new_id("fc", "_"),
+                    "status": "completed",
+                }
+            )
             pieces.append(text.split_text(args, max(2, chunks)))
             completion += tokens.count(ctx.enc, name) + tokens.count(ctx.enc, args)
         incomplete = False
@@ -88,23 +112,43 @@ def build(body: dict[str, Any], ctx: Context, *, stream: bool) -> Plan:
         answer = text_answer(ctx, text.variant(ctx.config.seed, key), budget)
         completion = answer.tokens
         incomplete = truncated and ctx.content is None
-        output.append({"id": ctx.new_id("msg", "_"), "type": "message", "status": "incomplete" if incomplete else "completed",
-                       "role": "assistant", "content": [{"type": "output_text", "text": answer.text, "annotations": [],
-                                                         "logprobs": []}]})
+        output.append(
+            {
+                "id": ctx.new_id("msg", "_"),
+                "type": "message",
+                "status": "incomplete" if incomplete else "completed",
+                "role": "assistant",
+                "content": [{"type": "output_text", "text": answer.text, "annotations": [], "logprobs": []}],
+            }
+        )
         pieces.append(answer.chunks)
 
     final = {
-        "id": rid, "object": "response", "created_at": ctx.created,
-        "status": "incomplete" if incomplete else "completed", "background": False, "error": None,
+        "id": rid,
+        "object": "response",
+        "created_at": ctx.created,
+        "status": "incomplete" if incomplete else "completed",
+        "background": False,
+        "error": None,
         "incomplete_details": {"reason": "max_output_tokens"} if incomplete else None,
-        "instructions": body.get("instructions"), "max_output_tokens": cap, "metadata": body.get("metadata") or {},
-        "model": ctx.model, "output": output, "parallel_tool_calls": body.get("parallel_tool_calls", True),
-        "previous_response_id": previous, "reasoning": {"effort": None, "summary": None},
-        "service_tier": "default", "store": body.get("store", True) is not False,
-        "temperature": body.get("temperature", 1.0), "text": body.get("text") or {"format": {"type": "text"}},
-        "tool_choice": body.get("tool_choice", "auto"), "tools": body.get("tools") or [],
-        "top_p": body.get("top_p", 1.0), "truncation": body.get("truncation") or "disabled",
-        "usage": _usage(prompt, completion), "user": body.get("user"),
+        "instructions": body.get("instructions"),
+        "max_output_tokens": cap,
+        "metadata": body.get("metadata") or {},
+        "model": ctx.model,
+        "output": output,
+        "parallel_tool_calls": body.get("parallel_tool_calls", True),
+        "previous_response_id": previous,
+        "reasoning": {"effort": None, "summary": None},
+        "service_tier": "default",
+        "store": body.get("store", True) is not False,
+        "temperature": body.get("temperature", 1.0),
+        "text": body.get("text") or {"format": {"type": "text"}},
+        "tool_choice": body.get("tool_choice", "auto"),
+        "tools": body.get("tools") or [],
+        "top_p": body.get("top_p", 1.0),
+        "truncation": body.get("truncation") or "disabled",
+        "usage": _usage(prompt, completion),
+        "user": body.get("user"),
     }
     final_bytes = orjson.dumps(final)
     if final["store"]:
@@ -129,24 +173,54 @@ def _events(final: dict[str, Any], pieces: list[tuple[str, ...]]) -> list[Event]
     emit("response.in_progress", response=pending)
     for index, (item, parts) in enumerate(zip(final["output"], pieces, strict=True)):
         if item["type"] == "function_call":
-            emit("response.output_item.added", output_index=index, item={**item, "arguments": "", "status": "in_progress"})
+            emit(
+                "response.output_item.added",
+                output_index=index,
+                item={**item, "arguments": "", "status": "in_progress"},
+            )
             for piece in parts:
-                emit("response.function_call_arguments.delta", paced=True, item_id=item["id"], output_index=index,
-                     delta=piece)
-            emit("response.function_call_arguments.done", item_id=item["id"], output_index=index,
-                 arguments=item["arguments"])
+                emit(
+                    "response.function_call_arguments.delta",
+                    paced=True,
+                    item_id=item["id"],
+                    output_index=index,
+                    delta=piece,
+                )
+            emit(
+                "response.function_call_arguments.done",
+                item_id=item["id"],
+                output_index=index,
+                arguments=item["arguments"],
+            )
             emit("response.output_item.done", output_index=index, item=item)
             continue
         part = item["content"][0]
-        emit("response.output_item.added", output_index=index,
-             item={**item, "status": "in_progress", "content": []})
-        emit("response.content_part.added", item_id=item["id"], output_index=index, content_index=0,
-             part={**part, "text": ""})
+        emit("response.output_item.added", output_index=index, item={**item, "status": "in_progress", "content": []})
+        emit(
+            "response.content_part.added",
+            item_id=item["id"],
+            output_index=index,
+            content_index=0,
+            part={**part, "text": ""},
+        )
         for piece in parts:
-            emit("response.output_text.delta", paced=True, item_id=item["id"], output_index=index, content_index=0,
-                 delta=piece, logprobs=[])
-        emit("response.output_text.done", item_id=item["id"], output_index=index, content_index=0,
-             text=part["text"], logprobs=[])
+            emit(
+                "response.output_text.delta",
+                paced=True,
+                item_id=item["id"],
+                output_index=index,
+                content_index=0,
+                delta=piece,
+                logprobs=[],
+            )
+        emit(
+            "response.output_text.done",
+            item_id=item["id"],
+            output_index=index,
+            content_index=0,
+            text=part["text"],
+            logprobs=[],
+        )
         emit("response.content_part.done", item_id=item["id"], output_index=index, content_index=0, part=part)
         emit("response.output_item.done", output_index=index, item=item)
     emit("response.incomplete" if final["status"] == "incomplete" else "response.completed", response=final)
@@ -155,5 +229,12 @@ def _events(final: dict[str, Any], pieces: list[tuple[str, ...]]) -> list[Event]
 
 def input_items_page(stored: StoredResponse) -> bytes:
     data = list(reversed(stored.input_items))  # the API lists newest first by default
-    return orjson.dumps({"object": "list", "data": data, "first_id": data[0]["id"] if data else None,
-                         "last_id": data[-1]["id"] if data else None, "has_more": False})
+    return orjson.dumps(
+        {
+            "object": "list",
+            "data": data,
+            "first_id": data[0]["id"] if data else None,
+            "last_id": data[-1]["id"] if data else None,
+            "has_more": False,
+        }
+    )

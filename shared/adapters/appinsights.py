@@ -92,7 +92,9 @@ class AppInsightsUsageSink:
         if "omitted_fields" in attributes:
             _log.warning(
                 "usage record %s: fields over %d characters left out of the AOAIUsage event: %s",
-                record.get("request_id"), MAX_PROPERTY_CHARS, attributes["omitted_fields"],
+                record.get("request_id"),
+                MAX_PROPERTY_CHARS,
+                attributes["omitted_fields"],
             )
         with _unsampled_trace_detached():
             self.logger.info(EVENT_NAME, extra=attributes)

@@ -112,7 +112,13 @@ class CosmosRecordStore:
         else:
             details_item["details"] = None
             details_item["omitted"] = f"details of {len(details_json)} bytes exceed {DETAILS_MAX_BYTES}"
-        record_item = {"id": rid, "requestId": rid, "kind": "record", "timestamp": record["timestamp"], "record": record}
+        record_item = {
+            "id": rid,
+            "requestId": rid,
+            "kind": "record",
+            "timestamp": record["timestamp"],
+            "record": record,
+        }
         await self._warm_up()
         try:
             # `create` fails with 409 when the record exists, and then the batch writes nothing.
@@ -225,8 +231,9 @@ def open_cosmos_stores(settings: Settings, credential: Any, **client_options: An
 
     # Compact UTF-8: by default the SDK escapes every non-ASCII character (`\uXXXX`, 6 bytes for a
     # 3-byte CJK character), so an item sized in UTF-8 bytes could exceed the 2 MB limit on the wire.
-    client = CosmosClient(settings.cosmos_endpoint or "", credential=credential,
-                          enable_compact_utf8_item_writes=True, **client_options)
+    client = CosmosClient(
+        settings.cosmos_endpoint or "", credential=credential, enable_compact_utf8_item_writes=True, **client_options
+    )
     database = client.get_database_client(settings.cosmos_database)
     warm_up = _Once(client)
     return CosmosStores(
@@ -234,7 +241,9 @@ def open_cosmos_stores(settings: Settings, credential: Any, **client_options: An
             database.get_container_client(settings.cosmos_exchanges_container), settings.exchange_ttl_seconds, warm_up
         ),
         records=CosmosRecordStore(database.get_container_client(settings.cosmos_records_container), warm_up),
-        deadletters=CosmosDeadLetterStore(database.get_container_client(settings.cosmos_deadletters_container), warm_up),
+        deadletters=CosmosDeadLetterStore(
+            database.get_container_client(settings.cosmos_deadletters_container), warm_up
+        ),
         affinity=CosmosAffinityStore(database.get_container_client(settings.cosmos_affinity_container), warm_up),
         close=client.close,
     )

@@ -37,7 +37,8 @@ class PriceBook:
     def entry(self, model_key: str, deployment_type: str, at: date) -> Mapping[str, Any] | None:
         """The entry for this row and type with the latest effective_from on or before `at`."""
         candidates = [
-            e for e in self.models[model_key]["prices"]
+            e
+            for e in self.models[model_key]["prices"]
             if e["type"] == deployment_type and date.fromisoformat(e["effective_from"]) <= at
         ]
         return max(candidates, key=lambda e: e["effective_from"], default=None)

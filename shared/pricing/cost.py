@@ -24,11 +24,11 @@ def cost_of(
 ) -> CostResult:
     """(cost USD | None, reason | None, price_version) for a usage record.
 
-    Tokens: uncached prompt tokens at the input price, cached_tokens at the cached-input price,
-    completion_tokens at the output price. Reasoning tokens are already inside completion_tokens in
-    AOAI usage, so they are billed there once and never added again. Embeddings bill input only;
-    dall-e-3 bills per image. A record with no usage at all costs 0 (except on provisioned deployments,
-which say so). A price that is not in the book gives None and a reason, never a guess.
+        Tokens: uncached prompt tokens at the input price, cached_tokens at the cached-input price,
+        completion_tokens at the output price. Reasoning tokens are already inside completion_tokens in
+        AOAI usage, so they are billed there once and never added again. Embeddings bill input only;
+        dall-e-3 bills per image. A record with no usage at all costs 0 (except on provisioned deployments,
+    which say so). A price that is not in the book gives None and a reason, never a guess.
     """
     version = book.version
     if record.get("billable") is False:

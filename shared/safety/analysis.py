@@ -1,6 +1,6 @@
 """Post-hoc content-safety verdict for one exchange: the usage record's `safety` object.
 
-The parser calls `analyze` with the prompt and completion text (from `shared.texts`). Long text is
+The parser calls `analyze` with the prompt and completion text (from `shared.normalize.texts`). Long text is
 analysed in windows (at most 10,000 code points each, with overlap), a bounded number at a time;
 per category the most severe window wins. A Content Safety outage never raises: after the client's
 retries the record says `status: "error"` and why, so no record is lost or held up.
@@ -27,7 +27,7 @@ async def analyze(
     client: ContentSafety | None,
     documents: Sequence[str] = (),
 ) -> dict[str, Any]:
-    """The record's `safety` object (see `shared/schema/usage-record.schema.json`). Never raises.
+    """The record's `safety` object (see `shared/normalize/schema/usage-record.schema.json`). Never raises.
 
     `documents` are grounding texts for Prompt Shields' indirect-attack check (optional).
     """

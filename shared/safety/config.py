@@ -27,7 +27,7 @@ FailMode = Literal["open", "closed"]
 
 @dataclass(frozen=True, slots=True)
 class StreamPolicy:
-    """How one product's streams are treated by `proxy.enforcement.enforce`."""
+    """How one product's streams are treated by `proxy.streams.enforcement.enforce`."""
 
     mode: Mode = "monitor"
     thresholds: Mapping[str, int] = field(default_factory=lambda: dict.fromkeys(CATEGORIES, DEFAULT_THRESHOLD))

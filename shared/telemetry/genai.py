@@ -93,8 +93,20 @@ def common_attributes(record: Mapping[str, Any]) -> dict[str, Any]:
 def gateway_attributes(record: Mapping[str, Any]) -> dict[str, Any]:
     """The gateway's own facts, under `gateway.`."""
     out: dict[str, Any] = {"gateway.request_id": record.get("request_id") or ""}
-    for key in ("subscription_id", "subscription_name", "product", "backend", "attempts", "usage_source",
-                "cost", "api", "stream", "gateway_overhead_ms", "status_code", "user_id"):
+    for key in (
+        "subscription_id",
+        "subscription_name",
+        "product",
+        "backend",
+        "attempts",
+        "usage_source",
+        "cost",
+        "api",
+        "stream",
+        "gateway_overhead_ms",
+        "status_code",
+        "user_id",
+    ):
         value = record.get(key)
         if value is not None:
             out[f"gateway.{key}"] = value

@@ -54,13 +54,24 @@ def backend_endpoints(backends_json: str) -> dict[str, str]:
         entries = json.loads(backends_json or "[]")
     except ValueError:
         return {}
-    return {str(e["name"]): str(e["endpoint"]) for e in entries if isinstance(e, dict)
-            and isinstance(e.get("name"), str) and isinstance(e.get("endpoint"), str)} if isinstance(entries, list) else {}
+    return (
+        {
+            str(e["name"]): str(e["endpoint"])
+            for e in entries
+            if isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("endpoint"), str)
+        }
+        if isinstance(entries, list)
+        else {}
+    )
 
 
 def enabled(settings: Settings) -> bool:
-    return bool(settings.appinsights_connection_string or settings.appinsights_worker_telemetry
-                or settings.otel_exporter_otlp_endpoint or settings.otel_console)
+    return bool(
+        settings.appinsights_connection_string
+        or settings.appinsights_worker_telemetry
+        or settings.otel_exporter_otlp_endpoint
+        or settings.otel_console
+    )
 
 
 def configure(settings: Settings) -> GenAITelemetry | None:

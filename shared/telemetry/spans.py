@@ -34,30 +34,43 @@ OVERHEAD_BUCKETS = (0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5
 class GenAITelemetry:
     """Emits the spans and metrics of one exchange + record through the given tracer and meter."""
 
-    def __init__(self, tracer: Tracer, meter: Meter, *, capture_content: bool = False,
-                 endpoints: Mapping[str, str] | None = None) -> None:
+    def __init__(
+        self, tracer: Tracer, meter: Meter, *, capture_content: bool = False, endpoints: Mapping[str, str] | None = None
+    ) -> None:
         self.tracer = tracer
         self.capture_content = capture_content
         #: backend name -> endpoint URL, for `server.address`/`server.port` of client spans.
         self.endpoints = dict(endpoints or {})
         self.tokens: Histogram = meter.create_histogram(
-            "gen_ai.client.token.usage", unit="{token}", description="Number of input and output tokens used.",
-            explicit_bucket_boundaries_advisory=list(TOKEN_BUCKETS))
+            "gen_ai.client.token.usage",
+            unit="{token}",
+            description="Number of input and output tokens used.",
+            explicit_bucket_boundaries_advisory=list(TOKEN_BUCKETS),
+        )
         self.duration: Histogram = meter.create_histogram(
-            "gen_ai.client.operation.duration", unit="s", description="GenAI operation duration.",
-            explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS))
+            "gen_ai.client.operation.duration",
+            unit="s",
+            description="GenAI operation duration.",
+            explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
+        )
         self.first_chunk: Histogram = meter.create_histogram(
-            "gen_ai.client.operation.time_to_first_chunk", unit="s",
+            "gen_ai.client.operation.time_to_first_chunk",
+            unit="s",
             description="Time to receive the first chunk of a streamed answer.",
-            explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS))
+            explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
+        )
         self.per_chunk: Histogram = meter.create_histogram(
-            "gen_ai.client.operation.time_per_output_chunk", unit="s",
+            "gen_ai.client.operation.time_per_output_chunk",
+            unit="s",
             description="Time per output token after the first, for streamed answers.",
-            explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS))
+            explicit_bucket_boundaries_advisory=list(DURATION_BUCKETS),
+        )
         self.overhead: Histogram = meter.create_histogram(
-            "gateway.request.overhead", unit="s",
+            "gateway.request.overhead",
+            unit="s",
             description="Time the gateway added before the first byte (x-gateway-overhead-ms).",
-            explicit_bucket_boundaries_advisory=list(OVERHEAD_BUCKETS))
+            explicit_bucket_boundaries_advisory=list(OVERHEAD_BUCKETS),
+        )
 
     # ------------------------------------------------------------------------------------------
     def observe(self, exchange: Exchange, record: Mapping[str, Any], details: Mapping[str, Any]) -> None:
@@ -67,14 +80,20 @@ class GenAITelemetry:
         start_ns = _epoch_ns(exchange.timings.received_at)
         end_ns = start_ns + _ns(exchange.timings.last_byte_ms or 0.0)
         answered = genai.response_attributes(record, response)
-        server_attrs = {**common, **genai.request_attributes(request), **answered,
-                        **genai.gateway_attributes(record), "http.request.method": exchange.request.method,
-                        "http.response.status_code": int(record.get("status_code") or 0),
-                        "url.path": exchange.request.path}
+        server_attrs = {
+            **common,
+            **genai.request_attributes(request),
+            **answered,
+            **genai.gateway_attributes(record),
+            "http.request.method": exchange.request.method,
+            "http.response.status_code": int(record.get("status_code") or 0),
+            "url.path": exchange.request.path,
+        }
         parent = _parent_context(record.get("trace_id"), exchange.request.headers)
         name = f"{common['gen_ai.operation.name']} {record.get('deployment') or ''}".strip()
-        server = self.tracer.start_span(name, context=parent, kind=SpanKind.SERVER, attributes=server_attrs,
-                                        start_time=start_ns)
+        server = self.tracer.start_span(
+            name, context=parent, kind=SpanKind.SERVER, attributes=server_attrs, start_time=start_ns
+        )
         if "error.type" in common:
             server.set_status(Status(StatusCode.ERROR, common["error.type"]))
         if self.capture_content:
@@ -83,8 +102,15 @@ class GenAITelemetry:
         server.end(end_time=end_ns)
         self._metrics(exchange, record, common)
 
-    def _attempt_spans(self, exchange: Exchange, common: dict[str, Any], answered: dict[str, Any],
-                       request: Mapping[str, Any], server: trace.Span, start_ns: int) -> None:
+    def _attempt_spans(
+        self,
+        exchange: Exchange,
+        common: dict[str, Any],
+        answered: dict[str, Any],
+        request: Mapping[str, Any],
+        server: trace.Span,
+        start_ns: int,
+    ) -> None:
         attempts = exchange.attempts
         head_ms = exchange.timings.upstream_first_byte_ms or exchange.timings.last_byte_ms or 0.0
         ends: list[float] = []
@@ -101,7 +127,8 @@ class GenAITelemetry:
                 "gen_ai.operation.name": common["gen_ai.operation.name"],
                 "gen_ai.provider.name": genai.PROVIDER,
                 **genai.request_attributes(request),
-                "gateway.backend": attempt.backend, "gateway.attempt": index + 1,
+                "gateway.backend": attempt.backend,
+                "gateway.attempt": index + 1,
                 "gateway.attempt.outcome": attempt.outcome,
             }
             if "gen_ai.request.model" in common:
@@ -119,17 +146,31 @@ class GenAITelemetry:
             if error:
                 attrs["error.type"] = error
             name = f"{common['gen_ai.operation.name']} {common.get('gen_ai.request.model', '')}".strip()
-            span = self.tracer.start_span(name, context=ctx, kind=SpanKind.CLIENT, attributes=attrs,
-                                          start_time=start_ns + _ns(attempt_end - attempt.duration_ms))
+            span = self.tracer.start_span(
+                name,
+                context=ctx,
+                kind=SpanKind.CLIENT,
+                attributes=attrs,
+                start_time=start_ns + _ns(attempt_end - attempt.duration_ms),
+            )
             if error:
                 span.set_status(Status(StatusCode.ERROR, error))
             # The served attempt lasts until its body ended; a failed one until the proxy moved on.
             span.end(end_time=start_ns + _ns(last if served else attempt_end))
 
     def _metrics(self, exchange: Exchange, record: Mapping[str, Any], common: dict[str, Any]) -> None:
-        attrs = {k: v for k, v in common.items()
-                 if k in ("gen_ai.operation.name", "gen_ai.provider.name", "gen_ai.request.model",
-                          "gen_ai.response.model", "error.type")}
+        attrs = {
+            k: v
+            for k, v in common.items()
+            if k
+            in (
+                "gen_ai.operation.name",
+                "gen_ai.provider.name",
+                "gen_ai.request.model",
+                "gen_ai.response.model",
+                "error.type",
+            )
+        }
         if record.get("backend"):
             attrs.update(_server_address(self.endpoints.get(record["backend"])))
         latency = record.get("latency_ms")
@@ -168,8 +209,7 @@ def _server_address(endpoint: str | None) -> dict[str, Any]:
     parts = urlsplit(endpoint)
     if not parts.hostname:
         return {}
-    return {"server.address": parts.hostname,
-            "server.port": parts.port or (443 if parts.scheme == "https" else 80)}
+    return {"server.address": parts.hostname, "server.port": parts.port or (443 if parts.scheme == "https" else 80)}
 
 
 def _parent_context(trace_id: Any, headers: Any) -> Any:
@@ -198,4 +238,3 @@ def _content_events(span: trace.Span, request: Mapping[str, Any], response: Mapp
         attributes["gen_ai.output.messages"] = orjson.dumps(output).decode()
     if attributes:
         span.add_event("gen_ai.client.inference.operation.details", attributes, timestamp=at_ns)
-

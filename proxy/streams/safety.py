@@ -3,7 +3,7 @@
 `StreamSafety.wrap` is the proxy's single composition point: it gets the client-bound stream (after
 the usage filter, so enforcement sees exactly the events the client would) and returns it untouched
 unless the caller's product is in `enforce` mode and the answer is a successful text stream (chat,
-completions, Responses); then it returns `proxy.enforcement.enforce(...)` around it. Monitor mode
+completions, Responses); then it returns `proxy.streams.enforcement.enforce(...)` around it. Monitor mode
 returns the very same iterator: no extra generator, no per-chunk work.
 
 The Content Safety client (`AzureContentSafety`, key or managed identity) is built once per process,
@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import aiohttp
 
-from proxy.enforcement import TEXT_APIS, EnforcementOutcome, enforce
+from proxy.streams.enforcement import TEXT_APIS, EnforcementOutcome, enforce
 from shared.safety.client import AzureContentSafety, ContentSafety
 from shared.safety.config import SafetyConfig
 from shared.settings import Settings

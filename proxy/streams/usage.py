@@ -15,8 +15,8 @@ from typing import Any
 
 import orjson
 
-from shared.apis import ApiRoute, version_at_least
-from shared.sse import SSEDecoder, SSEEvent
+from shared.normalize.apis import ApiRoute, version_at_least
+from shared.normalize.sse import SSEDecoder, SSEEvent
 
 #: First dated api-version that accepts `stream_options`.
 MIN_API_VERSION = "2024-09-01-preview"
@@ -69,11 +69,7 @@ def is_usage_chunk(event: SSEEvent) -> bool:
         payload = orjson.loads(event.data)
     except orjson.JSONDecodeError:
         return False
-    return (
-        isinstance(payload, dict)
-        and payload.get("choices") == []
-        and isinstance(payload.get("usage"), dict)
-    )
+    return isinstance(payload, dict) and payload.get("choices") == [] and isinstance(payload.get("usage"), dict)
 
 
 class UsageChunkFilter:

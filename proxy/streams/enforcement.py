@@ -29,11 +29,11 @@ from typing import Any, Literal
 
 import orjson
 
+from shared.normalize.sse import SSEDecoder, SSEEvent
 from shared.safety.analysis import most_severe, over_threshold
 from shared.safety.client import ContentSafety, TextAnalysis
 from shared.safety.config import StreamPolicy
 from shared.safety.windows import MAX_WINDOW_CHARS, split_windows
-from shared.sse import SSEDecoder, SSEEvent
 
 #: The APIs whose streams carry text this module understands; others always pass untouched.
 TEXT_APIS = frozenset({"chat.completions", "completions", "responses"})

@@ -27,10 +27,10 @@ from itertools import groupby
 from typing import Any, Literal
 from urllib.parse import urlsplit
 
-from proxy.backends import Backend, parse_backends
-from proxy.outcomes import Outcome
-from proxy.policy import RoutingPolicy
-from proxy.throttling import throttle_seconds
+from proxy.routing.backends import Backend, parse_backends
+from proxy.routing.outcomes import Outcome
+from proxy.routing.policy import RoutingPolicy
+from proxy.routing.throttling import throttle_seconds
 from shared.settings import Settings
 
 Circuit = Literal["closed", "open", "half_open"]
@@ -217,7 +217,9 @@ class BackendPool:
             out[b.name] = {
                 "state": state,
                 "until": until,
-                "cooling_down": {("*" if k is None else k): iso(t) for k, t in sorted(throttles.items(), key=lambda kv: kv[0] or "")},
+                "cooling_down": {
+                    ("*" if k is None else k): iso(t) for k, t in sorted(throttles.items(), key=lambda kv: kv[0] or "")
+                },
                 "recent_failures": len(health.failures),
                 "trial_in_flight": health.trial_in_flight,
                 "priority": b.priority,

@@ -22,10 +22,10 @@ from typing import Generic, Literal, Protocol, TypeVar
 
 import aiohttp
 
-from proxy.backends import Backend
-from proxy.outcomes import ErrorKind, Outcome, classify_error, should_fail_over
-from proxy.policy import RoutingPolicy
-from proxy.routing import TRIAL_WAIT_SECONDS, BackendPool
+from proxy.routing.backends import Backend
+from proxy.routing.outcomes import ErrorKind, Outcome, classify_error, should_fail_over
+from proxy.routing.policy import RoutingPolicy
+from proxy.routing.pool import TRIAL_WAIT_SECONDS, BackendPool
 from shared.errors import BadGateway, DeploymentNotFound, GatewayError, GatewayTimeout, Throttled
 from shared.exchange import Attempt
 
@@ -164,7 +164,7 @@ async def run_failover(
 ) -> FailoverResult[A]:
     """Send the request to backends in plan order; stop at the first answer not to fail over.
 
-    `pinned` is the backend name from Responses API affinity (see proxy/affinity.py): it is the
+    `pinned` is the backend name from Responses API affinity (see proxy/routing/affinity.py): it is the
     only backend tried. At most `policy.max_attempts` attempts are made, and none starts after
     `policy.deadline_seconds` from the start. Every attempt is recorded in `attempts` and fed back
     to the pool (cooldowns, circuit breaker).
@@ -203,7 +203,15 @@ async def run_failover(
         except Exception as exc:  # noqa: BLE001 - classified below; unknown errors end the loop
             duration = (clock() - t0) * 1000.0
             kind = classify_error(exc)
-            attempts.append(Attempt(backend=backend.name, status=None, duration_ms=duration, outcome=kind or "error", error=describe(exc)))
+            attempts.append(
+                Attempt(
+                    backend=backend.name,
+                    status=None,
+                    duration_ms=duration,
+                    outcome=kind or "error",
+                    error=describe(exc),
+                )
+            )
             if kind is None:
                 pool.abandon(lease)
                 return FailoverResult(verdict="failed", attempts=attempts, error=exc)
@@ -231,11 +239,19 @@ async def run_failover(
         # Nobody answered, but some backend will be free later (or none could be tried at all):
         # an honest 429 beats a 502 the client cannot act on.
         wait = min(waits) if waits else pool.retry_after(deployment)
-        return FailoverResult(verdict="throttled", attempts=attempts, retry_after=TRIAL_WAIT_SECONDS if wait is None else wait, error=last_error, error_kind=last_kind)
+        return FailoverResult(
+            verdict="throttled",
+            attempts=attempts,
+            retry_after=TRIAL_WAIT_SECONDS if wait is None else wait,
+            error=last_error,
+            error_kind=last_kind,
+        )
     return FailoverResult(verdict="failed", attempts=attempts, error=last_error, error_kind=last_kind)
 
 
-def _pass_through(held: list[tuple[Backend, A, Attempt]], pool: BackendPool, deployment: str | None) -> tuple[Backend, A, Attempt]:
+def _pass_through(
+    held: list[tuple[Backend, A, Attempt]], pool: BackendPool, deployment: str | None
+) -> tuple[Backend, A, Attempt]:
     """The held answer the client gets: the 429 whose backend is free soonest, else the last one."""
     throttled = [h for h in held if h[2].outcome == "throttled"]
     if throttled:

@@ -21,8 +21,8 @@ from typing import Any
 
 import orjson
 
-from shared.apis import ApiRoute
-from shared.sse import SSEDecoder, SSEEvent
+from shared.normalize.apis import ApiRoute
+from shared.normalize.sse import SSEDecoder, SSEEvent
 
 _LIFECYCLE_EVENTS = frozenset({"response.created", "response.queued", "response.in_progress"})
 #: `response.created` is the first event; give up after a few others (a stream with no id, or an error).

@@ -2,7 +2,7 @@
 
 `normalize` never raises for a bad exchange: what cannot be parsed is reported in `parse_error`
 and the rest of the record is still filled, so every request that reached the proxy is counted.
-The record follows `shared/schema/usage-record.schema.json` (documented in docs/usage-record.md);
+The record follows `shared/normalize/schema/usage-record.schema.json` (documented in docs/usage-record.md);
 safety and cost fields are left to their own steps.
 """
 
@@ -13,14 +13,14 @@ import binascii
 from collections.abc import Mapping
 from typing import Any
 
-from shared import filter_results
-from shared.apis import api_version, billable, classify, deployment_for, operation
-from shared.consolidate import consolidate
 from shared.exchange import Exchange, utc_now_iso
+from shared.normalize import filter_results
+from shared.normalize.apis import api_version, billable, classify, deployment_for, operation
+from shared.normalize.consolidate import consolidate
+from shared.normalize.requests import parse_request
+from shared.normalize.tokens import TokenCounter, encoding_name
 from shared.redaction import redact_body_secrets
-from shared.requests import parse_request
 from shared.telemetry.tracecontext import trace_id_from
-from shared.tokens import TokenCounter, encoding_name
 
 #: Statuses where the service did no model work, so no tokens were used.
 _NO_WORK_STATUSES = {401, 403, 404, 405, 408, 409, 413, 415, 422, 429}
@@ -232,7 +232,9 @@ def _choices(record: dict[str, Any], api: str, body: Mapping[str, Any]) -> None:
             reasons.append(reason if isinstance(reason, str) else None)
             message = choice.get("message")
             if isinstance(message, Mapping):
-                calls += len(_list(message.get("tool_calls"))) + (1 if isinstance(message.get("function_call"), Mapping) else 0)
+                calls += len(_list(message.get("tool_calls"))) + (
+                    1 if isinstance(message.get("function_call"), Mapping) else 0
+                )
         record["finish_reasons"] = reasons
         record["tool_call_count"] = calls
     if "content_filter" in record["finish_reasons"]:

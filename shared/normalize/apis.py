@@ -129,8 +129,24 @@ Operation = Literal["create", "retrieve", "list", "delete", "cancel", "update", 
 GENERATIVE_APIS: frozenset[str] = frozenset(_OPERATIONS.values())
 _CANCEL = re.compile(r"/cancel/?$")
 _CONTENT = re.compile(r"/content/?$")
-_COLLECTIONS = frozenset({"models", "files", "batches", "jobs", "vector_stores", "deployments", "responses",
-                          "conversations", "items", "evals", "runs", "containers", "assistants", "threads"})
+_COLLECTIONS = frozenset(
+    {
+        "models",
+        "files",
+        "batches",
+        "jobs",
+        "vector_stores",
+        "deployments",
+        "responses",
+        "conversations",
+        "items",
+        "evals",
+        "runs",
+        "containers",
+        "assistants",
+        "threads",
+    }
+)
 _SUB_LIST = re.compile(r"/(?:input_items|events|checkpoints|files|messages)/?$")
 
 

@@ -3,7 +3,7 @@
 Follows the OpenAI cookbook "How to count tokens with tiktoken": 3 tokens per chat message, 1 per
 `name`, 3 to prime the reply, tool definitions as `num_tokens_for_tools` counts them. The
 encoding is chosen per model (the seed used cl100k_base for every model, wrong for gpt-4o).
-Encodings come from `shared.encodings` (offline, loaded once per process).
+Encodings come from `shared.normalize.encodings` (offline, loaded once per process).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from typing import Any
 import tiktoken
 import tiktoken.model
 
-from shared import images
-from shared.encodings import SHIPPED, get_encoding
+from shared.normalize import images
+from shared.normalize.encodings import SHIPPED, get_encoding
 
 FALLBACK_ENCODING = "o200k_base"
 TOKENS_PER_MESSAGE = 3
@@ -202,6 +202,8 @@ class TokenCounter:
             elif isinstance(item, Mapping):
                 total += self.text(item.get("output")) + self.text(item.get("arguments"))
         tools = [
-            {"type": "function", "function": t} for t in body.get("tools") or [] if isinstance(t, Mapping) and t.get("type") == "function"
+            {"type": "function", "function": t}
+            for t in body.get("tools") or []
+            if isinstance(t, Mapping) and t.get("type") == "function"
         ]
         return total + self.chat_prompt(messages, tools)

@@ -1,6 +1,6 @@
 """Responses API affinity at the proxy's edges: look up the pinned backend, remember created ids.
 
-`proxy/affinity.py` says *which* id matters (pure); this module does the store I/O around one call:
+`proxy/routing/affinity.py` says *which* id matters (pure); this module does the store I/O around one call:
 - before routing, `ResponsePinning.lookup` finds the backend that created the referenced response
   (a store failure is logged and falls back to normal selection: better a "not found" from
   another account than no answer);
@@ -18,9 +18,9 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from proxy.affinity import CreatedResponseWatcher, affinity_key, created_response_id
-from shared.apis import ApiRoute
+from proxy.routing.affinity import CreatedResponseWatcher, affinity_key, created_response_id
 from shared.background import BackgroundTasks
+from shared.normalize.apis import ApiRoute
 from shared.ports import AffinityStore
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,9 @@ class CreatedIdTap:
         try:
             await asyncio.wait_for(asyncio.shield(task), REMEMBER_WAIT_SECONDS)
         except TimeoutError:
-            log.warning("storing a response affinity took longer than %.1fs; finishing without it", REMEMBER_WAIT_SECONDS)
+            log.warning(
+                "storing a response affinity took longer than %.1fs; finishing without it", REMEMBER_WAIT_SECONDS
+            )
 
 
 class ResponsePinning:
@@ -97,8 +99,9 @@ class ResponsePinning:
             log.warning("response affinity lookup failed (%s); routing normally", type(exc).__name__)
             return None
 
-    def tap(self, route: ApiRoute, method: str, body: Any, status: int, content_type: str, backend: str,
-            chunks: list[bytes]) -> CreatedIdTap | None:
+    def tap(
+        self, route: ApiRoute, method: str, body: Any, status: int, content_type: str, backend: str, chunks: list[bytes]
+    ) -> CreatedIdTap | None:
         """A tap for an answer that creates a stored response, else None (no per-chunk cost at all)."""
         if route.api != "responses" or method != "POST" or route.response_id or not 200 <= status < 300:
             return None

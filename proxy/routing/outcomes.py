@@ -52,7 +52,9 @@ def error_code(body: bytes | str | None) -> str | None:
     return code if isinstance(code, str) else None
 
 
-def should_fail_over(status: int | None, body_or_error: bytes | str | BaseException | None = None) -> FailoverReason | None:
+def should_fail_over(
+    status: int | None, body_or_error: bytes | str | BaseException | None = None
+) -> FailoverReason | None:
     """Why the proxy should try the next backend after this answer, or None to pass it through.
 
     `status` is None when no HTTP answer came back; `body_or_error` is then the exception. For a 404

@@ -7,7 +7,13 @@ from typing import Any
 
 from shared.exchange import Attempt, CapturedRequest, CapturedResponse, Exchange, Identity, Timings
 
-CHUNK_BASE = {"id": "chatcmpl-1", "object": "chat.completion.chunk", "created": 1717430000, "model": "gpt-4o-2024-08-06", "system_fingerprint": "fp_1"}
+CHUNK_BASE = {
+    "id": "chatcmpl-1",
+    "object": "chat.completion.chunk",
+    "created": 1717430000,
+    "model": "gpt-4o-2024-08-06",
+    "system_fingerprint": "fp_1",
+}
 
 
 def sse(*payloads: Any, done: bool = True) -> str:
@@ -57,7 +63,9 @@ def exchange(
     if status is not None:
         response = CapturedResponse(
             status=status,
-            headers=response_headers if response_headers is not None else {"content-type": "application/json", "x-ms-region": "East US"},
+            headers=response_headers
+            if response_headers is not None
+            else {"content-type": "application/json", "x-ms-region": "East US"},
             body=response_body,
             body_encoding="json" if response_body is not None else "empty",
             sse=sse_text,
@@ -68,12 +76,18 @@ def exchange(
             method=method,
             path=path,
             query=query if query is not None else {"api-version": "2024-10-21"},
-            headers={"content-type": "application/json", "user-agent": "AzureOpenAI/Python 3.57.0", "api-key": "[REDACTED]"},
+            headers={
+                "content-type": "application/json",
+                "user-agent": "AzureOpenAI/Python 3.57.0",
+                "api-key": "[REDACTED]",
+            },
             body=body,
             body_encoding="json" if body is not None else "empty",
         ),
         timings=Timings(received_at="2026-11-27T04:00:00.000Z", upstream_first_byte_ms=120.5, last_byte_ms=900.0),
-        identity=Identity(subscription_id="sub-a", subscription_name="Team A", product="standard", client_ip="203.0.113.7"),
+        identity=Identity(
+            subscription_id="sub-a", subscription_name="Team A", product="standard", client_ip="203.0.113.7"
+        ),
         response=response,
         backend="aoai-eastus",
         attempts=[Attempt(backend="aoai-eastus", status=status, duration_ms=880.0, outcome="served")],

@@ -27,7 +27,7 @@ Scripted behaviour:
 - `requests` records (monotonic time, operation, JSON body) of every request, for assertions.
 
 In a thread (sync tests): `running = run_in_thread(FakeContentSafety(key="k"))`, `running.url`, `running.stop()`.
-Run alone: `python -m devhost.fakes.content_safety --port 7073 --latency-ms 20 --key local-key`.
+Run alone: `python -m testing.fakes.content_safety --port 7073 --latency-ms 20 --key local-key`.
 """
 
 from __future__ import annotations
@@ -138,7 +138,7 @@ class FakeContentSafety:
             return _error(
                 400,
                 "InvalidRequestBody",
-                f"The text exceeds the maximum length of {MAX_TEXT} characters " f"(got {len(text)}).",
+                f"The text exceeds the maximum length of {MAX_TEXT} characters (got {len(text)}).",
             )
         eight = body.get("outputType") == "EightSeverityLevels"
         severities = dict.fromkeys(CATEGORIES, 0)
@@ -171,7 +171,7 @@ class FakeContentSafety:
         documents = body.get("documents") or []
         if not isinstance(prompt, str) or len(prompt) > MAX_TEXT or sum(len(d) for d in documents) > MAX_TEXT:
             return _error(
-                400, "InvalidRequestBody", "userPrompt and documents are limited to 10,000 characters each " "in total."
+                400, "InvalidRequestBody", "userPrompt and documents are limited to 10,000 characters each in total."
             )
         return web.json_response(
             {

@@ -1,6 +1,6 @@
 """Stored event streams turned back into the body the same call would have returned without `stream`.
 
-Decoding goes through `shared.sse` and each event's JSON is parsed on its own, so content that
+Decoding goes through `shared.normalize.sse` and each event's JSON is parsed on its own, so content that
 contains `data: ` survives and a stream cut short still yields what arrived (the seed rewrote the
 stream into a JSON array by string replacement and lost both). Choices are consolidated per
 index, tool calls per tool-call index, and AOAI's content-filter annotations (prompt annotation
@@ -20,8 +20,8 @@ from typing import Any
 
 import orjson
 
-from shared import filter_results
-from shared.sse import decode_text
+from shared.normalize import filter_results
+from shared.normalize.sse import decode_text
 
 
 @dataclass(slots=True)
@@ -171,7 +171,11 @@ class _ChatChoice(_Choice):
         index = index if type(index) is int else position
         current = self.tool_calls.get(index)
         if current is None:
-            current = self.tool_calls[index] = {"id": None, "type": "function", "function": {"name": "", "arguments": [] }}
+            current = self.tool_calls[index] = {
+                "id": None,
+                "type": "function",
+                "function": {"name": "", "arguments": []},
+            }
         if call.get("id") and not current["id"]:
             current["id"] = call["id"]
         if call.get("type"):
@@ -291,7 +295,9 @@ def _consolidate_choices(
             created = chunk.get("created")
             if created and type(created) is int and "created" not in body:
                 body["created"] = created
-            header_missing = not ("id" in body and "model" in body and "created" in body and "system_fingerprint" in body)
+            header_missing = not (
+                "id" in body and "model" in body and "created" in body and "system_fingerprint" in body
+            )
         if "prompt_filter_results" in chunk or "prompt_annotations" in chunk:
             _prompt_annotations(chunk, prompt_filters)
         usage = chunk.get("usage")
@@ -484,9 +490,11 @@ def consolidate_responses(events: list[tuple[str | None, str]]) -> Consolidated:
         ):
             response = dict(payload["response"])
         elif kind == "error" or (kind is None and isinstance(payload.get("error"), Mapping)):
-            response["error"] = payload.get("error") if isinstance(payload.get("error"), Mapping) else {
-                k: payload.get(k) for k in ("code", "message", "param") if k in payload
-            }
+            response["error"] = (
+                payload.get("error")
+                if isinstance(payload.get("error"), Mapping)
+                else {k: payload.get(k) for k in ("code", "message", "param") if k in payload}
+            )
         else:
             _response_delta(kind, payload, items)
     response["output"] = [items[i] for i in sorted(items)]
