@@ -26,7 +26,7 @@ from shared.safety.config import SafetyConfig
 from shared.settings import Settings
 
 if TYPE_CHECKING:
-    from proxy.handler import ProxyCall
+    from proxy.call import ProxyCall
 
 log = logging.getLogger(__name__)
 
