@@ -21,9 +21,9 @@ from fastapi import Request
 
 from proxy.capture import ExchangeRecorder
 from proxy.credentials import Credentials
+from proxy.routing.affinity import CreatedIdTap, ResponsePinning
 from proxy.routing.backends import Backend
 from proxy.routing.failover import AiohttpAnswer, read_answer, run_failover
-from proxy.routing.pinning import CreatedIdTap, ResponsePinning
 from proxy.routing.pool import BackendPool
 from proxy.streams import usage as stream_usage
 from proxy.upstream import UpstreamClient, upstream_request_headers

@@ -19,8 +19,8 @@ from proxy.call import REQUEST_ID_HEADER, UpstreamLeg, identity_from, prepare
 from proxy.capture import CaptureWriter, ExchangeRecorder
 from proxy.credentials import Credentials
 from proxy.relay import Relay, RelayResponse
+from proxy.routing.affinity import ResponsePinning
 from proxy.routing.backends import Backend, parse_backends
-from proxy.routing.pinning import ResponsePinning
 from proxy.routing.policy import RoutingPolicy
 from proxy.routing.pool import BackendPool
 from proxy.streams.safety import StreamSafety

@@ -1,6 +1,6 @@
 """Responses API affinity at the proxy's edges: store failures fall back, taps only where they matter."""
 
-from proxy.routing.pinning import ResponsePinning
+from proxy.routing.affinity import ResponsePinning
 from shared.normalize.apis import classify
 from testing.memory import MemoryAffinityStore
 
