@@ -19,7 +19,7 @@ from starlette.responses import Response
 
 from devhost.dashboard import plotly_js, render_dashboard
 from devhost.usage_summary import load_records, summarize
-from shared.errors import GatewayError, NotFound
+from shared.errors import ErrorResponse, NotFound
 
 #: Where the dev host serves the dashboard: outside /openai, so no function route can shadow it.
 DASHBOARD_PATH = "/_dashboard"
@@ -60,7 +60,7 @@ class DashboardApp:
             # The records name subscriptions and users: not for other machines, even on 0.0.0.0.
             return _error(NotFound(f"Resource not found: {scope['path']}"))
         if scope["method"] not in ("GET", "HEAD"):
-            return _error(GatewayError("The method is not allowed for this resource."), 405)
+            return _error(ErrorResponse("The method is not allowed for this resource."), 405)
         sub = scope["path"][len(self.prefix) :].rstrip("/")
         if sub == "":
             page = await asyncio.to_thread(self._page)
@@ -81,5 +81,5 @@ class DashboardApp:
         return json.dumps(asdict(summarize(records_or_none(self.db_path))), default=str)
 
 
-def _error(error: GatewayError, status: int | None = None) -> Response:
+def _error(error: ErrorResponse, status: int | None = None) -> Response:
     return Response(error.to_bytes(), status_code=status or error.status, media_type="application/json")

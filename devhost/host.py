@@ -29,7 +29,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from devhost.subscriptions import Subscription, authorize_raw
-from shared.errors import GatewayError, MethodNotAllowed, NotFound
+from shared.errors import ErrorResponse, MethodNotAllowed, NotFound
 
 log = logging.getLogger("devhost")
 
@@ -291,7 +291,7 @@ async def front_door(
                 headers = authorize_raw(
                     subscriptions, scope["headers"], client[0] if client else None, scope.get("query_string", b"")
                 )
-            except GatewayError as error:
+            except ErrorResponse as error:
                 await _error(error)(scope, receive, send)
                 return None
             scope = {**scope, "headers": headers}
@@ -319,7 +319,7 @@ async def lifespan(
             return
 
 
-def _error(error: GatewayError, status: int | None = None) -> Response:
+def _error(error: ErrorResponse, status: int | None = None) -> Response:
     return Response(error.to_bytes(), status_code=status or error.status, media_type="application/json")
 
 

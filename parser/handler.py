@@ -27,7 +27,8 @@ from typing import Any, TypeVar
 import orjson
 
 from parser.enrich import Enricher
-from shared.exchange import Exchange, IncompleteExchange
+from shared.errors import BatchIncomplete, IncompleteExchange
+from shared.exchange import Exchange
 from shared.normalize import record_schema
 from shared.normalize.usage import base_record, normalize
 from shared.ports import Ports
@@ -42,10 +43,6 @@ DEFAULT_DELAYS = (0.05, 0.2, 0.5, 0.75)
 #: Events of one batch in flight at once (PARSER_MAX_CONCURRENCY).
 DEFAULT_CONCURRENCY = 8
 _MAX_ID_CHARS = 200
-
-
-class BatchIncomplete(RuntimeError):
-    """Some events were neither recorded nor dead-lettered; the batch must be delivered again."""
 
 
 class _Missing(LookupError):

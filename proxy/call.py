@@ -113,7 +113,7 @@ async def prepare(
     header_items: list[tuple[str, str]],
     first: dict[str, str],
 ) -> ProxyCall:
-    """The call to forward, or a `GatewayError` (400 outside the API surface, 404, 413)."""
+    """The call to forward, or a `ErrorResponse` (400 outside the API surface, 404, 413)."""
     resolved = resolve_path(path)
     if resolved is None:
         raise BadRequest("Invalid URL: the path is not an Azure OpenAI data-plane path.")

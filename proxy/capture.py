@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from shared.background import BackgroundTasks
-from shared.errors import GatewayError
+from shared.errors import ErrorResponse
 from shared.exchange import (
     Attempt,
     CapturedRequest,
@@ -110,7 +110,7 @@ class ExchangeRecorder:
             Attempt(backend=backend, status=status, duration_ms=self.elapsed_ms(), outcome=outcome, error=error)
         )
 
-    def answer_error(self, error: GatewayError) -> bytes:
+    def answer_error(self, error: ErrorResponse) -> bytes:
         """Record that the gateway answered by itself; returns the body it sends."""
         body = error.to_bytes()
         self.gateway_error = {"code": error.code, "message": error.message}

@@ -25,7 +25,7 @@ from proxy.routing.policy import RoutingPolicy
 from proxy.routing.pool import BackendPool
 from proxy.streams.safety import StreamSafety
 from proxy.upstream import Timeouts, UpstreamClient, client_response_headers
-from shared.errors import GatewayError
+from shared.errors import ErrorResponse
 from shared.ports import AffinityStore, Ports
 from shared.settings import Settings
 
@@ -84,11 +84,11 @@ class Proxy:
         try:
             call = await prepare(self.settings, request, rec, path, header_items, first)
             resp = await self.leg.attempt(call)
-        except GatewayError as error:
+        except ErrorResponse as error:
             return self._answer(rec, error)
         except Exception as exc:  # a defect: still one exchange, still an AOAI-shaped answer
             log.exception("proxy failure for %s", rid)
-            return self._answer(rec, GatewayError(f"The gateway failed to handle the request ({type(exc).__name__})."))
+            return self._answer(rec, ErrorResponse(f"The gateway failed to handle the request ({type(exc).__name__})."))
 
         headers = client_response_headers(resp.headers.items())
         headers.extend(call.gateway_headers.items())
@@ -112,7 +112,7 @@ class Proxy:
             relay, resp.status, [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
         )
 
-    def _answer(self, rec: ExchangeRecorder, error: GatewayError) -> Response:
+    def _answer(self, rec: ExchangeRecorder, error: ErrorResponse) -> Response:
         body = rec.answer_error(error)
         name, value = telemetry.stamp_overhead(rec, rec.elapsed_ms())
         self.capture.submit(rec.finish())

@@ -22,9 +22,9 @@ from proxy.capture import CaptureWriter
 from proxy.routing.outcomes import Outcome
 from proxy.routing.pool import BackendPool
 from proxy.streams import usage as stream_usage
-from proxy.streams.broken import UpstreamBroken
 from proxy.streams.safety import StreamSafety
 from proxy.upstream import UpstreamClient
+from shared.errors import UpstreamBroken
 
 log = logging.getLogger(__name__)
 

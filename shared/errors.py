@@ -1,7 +1,9 @@
-"""The gateway's own errors, each mapped once to an AOAI-shaped JSON error response.
+"""Every error the gateway raises on purpose, in one hierarchy under `GatewayError`.
 
-AOAI answers errors as `{"error": {"code": ..., "message": ...}}`; clients (the OpenAI SDKs) parse
-that shape, so the gateway's own failures use it too.
+`ErrorResponse` and its subclasses are answers: an HTTP status, an AOAI error code and a message
+safe to show the client, serialized once in AOAI's shape (`{"error": {"code", "message"}}`, which
+the OpenAI SDKs parse). The others are internal conditions, each caught where it is handled:
+configuration at start-up, a broken upstream stream in the relay, a store or a schema in the parser.
 """
 
 from __future__ import annotations
@@ -12,7 +14,12 @@ import orjson
 
 
 class GatewayError(Exception):
-    """Base: an HTTP status, an AOAI-style error code and a message safe to show the client."""
+    """Base of every error the gateway raises on purpose."""
+
+
+# ------------------------------------------------------------------------------------------ answers
+class ErrorResponse(GatewayError):
+    """An answer to the client: status, AOAI-style code, and a message safe to show."""
 
     status: int = 500
     code: str = "InternalServerError"
@@ -29,41 +36,76 @@ class GatewayError(Exception):
         return orjson.dumps(self.body())
 
 
-class BadRequest(GatewayError):
+class BadRequest(ErrorResponse):
     status, code = 400, "BadRequest"
 
 
-class MethodNotAllowed(GatewayError):
+class MethodNotAllowed(ErrorResponse):
     status, code = 405, "405"
 
 
-class Unauthorized(GatewayError):
+class Unauthorized(ErrorResponse):
     status, code = 401, "401"
 
 
-class NotFound(GatewayError):
+class NotFound(ErrorResponse):
     status, code = 404, "404"
 
 
-class DeploymentNotFound(GatewayError):
+class DeploymentNotFound(ErrorResponse):
     status, code = 404, "DeploymentNotFound"
 
 
-class PayloadTooLarge(GatewayError):
+class PayloadTooLarge(ErrorResponse):
     status, code = 413, "PayloadTooLarge"
 
 
-class Throttled(GatewayError):
+class Throttled(ErrorResponse):
     status, code = 429, "429"
 
 
-class BadGateway(GatewayError):
+class BadGateway(ErrorResponse):
     status, code = 502, "BadGateway"
 
 
-class GatewayTimeout(GatewayError):
+class GatewayTimeout(ErrorResponse):
     status, code = 504, "GatewayTimeout"
 
 
-class ConfigurationError(Exception):
+# ------------------------------------------------------------------------------------------ internal
+class ConfigurationError(GatewayError):
     """Invalid app settings: raised at start-up with a message that names the bad entry."""
+
+
+class UpstreamBroken(GatewayError):
+    """The upstream body failed mid-stream; raised out of the client's body to abort its connection."""
+
+    def __init__(self, request_id: str, reason: str) -> None:
+        super().__init__(f"upstream response for {request_id} broke after its first byte: {reason}")
+        self.request_id = request_id
+        self.reason = reason
+
+
+class ContentSafetyError(GatewayError):
+    """A Content Safety call failed for good (after retries). The message holds no secret."""
+
+    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class IncompleteExchange(GatewayError, ValueError):
+    """Some store items of an exchange are missing (or it has none)."""
+
+
+class InvalidRecord(GatewayError, ValueError):
+    """A usage record that does not match the schema; the message lists every violation."""
+
+
+class EncodingDataError(GatewayError, RuntimeError):
+    """The shipped rank file is missing or does not match tiktoken's expected hash."""
+
+
+class BatchIncomplete(GatewayError, RuntimeError):
+    """Some events were neither recorded nor dead-lettered; the batch must be delivered again."""

@@ -13,6 +13,8 @@ from typing import Any, Literal
 
 import orjson
 
+from shared.errors import IncompleteExchange
+
 SCHEMA_VERSION = 1
 MAX_ITEM_BYTES = 1_000_000
 #: Raw bytes per split piece, so that its base64 text stays within MAX_ITEM_BYTES.
@@ -180,10 +182,6 @@ def to_items(exchange: Exchange, max_item_bytes: int = MAX_ITEM_BYTES) -> list[d
         }
         for seq, p in enumerate(pieces)
     ]
-
-
-class IncompleteExchange(ValueError):
-    """Some store items of an exchange are missing (or it has none)."""
 
 
 def from_items(items: list[dict[str, Any]]) -> Exchange:

@@ -12,9 +12,10 @@ from openai.types.completion import Completion
 from openai.types.responses import ResponseIncompleteEvent
 
 from proxy.streams.enforcement import EnforcementOutcome, enforce
+from shared.errors import ContentSafetyError
 from shared.normalize.sse import decode_all
 from shared.safety.analysis import merge_enforcement
-from shared.safety.client import AzureContentSafety, ContentSafetyError, TextAnalysis
+from shared.safety.client import AzureContentSafety, TextAnalysis
 from shared.safety.config import StreamPolicy
 from testing.fakes.content_safety import FakeContentSafety
 

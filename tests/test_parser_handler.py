@@ -3,7 +3,8 @@ import json
 import azure.functions as func
 import pytest
 
-from parser.handler import BatchIncomplete, handle_batch, request_id_of
+from parser.handler import handle_batch, request_id_of
+from shared.errors import BatchIncomplete
 from shared.normalize import record_schema
 from testing.factories import exchange, text_stream
 from testing.memory import memory_ports

@@ -13,8 +13,8 @@ from devhost.simulator import SimulatorConfig, serve
 from proxy.capture import CaptureWriter
 from proxy.credentials import Credentials
 from proxy.handler import Proxy
-from proxy.streams.broken import UpstreamBroken
 from proxy.upstream import Timeouts, UpstreamClient
+from shared.errors import UpstreamBroken
 from shared.settings import Settings
 from testing.memory import memory_ports
 

@@ -27,8 +27,8 @@ from proxy.handler import Proxy
 from proxy.routing.backends import parse_backends
 from proxy.routing.policy import RoutingPolicy
 from proxy.routing.pool import BackendPool
-from proxy.streams.broken import UpstreamBroken
 from proxy.upstream import Timeouts, UpstreamClient
+from shared.errors import UpstreamBroken
 from shared.settings import Settings
 from testing.memory import MemoryAffinityStore, memory_ports
 

@@ -5,8 +5,9 @@ import jsonschema
 import orjson
 import pytest
 
+from shared.errors import ContentSafetyError
 from shared.safety.analysis import analyze, merge_aoai_verdicts, merge_enforcement
-from shared.safety.client import AzureContentSafety, ContentSafetyError
+from shared.safety.client import AzureContentSafety
 from shared.safety.config import SafetyConfig
 from shared.settings import Settings
 from testing.fakes.content_safety import FakeContentSafety

@@ -32,7 +32,7 @@ import aiohttp
 from devhost.host import HttpRoute, Receive, Scope, Send, app_batches, compile_route, front_door, lifespan, stop_app
 from devhost.runtime.worker import EventData, FunctionsWorker, LoadedFunction, failure
 from devhost.subscriptions import Subscription
-from shared.errors import GatewayError
+from shared.errors import ErrorResponse
 
 log = logging.getLogger("devhost.runtime")
 
@@ -223,7 +223,7 @@ class RuntimeDevHost:
         except (aiohttp.ClientError, OSError) as exc:
             log.warning("invocation %s: the runtime's web server broke off: %s", invocation_id, exc)
             if not started:
-                await _send_error(send, GatewayError("The function host could not reach the worker."), 502)
+                await _send_error(send, ErrorResponse("The function host could not reach the worker."), 502)
 
     # ------------------------------------------------------------------------------- Event Hubs
     async def _pump_batches(self, functions: list[LoadedFunction], batches: Any) -> None:
@@ -269,7 +269,7 @@ async def _client_left(receive: Receive, body_read: asyncio.Event) -> None:
         pass
 
 
-async def _send_error(send: Send, error: GatewayError, status: int | None = None) -> None:
+async def _send_error(send: Send, error: ErrorResponse, status: int | None = None) -> None:
     body = error.to_bytes()
     await send(
         {

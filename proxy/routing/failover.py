@@ -26,7 +26,7 @@ from proxy.routing.backends import Backend
 from proxy.routing.outcomes import ErrorKind, Outcome, classify_error, should_fail_over
 from proxy.routing.policy import RoutingPolicy
 from proxy.routing.pool import TRIAL_WAIT_SECONDS, BackendPool
-from shared.errors import BadGateway, DeploymentNotFound, GatewayError, GatewayTimeout, Throttled
+from shared.errors import BadGateway, DeploymentNotFound, ErrorResponse, GatewayTimeout, Throttled
 from shared.exchange import Attempt
 
 
@@ -115,7 +115,7 @@ class FailoverResult(Generic[A]):
             headers["x-gateway-backend"] = self.backend.name
         return headers
 
-    def gateway_error(self) -> GatewayError | None:
+    def gateway_error(self) -> ErrorResponse | None:
         """The gateway's own AOAI-shaped answer when no upstream answer is forwarded, else None."""
         if self.verdict == "answer":
             return None

@@ -16,17 +16,10 @@ from __future__ import annotations
 
 import logging
 
+from shared.errors import UpstreamBroken
+
 #: The logger uvicorn reports application exceptions on.
 SERVER_ERROR_LOGGER = "uvicorn.error"
-
-
-class UpstreamBroken(Exception):
-    """The upstream body failed mid-stream; raised out of the client's body to abort its connection."""
-
-    def __init__(self, request_id: str, reason: str) -> None:
-        super().__init__(f"upstream response for {request_id} broke after its first byte: {reason}")
-        self.request_id = request_id
-        self.reason = reason
 
 
 class QuietUpstreamBreaks(logging.Filter):

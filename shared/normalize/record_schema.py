@@ -10,11 +10,9 @@ from typing import Any
 import jsonschema_rs
 from jsonschema import Draft202012Validator, FormatChecker
 
+from shared.errors import InvalidRecord
+
 SCHEMA_PATH = Path(__file__).parent / "schema" / "usage-record.schema.json"
-
-
-class InvalidRecord(ValueError):
-    """A usage record that does not match the schema; the message lists every violation."""
 
 
 @functools.cache

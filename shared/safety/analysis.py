@@ -13,7 +13,8 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from shared.safety.client import ContentSafety, ContentSafetyError, TextAnalysis
+from shared.errors import ContentSafetyError
+from shared.safety.client import ContentSafety, TextAnalysis
 from shared.safety.config import SafetyConfig
 from shared.safety.windows import MAX_WINDOW_CHARS, split_windows
 

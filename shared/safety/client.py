@@ -21,6 +21,8 @@ from azure.core.pipeline.policies import AsyncRetryPolicy
 from azure.core.pipeline.transport import AioHttpTransport
 from azure.core.rest import HttpRequest
 
+from shared.errors import ContentSafetyError
+
 if TYPE_CHECKING:
     import aiohttp
 
@@ -44,15 +46,6 @@ class ShieldResult:
 
     prompt_attack: bool
     document_attacks: tuple[bool, ...] = ()
-
-
-class ContentSafetyError(Exception):
-    """A Content Safety call failed for good (after retries). The message holds no secret."""
-
-    def __init__(self, message: str, *, status: int | None = None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
 
 
 class ContentSafety(Protocol):

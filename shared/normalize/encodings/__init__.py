@@ -20,15 +20,13 @@ from unittest import mock
 import tiktoken
 from tiktoken_ext import openai_public
 
+from shared.errors import EncodingDataError
+
 DATA_DIR = Path(__file__).parent
 SHIPPED = ("o200k_base", "cl100k_base")
 
 _lock = threading.Lock()
 _cache: dict[str, tiktoken.Encoding] = {}
-
-
-class EncodingDataError(RuntimeError):
-    """The shipped rank file is missing or does not match tiktoken's expected hash."""
 
 
 def _load_ranks(url: str, expected_hash: str | None = None) -> dict[bytes, int]:
