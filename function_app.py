@@ -65,9 +65,6 @@ async def shutdown() -> None:
     settings.cache_clear()
 
 
-_parser_ports = ports  # the parser tests swap this name
-
-
 @functools.cache
 def _parser_enricher():
     """Price book, DEPLOYMENT_MODELS and content-safety thresholds for the parser, read once per worker."""
@@ -124,7 +121,7 @@ async def parse_exchanges(events: typing.List[func.EventHubEvent]) -> None:  # n
 
     await handle_batch(
         [event.get_body() for event in events],
-        _parser_ports(),
+        ports(),
         enricher=_parser_enricher(),
         concurrency=settings().parser_max_concurrency,
     )

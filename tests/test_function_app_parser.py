@@ -62,7 +62,7 @@ async def test_the_trigger_hands_event_bodies_to_the_handler(module, parser_fn, 
     await ports.exchanges.save(
         exchange(request_id="fa-1", body={"messages": [], "stream": True}, sse_text=text_stream(["x"]))
     )
-    monkeypatch.setattr(module, "_parser_ports", lambda: ports)
+    monkeypatch.setattr(module, "ports", lambda: ports)
     user_function = parser_fn.get_user_function()
     await user_function([func.EventHubEvent(body=b"fa-1")])
     assert [r["request_id"] for r in ports.sink.emitted] == ["fa-1"]
