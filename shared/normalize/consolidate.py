@@ -1,8 +1,7 @@
 """Stored event streams turned back into the body the same call would have returned without `stream`.
 
 Decoding goes through `shared.normalize.sse` and each event's JSON is parsed on its own, so content that
-contains `data: ` survives and a stream cut short still yields what arrived (the seed rewrote the
-stream into a JSON array by string replacement and lost both). Choices are consolidated per
+contains `data: ` survives and a stream cut short still yields what arrived. Choices are consolidated per
 index, tool calls per tool-call index, and AOAI's content-filter annotations (prompt annotation
 frames, asynchronous-filter frames after the stop chunk) are merged, never allowed to null the
 finish reason.
