@@ -16,6 +16,9 @@ format: a chunk with `finish_reason: "content_filter"` and `data: [DONE]` (chat,
 Upstream closing: when this iterator stops it calls `aclose()` on `upstream_events` (if it has one).
 The proxy should therefore produce `upstream_events` from an async generator that releases the
 upstream HTTP response in its `finally` (or `async with`), so a cut stream also ends the AOAI call.
+
+One module because one stream's run state (held events, open windows, verdicts in flight) is what
+every step reads and writes; split, each part would reach into the others' internals.
 """
 
 from __future__ import annotations

@@ -6,9 +6,10 @@ index, tool calls per tool-call index, and AOAI's content-filter annotations (pr
 frames, asynchronous-filter frames after the stop chunk) are merged, never allowed to null the
 finish reason.
 
-Chat streams repeat one chunk shape hundreds of times with only a text fragment changing; those
-events are recognised by the text around the fragment and only the fragment is decoded (`shared/normalize/fast_path.py`),
-which roughly halves the parser's cost for a long stream. Every other event takes the general path.
+Chat chunks of a shape already seen are matched as text and only their fragment is decoded
+(`shared/normalize/fast_path.py`); every other event takes the general path.
+
+One module because chat, completions and Responses share the choice state and the filter merging.
 """
 
 from __future__ import annotations

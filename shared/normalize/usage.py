@@ -4,6 +4,9 @@
 and the rest of the record is still filled, so every request that reached the proxy is counted.
 The record follows `shared/normalize/schema/usage-record.schema.json` (documented in docs/usage-record.md);
 safety and cost fields are left to their own steps.
+
+One module because `normalize` is the one mapping from an exchange to a record and every helper
+here is a private step of it; counting (tokens, images) and consolidation live in their own modules.
 """
 
 from __future__ import annotations
