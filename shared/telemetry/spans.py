@@ -133,7 +133,13 @@ class GenAITelemetry:
             }
             if "gen_ai.request.model" in common:
                 attrs["gen_ai.request.model"] = common["gen_ai.request.model"]
-            attrs.update(_server_address(self.endpoints.get(attempt.backend)))
+            address = _server_address(self.endpoints.get(attempt.backend))
+            attrs.update(address)
+            # Azure Monitor's exporter names a dependency's type from the older `gen_ai.system` and
+            # its target from `peer.service`; without them the AOAI call shows as type "N/A", no target.
+            attrs["gen_ai.system"] = genai.PROVIDER
+            if address:
+                attrs["peer.service"] = address["server.address"]
             if attempt.status is not None:
                 attrs["http.response.status_code"] = attempt.status
             if served:
