@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import functools
 import inspect
-import json
 import logging
 import os
 import re
@@ -46,8 +45,9 @@ def load_settings_file(path: Path, environ: dict[str, str] | os._Environ[str] = 
     """
     if not path.is_file():
         return {}
-    data = json.loads(path.read_text(encoding="utf-8"))
-    values = data.get("Values") or {}
+    from devhost.startup import read_settings_file  # file:line:column when it is not JSON
+
+    values = read_settings_file(path)
     applied = {}
     for name, value in values.items():
         if name not in environ:

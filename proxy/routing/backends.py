@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 
 from shared import setting_shapes as shapes
 from shared.errors import ConfigurationError
-from shared.settings import parse_json
+from shared.settings import Settings, parse_json
 
 AuthType = Literal["managed_identity", "api_key"]
 COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
@@ -118,6 +118,15 @@ def unusable(backends: tuple[Backend, ...], env: Mapping[str, str]) -> str | Non
         if auth.type == "api_key" and not auth.value and not env.get(auth.setting or ""):
             return f"{label}: auth.setting {auth.setting!r} names an app setting that is not set"
     return None
+
+
+def check_backends(settings: Settings) -> tuple[Backend, ...]:
+    """The configured backends, or ConfigurationError (one line) when they could not serve a request."""
+    backends = parse_backends(settings.backends_json)
+    problem = unusable(backends, settings.extra)
+    if problem is not None:
+        raise ConfigurationError(problem)
+    return backends
 
 
 def serving(backends: tuple[Backend, ...], deployment: str | None) -> list[Backend]:
