@@ -19,7 +19,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
-from pydantic import AfterValidator, BeforeValidator, Field, PrivateAttr, TypeAdapter, ValidationError
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    PrivateAttr,
+    TypeAdapter,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+)
 from pydantic.fields import FieldInfo
 from pydantic_settings import BaseSettings, EnvSettingsSource, PydanticBaseSettingsSource, SettingsConfigDict
 
@@ -93,10 +102,6 @@ PositiveFloat = Annotated[float, Field(gt=0)]
 NonNegativeFloat = Annotated[float, Field(ge=0)]
 
 
-def _json_text(shape: Any) -> Any:
-    return Annotated[str, JsonText(shape), AfterValidator(lambda text: _check_json(shape, text))]
-
-
 def _check_json(shape: Any, text: str) -> str:
     problem = json_problem(shape, text)
     if problem is not None:
@@ -147,7 +152,7 @@ class Settings(BaseSettings):
     )
 
     # --- backends and the proxy --------------------------------------------------------------
-    backends_json: _json_text(shapes.Backends) = setting(  # type: ignore[valid-type]
+    backends_json: Annotated[str, JsonText(shapes.Backends)] = setting(
         "[]",
         "GATEWAY_BACKENDS",
         "JSON list of AOAI accounts: name, endpoint, auth (managed_identity, or api_key with 'setting'), "
@@ -253,7 +258,7 @@ class Settings(BaseSettings):
         "events of one batch the parser handles at the same time (times CONTENT_SAFETY_MAX_CONCURRENCY: "
         "the peak of concurrent Content Safety calls per instance)",
     )
-    deployment_models_json: _json_text(shapes.DeploymentModels) = setting(  # type: ignore[valid-type]
+    deployment_models_json: Annotated[str, JsonText(shapes.DeploymentModels)] = setting(
         "{}",
         "DEPLOYMENT_MODELS",
         "deployment -> {model, type: global|data_zone|regional|provisioned} for cost; "
@@ -279,7 +284,7 @@ class Settings(BaseSettings):
     content_safety_prompt_shields: bool = setting(
         False, "CONTENT_SAFETY_PROMPT_SHIELDS", "Prompt Shields on the prompt"
     )
-    content_safety_thresholds_json: _json_text(shapes.Thresholds) = setting(  # type: ignore[valid-type]
+    content_safety_thresholds_json: Annotated[str, JsonText(shapes.Thresholds)] = setting(
         "{}",
         "CONTENT_SAFETY_THRESHOLDS",
         "product -> {category: severity} at or above which a record is flagged; 'default' for all products",
@@ -304,13 +309,13 @@ class Settings(BaseSettings):
     content_safety_stream_window_overlap: Annotated[int, Field(ge=0)] = setting(
         100, "CONTENT_SAFETY_STREAM_WINDOW_OVERLAP", "characters each hold-back window repeats"
     )
-    content_safety_modes_json: _json_text(shapes.Modes) = setting(  # type: ignore[valid-type]
+    content_safety_modes_json: Annotated[str, JsonText(shapes.Modes)] = setting(
         "{}",
         "CONTENT_SAFETY_MODES",
         "product -> monitor (nothing changes on the wire) or enforce (streams held back per window)",
         sample='{"default": "monitor"}',
     )
-    content_safety_fail_modes_json: _json_text(shapes.FailModes) = setting(  # type: ignore[valid-type]
+    content_safety_fail_modes_json: Annotated[str, JsonText(shapes.FailModes)] = setting(
         "{}",
         "CONTENT_SAFETY_FAIL_MODES",
         "product -> open (release text when the analyser fails) or closed (end the stream with content_filter)",
@@ -333,7 +338,7 @@ class Settings(BaseSettings):
     )
 
     # --- dev host ----------------------------------------------------------------------------
-    local_subscriptions_json: _json_text(shapes.Subscriptions) = setting(  # type: ignore[valid-type]
+    local_subscriptions_json: Annotated[str, JsonText(shapes.Subscriptions)] = setting(
         "{}",
         "LOCAL_SUBSCRIPTIONS",
         "api-key value -> {id, name, product}, checked as APIM would (empty: one local key, kept in .gateway/)",
@@ -342,6 +347,14 @@ class Settings(BaseSettings):
     )
 
     _env: Mapping[str, str] = PrivateAttr(default_factory=dict)
+
+    @field_validator("*", mode="after")
+    @classmethod
+    def _json_shape(cls, value: Any, info: ValidationInfo) -> Any:
+        """A JSON-valued setting must hold its declared shape (`JsonText`)."""
+        field = cls.model_fields.get(info.field_name or "")
+        shape = next((m.shape for m in field.metadata if isinstance(m, JsonText)), None) if field else None
+        return value if shape is None else _check_json(shape, value)
 
     def __init__(self, **values: Any) -> None:
         try:
