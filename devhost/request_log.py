@@ -64,11 +64,16 @@ class RequestLineHandler(logging.Handler):
             self.handleError(record)
 
 
+#: The usage records, and the requests the dev host's front door refused (401, 404, 405) itself.
+LOGGERS = (LOGGER_NAME, "devhost.front_door")
+
+
 def print_requests(stream: TextIO | None = None) -> RequestLineHandler:
     """Turn the per-request lines on (the JSON records stay off the terminal)."""
-    logger = logging.getLogger(LOGGER_NAME)
     handler = RequestLineHandler(stream)
-    logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG)
-    logger.propagate = False
+    for name in LOGGERS:
+        logger = logging.getLogger(name)
+        logger.addHandler(handler)
+        logger.setLevel(logging.DEBUG)
+        logger.propagate = False
     return handler

@@ -145,7 +145,13 @@ def test_the_local_key_stays_the_same_across_runs_until_a_new_one_is_asked_for(t
 
 @pytest.fixture
 def restored_loggers():
-    names = ["azure", "azure.identity", "azure.core.pipeline.policies.http_logging_policy", LOGGER_NAME]
+    names = [
+        "azure",
+        "azure.identity",
+        "azure.core.pipeline.policies.http_logging_policy",
+        LOGGER_NAME,
+        "devhost.front_door",
+    ]
     saved = {
         n: (logging.getLogger(n).level, logging.getLogger(n).propagate, list(logging.getLogger(n).handlers))
         for n in names
@@ -211,3 +217,33 @@ async def test_the_local_usage_sink_feeds_the_request_lines(restored_loggers):
     print_requests(out)
     await LogUsageSink().emit(RECORD)
     assert out.getvalue() == "200  gpt-4o  chat.completions  stream  812 ms  tokens 12+40=52  team-a\n"
+
+
+async def test_a_request_the_front_door_refuses_gets_its_line_too(restored_loggers):
+    from devhost.host import HttpRoute, compile_route, front_door
+
+    out = io.StringIO()
+    print_requests(out)
+    route = HttpRoute(
+        "openai_proxy", "openai/{*path}", compile_route("openai/{*path}"), frozenset({"POST"}), "req", None
+    )
+    sent = []
+
+    async def send(message):
+        sent.append(message)
+
+    async def receive():
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    path = "/openai/deployments/gpt-4o/chat/completions"
+    scope = {
+        "type": "http",
+        "method": "POST",
+        "path": path,
+        "headers": [],
+        "query_string": b"",
+        "client": ("127.0.0.1", 1),
+    }
+    assert await front_door(scope, receive, send, mounts={}, routes=[route], subscriptions={}) is None
+    assert sent[0]["status"] == 401
+    assert out.getvalue() == f"401  gpt-4o  {path}  - ms  -  error 401\n"
