@@ -31,6 +31,7 @@ from devhost.startup import (
     read_settings_file,
 )
 from devhost.subscriptions import parse_subscriptions
+from proxy.routing.backends import parse_backends
 from shared.errors import ConfigurationError
 
 SIMULATOR_KEY = "simulator-key"
@@ -62,14 +63,14 @@ def serve(args: argparse.Namespace) -> int:
     check_port(args.host, args.port)  # before anything is printed: a busy port is the whole message
     settings_file = Path(args.settings)
     applied = load_settings_file(settings_file)
-    warnings = misspelling_warnings(settings_file, read_settings_file(settings_file)) if applied else []
-    check_configuration(os.environ)
+    warnings = misspelling_warnings(settings_file, read_settings_file(settings_file)) if settings_file.is_file() else []
+    configured = check_configuration(os.environ)
     say = lambda text: print(text, flush=True)  # noqa: E731 - start-up banner for a person
     say(f"settings: {args.settings}" + ("" if applied else " (not found: defaults)"))
     for warning in warnings:
         print(warning, file=sys.stderr, flush=True)
     _apply_otel_flag(args.otel, say)
-    if not (os.environ.get("GATEWAY_BACKENDS") or "").strip() or os.environ["GATEWAY_BACKENDS"].strip() == "[]":
+    if not parse_backends(configured.backends_json):
         sim = _start_simulator()
         if sim is None:
             say(
