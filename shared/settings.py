@@ -421,11 +421,22 @@ _PHRASES = {
 }
 
 
+#: Range errors: the constraint's name in the error context, and how the message says it.
+_BOUNDS = {
+    "greater_than_equal": ("ge", ">="),
+    "greater_than": ("gt", ">"),
+    "less_than_equal": ("le", "<="),
+    "less_than": ("lt", "<"),
+}
+
+
 def _phrase(error: Mapping[str, Any]) -> str:
     kind = error["type"]
     if kind in _PHRASES:
         return _PHRASES[kind]
     ctx = error.get("ctx") or {}
+    if kind in _BOUNDS:
+        return f"must be {_BOUNDS[kind][1]} {ctx.get(_BOUNDS[kind][0])}"
     if kind == "literal_error":
         return f"must be one of {ctx.get('expected', '')}"
     if kind == "union_tag_invalid":

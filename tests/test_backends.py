@@ -39,7 +39,7 @@ def test_wildcard_serves_every_deployment():
         ),
         (
             '[{"name": "a", "endpoint": "https://x", "deployments": ["*"], "weight": 0}]',
-            "GATEWAY_BACKENDS[0] ('a'): 'weight' must be greater than or equal to 1, got 0",
+            "GATEWAY_BACKENDS[0] ('a'): 'weight' must be >= 1, got 0",
         ),
         ('[{"endpoint": "https://x", "deployments": ["*"]}]', "GATEWAY_BACKENDS[0]: 'name' is required"),
         (

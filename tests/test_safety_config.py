@@ -56,7 +56,7 @@ def test_enforce_needs_an_endpoint():
         ),
         (
             {"CONTENT_SAFETY_THRESHOLDS": '{"default": {"Hate": 9}}'},
-            "CONTENT_SAFETY_THRESHOLDS['default']['Hate']: must be less than or equal to 7, got 9",
+            "CONTENT_SAFETY_THRESHOLDS['default']['Hate']: must be <= 7, got 9",
         ),
         (
             {"CONTENT_SAFETY_MODES": '{"default": "block"}'},

@@ -47,7 +47,7 @@ def test_settings_are_read_from_any_mapping_with_empty_meaning_default():
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"GATEWAY_MAX_ATTEMPTS": "0"}, "GATEWAY_MAX_ATTEMPTS: must be greater than or equal to 1, got '0'"),
+        ({"GATEWAY_MAX_ATTEMPTS": "0"}, "GATEWAY_MAX_ATTEMPTS: must be >= 1, got '0'"),
         ({"GATEWAY_MAX_ATTEMPTS": "x"}, "GATEWAY_MAX_ATTEMPTS: must be an integer, got 'x'"),
         ({"INJECT_STREAM_USAGE": "maybe"}, "INJECT_STREAM_USAGE: must be true or false, got 'maybe'"),
         ({"LOG_STORE": "postgres"}, "LOG_STORE: must be one of 'sqlite' or 'cosmos', got 'postgres'"),
