@@ -97,7 +97,7 @@ class Timeouts:
 class UpstreamClient:
     """Owns the one shared `aiohttp.ClientSession` (created lazily inside the running loop)."""
 
-    def __init__(self, timeouts: Timeouts, max_connections: int = 256) -> None:
+    def __init__(self, timeouts: Timeouts, max_connections: int = _DEFAULTS.upstream_max_connections) -> None:
         self.timeouts = timeouts
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None

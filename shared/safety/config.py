@@ -32,13 +32,13 @@ class StreamPolicy:
     mode: Mode = "monitor"
     thresholds: Mapping[str, int] = field(default_factory=lambda: dict.fromkeys(CATEGORIES, DEFAULT_THRESHOLD))
     #: Characters held back and analysed per window (each window also repeats `overlap_chars`).
-    window_chars: int = 1000
-    overlap_chars: int = 100
+    window_chars: int = _DEFAULTS.content_safety_stream_window_chars
+    overlap_chars: int = _DEFAULTS.content_safety_stream_window_overlap
     #: "closed": an analyser failure ends the stream with content_filter; "open": the text is released.
     fail: FailMode = "open"
     blocklists: tuple[str, ...] = ()
     #: Windows analysed at the same time while the stream keeps being read.
-    max_concurrency: int = 4
+    max_concurrency: int = _DEFAULTS.content_safety_max_concurrency
 
 
 @dataclass(frozen=True, slots=True)
