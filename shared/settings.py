@@ -21,12 +21,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Literal, get_args, get_origin
 
+import orjson
 from pydantic import (
     AfterValidator,
     BeforeValidator,
     Field,
     PrivateAttr,
-    TypeAdapter,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -72,10 +72,6 @@ class JsonText:
     """Marks a text setting that holds JSON of `shape` (checked when the settings are read)."""
 
     shape: Any
-
-    @property
-    def adapter(self) -> TypeAdapter[Any]:
-        return adapter(self.shape)
 
 
 def _lower(value: Any) -> Any:
@@ -508,12 +504,10 @@ def parse_json(name: str, text: str | None) -> Any:
     info = Settings.model_fields[declaration.field or ""]
     shape = next(m.shape for m in info.metadata if isinstance(m, JsonText))
     text = text if text and text.strip() else declaration.default
-    problem = json_problem(shape, text)
-    if problem is not None:
-        raise ConfigurationError(f"{name}{problem}")
-    import orjson
-
-    return adapter(shape).validate_python(orjson.loads(text))
+    try:
+        return adapter(shape).validate_python(orjson.loads(text))
+    except (orjson.JSONDecodeError, ValidationError):
+        raise ConfigurationError(f"{name}{json_problem(shape, text)}") from None
 
 
 def misspelled(names: Iterable[str], also_known: Iterable[str] = ()) -> list[tuple[str, str]]:
