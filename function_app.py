@@ -11,6 +11,7 @@ import azure.functions as func
 import orjson
 from azurefunctions.extensions.http.fastapi import Request, Response
 
+from proxy.credentials import quiet_azure_sdk_logs
 from proxy.handler import Proxy, build_proxy
 from proxy.routing.backends import check_backends
 from proxy.runtime_leak import release_http_invocations
@@ -28,6 +29,8 @@ check_backends(Settings.from_env())
 # A stream AOAI breaks mid-way is cut for the client by raising out of the body; the proxy logs it,
 # the server (uvicorn) need not add a traceback per cut stream (proxy/streams/broken.py).
 quiet_server_log()
+# Azure SDK calls and credential probes log their headers at INFO; one line names the credential used.
+quiet_azure_sdk_logs()
 
 # azure-functions-runtime 1.3.0 keeps ~2 KB per HTTP invocation forever (proxy/runtime_leak.py).
 release_http_invocations()

@@ -27,10 +27,10 @@ from devhost.startup import (
     check_port,
     local_key,
     misspelling_warnings,
-    quiet_azure_sdk_logs,
     read_settings_file,
 )
 from devhost.subscriptions import parse_subscriptions
+from proxy.credentials import quiet_azure_sdk_logs
 from proxy.routing.backends import parse_backends
 from shared.errors import ConfigurationError
 

@@ -8,7 +8,6 @@ start-up with one line that says what to change, instead of a traceback or a 502
 from __future__ import annotations
 
 import errno
-import logging
 import os
 import socket
 from collections.abc import Mapping
@@ -119,13 +118,3 @@ def local_key(directory: Path, *, new: bool = False) -> tuple[str, bool]:
     with os.fdopen(fd, "w", encoding="utf-8") as out:
         out.write(key + "\n")
     return key, True
-
-
-#: Loggers whose INFO is a dump per HTTP call (credential probes, SDK requests): WARNING unless asked.
-NOISY_LOGGERS = ("azure", "azure.identity", "azure.core.pipeline.policies.http_logging_policy")
-
-
-def quiet_azure_sdk_logs(level: int = logging.WARNING) -> None:
-    """Credential probes and SDK calls log their headers at INFO; the dev host keeps them out of sight."""
-    for name in NOISY_LOGGERS:
-        logging.getLogger(name).setLevel(level)

@@ -25,6 +25,19 @@ MIN_VALID_SECONDS = 60.0
 
 CredentialFactory = Callable[[BackendAuth], Any]
 
+#: Loggers whose INFO is a dump per HTTP call (credential probes, SDK requests and their headers).
+NOISY_LOGGERS = ("azure", "azure.identity", "azure.core.pipeline.policies.http_logging_policy")
+
+
+def quiet_azure_sdk_logs(level: int = logging.WARNING) -> None:
+    """Keep the Azure SDKs' per-call INFO lines out of the terminal and the log store.
+
+    A laptop's DefaultAzureCredential probes several credentials, each logging its request headers;
+    `Credentials` says in one line which one answered instead.
+    """
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+
 
 def _default_credential(auth: BackendAuth) -> Any:
     from azure.identity.aio import DefaultAzureCredential

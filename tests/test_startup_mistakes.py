@@ -20,8 +20,8 @@ from azure.core.credentials import AccessToken
 from azure.identity.aio import ChainedTokenCredential
 
 from devhost.request_log import print_requests, request_line
-from devhost.startup import free_port_after, local_key, misspelling_warnings, quiet_azure_sdk_logs
-from proxy.credentials import Credentials
+from devhost.startup import free_port_after, local_key, misspelling_warnings
+from proxy.credentials import Credentials, quiet_azure_sdk_logs
 from proxy.routing.backends import parse_backends
 from shared.adapters.log_sink import LOGGER_NAME, LogUsageSink
 from shared.settings import DECLARATIONS
