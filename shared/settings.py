@@ -460,7 +460,13 @@ def _type_label(info: FieldInfo) -> str:
     if get_origin(base) is Literal:
         return " \\| ".join(str(a) for a in get_args(base))
     labels: dict[Any, str] = {int: "integer", float: "number", bool: "boolean", Path: "path", str: "text"}
-    return labels.get(base, str(base))
+    bounds = [
+        f"{sign} {_as_value(getattr(meta, attr))}"
+        for meta in info.metadata
+        for attr, sign in (("ge", "≥"), ("gt", ">"), ("le", "≤"), ("lt", "<"))
+        if getattr(meta, attr, None) is not None
+    ]
+    return " ".join([labels.get(base, str(base)), *bounds])
 
 
 def _as_value(value: Any) -> str:
