@@ -11,7 +11,7 @@ import asyncio
 import logging
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -102,6 +102,8 @@ class ProxyCall:
     #: Body bytes `attempt` already read from the response it returns (e.g. a whole error body
     #: that failover inspected); relayed before the rest of the body.
     head: bytes = b""
+    #: Runs in the capture task before the exchange is built (storing a complete answer in the cache).
+    before_capture: Callable[[], Awaitable[None]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 

@@ -15,7 +15,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -59,6 +59,8 @@ class ExchangeRecorder:
         "gateway_error",
         "usage_injected",
         "enforcement",
+        "audience",
+        "cache",
         "_raw_request",
     )
 
@@ -84,6 +86,9 @@ class ExchangeRecorder:
         self.usage_injected = False
         #: In-stream enforcement outcome (`EnforcementOutcome.to_record()`) when the product enforces.
         self.enforcement: dict[str, Any] | None = None
+        #: The audience rule that applied, and the response cache's part (see `shared.exchange.Exchange`).
+        self.audience: dict[str, Any] | None = None
+        self.cache: dict[str, Any] | None = None
 
     def elapsed_ms(self) -> float:
         return round((time.perf_counter() - self.started) * 1000, 3)
@@ -205,6 +210,8 @@ class ExchangeRecorder:
             gateway_error=gateway_error,
             usage_injected=self.usage_injected,
             enforcement=self.enforcement,
+            audience=self.audience,
+            cache=self.cache,
         )
 
 
@@ -229,11 +236,14 @@ class CaptureWriter:
         self._backoff = backoff_seconds
         self._tasks = BackgroundTasks()
 
-    def submit(self, exchange: Exchange | ExchangeRecorder) -> None:
+    def submit(
+        self, exchange: Exchange | ExchangeRecorder, before: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
         """Hand an exchange (or the recorder that will build it) over; returns at once (the task
         is tracked until done). Given a recorder, `finish()` (join, decode, redact) runs in the
-        task, after the client's last byte, instead of in the response's path."""
-        self._tasks.spawn(self._persist(exchange))
+        task, after the client's last byte, instead of in the response's path. `before` runs first
+        in the same task (storing the answer in the response cache, which the exchange then notes)."""
+        self._tasks.spawn(self._persist(exchange, before))
 
     @property
     def pending(self) -> int:
@@ -243,7 +253,14 @@ class CaptureWriter:
         """Wait for every submitted exchange (shutdown, tests)."""
         await self._tasks.drain()
 
-    async def _persist(self, exchange: Exchange | ExchangeRecorder) -> None:
+    async def _persist(
+        self, exchange: Exchange | ExchangeRecorder, before: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        if before is not None:
+            try:
+                await before()
+            except Exception:  # never lose the exchange to it
+                log.exception("the step before capturing %s failed", exchange.request_id)
         if isinstance(exchange, ExchangeRecorder):
             try:
                 exchange = exchange.finish()

@@ -54,6 +54,7 @@ class Settings:
     cosmos_records_container: str = "records"
     cosmos_deadletters_container: str = "deadletters"
     cosmos_affinity_container: str = "affinity"
+    cosmos_cache_container: str = "cache"
     exchange_ttl_seconds: int = 7 * 24 * 3600
     #: "local" (in-process queue, default) or "eventhub".
     event_channel: str = "local"
@@ -128,6 +129,8 @@ class Settings:
     content_safety_max_retry_after_seconds: float = 10.0
     content_safety_timeout_seconds: float = 10.0
     content_safety_max_concurrency: int = 4
+    #: JSON object: product or `subscription:<id>` -> allow-lists and cache (shared/audience.py).
+    audience_policies_json: str = "{}"
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -143,6 +146,7 @@ class Settings:
             cosmos_records_container=env.get("COSMOS_RECORDS_CONTAINER") or "records",
             cosmos_deadletters_container=env.get("COSMOS_DEADLETTERS_CONTAINER") or "deadletters",
             cosmos_affinity_container=env.get("COSMOS_AFFINITY_CONTAINER") or "affinity",
+            cosmos_cache_container=env.get("COSMOS_CACHE_CONTAINER") or "cache",
             exchange_ttl_seconds=_int(env, "EXCHANGE_TTL_SECONDS", 7 * 24 * 3600),
             event_channel=(env.get("EVENT_CHANNEL") or "local").lower(),
             eventhub_namespace=env.get("EventHubConnection__fullyQualifiedNamespace") or None,
@@ -191,5 +195,6 @@ class Settings:
             content_safety_max_retry_after_seconds=_float(env, "CONTENT_SAFETY_MAX_RETRY_AFTER_SECONDS", 10.0),
             content_safety_timeout_seconds=_float(env, "CONTENT_SAFETY_TIMEOUT_SECONDS", 10.0),
             content_safety_max_concurrency=_int(env, "CONTENT_SAFETY_MAX_CONCURRENCY", 4),
+            audience_policies_json=env.get("AUDIENCE_POLICIES") or "{}",
             extra=env,
         )

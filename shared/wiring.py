@@ -14,7 +14,16 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from shared.errors import ConfigurationError
-from shared.ports import AffinityStore, DeadLetterStore, EventChannel, ExchangeStore, Ports, RecordStore, UsageSink
+from shared.ports import (
+    AffinityStore,
+    DeadLetterStore,
+    EventChannel,
+    ExchangeStore,
+    Ports,
+    RecordStore,
+    ResponseCache,
+    UsageSink,
+)
 from shared.settings import Settings
 
 if TYPE_CHECKING:
@@ -80,6 +89,9 @@ def check_settings(settings: Settings) -> None:
 
     parse_deployment_models(settings.deployment_models_json)
     SafetyConfig.from_settings(settings)
+    from shared.audience import AudienceTable
+
+    AudienceTable.from_settings(settings.audience_policies_json, settings.extra.get("CAPTURE_LEVELS"))
 
 
 def build_content_safety(settings: Settings) -> AzureContentSafety | None:
@@ -123,6 +135,7 @@ def build_ports(settings: Settings) -> WiredPorts:
     records: RecordStore
     deadletters: DeadLetterStore
     affinity: AffinityStore
+    cache: ResponseCache
     channel: EventChannel
     sink: UsageSink
     if settings.log_store == "cosmos":
@@ -136,6 +149,8 @@ def build_ports(settings: Settings) -> WiredPorts:
             stores.deadletters,
             stores.affinity,
         )
+        assert stores.cache is not None  # open_cosmos_stores always builds it
+        cache = stores.cache
     else:
         from shared.adapters.sqlite import (
             SqliteAffinityStore,
@@ -143,12 +158,14 @@ def build_ports(settings: Settings) -> WiredPorts:
             SqliteDeadLetterStore,
             SqliteExchangeStore,
             SqliteRecordStore,
+            SqliteResponseCache,
         )
 
         db = SqliteDatabase(settings.sqlite_path)
         closers.append(db.close)
         exchanges, records = SqliteExchangeStore(db), SqliteRecordStore(db)
         deadletters, affinity = SqliteDeadLetterStore(db), SqliteAffinityStore(db)
+        cache = SqliteResponseCache(db)
 
     if settings.event_channel == "eventhub":
         from shared.adapters.eventhub import EventHubChannel
@@ -187,4 +204,5 @@ def build_ports(settings: Settings) -> WiredPorts:
         deadletters=deadletters,
         affinity=affinity,
         safety=safety,
+        cache=cache,
     )
