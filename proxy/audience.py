@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import email.parser
 import email.policy
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -74,7 +75,8 @@ def _not_allowed(deployment: str, rule: str, *, in_batch: bool = False) -> Deplo
 
 
 def filter_list(body: bytes, policy: AudiencePolicy) -> bytes:
-    """`{"data": [{"id": ...}, ...]}` with only the entries the policy allows; anything else unchanged."""
+    """`{"data": [{"id": ...}, ...]}` with only the entries the policy allows (a model also by its id
+    without the version date); anything else unchanged."""
     try:
         parsed = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -84,9 +86,16 @@ def filter_list(body: bytes, policy: AudiencePolicy) -> bytes:
     parsed["data"] = [
         item
         for item in parsed["data"]
-        if isinstance(item, Mapping) and isinstance(item.get("id"), str) and policy.allows_deployment(item["id"])
+        if isinstance(item, Mapping)
+        and isinstance(item.get("id"), str)
+        and (policy.allows_deployment(item["id"]) or policy.allows_deployment(_MODEL_VERSION.sub("", item["id"])))
     ]
     return orjson.dumps(parsed)
+
+
+#: A model id's version suffix (`gpt-4o-2024-08-06`): the models list names models, the allow-list
+#: deployments, which are usually named after the model without its version.
+_MODEL_VERSION = re.compile(r"-\d{4}-\d{2}-\d{2}$")
 
 
 def batch_models(body: bytes, content_type: str) -> list[str]:
