@@ -101,7 +101,9 @@ def base_record(exchange: Exchange) -> dict[str, Any]:
         "content_filter": {"prompt": {}, "completion": {}, "filtered": False},
         "client_disconnected": bool(exchange.client_disconnected),
         "parse_error": None,
-        "audience_rule": _str((exchange.audience or {}).get("rule")) if isinstance(exchange.audience, Mapping) else None,
+        "audience_rule": _str((exchange.audience or {}).get("rule"))
+        if isinstance(exchange.audience, Mapping)
+        else None,
         "cache": _cache_note(exchange.cache),
         "prompt_shields": {"jailbreak": None, "indirect_attack": None},
         "prompt_blocked_reason": None,
@@ -184,7 +186,8 @@ def _cache_hit(record: dict[str, Any], exchange: Exchange) -> None:
     avoided = _service_usage(cache.get("usage"))
     if avoided is not None:
         record["cache"]["tokens_avoided"] = {
-            k: avoided[k] for k in ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens")
+            k: avoided[k]
+            for k in ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens")
         }
 
 
