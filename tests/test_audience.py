@@ -184,3 +184,26 @@ def test_lists_keep_only_allowed_entries():
     assert [d["id"] for d in kept["data"]] == ["gpt-4o-2024-08-06", "text-embedding-3-small"]
     assert kept["object"] == "list"
     assert filter_list(b"not json", policy) == b"not json"
+
+
+def test_bicep_gives_template_created_deployments_prompt_shields_per_mode():
+    from tests.iac_tools import BICEP_DIR, parse_bicep
+
+    (parsed,) = parse_bicep([BICEP_DIR / "modules" / "openai.bicep"]).values()
+    assert parsed["ok"], parsed.get("error")
+    resources = parsed["json"]["resources"]
+    policies = resources["shieldPolicies"]
+    assert policies["type"] == "Microsoft.CognitiveServices/accounts/raiPolicies"
+    assert policies["config"]["loop_type"]["detail"]["array_name"] == "shieldModes"
+    config = policies["config"]["config"]
+    assert config["name"] == "gateway-shields-${mode}"
+    shields = config["properties"]["contentFilters"]["function"]["parameters"]["arg_3"]
+    assert {(f["name"], f["source"], f["enabled"]) for f in shields} == {
+        ("Jailbreak", "Prompt", True),
+        ("Indirect Attack", "Prompt", True),
+    }
+    for f in shields:  # blocking exactly in block mode
+        assert f["blocking"]["operator"]["operands"] == {"operand_1": "mode", "operand_2": "block"}
+    text = (BICEP_DIR / "modules" / "openai.bicep").read_text()
+    assert "raiPolicyName: 'gateway-shields-${d.?promptShields ?? promptShieldsMode}'" in text
+    assert "'block'\n  'annotate'" in text
