@@ -131,7 +131,7 @@ async def _run(n: int, tmp: Path, sim_url: str) -> dict[str, Any]:
         results = {
             "non-stream hit": await _measure(proxy, body, headers, n),
             "stream hit (from a stored body)": await _measure(proxy, stream_body, headers, n),
-            "first live call (miss, stored)": live,
+            "first live call (cold process: the proxy warms up)": live,
         }
     finally:
         await proxy.aclose()
