@@ -186,6 +186,8 @@ def _reached_the_model(record: Mapping[str, Any], exchange: Exchange) -> bool:
     Content Safety call is billed."""
     if exchange.gateway_error:
         return False
+    if isinstance(exchange.cache, Mapping) and exchange.cache.get("status") == "hit":
+        return False  # a stored answer, analysed when it was live
     status = record.get("status_code")
     return isinstance(status, int) and (200 <= status < 300 or status == 400)
 

@@ -50,8 +50,12 @@ class AudienceGate:
                 f"The operation '{operation}' is not allowed for this subscription "
                 f"(configured in {SETTING} entry '{resolved.rule}')."
             )
-        if call.method == "POST" and call.deployment and not policy.allows_deployment(call.deployment):
-            raise _not_allowed(call.deployment, resolved.rule)
+        deployment = call.deployment
+        if deployment is None and call.method == "POST" and policy.deployments is not None:
+            # The v1 surface's multipart uploads (audio, image edits) name the model in a form field.
+            deployment = form_field(call.body, call.headers.get("content-type", ""), "model")
+        if call.method == "POST" and deployment and not policy.allows_deployment(deployment):
+            raise _not_allowed(deployment, resolved.rule)
         if operation == "files" and call.method == "POST" and policy.deployments is not None:
             for model in batch_models(call.body, call.headers.get("content-type", "")):
                 if not policy.allows_deployment(model):
@@ -98,19 +102,32 @@ def filter_list(body: bytes, policy: AudiencePolicy) -> bytes:
 _MODEL_VERSION = re.compile(r"-\d{4}-\d{2}-\d{2}$")
 
 
-def batch_models(body: bytes, content_type: str) -> list[str]:
-    """The `body.model` of every line of a `purpose=batch` JSONL upload (multipart); [] for other uploads.
-
-    A line that is not a JSON request object is refused (400): AOAI would reject the batch anyway,
-    and a line the gateway cannot read is a line it cannot check."""
+def _parts(body: bytes, content_type: str) -> list[Any]:
     if "multipart/form-data" not in content_type.lower():
         return []
     message = email.parser.BytesParser(policy=email.policy.HTTP).parsebytes(
         b"Content-Type: " + content_type.encode("latin-1", "replace") + b"\r\n\r\n" + body
     )
+    return list(message.iter_parts()) if message.is_multipart() else []
+
+
+def form_field(body: bytes, content_type: str, name: str) -> str | None:
+    """A text field of a multipart form (not a file), or None."""
+    for part in _parts(body, content_type):
+        if part.get_param("name", header="content-disposition") == name and part.get_filename() is None:
+            payload = part.get_payload(decode=True)
+            return payload.decode("utf-8", "replace").strip() if isinstance(payload, bytes) else None
+    return None
+
+
+def batch_models(body: bytes, content_type: str) -> list[str]:
+    """The `body.model` of every line of a `purpose=batch` JSONL upload (multipart); [] for other uploads.
+
+    A line that is not a JSON request object is refused (400): AOAI would reject the batch anyway,
+    and a line the gateway cannot read is a line it cannot check."""
     purpose: str | None = None
     files: list[bytes] = []
-    for part in message.iter_parts() if message.is_multipart() else []:
+    for part in _parts(body, content_type):
         name = part.get_param("name", header="content-disposition")
         payload = part.get_payload(decode=True)
         data = payload if isinstance(payload, bytes) else b""

@@ -18,7 +18,7 @@ from fastapi import Response
 from fastapi.responses import StreamingResponse
 
 from proxy import telemetry
-from proxy.call import REQUEST_ID_HEADER, ProxyCall
+from proxy.call import REQUEST_ID_HEADER, ProxyCall, json_body_of
 from proxy.capture import CaptureWriter, ExchangeRecorder
 from shared import response_cache
 from shared.audience import BODILESS_CAPTURE_LEVELS, AudiencePolicy, AudienceTable, CachePolicy, Resolved
@@ -82,6 +82,8 @@ class CacheGate:
             return CachePlan("bypass", policy, reason=f"capture level {level} forbids storing bodies")
         if call.method != "POST" or not call.deployment:
             return CachePlan("bypass", policy, reason="not a model call")
+        if call.json_body is None:  # parsed only when needed so far (the v1 surface, usage injection)
+            call.json_body = json_body_of(call.body, request_headers.get("content-type"))
         directives = cache_control(request_headers.get("cache-control"))
         if "no-cache" in directives or "no-store" in directives:
             return CachePlan("bypass", policy, reason="Cache-Control: " + ", ".join(sorted(directives)))
@@ -119,6 +121,7 @@ class CacheGate:
         headers = [("content-type", content_type), (CACHE_HEADER, "hit")]
         rec.set_response(200, headers)
         rec.chunks = [payload]
+        rec.usage_injected = False  # nothing went upstream: the client got exactly what it asked for
         rec.cache = {
             "status": "hit",
             "reason": None,

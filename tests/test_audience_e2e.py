@@ -108,6 +108,14 @@ def test_the_v1_surface_checks_the_model_in_the_body(gw):
     assert gw.v1().embeddings.create(model="text-embedding-3-small", input="x").data  # glob
 
 
+def test_multipart_uploads_on_the_v1_surface_are_checked_by_their_model_field(gw):
+    before = gw.upstream_count()
+    with pytest.raises(openai.PermissionDeniedError) as refused:
+        gw.v1().audio.transcriptions.create(model="whisper", file=("a.wav", b"RIFF0000WAVEfmt "))
+    _refused(refused.value, "whisper", "standard")
+    assert gw.upstream_count() == before
+
+
 def test_a_subscription_entry_wins_over_its_product(gw):
     raw = gw.client(KEY_LAB).chat.completions.with_raw_response.create(model="gpt-4.1", **_chat())
     assert raw.status_code == 200
@@ -225,6 +233,9 @@ def test_a_stored_body_serves_a_stream_and_a_stored_stream_serves_a_body(gw):
         assert text == live_body.parse().choices[0].message.content
         usage = [c.usage for c in chunks if c.usage is not None]
         assert usage == ([live_body.parse().usage] if include_usage else [])
+        record = gw.record(raw.headers["x-gateway-request-id"])
+        assert record["usage_source"] == "cache" and record["stream"] is True
+        assert record["usage_injected"] is False  # nothing went upstream, nothing was held back
     assert gw.upstream_count() == before
 
     stream_request = _chat(temperature=0, messages=[{"role": "user", "content": "cache me, stream first"}])
@@ -267,6 +278,20 @@ def test_bypass_and_what_is_never_stored(gw):
             model="gpt-4o", **_chat(temperature=0, messages=[{"role": "user", "content": "SIMULATE_CONTENT_FILTER"}])
         )
     assert refused.value.response.headers["x-gateway-cache"] == "miss"
+
+
+def test_embeddings_on_the_deployment_path_are_cached(gw):
+    client = gw.client()
+    first = client.embeddings.with_raw_response.create(model="text-embedding-3-small", input="cache this vector")
+    assert first.headers["x-gateway-cache"] == "store"
+    gw.settle()
+    before = gw.upstream_count()
+    hit = client.embeddings.with_raw_response.create(model="text-embedding-3-small", input="cache this vector")
+    assert hit.headers["x-gateway-cache"] == "hit" and gw.upstream_count() == before
+    assert hit.parse().model_dump() == first.parse().model_dump()
+    record = gw.record(hit.headers["x-gateway-request-id"])
+    assert record["usage_source"] == "cache" and record["cache"]["tokens_avoided"]["prompt_tokens"] > 0
+    assert record["safety"]["status"] == "skipped" and record["usage_injected"] is False
 
 
 def test_a_cut_stream_is_not_stored(gw):
