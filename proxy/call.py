@@ -121,7 +121,7 @@ async def prepare(
         raise BadRequest("Invalid URL: the path is not an Azure OpenAI data-plane path.")
     path = resolved  # from here on, the only path: the upstream URL is built from it
     route = classify(path)
-    if route is None:
+    if route is None or (path == "/openai/deployments" and request.method != "GET"):  # the list is read-only
         raise NotFound(f"Resource not found: {path} is not an Azure OpenAI data-plane path.")
     body = await read_body(request, settings.max_request_body_bytes, first.get("content-length", ""))
     pairs = request.query_params.multi_items()
