@@ -18,6 +18,7 @@ from typing import Any
 
 from shared.exchange import Exchange
 from shared.normalize import record_schema
+from shared.normalize.record import UsageRecord
 from shared.normalize.texts import completion_text, prompt_text
 from shared.pricing.book import PriceBook, load_book
 from shared.pricing.cost import cost_of
@@ -64,7 +65,7 @@ class Enricher:
 
     async def enrich(
         self,
-        record: dict[str, Any],
+        record: UsageRecord,
         details: Mapping[str, Any],
         exchange: Exchange,
         client: ContentSafety | None = None,
@@ -85,7 +86,7 @@ class Enricher:
 
     # --- cost ------------------------------------------------------------------------------------
 
-    def price(self, record: dict[str, Any], details: Mapping[str, Any]) -> None:
+    def price(self, record: UsageRecord, details: Mapping[str, Any]) -> None:
         """The cost fields, from the book in effect at the record's timestamp. Never raises."""
         try:
             model, deployment_type = resolve_deployment(record, self.deployment_models)
@@ -99,7 +100,7 @@ class Enricher:
         record["cost"], record["cost_reason"], record["price_version"] = cost, reason, version
         record["cost_avoided"] = self._cost_avoided(record)
 
-    def _cost_avoided(self, record: dict[str, Any]) -> float | None:
+    def _cost_avoided(self, record: UsageRecord) -> float | None:
         """A cache hit's saving: the stored answer's usage priced as a live call at the record's time."""
         cache = record.get("cache")
         avoided = cache.get("tokens_avoided") if isinstance(cache, Mapping) and cache.get("status") == "hit" else None
@@ -112,7 +113,7 @@ class Enricher:
             return None
         return cost
 
-    def _image_options(self, record: dict[str, Any], details: Mapping[str, Any], model: str | None) -> None:
+    def _image_options(self, record: UsageRecord, details: Mapping[str, Any], model: str | None) -> None:
         """dall-e-3 is priced per image by quality and size, which only the request says: copy them
         into `usage_details` (where `cost_of` reads them) for models the book prices per image."""
         key = self.book.resolve_model(model)

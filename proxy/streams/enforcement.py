@@ -130,11 +130,11 @@ async def enforce(
 async def _pump(upstream_events: AsyncIterator[bytes], run: _Run) -> None:
     try:
         async for chunk in upstream_events:
-            run.feed(chunk)
+            run.decode(chunk)
             run.wake.set()
             if run.blocked:
                 return
-        run.end_of_stream()
+        run.flush()
     finally:
         run.wake.set()
 
@@ -202,11 +202,11 @@ class _Run:
 
     # --- input ----------------------------------------------------------------------------------
 
-    def feed(self, chunk: bytes) -> None:
-        for event in self.decoder.feed(chunk):
+    def decode(self, chunk: bytes) -> None:
+        for event in self.decoder.decode(chunk):
             self._event(event)
 
-    def end_of_stream(self) -> None:
+    def flush(self) -> None:
         for event in self.decoder.flush():
             self._event(event)
         self.eof = True

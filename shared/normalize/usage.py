@@ -14,12 +14,13 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from shared.exchange import Exchange, utc_now_iso
 from shared.normalize import filter_results
 from shared.normalize.apis import api_version, billable, classify, deployment_for, operation
 from shared.normalize.consolidate import consolidate
+from shared.normalize.record import CacheNote, ShieldVerdict, UsageRecord
 from shared.normalize.requests import parse_request
 from shared.normalize.tokens import TokenCounter, encoding_name
 from shared.redaction import redact_body_secrets
@@ -33,7 +34,7 @@ _MAX_ERROR_CHARS = 1000
 _KEEP_DATA_URL_CHARS = 256
 
 
-def normalize(exchange: Exchange) -> tuple[dict[str, Any], dict[str, Any]]:
+def normalize(exchange: Exchange) -> tuple[UsageRecord, dict[str, Any]]:
     """The usage record and the details (normalized request, consolidated response) of an exchange."""
     record = base_record(exchange)
     details: dict[str, Any] = {}
@@ -44,7 +45,7 @@ def normalize(exchange: Exchange) -> tuple[dict[str, Any], dict[str, Any]]:
     return record, details
 
 
-def base_record(exchange: Exchange) -> dict[str, Any]:
+def base_record(exchange: Exchange) -> UsageRecord:
     """The fields that need no parsing, with neutral values for everything else (valid on its own)."""
     identity = exchange.identity
     request = exchange.request
@@ -110,7 +111,7 @@ def base_record(exchange: Exchange) -> dict[str, Any]:
     }
 
 
-def _fill(record: dict[str, Any], details: dict[str, Any], exchange: Exchange) -> None:
+def _fill(record: UsageRecord, details: dict[str, Any], exchange: Exchange) -> None:
     req = exchange.request
     route = classify(req.path)
     api = route.api if route else "other"
@@ -157,11 +158,8 @@ def _fill(record: dict[str, Any], details: dict[str, Any], exchange: Exchange) -
 
 # --- audience: response cache, prompt shields ------------------------------------------------------
 
-#: Prompt Shields' detection categories as AOAI reports them in `content_filter_results`.
-SHIELDS = ("jailbreak", "indirect_attack")
 
-
-def _cache_note(cache: Any) -> dict[str, Any] | None:
+def _cache_note(cache: Any) -> CacheNote | None:
     """The record's `cache`: what the response cache did (None when the audience has no cache)."""
     if not isinstance(cache, Mapping) or cache.get("status") not in ("hit", "miss", "bypass", "store"):
         return None
@@ -176,7 +174,7 @@ def _cache_note(cache: Any) -> dict[str, Any] | None:
     }
 
 
-def _cache_hit(record: dict[str, Any], exchange: Exchange) -> None:
+def _cache_hit(record: UsageRecord, exchange: Exchange) -> None:
     """A hit did no model work: zero billable tokens, `usage_source: "cache"`, and the usage the
     stored answer cost when it was made kept as `cache.tokens_avoided` (priced as `cost_avoided`)."""
     cache = exchange.cache if isinstance(exchange.cache, Mapping) else {}
@@ -184,28 +182,32 @@ def _cache_hit(record: dict[str, Any], exchange: Exchange) -> None:
     record["usage_source"] = "cache"
     record["backend"] = None
     avoided = _service_usage(cache.get("usage"))
-    if avoided is not None:
-        record["cache"]["tokens_avoided"] = {
+    note = record.get("cache")
+    if avoided is not None and note is not None:
+        note["tokens_avoided"] = {
             k: avoided[k]
             for k in ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens")
         }
 
 
-def _shields(record: dict[str, Any]) -> None:
+def _shields(record: UsageRecord) -> None:
     """Prompt Shields' verdicts (`jailbreak`, `indirect_attack`) from AOAI's prompt filter results,
     whatever the API reported them in (chat/completions `prompt_filter_results`, the Responses API's
     `content_filters`, a 400 `content_filter` error); and, for a blocked prompt, which categories blocked it."""
     prompt = record["content_filter"]["prompt"]
-    for name in SHIELDS:
-        verdict = prompt.get(name)
-        if isinstance(verdict, Mapping):
-            record["prompt_shields"][name] = {
-                "detected": verdict.get("detected") is True,
-                "filtered": verdict.get("filtered") is True,
-            }
+    record["prompt_shields"] = {
+        "jailbreak": _shield(prompt.get("jailbreak")),
+        "indirect_attack": _shield(prompt.get("indirect_attack")),
+    }
     if record["status_code"] == 400 and record["error_code"] == "content_filter":
         reasons = sorted(k for k, v in prompt.items() if isinstance(v, Mapping) and v.get("filtered") is True)
         record["prompt_blocked_reason"] = ",".join(reasons) or "content_filter"
+
+
+def _shield(verdict: Any) -> ShieldVerdict | None:
+    if not isinstance(verdict, Mapping):
+        return None  # not reported: the shield is off for this deployment
+    return {"detected": verdict.get("detected") is True, "filtered": verdict.get("filtered") is True}
 
 
 # --- response bodies ---------------------------------------------------------------------------
@@ -244,7 +246,7 @@ def _inner(error: Mapping[str, Any]) -> Mapping[str, Any]:
 # --- content filter, choices ---------------------------------------------------------------------
 
 
-def _verdicts(record: dict[str, Any], api: str, body: Mapping[str, Any]) -> None:
+def _verdicts(record: UsageRecord, api: str, body: Mapping[str, Any]) -> None:
     prompt: dict[str, Any] = {}
     completion: dict[str, Any] = {}
     blocked = False
@@ -279,7 +281,7 @@ def _verdicts(record: dict[str, Any], api: str, body: Mapping[str, Any]) -> None
     }
 
 
-def _choices(record: dict[str, Any], api: str, body: Mapping[str, Any]) -> None:
+def _choices(record: UsageRecord, api: str, body: Mapping[str, Any]) -> None:
     if api == "responses":
         output = [i for i in _list(body.get("output")) if isinstance(i, Mapping)]
         record["tool_call_count"] = sum(1 for i in output if str(i.get("type", "")).endswith("_call"))
@@ -313,7 +315,7 @@ def _choices(record: dict[str, Any], api: str, body: Mapping[str, Any]) -> None:
 
 
 def _usage(
-    record: dict[str, Any],
+    record: UsageRecord,
     exchange: Exchange,
     api: str,
     request: Mapping[str, Any],
@@ -327,7 +329,7 @@ def _usage(
         record["image_count"] = _input_images(request)
     service = _service_usage(body.get("usage"))
     if service is not None:
-        record.update(service)
+        record.update(cast(UsageRecord, service))
         record["usage_source"] = "service"
         if exchange.response is not None and exchange.response.sse is not None and not stream_complete:
             notes.append("usage reported before the stream ended")
