@@ -15,7 +15,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,7 @@ from shared.exchange import (
     utc_now_iso,
 )
 from shared.ports import Ports
+from shared.privacy.capture import CapturePrivacy, reduce, without_bodies
 from shared.redaction import Redactor, request_secrets
 
 log = logging.getLogger(__name__)
@@ -222,12 +223,18 @@ class CaptureWriter:
         *,
         store_attempts: int = 5,
         backoff_seconds: float = 0.2,
+        privacy: CapturePrivacy | None = None,
+        record_in_place: Callable[[Exchange], Awaitable[object]] | None = None,
     ) -> None:
+        """`privacy` applies CAPTURE_LEVELS to each exchange before it is stored; an exchange at
+        level `none` goes to `record_in_place` (the parser's record step) instead of the store."""
         self._ports = ports
         self.outbox_dir = outbox_dir or default_outbox_dir()
         self._store_attempts = store_attempts
         self._backoff = backoff_seconds
         self._tasks = BackgroundTasks()
+        self._privacy = privacy
+        self._record_in_place = record_in_place
 
     def submit(self, exchange: Exchange | ExchangeRecorder) -> None:
         """Hand an exchange (or the recorder that will build it) over; returns at once (the task
@@ -249,6 +256,11 @@ class CaptureWriter:
                 exchange = exchange.finish()
             except Exception:  # a defect: say which request, as the response path would have
                 log.exception("building the exchange of %s failed", exchange.request_id)
+                return
+        if self._privacy is not None:
+            exchange = await self._apply_privacy(exchange, self._privacy)
+            if exchange.capture_level == "none" and self._record_in_place is not None:
+                await self._record_in_place(exchange)
                 return
         ports = self._ports()
         delay = self._backoff
@@ -274,6 +286,19 @@ class CaptureWriter:
         except Exception as exc:
             log.warning("announcing exchange %s failed: %s", exchange.request_id, type(exc).__name__)
             self._spill(exchange, "publish")
+
+    @staticmethod
+    async def _apply_privacy(exchange: Exchange, privacy: CapturePrivacy) -> Exchange:
+        """The capture level, applied off the event loop when there is work (recognizers over every
+        text cost milliseconds per 100 KB, which other streams must not wait for)."""
+        level, rule = privacy.level_of(exchange)
+        try:
+            if level == "full":
+                return reduce(exchange, level, rule, privacy.pii)
+            return await asyncio.to_thread(reduce, exchange, level, rule, privacy.pii)
+        except Exception:  # a defect: fail closed, keep no content rather than too much
+            log.exception("applying capture level %s to %s failed; keeping no bodies", level, exchange.request_id)
+            return without_bodies(exchange, rule)
 
     def _spill(self, exchange: Exchange, stage: str) -> None:
         """Write the (already redacted) exchange to `<outbox>/<request_id>.json` for a later replay."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from fastapi import Request, Response
@@ -26,7 +26,10 @@ from proxy.routing.pool import BackendPool
 from proxy.streams.safety import StreamSafety
 from proxy.upstream import Timeouts, UpstreamClient, client_response_headers
 from shared.errors import ErrorResponse
+from shared.exchange import Exchange
 from shared.ports import AffinityStore, Ports
+from shared.privacy.capture import CapturePrivacy
+from shared.privacy.policy import CapturePolicy
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -138,7 +141,28 @@ def build_proxy(settings: Settings, ports: Callable[[], Ports]) -> Proxy:
         settings,
         UpstreamClient(Timeouts.from_settings(settings), settings.upstream_max_connections),
         Credentials(settings.extra),
-        CaptureWriter(ports, outbox),
+        CaptureWriter(ports, outbox, privacy=capture_privacy(settings), record_in_place=_in_place(settings, ports)),
         affinity=lambda: ports().affinity,
         safety=StreamSafety.from_settings(settings),
     )
+
+
+def capture_privacy(settings: Settings) -> CapturePrivacy | None:
+    """CAPTURE_LEVELS, or None when every audience is captured in `full` (nothing to apply)."""
+    policy = CapturePolicy.parse(settings.capture_levels_json)
+    return CapturePrivacy(policy) if policy.table or policy.default != "full" else None
+
+
+def _in_place(settings: Settings, ports: Callable[[], Ports]) -> Callable[[Exchange], Awaitable[object]]:
+    """The parser's record step for exchanges that are never stored (capture level `none`)."""
+    enricher = None
+
+    async def record(exchange: Exchange) -> object:
+        nonlocal enricher
+        from parser.enrich import Enricher
+        from parser.handler import record_in_place
+
+        enricher = enricher or Enricher.from_settings(settings)
+        return await record_in_place(exchange, ports(), enricher=enricher)
+
+    return record

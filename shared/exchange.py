@@ -120,6 +120,13 @@ class Exchange:
     usage_injected: bool = False
     #: In-stream content-safety enforcement outcome (proxy/streams/enforcement.py), when the product enforces.
     enforcement: dict[str, Any] | None = None
+    #: What was kept (shared/privacy/capture.py): "full", "redacted", "metadata" or "none".
+    capture_level: str = "full"
+    #: How the level was chosen and applied: {"rule": CAPTURE_LEVELS key, "pii": distinct values per kind}.
+    privacy: dict[str, Any] | None = None
+    #: Below `full`: the usage record and details computed from the whole exchange before bodies were
+    #: reduced ({"record": ..., "details": ...}); the parser uses them as they are.
+    normalized: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -143,6 +150,9 @@ class Exchange:
             gateway_error=d.get("gateway_error"),
             usage_injected=bool(d.get("usage_injected", False)),
             enforcement=d.get("enforcement"),
+            capture_level=str(d.get("capture_level") or "full"),
+            privacy=d.get("privacy"),
+            normalized=d.get("normalized"),
             schema_version=int(d.get("schema_version", SCHEMA_VERSION)),
         )
 

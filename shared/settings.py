@@ -55,6 +55,10 @@ class Settings:
     cosmos_deadletters_container: str = "deadletters"
     cosmos_affinity_container: str = "affinity"
     exchange_ttl_seconds: int = 7 * 24 * 3600
+    #: JSON: product or "subscription:<id>" -> "full" | "redacted" | "metadata" | "none" (shared/privacy/policy.py).
+    capture_levels_json: str = "{}"
+    #: JSON: product or "subscription:<id>" -> {"exchanges_days", "records_days"} (shared/privacy/policy.py).
+    retention_json: str = "{}"
     #: "local" (in-process queue, default) or "eventhub".
     event_channel: str = "local"
     #: Identity-based Event Hubs connection: the fully qualified namespace.
@@ -144,6 +148,8 @@ class Settings:
             cosmos_deadletters_container=env.get("COSMOS_DEADLETTERS_CONTAINER") or "deadletters",
             cosmos_affinity_container=env.get("COSMOS_AFFINITY_CONTAINER") or "affinity",
             exchange_ttl_seconds=_int(env, "EXCHANGE_TTL_SECONDS", 7 * 24 * 3600),
+            capture_levels_json=env.get("CAPTURE_LEVELS") or "{}",
+            retention_json=env.get("RETENTION") or "{}",
             event_channel=(env.get("EVENT_CHANNEL") or "local").lower(),
             eventhub_namespace=env.get("EventHubConnection__fullyQualifiedNamespace") or None,
             eventhub_name=env.get("EVENT_HUB_NAME") or "exchanges",

@@ -57,6 +57,7 @@ def _full_record() -> dict:
         usage_details={"audio_tokens": 0},
         estimation_notes=["n"],
         usage_injected=True,
+        capture_level="redacted",
     )
     missing = [name for name in SCHEMA["properties"] if record.get(name) is None]
     assert not missing, f"fill these schema fields in the test record: {missing}"

@@ -31,7 +31,13 @@ _KEEP_DATA_URL_CHARS = 256
 
 
 def normalize(exchange: Exchange) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The usage record and the details (normalized request, consolidated response) of an exchange."""
+    """The usage record and the details (normalized request, consolidated response) of an exchange.
+
+    Below capture level `full` the proxy normalized the whole exchange before reducing it
+    (shared/privacy/capture.py): that record and those details are returned as they are."""
+    pre = exchange.normalized
+    if isinstance(pre, Mapping) and isinstance(pre.get("record"), Mapping) and isinstance(pre.get("details"), Mapping):
+        return {**pre["record"], "capture_level": exchange.capture_level}, dict(pre["details"])
     record = base_record(exchange)
     details: dict[str, Any] = {}
     try:
@@ -98,6 +104,7 @@ def base_record(exchange: Exchange) -> dict[str, Any]:
         "content_filter": {"prompt": {}, "completion": {}, "filtered": False},
         "client_disconnected": bool(exchange.client_disconnected),
         "parse_error": None,
+        "capture_level": exchange.capture_level if isinstance(exchange.capture_level, str) else "full",
     }
 
 
