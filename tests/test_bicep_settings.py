@@ -186,6 +186,8 @@ TUNABLE_DEFAULTS = {
     "UPSTREAM_TOTAL_TIMEOUT_SECONDS": ("upstream", "totalTimeoutSeconds"),
     "UPSTREAM_MAX_CONNECTIONS": ("upstream", "maxConnections"),
     "EXCHANGE_TTL_SECONDS": ("exchangeTtlSeconds", None),
+    "CAPTURE_LEVELS": ("captureLevels", None),
+    "RETENTION": ("retention", None),
     "MAX_REQUEST_BODY_BYTES": ("maxRequestBodyBytes", None),
     "PARSER_MAX_CONCURRENCY": ("parserMaxConcurrency", None),
 }
