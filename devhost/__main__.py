@@ -176,10 +176,16 @@ COMMANDS["dashboard"] = (
     commands.dashboard_arguments,
     commands.dashboard_command,
 )
-COMMANDS["erase"] = ("erase a user's or a subscription's data: exchanges removed, records anonymized",
-                     privacy_commands.erase_arguments, privacy_commands.erase_command)
-COMMANDS["purge"] = ("delete what is past its retention (RETENTION) now",
-                     privacy_commands.purge_arguments, privacy_commands.purge_command)
+COMMANDS["erase"] = (
+    "erase a user's or a subscription's data: exchanges removed, records anonymized",
+    privacy_commands.erase_arguments,
+    privacy_commands.erase_command,
+)
+COMMANDS["purge"] = (
+    "delete what is past its retention (RETENTION) now",
+    privacy_commands.purge_arguments,
+    privacy_commands.purge_command,
+)
 
 
 def main(argv: list[str] | None = None) -> int:

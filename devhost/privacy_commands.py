@@ -17,7 +17,9 @@ from shared.settings import Settings
 
 
 def erase_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--settings", default="local.settings.json", help="settings file (SQLITE_PATH, CAPTURE_OUTBOX_DIR)")
+    parser.add_argument(
+        "--settings", default="local.settings.json", help="settings file (SQLITE_PATH, CAPTURE_OUTBOX_DIR)"
+    )
     add_subject_arguments(parser)
 
 

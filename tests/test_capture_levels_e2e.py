@@ -96,8 +96,19 @@ def _call(gw: Gateway, level: str, *, stream: bool, api_version: str = "2024-10-
     return rid
 
 
-USAGE_FIELDS = ("prompt_tokens", "completion_tokens", "total_tokens", "usage_source", "cost", "model",
-                "finish_reasons", "stream", "status_code", "api", "deployment")
+USAGE_FIELDS = (
+    "prompt_tokens",
+    "completion_tokens",
+    "total_tokens",
+    "usage_source",
+    "cost",
+    "model",
+    "finish_reasons",
+    "stream",
+    "status_code",
+    "api",
+    "deployment",
+)
 
 
 @pytest.mark.parametrize(
@@ -133,17 +144,23 @@ def test_each_level_stores_what_it_promises(gw: Gateway) -> None:
     stored = gw.stored_bytes(ids["redacted"]).decode()
     details = json.dumps(gw.details(ids["redacted"]))
     for value in (EMAIL, "7946 0958", CARD):
-        assert value not in stored and value not in details, [m for m in re.findall(".{80}" + value + ".{40}", stored + details)]
+        assert value not in stored and value not in details, [
+            m for m in re.findall(".{80}" + value + ".{40}", stored + details)
+        ]
     # The same value gets the same placeholder in the prompt, the answer and the details.
     prompt = redacted.request.body["messages"][0]["content"]
     assert prompt == "My e-mail is <EMAIL_1>, phone <PHONE_1>; write back to <EMAIL_1> about card <CREDIT_CARD_1>."
     answer = redacted.response.body["choices"][0]["message"]["content"]
     assert answer == "Noted: I will write to <EMAIL_1> and never store <CREDIT_CARD_1>."
-    assert "<EMAIL_1>" in details and redacted.privacy["pii"].items() >= {"CREDIT_CARD": 1, "EMAIL": 1, "PHONE": 1}.items()
+    assert (
+        "<EMAIL_1>" in details and redacted.privacy["pii"].items() >= {"CREDIT_CARD": 1, "EMAIL": 1, "PHONE": 1}.items()
+    )
 
     assert metadata.capture_level == "metadata" and metadata.privacy["rule"] == "subscription:team-hr"
     assert metadata.request.body is None and metadata.response.body is None and metadata.response.sse is None
-    assert b"rossi" not in gw.stored_bytes(ids["metadata"]), re.findall(rb".{200}rossi.{50}", gw.stored_bytes(ids["metadata"]))
+    assert b"rossi" not in gw.stored_bytes(ids["metadata"]), re.findall(
+        rb".{200}rossi.{50}", gw.stored_bytes(ids["metadata"])
+    )
     summary = gw.details(ids["metadata"])
     assert summary["request"]["model"] == "gpt-4o" and summary["prompt"]["bytes"] == len(PROMPT.encode())
     assert len(summary["completion"]["sha256"]) == 64 and "rossi" not in json.dumps(summary)

@@ -59,7 +59,10 @@ def test_retention_per_product_over_the_defaults() -> None:
     [
         ('{"standard": 30}', "RETENTION['standard'] must be an object with exchanges_days and/or records_days"),
         ('{"standard": {"exchange_days": 30}}', "RETENTION['standard'] must be an object"),
-        ('{"standard": {"records_days": 0}}', "RETENTION['standard'].records_days must be a positive number of days or -1"),
+        (
+            '{"standard": {"records_days": 0}}',
+            "RETENTION['standard'].records_days must be a positive number of days or -1",
+        ),
         ('{"standard": {"records_days": "400"}}', "RETENTION['standard'].records_days must be a positive number"),
     ],
 )

@@ -92,8 +92,12 @@ def test_secrets_go_through_the_shared_redactor_first() -> None:
 
 
 def test_json_values_are_walked_at_any_depth_and_keys_and_numbers_kept() -> None:
-    body = {"messages": [{"role": "user", "content": [{"type": "text", "text": "ip 10.1.2.3"}]}],
-            "metadata": {"a@b.io": "x"}, "max_tokens": 4111111111111111, "deep": [[[["call +1 415-555-0132"]]]]}
+    body = {
+        "messages": [{"role": "user", "content": [{"type": "text", "text": "ip 10.1.2.3"}]}],
+        "metadata": {"a@b.io": "x"},
+        "max_tokens": 4111111111111111,
+        "deep": [[[["call +1 415-555-0132"]]]],
+    }
     out = PII.json(body, Placeholders())
     assert out["messages"][0]["content"][0]["text"] == "ip <IP_ADDRESS_1>"
     assert out["metadata"] == {"a@b.io": "x"} and out["max_tokens"] == 4111111111111111

@@ -30,12 +30,26 @@ from tests.cosmos_server import KEY, cosmos_endpoint  # noqa: F401 - fixture
 RETENTION = '{"standard": {"exchanges_days": 30, "records_days": 400}, "subscription:team-hr": {"exchanges_days": 1}}'
 
 
-def exchange(rid: str, *, user: str | None = "u-1", sub: str = "team-a", product: str = "standard",
-             text: str = "Hello from alice@example.com", received: str = "2026-12-06T00:00:00.000Z") -> Exchange:
+def exchange(
+    rid: str,
+    *,
+    user: str | None = "u-1",
+    sub: str = "team-a",
+    product: str = "standard",
+    text: str = "Hello from alice@example.com",
+    received: str = "2026-12-06T00:00:00.000Z",
+) -> Exchange:
     return Exchange(
         request_id=rid,
-        request=CapturedRequest("POST", "/openai/deployments/gpt-4o/chat/completions", {"api-version": "2024-10-21"},
-                                {"content-type": "application/json"}, {"messages": [{"role": "user", "content": text}]}, "json", 60),
+        request=CapturedRequest(
+            "POST",
+            "/openai/deployments/gpt-4o/chat/completions",
+            {"api-version": "2024-10-21"},
+            {"content-type": "application/json"},
+            {"messages": [{"role": "user", "content": text}]},
+            "json",
+            60,
+        ),
         response=CapturedResponse(200, {"content-type": "application/json"}, {"choices": []}, "json", 14),
         timings=Timings(received, 1.0, 2.0),
         identity=Identity(sub, sub.title(), product, user, "203.0.113.7"),
@@ -43,10 +57,20 @@ def exchange(rid: str, *, user: str | None = "u-1", sub: str = "team-a", product
 
 
 def record(ex: Exchange) -> dict[str, Any]:
-    return {"request_id": ex.request_id, "timestamp": ex.timings.received_at, "subscription_id": ex.identity.subscription_id,
-            "subscription_name": ex.identity.subscription_name, "product": ex.identity.product,
-            "user_id": ex.identity.user_id, "client_ip": ex.identity.client_ip, "user_agent": "openai-python/3",
-            "prompt_tokens": 9, "completion_tokens": 3, "total_tokens": 12, "cost": 0.0001}
+    return {
+        "request_id": ex.request_id,
+        "timestamp": ex.timings.received_at,
+        "subscription_id": ex.identity.subscription_id,
+        "subscription_name": ex.identity.subscription_name,
+        "product": ex.identity.product,
+        "user_id": ex.identity.user_id,
+        "client_ip": ex.identity.client_ip,
+        "user_agent": "openai-python/3",
+        "prompt_tokens": 9,
+        "completion_tokens": 3,
+        "total_tokens": 12,
+        "cost": 0.0001,
+    }
 
 
 # --- retention --------------------------------------------------------------------------------------
@@ -59,8 +83,10 @@ async def test_the_local_purge_follows_each_audiences_retention(tmp_path: Path) 
     old = (now - timedelta(days=40)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     ancient = (now - timedelta(days=500)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
     cases = {
-        "std-new": exchange("std-new"), "std-old": exchange("std-old", received=old),
-        "std-ancient": exchange("std-ancient", received=ancient), "hr": exchange("hr", sub="team-hr"),
+        "std-new": exchange("std-new"),
+        "std-old": exchange("std-old", received=old),
+        "std-ancient": exchange("std-ancient", received=ancient),
+        "hr": exchange("hr", sub="team-hr"),
         "other": exchange("other", product="premium", received=old),
     }
     for ex in cases.values():
@@ -109,7 +135,9 @@ async def _seed_sqlite(path: Path) -> None:
     await db.close()
 
 
-def test_devhost_erase_removes_a_users_exchanges_and_anonymizes_their_records(tmp_path: Path, capsys, monkeypatch) -> None:
+def test_devhost_erase_removes_a_users_exchanges_and_anonymizes_their_records(
+    tmp_path: Path, capsys, monkeypatch
+) -> None:
     path = tmp_path / "g.db"
     asyncio.run(_seed_sqlite(path))
     outbox = tmp_path / "outbox"
@@ -149,7 +177,11 @@ def test_anonymize_keeps_usage_and_replaces_identity() -> None:
     rec = record(exchange("r"))
     out = anonymize(rec, Subject(user_id="u-1"), b"s")
     assert out["user_id"] == pseudonym("u-1", b"s") != pseudonym("u-1", b"t")
-    assert {k: out[k] for k in ("total_tokens", "cost", "subscription_id")} == {"total_tokens": 12, "cost": 0.0001, "subscription_id": "team-a"}
+    assert {k: out[k] for k in ("total_tokens", "cost", "subscription_id")} == {
+        "total_tokens": 12,
+        "cost": 0.0001,
+        "subscription_id": "team-a",
+    }
     with pytest.raises(ValueError):
         Subject()
 
@@ -163,14 +195,23 @@ async def cosmos_db(cosmos_endpoint: str) -> AsyncIterator[tuple[str, str]]:  # 
     async with CosmosClient(cosmos_endpoint, credential=KEY, connection_verify=False) as admin:
         db = await admin.create_database_if_not_exists(database)
         for name in ("exchanges", "records", "deadletters", "affinity"):
-            await db.create_container_if_not_exists(name, partition_key=PartitionKey("/id" if name == "affinity" else "/requestId"))
+            await db.create_container_if_not_exists(
+                name, partition_key=PartitionKey("/id" if name == "affinity" else "/requestId")
+            )
     yield cosmos_endpoint, database
 
 
 async def test_cosmos_items_carry_the_ttl_of_their_audience(cosmos_db: tuple[str, str]) -> None:
     endpoint, database = cosmos_db
-    settings = Settings.from_env({"LOG_STORE": "cosmos", "COSMOS_ENDPOINT": endpoint, "COSMOS_DATABASE": database,
-                                  "RETENTION": RETENTION, "EXCHANGE_TTL_SECONDS": "3600"})
+    settings = Settings.from_env(
+        {
+            "LOG_STORE": "cosmos",
+            "COSMOS_ENDPOINT": endpoint,
+            "COSMOS_DATABASE": database,
+            "RETENTION": RETENTION,
+            "EXCHANGE_TTL_SECONDS": "3600",
+        }
+    )
     stores = open_cosmos_stores(settings, KEY, connection_verify=False)
     try:
         await stores.exchanges.save(exchange("std"))
@@ -208,9 +249,14 @@ async def test_cosmos_erasure_with_the_sdk(cosmos_db: tuple[str, str]) -> None:
         assert sorted(report.exchanges_removed) == ["c1", "c2", "c4"]
         assert sorted(report.records_anonymized) == ["c1", "c2"] and report.details_removed == 2
         assert report.deadletters_removed == 1
-        ex_left = [it["requestId"] async for it in db.get_container_client("exchanges").query_items("SELECT c.requestId FROM c")]
+        ex_left = [
+            it["requestId"]
+            async for it in db.get_container_client("exchanges").query_items("SELECT c.requestId FROM c")
+        ]
         assert sorted(set(ex_left)) == ["c3"]
         recs = {it["id"]: it async for it in db.get_container_client("records").query_items("SELECT * FROM c")}
         assert set(recs) == {"c1", "c2", "c3", "c3.details"}
-        assert recs["c1"]["record"]["user_id"] == pseudonym("u-1", b"salt") and recs["c1"]["record"]["total_tokens"] == 12
+        assert (
+            recs["c1"]["record"]["user_id"] == pseudonym("u-1", b"salt") and recs["c1"]["record"]["total_tokens"] == 12
+        )
         assert recs["c3"]["record"]["user_id"] == "u-2"

@@ -162,7 +162,10 @@ def gw(tmp_path_factory):
     try:
         with dev_host(
             tmp_path_factory.mktemp("canary"),
-            {key: {"id": f"team-{level}", "name": level, "product": f"product-{level}"} for level, key in LEVEL_KEYS.items()},
+            {
+                key: {"id": f"team-{level}", "name": level, "product": f"product-{level}"}
+                for level, key in LEVEL_KEYS.items()
+            },
             {"sim": SimulatorConfig(api_key="unused-simulator-key")},
             env={
                 "GATEWAY_BACKENDS": json.dumps(backends),

@@ -116,7 +116,9 @@ class CosmosExchangeStore:
 class CosmosRecordStore:
     """Record item `id` = request id; details item `id` = "<request id>.details", written atomically together."""
 
-    def __init__(self, container: Container, warm_up: WarmUp = _no_warm_up, retention: RetentionPolicy | None = None) -> None:
+    def __init__(
+        self, container: Container, warm_up: WarmUp = _no_warm_up, retention: RetentionPolicy | None = None
+    ) -> None:
         self.container = container
         self._warm_up = warm_up
         self.retention = retention

@@ -31,12 +31,36 @@ from shared.privacy.pii import PiiRedactor, Placeholders
 from shared.privacy.policy import CaptureLevel, CapturePolicy
 
 #: Request fields that are options, not content: kept at `metadata` (pricing reads size and quality).
-OPTION_FIELDS = frozenset({
-    "model", "stream", "n", "size", "quality", "style", "temperature", "top_p", "max_tokens",
-    "max_completion_tokens", "max_output_tokens", "seed", "presence_penalty", "frequency_penalty",
-    "reasoning_effort", "service_tier", "dimensions", "encoding_format", "voice", "parallel_tool_calls",
-    "store", "background", "logprobs", "top_logprobs", "output_format", "background_color",
-})
+OPTION_FIELDS = frozenset(
+    {
+        "model",
+        "stream",
+        "n",
+        "size",
+        "quality",
+        "style",
+        "temperature",
+        "top_p",
+        "max_tokens",
+        "max_completion_tokens",
+        "max_output_tokens",
+        "seed",
+        "presence_penalty",
+        "frequency_penalty",
+        "reasoning_effort",
+        "service_tier",
+        "dimensions",
+        "encoding_format",
+        "voice",
+        "parallel_tool_calls",
+        "store",
+        "background",
+        "logprobs",
+        "top_logprobs",
+        "output_format",
+        "background_color",
+    }
+)
 #: Strings longer than this that start with `data:` are payloads (images, audio) rather than text.
 _DATA_URL_CHARS = 256
 
@@ -68,7 +92,9 @@ def reduce(exchange: Exchange, level: CaptureLevel, rule: str, pii: PiiRedactor)
     return _metadata(exchange, record, details, level, rule, pii)
 
 
-def _redacted(exchange: Exchange, record: dict[str, Any], details: dict[str, Any], rule: str, pii: PiiRedactor) -> Exchange:
+def _redacted(
+    exchange: Exchange, record: dict[str, Any], details: dict[str, Any], rule: str, pii: PiiRedactor
+) -> Exchange:
     names = Placeholders()
 
     def clean(value: Any) -> Any:
@@ -81,8 +107,12 @@ def _redacted(exchange: Exchange, record: dict[str, Any], details: dict[str, Any
     elif encoding == "base64":
         body, encoding = _text_or_digest(decode_body(body, encoding), pii, names)
     new_request = replace(
-        request, body=body, body_encoding=encoding, path=pii.text(request.path, names),
-        headers=_fields(request.headers, pii, names), query=_fields(request.query, pii, names),
+        request,
+        body=body,
+        body_encoding=encoding,
+        path=pii.text(request.path, names),
+        headers=_fields(request.headers, pii, names),
+        query=_fields(request.query, pii, names),
     )
     new_details = clean(details)
     response = exchange.response
@@ -104,17 +134,32 @@ def _redacted(exchange: Exchange, record: dict[str, Any], details: dict[str, Any
     attempts = [replace(a, error=pii.text(a.error, names)) if a.error else a for a in exchange.attempts]
     privacy: dict[str, Any] = {"rule": rule, "pii": names.distinct}
     return replace(
-        exchange, request=new_request, response=response, gateway_error=error, attempts=attempts,
-        capture_level="redacted", privacy=privacy, normalized={"record": record, "details": new_details},
+        exchange,
+        request=new_request,
+        response=response,
+        gateway_error=error,
+        attempts=attempts,
+        capture_level="redacted",
+        privacy=privacy,
+        normalized={"record": record, "details": new_details},
     )
 
 
 def _metadata(
-    exchange: Exchange, record: dict[str, Any], details: dict[str, Any], level: CaptureLevel, rule: str, pii: PiiRedactor
+    exchange: Exchange,
+    record: dict[str, Any],
+    details: dict[str, Any],
+    level: CaptureLevel,
+    rule: str,
+    pii: PiiRedactor,
 ) -> Exchange:
     api = str(record.get("api") or "other")
-    request_details = details.get("request") if isinstance(details.get("request"), Mapping) else {}
-    response_details = details.get("response") if isinstance(details.get("response"), Mapping) else {}
+    request_details: Mapping[str, Any] = details.get("request") or {}
+    response_details: Mapping[str, Any] = details.get("response") or {}
+    if not isinstance(request_details, Mapping):
+        request_details = {}
+    if not isinstance(response_details, Mapping):
+        response_details = {}
     summary = {
         "request": {k: v for k, v in request_details.items() if k in OPTION_FIELDS and _scalar(v)},
         "tools": sorted(set(_tool_names(request_details.get("tools")))),
@@ -126,13 +171,20 @@ def _metadata(
     # Header and query values are metadata, but a client can put anything in them.
     names = Placeholders()
     request = replace(
-        exchange.request, body=None, body_encoding="empty",
-        headers=_fields(exchange.request.headers, pii, names), query=_fields(exchange.request.query, pii, names),
+        exchange.request,
+        body=None,
+        body_encoding="empty",
+        headers=_fields(exchange.request.headers, pii, names),
+        query=_fields(exchange.request.query, pii, names),
     )
     response = exchange.response
     if response is not None:
         response = replace(response, headers=_fields(response.headers, pii, names))
-        raw = response.sse.encode("utf-8") if response.sse is not None else decode_body(response.body, response.body_encoding)
+        raw = (
+            response.sse.encode("utf-8")
+            if response.sse is not None
+            else decode_body(response.body, response.body_encoding)
+        )
         summary["response_body"] = _digest(raw)
         response = replace(response, body=None, body_encoding="empty", sse=None)
     error = exchange.gateway_error
@@ -142,13 +194,21 @@ def _metadata(
         record["parse_error"] = str(record["parse_error"]).split(":", 1)[0]
     attempts = [replace(a, error=a.error.split(":", 1)[0]) if a.error else a for a in exchange.attempts]
     return replace(
-        exchange, request=request, response=response, gateway_error=error, attempts=attempts,
-        capture_level=level, privacy={"rule": rule}, normalized={"record": record, "details": summary},
+        exchange,
+        request=request,
+        response=response,
+        gateway_error=error,
+        attempts=attempts,
+        capture_level=level,
+        privacy={"rule": rule},
+        normalized={"record": record, "details": summary},
     )
 
 
 def _scalar(value: Any) -> bool:
-    return value is None or isinstance(value, (str, int, float, bool)) and not (isinstance(value, str) and len(value) > 64)
+    return (
+        value is None or isinstance(value, (str, int, float, bool)) and not (isinstance(value, str) and len(value) > 64)
+    )
 
 
 def _digest(raw: bytes) -> dict[str, Any]:
@@ -186,7 +246,7 @@ def _without_payloads(value: Any) -> Any:
         parent, key, node = stack.pop()
         copy: Any = dict(node) if isinstance(node, dict) else list(node)
         parent[key] = copy
-        for k, v in (copy.items() if isinstance(copy, dict) else enumerate(copy)):
+        for k, v in copy.items() if isinstance(copy, dict) else enumerate(copy):
             if isinstance(v, str) and _is_payload(v):
                 copy[k] = _payload_digest(v)
             elif isinstance(v, (dict, list)):

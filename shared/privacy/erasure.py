@@ -139,16 +139,24 @@ def _erase_sqlite(conn: sqlite3.Connection, subject: Subject, salt: bytes, repor
     ids: set[str] = set()
     for rid, raw, had_details in rows:
         record = anonymize(orjson.loads(raw), subject, salt)
-        conn.execute("UPDATE records SET record = ?, details = NULL WHERE request_id = ?", (orjson.dumps(record).decode(), rid))
+        conn.execute(
+            "UPDATE records SET record = ?, details = NULL WHERE request_id = ?", (orjson.dumps(record).decode(), rid)
+        )
         report.records_anonymized.append(rid)
         report.details_removed += int(bool(had_details))
         ids.add(rid)
     ident = "$.exchange.identity.user_id" if subject.user_id is not None else "$.exchange.identity.subscription_id"
-    ids.update(r[0] for r in conn.execute(
-        f"SELECT request_id FROM exchange_items WHERE seq = 0 AND count = 1 AND json_extract(item, '{ident}') = ?", (value,)
-    ))
+    ids.update(
+        r[0]
+        for r in conn.execute(
+            f"SELECT request_id FROM exchange_items WHERE seq = 0 AND count = 1 AND json_extract(item, '{ident}') = ?",
+            (value,),
+        )
+    )
     for (rid,) in conn.execute("SELECT request_id FROM exchange_items WHERE seq = 0 AND count > 1").fetchall():
-        items = [orjson.loads(r[0]) for r in conn.execute("SELECT item FROM exchange_items WHERE request_id = ?", (rid,))]
+        items = [
+            orjson.loads(r[0]) for r in conn.execute("SELECT item FROM exchange_items WHERE request_id = ?", (rid,))
+        ]
         try:
             who = from_items(items).identity
         except ValueError:
@@ -178,34 +186,46 @@ async def erase_cosmos(
     salt = salt or new_salt()
     report = ErasureReport(str(subject))
     ex, rec, dead = (database.get_container_client(n) for n in (exchanges, records, deadletters))
-    field_name, value = ("user_id", subject.user_id) if subject.user_id is not None else ("subscription_id", subject.subscription_id)
+    field_name, value = (
+        ("user_id", subject.user_id) if subject.user_id is not None else ("subscription_id", subject.subscription_id)
+    )
     params = [{"name": "@v", "value": value}]
     ids: set[str] = set()
-    async for item in rec.query_items(f"SELECT * FROM c WHERE c.kind = 'record' AND c.record.{field_name} = @v", parameters=params):
+    async for item in rec.query_items(
+        f"SELECT * FROM c WHERE c.kind = 'record' AND c.record.{field_name} = @v", parameters=params
+    ):
         rid = item["requestId"]
         await rec.upsert_item({**item, "record": anonymize(item["record"], subject, salt)})
         report.records_anonymized.append(rid)
         ids.add(rid)
-        for details in await _all(rec.query_items(
-            "SELECT c.id FROM c WHERE c.requestId = @r AND c.kind = 'details'", parameters=[{"name": "@r", "value": rid}],
-            partition_key=rid,
-        )):
+        for details in await _all(
+            rec.query_items(
+                "SELECT c.id FROM c WHERE c.requestId = @r AND c.kind = 'details'",
+                parameters=[{"name": "@r", "value": rid}],
+                partition_key=rid,
+            )
+        ):
             await rec.delete_item(details["id"], partition_key=rid)
             report.details_removed += 1
     # `subject` sits on every exchange item, the readable first item carries the whole identity.
     subject_field = "userId" if subject.user_id is not None else "subscriptionId"
     async for item in ex.query_items(
-        f"SELECT c.requestId FROM c WHERE c.{subject_field} = @v OR c.exchange.identity.{field_name} = @v", parameters=params
+        f"SELECT c.requestId FROM c WHERE c.{subject_field} = @v OR c.exchange.identity.{field_name} = @v",
+        parameters=params,
     ):
         ids.add(item["requestId"])
     for rid in sorted(ids):
         one = [{"name": "@r", "value": rid}]
-        items = await _all(ex.query_items("SELECT c.id FROM c WHERE c.requestId = @r", parameters=one, partition_key=rid))
+        items = await _all(
+            ex.query_items("SELECT c.id FROM c WHERE c.requestId = @r", parameters=one, partition_key=rid)
+        )
         for it in items:
             await ex.delete_item(it["id"], partition_key=rid)
         if items:
             report.exchanges_removed.append(rid)
-        for it in await _all(dead.query_items("SELECT c.id FROM c WHERE c.requestId = @r", parameters=one, partition_key=rid)):
+        for it in await _all(
+            dead.query_items("SELECT c.id FROM c WHERE c.requestId = @r", parameters=one, partition_key=rid)
+        ):
             await dead.delete_item(it["id"], partition_key=rid)
             report.deadletters_removed += 1
     return report

@@ -79,7 +79,6 @@ class Recognizer:
             if self.valid(value):
                 yield Finding(m.start(), m.end(), self.kind)
 
-
     def _matches(self, text: str) -> Iterator[re.Match[str]]:
         if self.anchor is None:
             yield from self.pattern.finditer(text)
@@ -145,8 +144,25 @@ def _ipv6(value: str) -> bool:
 _DATE = re.compile(r"^(?:\d{4}[-./]\d{1,2}[-./]\d{1,2}|\d{1,2}[-./]\d{1,2}[-./]\d{2,4})$")
 _THOUSANDS = re.compile(r"^\d{1,3}(?:[.,' ]\d{3})+$")
 _NANP = re.compile(r"^(?:\+?1[ .-]?)?\(?\d{3}\)?[ .-]\d{3}[ .-]\d{4}$")
-_PHONE_WORDS = ("tel", "phone", "call", "mobile", "cell", "fax", "whatsapp", "sms", "telefon", "handy",
-                "téléphone", "portable", "telefono", "cellulare", "móvil", "movil", "bel ")
+_PHONE_WORDS = (
+    "tel",
+    "phone",
+    "call",
+    "mobile",
+    "cell",
+    "fax",
+    "whatsapp",
+    "sms",
+    "telefon",
+    "handy",
+    "téléphone",
+    "portable",
+    "telefono",
+    "cellulare",
+    "móvil",
+    "movil",
+    "bel ",
+)
 
 
 def _phone(value: str, text: str = "", start: int = 0) -> bool:
@@ -194,30 +210,79 @@ def _re(pattern: str, flags: int = 0) -> re.Pattern[str]:
 # it after that (`\d(?<![\d-]\d)`): the engine then skips quickly to possible starts, which makes
 # the whole set about three times faster than leading look-behinds.
 RECOGNIZERS: tuple[Recognizer, ...] = (
-    Recognizer("EMAIL", _re(r"[\w.%+-](?<![\w.%+-].)[\w.%+-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])"),
-               lambda v: ".." not in v, needs="@", priority=9, anchor="@", reach=330),
-    Recognizer("IBAN", _re(r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])"),
-               _iban, priority=8),
+    Recognizer(
+        "EMAIL",
+        _re(
+            r"[\w.%+-](?<![\w.%+-].)[\w.%+-]{0,63}@(?:[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,24}(?![\w-])"
+        ),
+        lambda v: ".." not in v,
+        needs="@",
+        priority=9,
+        anchor="@",
+        reach=330,
+    ),
+    Recognizer(
+        "IBAN",
+        _re(r"[A-Z](?<![A-Za-z0-9][A-Z])[A-Z]\d{2}(?: ?[A-Z0-9]{4}){2,7}(?: ?[A-Z0-9]{1,3})?(?![A-Za-z0-9])"),
+        _iban,
+        priority=8,
+    ),
     Recognizer("CREDIT_CARD", _re(r"\d(?<![\d-]\d)(?:[ -]?\d){12,18}(?![\d-])"), _card, priority=7),
     Recognizer("US_SSN", _re(r"\d(?<![\d-]\d)\d{2}-\d{2}-\d{4}(?![\d-])"), ssn.is_valid, priority=6),
-    Recognizer("US_SSN", _re(r"\d(?<![\d-]\d)\d{8}(?![\d-])"), ssn.is_valid,
-               context=("ssn", "social security", "social sec"), priority=6),
-    Recognizer("FR_NIR", _re(r"[12](?<!\w[12]) ?\d{2} ?\d{2} ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}(?!\w)"),
-               nir.is_valid, priority=6),
-    Recognizer("IT_FISCAL_CODE", _re(r"[A-Z](?<!\w[A-Z])[A-Z]{5}[0-9LMNPQRSTUV]{2}[ABCDEHLMPRST][0-9LMNPQRSTUV]{2}[A-Z][0-9LMNPQRSTUV]{3}[A-Z](?!\w)"),
-               codicefiscale.is_valid, priority=6),
+    Recognizer(
+        "US_SSN",
+        _re(r"\d(?<![\d-]\d)\d{8}(?![\d-])"),
+        ssn.is_valid,
+        context=("ssn", "social security", "social sec"),
+        priority=6,
+    ),
+    Recognizer(
+        "FR_NIR",
+        _re(r"[12](?<!\w[12]) ?\d{2} ?\d{2} ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}(?!\w)"),
+        nir.is_valid,
+        priority=6,
+    ),
+    Recognizer(
+        "IT_FISCAL_CODE",
+        _re(
+            r"[A-Z](?<!\w[A-Z])[A-Z]{5}[0-9LMNPQRSTUV]{2}[ABCDEHLMPRST][0-9LMNPQRSTUV]{2}[A-Z][0-9LMNPQRSTUV]{3}[A-Z](?!\w)"
+        ),
+        codicefiscale.is_valid,
+        priority=6,
+    ),
     Recognizer("ES_DNI", _re(r"\d(?<![\w-]\d)\d{7}-?[A-Z](?!\w)"), dni.is_valid, priority=6),
     Recognizer("ES_NIE", _re(r"[XYZ](?<![\w-][XYZ])-?\d{7}-?[A-Z](?!\w)"), nie.is_valid, priority=6),
     Recognizer("FI_HETU", _re(r"\d(?<![\w-]\d)\d{5}[-+ABCDEFUVWXY]\d{3}[0-9A-Y](?!\w)"), hetu.is_valid, priority=6),
-    Recognizer("SE_PERSONNUMMER", _re(r"\d(?<![\d-]\d)\d{5}(?:\d{2})?[-+]\d{4}(?![\d-])"), personnummer.is_valid, priority=5),
-    Recognizer("DE_TAX_ID", _re(r"\d(?<![\d-]\d)\d ?\d{3} ?\d{3} ?\d{3}(?![\d-])"), idnr.is_valid,
-               context=("steuer", "idnr", "identifikationsnummer", "tax id", "tin"), priority=5),
-    Recognizer("NL_BSN", _re(r"\d(?<![\d.-]\d)\d{3}\.?\d{2}\.?\d{3}(?![\d.-])"), bsn.is_valid,
-               context=("bsn", "burgerservicenummer", "sofinummer"), priority=5),
+    Recognizer(
+        "SE_PERSONNUMMER", _re(r"\d(?<![\d-]\d)\d{5}(?:\d{2})?[-+]\d{4}(?![\d-])"), personnummer.is_valid, priority=5
+    ),
+    Recognizer(
+        "DE_TAX_ID",
+        _re(r"\d(?<![\d-]\d)\d ?\d{3} ?\d{3} ?\d{3}(?![\d-])"),
+        idnr.is_valid,
+        context=("steuer", "idnr", "identifikationsnummer", "tax id", "tin"),
+        priority=5,
+    ),
+    Recognizer(
+        "NL_BSN",
+        _re(r"\d(?<![\d.-]\d)\d{3}\.?\d{2}\.?\d{3}(?![\d.-])"),
+        bsn.is_valid,
+        context=("bsn", "burgerservicenummer", "sofinummer"),
+        priority=5,
+    ),
     Recognizer("PL_PESEL", _re(r"\d(?<![\d-]\d)\d{10}(?![\d-])"), pesel.is_valid, context=("pesel",), priority=5),
-    Recognizer("IP_ADDRESS", _re(r"\d(?<![\w.]\d)\d{0,2}\.(?:\d{1,3}\.){2}\d{1,3}(?![\w]|\.\d)"), _ipv4, needs=".", priority=4),
-    Recognizer("IP_ADDRESS", _re(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{1,4})?(?:%[\w.]+)?(?![\w:])"),
-               _ipv6, needs=":", priority=4, anchor=":", reach=48),
+    Recognizer(
+        "IP_ADDRESS", _re(r"\d(?<![\w.]\d)\d{0,2}\.(?:\d{1,3}\.){2}\d{1,3}(?![\w]|\.\d)"), _ipv4, needs=".", priority=4
+    ),
+    Recognizer(
+        "IP_ADDRESS",
+        _re(r"(?<![\w:.])(?:[0-9A-Fa-f]{0,4}:){2,7}(?:\d{1,3}(?:\.\d{1,3}){3}|[0-9A-Fa-f]{1,4})?(?:%[\w.]+)?(?![\w:])"),
+        _ipv6,
+        needs=":",
+        priority=4,
+        anchor=":",
+        reach=48,
+    ),
     PhoneRecognizer("PHONE", _re(r"[+(\d](?<![\w+].)[\d().\-/ ]{5,22}\d(?!\d)"), _never, priority=3),
 )
 

@@ -43,7 +43,11 @@ def purge(conn: sqlite3.Connection, policy: RetentionPolicy, now: datetime | Non
         key = (product, subscription)
         if key not in cutoffs:
             r = policy.for_audience(product, subscription)
-            cutoffs[key] = (_cutoff(now, r.exchanges_seconds), _cutoff(now, r.details_seconds), _cutoff(now, r.records_seconds))
+            cutoffs[key] = (
+                _cutoff(now, r.exchanges_seconds),
+                _cutoff(now, r.details_seconds),
+                _cutoff(now, r.records_seconds),
+            )
         return cutoffs[key]
 
     expired: list[str] = []
@@ -53,7 +57,9 @@ def purge(conn: sqlite3.Connection, policy: RetentionPolicy, now: datetime | Non
     ).fetchall()
     for rid, count, created, product, subscription in rows:
         if count > 1:  # split: the identity is inside the base64 pieces
-            items = [orjson.loads(r[0]) for r in conn.execute("SELECT item FROM exchange_items WHERE request_id = ?", (rid,))]
+            items = [
+                orjson.loads(r[0]) for r in conn.execute("SELECT item FROM exchange_items WHERE request_id = ?", (rid,))
+            ]
             try:
                 ident = from_items(items).identity
                 product, subscription = ident.product, ident.subscription_id
