@@ -29,6 +29,8 @@ from shared.errors import ErrorResponse
 from shared.exchange import Exchange
 from shared.ports import AffinityStore, Ports
 from shared.privacy.capture import CapturePrivacy
+from shared.privacy.language import language_stage
+from shared.privacy.pii import RECOGNIZERS, PiiRedactor
 from shared.privacy.policy import CapturePolicy
 from shared.settings import Settings
 
@@ -150,7 +152,10 @@ def build_proxy(settings: Settings, ports: Callable[[], Ports]) -> Proxy:
 def capture_privacy(settings: Settings) -> CapturePrivacy | None:
     """CAPTURE_LEVELS, or None when every audience is captured in `full` (nothing to apply)."""
     policy = CapturePolicy.parse(settings.capture_levels_json)
-    return CapturePrivacy(policy) if policy.table or policy.default != "full" else None
+    if not policy.table and policy.default == "full":
+        return None
+    stage = language_stage(settings.pii_language_endpoint, settings.pii_language_key)
+    return CapturePrivacy(policy, PiiRedactor((*RECOGNIZERS, stage), secrets=False) if stage else None)
 
 
 def _in_place(settings: Settings, ports: Callable[[], Ports]) -> Callable[[Exchange], Awaitable[object]]:

@@ -59,6 +59,9 @@ class Settings:
     capture_levels_json: str = "{}"
     #: JSON: product or "subscription:<id>" -> {"exchanges_days", "records_days"} (shared/privacy/policy.py).
     retention_json: str = "{}"
+    #: Azure AI Language resource for the second PII stage at capture level `redacted` (off when unset).
+    pii_language_endpoint: str | None = None
+    pii_language_key: str | None = field(default=None, repr=False)
     #: "local" (in-process queue, default) or "eventhub".
     event_channel: str = "local"
     #: Identity-based Event Hubs connection: the fully qualified namespace.
@@ -150,6 +153,8 @@ class Settings:
             exchange_ttl_seconds=_int(env, "EXCHANGE_TTL_SECONDS", 7 * 24 * 3600),
             capture_levels_json=env.get("CAPTURE_LEVELS") or "{}",
             retention_json=env.get("RETENTION") or "{}",
+            pii_language_endpoint=env.get("PII_LANGUAGE_ENDPOINT") or None,
+            pii_language_key=env.get("PII_LANGUAGE_KEY") or None,
             event_channel=(env.get("EVENT_CHANNEL") or "local").lower(),
             eventhub_namespace=env.get("EventHubConnection__fullyQualifiedNamespace") or None,
             eventhub_name=env.get("EVENT_HUB_NAME") or "exchanges",

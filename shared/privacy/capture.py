@@ -96,6 +96,8 @@ def _redacted(
     exchange: Exchange, record: dict[str, Any], details: dict[str, Any], rule: str, pii: PiiRedactor
 ) -> Exchange:
     names = Placeholders()
+    response = exchange.response
+    pii.prefetch([exchange.request.body, details, response.body if response is not None else None])
 
     def clean(value: Any) -> Any:
         return pii.json(_without_payloads(value), names)

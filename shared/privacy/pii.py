@@ -21,7 +21,7 @@ import re
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import phonenumbers
 from stdnum import iban, luhn
@@ -289,11 +289,23 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
 _MAYBE = re.compile(r"[\d@]")
 
 
-def find(text: str, recognizers: Sequence[Recognizer] = RECOGNIZERS) -> list[Finding]:
+class Detector(Protocol):
+    """What `find` runs: a pattern `Recognizer`, or a second stage such as shared/privacy/language.py."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def priority(self) -> int: ...
+
+    def find(self, text: str) -> Iterable[Finding]: ...
+
+
+def find(text: str, recognizers: Sequence[Detector] = RECOGNIZERS) -> list[Finding]:
     """Non-overlapping findings in `text`, in order (a longer or higher-priority finding wins)."""
-    if not _MAYBE.search(text):
-        return []  # every recognizer needs a digit or an `@`: prose costs one scan
-    found = [f for r in recognizers for f in r.find(text)]
+    # Every pattern recognizer needs a digit or an `@`: prose costs one scan (a second stage still runs).
+    patterns = _MAYBE.search(text) is not None
+    found = [f for r in recognizers if patterns or not isinstance(r, Recognizer) for f in r.find(text)]
     if not found:
         return []
     priority = {r.kind: r.priority for r in recognizers}
@@ -352,10 +364,20 @@ class Placeholders:
 class PiiRedactor:
     """Secrets (the shared `Redactor`), then personal data, out of text and JSON values."""
 
-    def __init__(self, recognizers: Sequence[Recognizer] = RECOGNIZERS, *, secrets: bool | Redactor = True) -> None:
+    def __init__(self, recognizers: Sequence[Detector] = RECOGNIZERS, *, secrets: bool | Redactor = True) -> None:
         """`secrets=False` when the text went through the shared `Redactor` already (the capture)."""
         self.recognizers = tuple(recognizers)
         self.secrets = Redactor() if secrets is True else secrets or None
+
+    def prefetch(self, value: Any) -> None:
+        """Give a second stage every text of a JSON value at once, so it can batch its calls."""
+        stages = [r for r in self.recognizers if callable(getattr(r, "prefetch", None))]
+        if stages:
+            from shared.privacy.language import texts_of
+
+            texts = texts_of(value)
+            for stage in stages:
+                stage.prefetch(texts)  # type: ignore[attr-defined]
 
     def text(self, value: str, placeholders: Placeholders) -> str:
         done = placeholders.done.get(value)
