@@ -22,6 +22,7 @@ from shared.adapters.cosmos import open_cosmos_stores
 from shared.adapters.sqlite import SqliteDatabase, SqliteExchangeStore, SqliteRecordStore
 from shared.exchange import CapturedRequest, CapturedResponse, Exchange, Identity, Timings, to_items
 from shared.privacy.erasure import Subject, anonymize, erase_cosmos, erase_sqlite_file, pseudonym
+from shared.privacy.erasure import main as erasure_main
 from shared.privacy.policy import DAY, RetentionPolicy
 from shared.privacy.retention import purge
 from shared.settings import Settings
@@ -260,3 +261,41 @@ async def test_cosmos_erasure_with_the_sdk(cosmos_db: tuple[str, str]) -> None:
             recs["c1"]["record"]["user_id"] == pseudonym("u-1", b"salt") and recs["c1"]["record"]["total_tokens"] == 12
         )
         assert recs["c3"]["record"]["user_id"] == "u-2"
+
+
+def test_the_azure_erasure_script_runs_against_cosmos(cosmos_db: tuple[str, str], capsys) -> None:
+    """`python -m shared.privacy.erasure` as a deployer runs it (here with the emulator key)."""
+    endpoint, database = cosmos_db
+
+    async def seed() -> None:
+        settings = Settings.from_env({"LOG_STORE": "cosmos", "COSMOS_ENDPOINT": endpoint, "COSMOS_DATABASE": database})
+        stores = open_cosmos_stores(settings, KEY, connection_verify=False)
+        try:
+            await stores.exchanges.save(exchange("s1", sub="team-z"))
+            await stores.exchanges.save(exchange("s2", sub="team-y"))
+        finally:
+            await stores.close()
+
+    asyncio.run(seed())
+    argv = ["--endpoint", endpoint, "--database", database, "--key", KEY, "--insecure", "--subscription", "team-z"]
+    assert erasure_main(argv) == 0
+    out = capsys.readouterr().out
+    assert "erasure of subscription 'team-z'" in out and "exchanges removed:    1" in out and "request s1" in out
+
+
+def test_devhost_purge_applies_the_retention_now(tmp_path: Path, capsys, monkeypatch) -> None:
+    path = tmp_path / "g.db"
+    old = (datetime.now(UTC) - timedelta(days=3)).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+    async def seed() -> None:
+        db = SqliteDatabase(path)
+        records = SqliteRecordStore(db)
+        await records.add(record(exchange("old", received=old)), {"request": {"messages": ["hello"]}})
+        await records.add(record(exchange("new")), {"request": {"messages": ["hello"]}})
+        await db.close()
+
+    asyncio.run(seed())
+    monkeypatch.setenv("SQLITE_PATH", str(path))
+    monkeypatch.setenv("RETENTION", '{"standard": {"exchanges_days": 1, "records_days": 2}}')
+    assert devhost_main(["purge", "--settings", str(tmp_path / "none.json")]) == 0
+    assert capsys.readouterr().out.strip() == "purged 0 exchanges, 0 record details, 1 records"
