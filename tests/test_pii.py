@@ -67,6 +67,10 @@ def test_real_world_formats_are_found(text: str, kind: str, value: str) -> None:
         "Timestamps 1733450000 and 1733450000123; a year 2026; a zip 94105.",
         "Write to support at example dot com; user@localhost is no e-mail either.",
         "The ratio 2:3:4 and the time 10:30 are not addresses.",
+        "sha256 0a8c93a4c23523047ee51e40029178906757febf62e6a31b5f3d561f943bb58f, uuid f47ac10b-58cc-4372-a567-0e02b2c3d479",
+        "at 2026-12-06T00:00:00.000Z; traceparent 00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        "ISBN 978-3-16-148410-0, GTIN 4006381333931, tracking 1Z999AA10123456784, ports 8080 and 443.",
+        "token ids [15339, 1917, 0]; api-version 2024-10-21; ids call_abc123 and resp_0123456789abcdef.",
     ],
 )
 def test_near_misses_are_not_redacted(text: str) -> None:

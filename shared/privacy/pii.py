@@ -113,9 +113,13 @@ def _card(value: str) -> bool:
     digits = _digits(value)
     if not 13 <= len(digits) <= 19 or not _CARD_PREFIX.match(digits):
         return False
-    groups = re.split(r"[ -]", value)
-    if len(groups) > 1 and len({len(g) for g in groups[:-1]}) > 2:
-        return False  # "1234 56 7890 ..." is a list of numbers, not a card written in groups
+    # Written in groups, a card has the networks' groups (4-4-4-4, 4-4-4-4-3, Amex 4-6-5, Diners
+    # 4-6-4); "1234 56 7890 ..." is a list of numbers, and the tail of a longer code is not a card.
+    groups = [len(g) for g in re.split(r"[ -]", value)]
+    if len(groups) > 1 and groups not in ([4, 6, 5], [4, 6, 4]) and not (
+        all(g == 4 for g in groups[:-1]) and groups[-1] in (3, 4) and len(groups) >= 4
+    ):
+        return False
     return luhn.is_valid(digits)
 
 
@@ -227,11 +231,11 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
         _iban,
         priority=8,
     ),
-    Recognizer("CREDIT_CARD", _re(r"\d(?<![\d-]\d)(?:[ -]?\d){12,18}(?![\d-])"), _card, priority=7),
-    Recognizer("US_SSN", _re(r"\d(?<![\d-]\d)\d{2}-\d{2}-\d{4}(?![\d-])"), ssn.is_valid, priority=6),
+    Recognizer("CREDIT_CARD", _re(r"\d(?<![\w-]\d)(?:[ -]?\d){12,18}(?![\w-])"), _card, priority=7),
+    Recognizer("US_SSN", _re(r"\d(?<![\w-]\d)\d{2}-\d{2}-\d{4}(?![\w-])"), ssn.is_valid, priority=6),
     Recognizer(
         "US_SSN",
-        _re(r"\d(?<![\d-]\d)\d{8}(?![\d-])"),
+        _re(r"\d(?<![\w-]\d)\d{8}(?![\w-])"),
         ssn.is_valid,
         context=("ssn", "social security", "social sec"),
         priority=6,
@@ -254,23 +258,23 @@ RECOGNIZERS: tuple[Recognizer, ...] = (
     Recognizer("ES_NIE", _re(r"[XYZ](?<![\w-][XYZ])-?\d{7}-?[A-Z](?!\w)"), nie.is_valid, priority=6),
     Recognizer("FI_HETU", _re(r"\d(?<![\w-]\d)\d{5}[-+ABCDEFUVWXY]\d{3}[0-9A-Y](?!\w)"), hetu.is_valid, priority=6),
     Recognizer(
-        "SE_PERSONNUMMER", _re(r"\d(?<![\d-]\d)\d{5}(?:\d{2})?[-+]\d{4}(?![\d-])"), personnummer.is_valid, priority=5
+        "SE_PERSONNUMMER", _re(r"\d(?<![\w-]\d)\d{5}(?:\d{2})?[-+]\d{4}(?![\w-])"), personnummer.is_valid, priority=5
     ),
     Recognizer(
         "DE_TAX_ID",
-        _re(r"\d(?<![\d-]\d)\d ?\d{3} ?\d{3} ?\d{3}(?![\d-])"),
+        _re(r"\d(?<![\w-]\d)\d ?\d{3} ?\d{3} ?\d{3}(?![\w-])"),
         idnr.is_valid,
         context=("steuer", "idnr", "identifikationsnummer", "tax id", "tin"),
         priority=5,
     ),
     Recognizer(
         "NL_BSN",
-        _re(r"\d(?<![\d.-]\d)\d{3}\.?\d{2}\.?\d{3}(?![\d.-])"),
+        _re(r"\d(?<![\w.-]\d)\d{3}\.?\d{2}\.?\d{3}(?![\w.-])"),
         bsn.is_valid,
         context=("bsn", "burgerservicenummer", "sofinummer"),
         priority=5,
     ),
-    Recognizer("PL_PESEL", _re(r"\d(?<![\d-]\d)\d{10}(?![\d-])"), pesel.is_valid, context=("pesel",), priority=5),
+    Recognizer("PL_PESEL", _re(r"\d(?<![\w-]\d)\d{10}(?![\w-])"), pesel.is_valid, context=("pesel",), priority=5),
     Recognizer(
         "IP_ADDRESS", _re(r"\d(?<![\w.]\d)\d{0,2}\.(?:\d{1,3}\.){2}\d{1,3}(?![\w]|\.\d)"), _ipv4, needs=".", priority=4
     ),
