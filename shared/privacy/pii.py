@@ -116,8 +116,10 @@ def _card(value: str) -> bool:
     # Written in groups, a card has the networks' groups (4-4-4-4, 4-4-4-4-3, Amex 4-6-5, Diners
     # 4-6-4); "1234 56 7890 ..." is a list of numbers, and the tail of a longer code is not a card.
     groups = [len(g) for g in re.split(r"[ -]", value)]
-    if len(groups) > 1 and groups not in ([4, 6, 5], [4, 6, 4]) and not (
-        all(g == 4 for g in groups[:-1]) and groups[-1] in (3, 4) and len(groups) >= 4
+    if (
+        len(groups) > 1
+        and groups not in ([4, 6, 5], [4, 6, 4])
+        and not (all(g == 4 for g in groups[:-1]) and groups[-1] in (3, 4) and len(groups) >= 4)
     ):
         return False
     return luhn.is_valid(digits)
