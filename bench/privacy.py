@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
 import time
@@ -154,6 +155,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "python": platform.python_version(),
         "cpu": platform.processor() or platform.machine(),
+        "load_average": round(os.getloadavg()[0], 2),
         "throughput_mb_per_s": throughput,
         "added_per_exchange_ms": added,
     }
@@ -163,7 +165,8 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     lines = [
         "# Capture levels: redaction cost (one core)",
         "",
-        f"{result['date']}, Python {result['python']}, {result['cpu']}",
+        f"{result['date']}, Python {result['python']}, {result['cpu']}, load average {result['load_average']}"
+        " (CPU time of one thread)",
         "",
         "| text | MB/s |",
         "|---|---:|",
