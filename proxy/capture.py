@@ -296,8 +296,14 @@ class CaptureWriter:
             if level == "full":
                 return reduce(exchange, level, rule, privacy.pii)
             return await asyncio.to_thread(reduce, exchange, level, rule, privacy.pii)
-        except Exception:  # a defect: fail closed, keep no content rather than too much
-            log.exception("applying capture level %s to %s failed; keeping no bodies", level, exchange.request_id)
+        except Exception as exc:  # a defect: fail closed, keep no content rather than too much
+            # The type only: a traceback's locals and messages can quote the bodies being redacted.
+            log.error(
+                "applying capture level %s to %s failed (%s); keeping no bodies",
+                level,
+                exchange.request_id,
+                type(exc).__name__,
+            )
             return without_bodies(exchange, rule)
 
     def _spill(self, exchange: Exchange, stage: str) -> None:
