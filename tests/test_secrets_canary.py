@@ -68,6 +68,7 @@ CANARIES = {
     "body-sas": "cnry-bsas-1025",
     "body-connection-string": "cnry-bconn-1026",
     "echo-header": "cnry-echohdr-1027",
+    "body-key": "cnry-bkey-1028",
 }
 JWT = "eyJhbGciOiJIUzI1NiJ9." + CANARIES["jwt"] + ".c2lnbmF0dXJl"
 PEM = "-----BEGIN PRIVATE KEY-----\n" + CANARIES["pem"] + "\n-----END PRIVATE KEY-----"
@@ -251,6 +252,7 @@ def test_no_canary_is_stored_or_logged_and_the_backend_got_everything(gw, caplog
         "metadata": {"deep": [{"token": CANARIES["body-token"]}, {"x": {"secret": CANARIES["body-secret"]}}]},
         "user": {"password": CANARIES["body-password"], "note": CONN, "file": SAS, "pem": PEM},
         "data_sources": [{"sas": CANARIES["body-sas"], "connection_string": CANARIES["body-connection-string"]}],
+        "tools": [{"a": [{"b": {"c": [{"storage_key": CANARIES["body-key"]}]}}]}],
     }
     with httpx.Client(timeout=10) as client:
         answers = [
@@ -306,6 +308,7 @@ def test_no_canary_is_stored_or_logged_and_the_backend_got_everything(gw, caplog
         "x-custom-auth",
         "body-sas",
         "body-connection-string",
+        "body-key",
     ):
         assert CANARIES[name] in forwarded, name
     assert PERSONAL["email"] in forwarded  # personal data reaches the backend at every level
