@@ -299,3 +299,34 @@ def test_devhost_purge_applies_the_retention_now(tmp_path: Path, capsys, monkeyp
     monkeypatch.setenv("RETENTION", '{"standard": {"exchanges_days": 1, "records_days": 2}}')
     assert devhost_main(["purge", "--settings", str(tmp_path / "none.json")]) == 0
     assert capsys.readouterr().out.strip() == "purged 0 exchanges, 0 record details, 1 records"
+
+
+def test_devhost_erase_with_cosmos_settings_erases_in_the_account(
+    cosmos_db: tuple[str, str], capsys, monkeypatch
+) -> None:
+    """With LOG_STORE=cosmos the same command erases in Cosmos DB (here with the emulator key in
+    place of the deployer's `az login` identity)."""
+    from devhost import privacy_commands
+    from shared.privacy import erasure
+
+    endpoint, database = cosmos_db
+
+    async def seed() -> None:
+        settings = Settings.from_env({"LOG_STORE": "cosmos", "COSMOS_ENDPOINT": endpoint, "COSMOS_DATABASE": database})
+        stores = open_cosmos_stores(settings, KEY, connection_verify=False)
+        try:
+            await stores.exchanges.save(exchange("d1", user="u-7"))
+        finally:
+            await stores.close()
+
+    asyncio.run(seed())
+    real = erasure.erase_cosmos_account
+
+    async def with_emulator_key(*args, **kwargs):
+        return await real(*args, **kwargs, key=KEY, verify=False)
+
+    monkeypatch.setattr(privacy_commands, "erase_cosmos_account", with_emulator_key)
+    for name, value in {"LOG_STORE": "cosmos", "COSMOS_ENDPOINT": endpoint, "COSMOS_DATABASE": database}.items():
+        monkeypatch.setenv(name, value)
+    assert devhost_main(["erase", "--settings", "none.json", "--user-id", "u-7"]) == 0
+    assert "exchanges removed:    1" in capsys.readouterr().out

@@ -267,16 +267,33 @@ def main(argv: Iterable[str] | None = None) -> int:
 
 
 async def _main(args: argparse.Namespace) -> ErasureReport:
+    return await erase_cosmos_account(
+        args.endpoint, args.database, subject_from(args), salt_from(args), key=args.key, verify=not args.insecure
+    )
+
+
+async def erase_cosmos_account(
+    endpoint: str,
+    database: str,
+    subject: Subject,
+    salt: bytes | None = None,
+    *,
+    key: str | None = None,
+    verify: bool = True,
+    containers: Mapping[str, str] | None = None,
+) -> ErasureReport:
+    """`erase_cosmos` over a client of its own: the key when given, else DefaultAzureCredential
+    (`az login`, a managed identity). `containers`: exchanges/records/deadletters names."""
     from azure.cosmos.aio import CosmosClient
 
-    credential: Any = args.key
+    credential: Any = key
     if credential is None:
         from azure.identity.aio import DefaultAzureCredential
 
         credential = DefaultAzureCredential()
     try:
-        async with CosmosClient(args.endpoint, credential=credential, connection_verify=not args.insecure) as client:
-            return await erase_cosmos(client.get_database_client(args.database), subject_from(args), salt_from(args))
+        async with CosmosClient(endpoint, credential=credential, connection_verify=verify) as client:
+            return await erase_cosmos(client.get_database_client(database), subject, salt, **(containers or {}))
     finally:
         if not isinstance(credential, str):
             await credential.close()
