@@ -170,8 +170,9 @@ def _metadata(
         "completion": _digest(completion_text(api, response_details).encode("utf-8")),
         "request_body": _digest(decode_body(exchange.request.body, exchange.request.body_encoding)),
     }
-    # Header and query values are metadata, but a client can put anything in them.
-    names = Placeholders()
+    # Header and query values are metadata, but a client can put anything in them. The patterns
+    # only: a second stage (a paid network call) is for texts, which this level does not keep.
+    names, pii = Placeholders(), PiiRedactor(secrets=False)
     request = replace(
         exchange.request,
         body=None,
