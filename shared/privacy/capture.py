@@ -61,6 +61,8 @@ OPTION_FIELDS = frozenset(
         "background_color",
     }
 )
+#: The pattern recognizers alone (header and query values at `metadata`).
+_PATTERNS = PiiRedactor(secrets=False)
 #: Strings longer than this that start with `data:` are payloads (images, audio) rather than text.
 _DATA_URL_CHARS = 256
 
@@ -89,7 +91,7 @@ def reduce(exchange: Exchange, level: CaptureLevel, rule: str, pii: PiiRedactor)
     record, details = normalize(exchange)
     if level == "redacted":
         return _redacted(exchange, record, details, rule, pii)
-    return _metadata(exchange, record, details, level, rule, pii)
+    return _metadata(exchange, record, details, level, rule)
 
 
 def _redacted(
@@ -153,7 +155,6 @@ def _metadata(
     details: dict[str, Any],
     level: CaptureLevel,
     rule: str,
-    pii: PiiRedactor,
 ) -> Exchange:
     api = str(record.get("api") or "other")
     request_details: Mapping[str, Any] = details.get("request") or {}
@@ -172,7 +173,7 @@ def _metadata(
     }
     # Header and query values are metadata, but a client can put anything in them. The patterns
     # only: a second stage (a paid network call) is for texts, which this level does not keep.
-    names, pii = Placeholders(), PiiRedactor(secrets=False)
+    names, pii = Placeholders(), _PATTERNS
     request = replace(
         exchange.request,
         body=None,
