@@ -103,6 +103,7 @@ class UsageRecord(TypedDict, total=False):
     cost_reason: str | None
     price_version: str | None
     audience_rule: str | None
+    capture_level: Literal["full", "redacted", "metadata", "none"]
     cache: CacheNote | None
     cost_avoided: float | None
     prompt_shields: PromptShields
