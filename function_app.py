@@ -15,6 +15,7 @@ from proxy.handler import Proxy, build_proxy
 from proxy.routing.pool import BackendPool
 from proxy.runtime_leak import release_http_invocations
 from proxy.streams.broken import quiet_server_log
+from shared.budgets.config import parse_budget_book
 from shared.settings import Settings
 from shared.wiring import WiredPorts, build_ports
 
@@ -23,6 +24,8 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 # A bad GATEWAY_BACKENDS or routing setting stops the app when the host loads it (the error names
 # the entry), instead of failing every request later. Pure parsing: nothing is connected here.
 BackendPool.from_settings(Settings.from_env())
+# The same for BUDGETS and BUDGET_TEAMS: a budget that cannot be read must not silently not apply.
+parse_budget_book(Settings.from_env().budgets_json, Settings.from_env().budget_teams_json)
 
 # A stream AOAI breaks mid-way is cut for the client by raising out of the body; the proxy logs it,
 # the server (uvicorn) need not add a traceback per cut stream (proxy/streams/broken.py).

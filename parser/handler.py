@@ -144,6 +144,10 @@ async def _handle_one(event: str | bytes, ports: Ports, enricher: Enricher, resu
         result.duplicates.append(request_id)
         return
     record, details = await make_record(exchange, enricher, ports.safety)
+    if ports.budgets is not None:
+        # Before the record is stored, so that it carries the settlement; a redelivered event is
+        # charged once (the ledger remembers the request ids it settled). Never raises.
+        await ports.budgets.settle(record, exchange.budget)
 
     try:
         added = await _retry(lambda: ports.records.add(record, details), delays, sleep)

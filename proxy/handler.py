@@ -15,6 +15,7 @@ from pathlib import Path
 from fastapi import Request, Response
 
 from proxy import telemetry
+from proxy.budget_gate import BudgetGate
 from proxy.call import REQUEST_ID_HEADER, UpstreamLeg, identity_from, prepare
 from proxy.capture import CaptureWriter, ExchangeRecorder
 from proxy.credentials import Credentials
@@ -46,6 +47,7 @@ class Proxy:
         pool: BackendPool | None = None,
         affinity: Callable[[], AffinityStore] | None = None,
         safety: StreamSafety | None = None,
+        budgets: BudgetGate | None = None,
     ) -> None:
         self.settings = settings
         #: One pool per process: health, cooldowns and circuits are shared by every request.
@@ -60,6 +62,8 @@ class Proxy:
         self.credentials = credentials
         self.capture = capture
         self.safety = safety or StreamSafety.off()
+        #: Budget admission before forwarding (None: no budgets).
+        self.budgets = budgets
         self.leg = UpstreamLeg(pool, upstream, credentials, self.pinning)
         self._warm_up: asyncio.Task[None] | None = None
 
@@ -83,6 +87,8 @@ class Proxy:
         rec.set_request(request.method, path, request.query_params.multi_items(), header_items, b"")
         try:
             call = await prepare(self.settings, request, rec, path, header_items, first)
+            if self.budgets is not None:
+                await self.budgets.admit(call)
             resp = await self.leg.attempt(call)
         except ErrorResponse as error:
             return self._answer(rec, error)
@@ -92,6 +98,7 @@ class Proxy:
 
         headers = client_response_headers(resp.headers.items())
         headers.extend(call.gateway_headers.items())
+        headers.extend(call.extra.get("budget_headers", ()))
         if call.filter_usage and not resp.headers.get("content-type", "").startswith("text/event-stream"):
             call.filter_usage = False  # an error answer (JSON): nothing to hold back
         rec.set_response(resp.status, headers)
@@ -141,4 +148,5 @@ def build_proxy(settings: Settings, ports: Callable[[], Ports]) -> Proxy:
         CaptureWriter(ports, outbox),
         affinity=lambda: ports().affinity,
         safety=StreamSafety.from_settings(settings),
+        budgets=BudgetGate(lambda: ports().budgets),
     )

@@ -120,6 +120,8 @@ class Exchange:
     usage_injected: bool = False
     #: In-stream content-safety enforcement outcome (proxy/streams/enforcement.py), when the product enforces.
     enforcement: dict[str, Any] | None = None
+    #: Budget admission (shared/budgets/keeper.py `Admission.marks`): holds taken, downgrade, store error.
+    budget: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -143,6 +145,7 @@ class Exchange:
             gateway_error=d.get("gateway_error"),
             usage_injected=bool(d.get("usage_injected", False)),
             enforcement=d.get("enforcement"),
+            budget=d.get("budget"),
             schema_version=int(d.get("schema_version", SCHEMA_VERSION)),
         )
 

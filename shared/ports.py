@@ -7,15 +7,19 @@ Wiring picks one of each from app settings, in one place (`shared/wiring.py`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any, Protocol
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from shared.exchange import Exchange
 
 if TYPE_CHECKING:  # the Azure SDK behind it is imported only when Content Safety is configured
+    from shared.budgets.keeper import BudgetKeeper
     from shared.safety.client import ContentSafety
 
 UsageRecord = dict[str, Any]
+#: One budget period's ledger document (shared/budgets/ledger.py).
+Ledger = dict[str, Any]
+T = TypeVar("T")
 
 
 class ExchangeStore(Protocol):
@@ -63,6 +67,22 @@ class AffinityStore(Protocol):
     async def lookup(self, response_id: str) -> str | None: ...
 
 
+class BudgetStore(Protocol):
+    """Budget ledgers (one per budget and period, see shared/budgets/ledger.py), shared by every instance.
+
+    `apply` runs `step` on the stored ledger (`fresh()` when there is none yet), stores the changed
+    ledger and returns what `step` returned, atomically with respect to every other writer on any
+    instance: a transaction, or a conditional replace retried with the newest ledger on conflict
+    (so `step` may run more than once and must depend only on the ledger it is given).
+    """
+
+    async def apply(self, key: str, fresh: Callable[[], Ledger], step: Callable[[Ledger], T]) -> T: ...
+
+    async def ledgers(self) -> list[Ledger]: ...
+
+    async def close(self) -> None: ...
+
+
 class SpillStore(Protocol):
     """Durable place for exchanges the log store could not take; drained back when it recovers."""
 
@@ -82,9 +102,11 @@ class Ports:
 
     `safety` is the Content Safety analyser (`shared.safety.client.ContentSafety`), or None when
     CONTENT_SAFETY_ENDPOINT is not set: then records say `safety.status: "skipped"`.
+    `budgets` admits and settles against BUDGETS (`shared.budgets.keeper.BudgetKeeper` over a
+    `BudgetStore`), or None when no budget is configured.
     """
 
-    __slots__ = ("exchanges", "channel", "records", "sink", "deadletters", "affinity", "safety")
+    __slots__ = ("exchanges", "channel", "records", "sink", "deadletters", "affinity", "safety", "budgets")
 
     def __init__(
         self,
@@ -96,6 +118,7 @@ class Ports:
         deadletters: DeadLetterStore,
         affinity: AffinityStore,
         safety: ContentSafety | None = None,
+        budgets: BudgetKeeper | None = None,
     ) -> None:
         self.exchanges = exchanges
         self.channel = channel
@@ -104,3 +127,4 @@ class Ports:
         self.deadletters = deadletters
         self.affinity = affinity
         self.safety = safety
+        self.budgets = budgets

@@ -102,6 +102,12 @@ class Settings:
     parser_max_concurrency: int = 8
     #: JSON object deployment -> {"model", "type"} for pricing (see shared/pricing/deployments.py).
     deployment_models_json: str = "{}"
+    #: JSON list of budgets and JSON object team -> subscription ids (shared/budgets/config.py).
+    budgets_json: str = "[]"
+    budget_teams_json: str = "{}"
+    #: SQLite file of the budget ledgers when LOG_STORE=sqlite ("" = SQLITE_PATH).
+    budget_sqlite_path: str = ""
+    cosmos_budgets_container: str = "budgets"
     # Content safety (shared/safety/config.py parses and checks these). Off unless the endpoint is set.
     content_safety_endpoint: str | None = None
     #: Name of the setting that holds the Content Safety key (a Key Vault reference); else CONTENT_SAFETY_KEY.
@@ -171,6 +177,10 @@ class Settings:
             responses_affinity_ttl_seconds=_int(env, "RESPONSES_AFFINITY_TTL_SECONDS", 30 * 24 * 3600),
             parser_max_concurrency=_int(env, "PARSER_MAX_CONCURRENCY", 8),
             deployment_models_json=env.get("DEPLOYMENT_MODELS") or "{}",
+            budgets_json=env.get("BUDGETS") or "[]",
+            budget_teams_json=env.get("BUDGET_TEAMS") or "{}",
+            budget_sqlite_path=env.get("BUDGET_SQLITE_PATH") or "",
+            cosmos_budgets_container=env.get("COSMOS_BUDGETS_CONTAINER") or "budgets",
             content_safety_endpoint=env.get("CONTENT_SAFETY_ENDPOINT") or None,
             content_safety_key_setting=env.get("CONTENT_SAFETY_KEY_SETTING") or None,
             content_safety_key=env.get("CONTENT_SAFETY_KEY") or None,
