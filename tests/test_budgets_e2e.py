@@ -4,6 +4,7 @@ the budget ledgers in SQLite. Admission in the proxy, settlement in the parser, 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import math
 from collections.abc import Iterator
@@ -49,6 +50,7 @@ class Gateway(DevHostGateway):
         return {row["budget"]: row for row in rows}
 
 
+@contextlib.contextmanager
 def _gateway(tmp: Path, budgets: list[dict[str, Any]], **env: str) -> Iterator[Gateway]:
     with dev_host(
         tmp,
@@ -61,7 +63,7 @@ def _gateway(tmp: Path, budgets: list[dict[str, Any]], **env: str) -> Iterator[G
 
 
 def test_one_dollar_and_64_parallel_streams_admit_what_the_arithmetic_allows_and_settle_to_the_cent(tmp_path):
-    for gw in _gateway(tmp_path, [{"name": "dollar", "scope": "team:ab", "amount": 1.00, "soft_percent": 50}]):
+    with _gateway(tmp_path, [{"name": "dollar", "scope": "team:ab", "amount": 1.00, "soft_percent": 50}]) as gw:
         ports = function_app.ports()
         announce = ports.channel.publish
         held: list[str] = []
@@ -133,7 +135,7 @@ def test_a_downgrade_routes_to_the_cheaper_deployment_and_the_record_names_both(
             "downgrade_to": "gpt-4.1-mini",
         }
     ]
-    for gw in _gateway(tmp_path, budgets):
+    with _gateway(tmp_path, budgets) as gw:
         client = gw.client()
         raw = client.chat.completions.with_raw_response.create(
             model="gpt-4.1", messages=MESSAGES, max_tokens=2000, extra_headers={"x-ms-client-request-id": "down-1"}
@@ -160,7 +162,7 @@ def test_store_outage_fails_closed_or_open_per_budget_and_open_ones_are_reconcil
         {"name": "closed", "scope": "subscription:sub-a", "amount": 5},
         {"name": "open", "scope": "subscription:sub-b", "amount": 5, "on_store_error": "fail_open"},
     ]
-    for gw in _gateway(tmp_path / "gw", budgets, BUDGET_SQLITE_PATH=str(blocker / "budgets.db")):
+    with _gateway(tmp_path / "gw", budgets, BUDGET_SQLITE_PATH=str(blocker / "budgets.db")) as gw:
         with pytest.raises(openai.InternalServerError) as closed:
             gw.client(KEY_A).chat.completions.create(
                 model="gpt-4o", messages=MESSAGES, extra_headers={"x-ms-client-request-id": "closed-1"}
