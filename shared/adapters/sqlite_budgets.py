@@ -36,14 +36,14 @@ class SqliteBudgetStore:
             try:
                 row = conn.execute("SELECT ledger FROM budget_ledgers WHERE key = ?", (key,)).fetchone()
                 ledger = orjson.loads(row[0]) if row else fresh()
-                before = row[0] if row else None
+                before = orjson.dumps(ledger)
                 result = step(ledger)
-                after = orjson.dumps(ledger).decode()
-                if after != before:
+                after = orjson.dumps(ledger)
+                if after != before:  # a refusal or a read changes nothing: no write
                     conn.execute(
                         "INSERT INTO budget_ledgers (key, ledger) VALUES (?, ?) "
                         "ON CONFLICT (key) DO UPDATE SET ledger = excluded.ledger",
-                        (key, after),
+                        (key, after.decode()),
                     )
             except BaseException:
                 conn.execute("ROLLBACK")

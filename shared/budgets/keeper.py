@@ -9,6 +9,7 @@ Both sides compute the same budget keys: the budget's name and the start of its 
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 import time
@@ -19,7 +20,18 @@ from typing import Any
 
 from shared.budgets.config import Budget, BudgetBook
 from shared.budgets.estimate import price_for, record_units, units, worst_case
-from shared.budgets.ledger import Ledger, Reserved, Settled, new_ledger, release, remaining, reserve, settle
+from shared.budgets.ledger import (
+    Ledger,
+    Reserved,
+    Settled,
+    expire,
+    held,
+    new_ledger,
+    release,
+    remaining,
+    reserve,
+    settle,
+)
 from shared.budgets.periods import stamp, window
 from shared.errors import BudgetExceeded, BudgetStoreUnavailable
 from shared.ports import BudgetStore
@@ -313,26 +325,27 @@ class BudgetKeeper:
     # --- status -----------------------------------------------------------------------------------
 
     async def status(self, at: datetime | None = None) -> list[dict[str, Any]]:
-        """Every budget's current period: spend, holds in flight, remaining and reset (the CLI's view)."""
+        """Every budget's current period: spend, holds in flight, remaining and reset (the CLI's
+        view). Holds past their deadline are shown as freed; nothing is written."""
         at = at or datetime.fromtimestamp(self.clock(), UTC)
         now = at.timestamp()
+
+        def view(stored: Ledger) -> dict[str, Any]:
+            ledger = copy.deepcopy(stored)
+            expire(ledger, now)
+            return {
+                "spent": ledger["spent"],
+                "held": held(ledger),
+                "in_flight": len(ledger["holds"]),
+                "lapsed": len(ledger["lapsed"]),
+                "remaining": remaining(ledger),
+                "soft_at": ledger["soft_at"],
+            }
+
         rows = []
         for budget in self.book.budgets:
             key, fresh, reset = self.key(budget, at)
-
-            def view(ledger: Ledger) -> dict[str, Any]:
-                return {
-                    "spent": ledger["spent"],
-                    "held": sum(h[0] for h in ledger["holds"].values()),
-                    "in_flight": len(ledger["holds"]),
-                    "lapsed": len(ledger["lapsed"]),
-                    "remaining": remaining(ledger),
-                    "soft_at": ledger["soft_at"],
-                }
-
-            from shared.budgets.ledger import expire
-
-            state = await self._apply(key, fresh, lambda ledger: (expire(ledger, now), view(ledger))[1])
+            state = await self._apply(key, fresh, view)
             rows.append(
                 {
                     "budget": budget.name,
