@@ -188,9 +188,8 @@ class BudgetKeeper:
                 if need is None:  # a dollar budget cannot bound an unpriced deployment: no room
                     left[budget.name] = (await self._peek(key, fresh, now), reset)
                     return await self._undo(request_id, holds, _Attempt({}, left, budget))
-                got: Reserved = await self._apply(
-                    key, fresh, lambda ledger, n=need: reserve(ledger, request_id, n, expires_at, now)
-                )
+                step = functools.partial(reserve, request_id=request_id, units=need, expires_at=expires_at, now=now)
+                got: Reserved = await self._apply(key, fresh, step)
                 left[budget.name] = (got.remaining, reset)
                 if not got.ok:
                     return await self._undo(request_id, holds, _Attempt({}, left, budget))
@@ -271,17 +270,13 @@ class BudgetKeeper:
         now = self.clock()
         rid = str(record.get("request_id"))
         crossed: list[str] = []
-        done: list[str] = []
+        at_iso = stamp(datetime.fromtimestamp(now, UTC))
         try:
             for name, budget in budgets.items():
                 key = holds.get(name) or self.key(budget, at)[0]
                 charge = record_units(budget, record)
-                result: Settled = await self._apply(
-                    key,
-                    self._fresh_for(budget, key),
-                    lambda ledger, c=charge: settle(ledger, rid, c, now, stamp(datetime.fromtimestamp(now, UTC))),
-                )
-                done.append(name)
+                step = functools.partial(settle, request_id=rid, units=charge, now=now, at_iso=at_iso)
+                result: Settled = await self._apply(key, self._fresh_for(budget, key), step)
                 if result.crossed_soft:
                     crossed.append(name)
                     self._threshold_event(budget, key, rid, result)
