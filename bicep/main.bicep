@@ -195,6 +195,12 @@ param captureOutboxDir string = ''
 @description('DEPLOYMENT_MODELS: deployment name -> {"model": "gpt-4o-2024-08-06", "type": "global|data_zone|regional|provisioned"}, for cost; unmapped deployments use the model AOAI reports.')
 param deploymentModels object = {}
 
+@description('BUDGETS: dollar budgets and token quotas per subscription, product or team, e.g. [{"name": "team-a", "scope": "team:a", "amount": 500, "period": "month", "soft_percent": 80}] (docs/budgets.md).')
+param budgets array = []
+
+@description('BUDGET_TEAMS: team name -> subscription ids, for budgets with scope team:<name>.')
+param budgetTeams object = {}
+
 @description('Events of one Event Hub batch the parser handles at the same time (PARSER_MAX_CONCURRENCY); times contentSafetyOptions.maxConcurrency it bounds the concurrent Content Safety calls per instance.')
 @minValue(1)
 param parserMaxConcurrency int = 8
@@ -264,6 +270,7 @@ var cosmosContainers = {
   records: 'records'
   deadletters: 'deadletters'
   affinity: 'affinity'
+  budgets: 'budgets'
 }
 var eventHubName = 'exchanges'
 var deploymentContainerName = 'app-package'
@@ -327,6 +334,7 @@ module cosmos 'modules/cosmos.bicep' = {
     recordsContainerName: cosmosContainers.records
     deadlettersContainerName: cosmosContainers.deadletters
     affinityContainerName: cosmosContainers.affinity
+    budgetsContainerName: cosmosContainers.budgets
     recordsTtlSeconds: recordsTtlSeconds
     deadlettersTtlSeconds: deadlettersTtlSeconds
     privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
@@ -406,6 +414,7 @@ module functionApp 'modules/function-app.bicep' = {
     cosmosRecordsContainerName: cosmosContainers.records
     cosmosDeadlettersContainerName: cosmosContainers.deadletters
     cosmosAffinityContainerName: cosmosContainers.affinity
+    cosmosBudgetsContainerName: cosmosContainers.budgets
     appInsightsLoggerName: appInsightsLoggerName
     exchangeTtlSeconds: exchangeTtlSeconds
     eventHubsNamespace: eventHubs.outputs.fullyQualifiedNamespace
@@ -417,6 +426,8 @@ module functionApp 'modules/function-app.bicep' = {
     upstream: upstream
     captureOutboxDir: captureOutboxDir
     deploymentModels: deploymentModels
+    budgets: budgets
+    budgetTeams: budgetTeams
     parserMaxConcurrency: parserMaxConcurrency
     contentSafetyEndpoint: enableContentSafety ? 'https://${toLower(names.contentSafety)}.cognitiveservices.azure.com' : ''
     contentSafety: contentSafetyOptions

@@ -25,6 +25,8 @@ param recordsContainerName string
 param deadlettersContainerName string
 @description('Container of Responses API affinity entries.')
 param affinityContainerName string
+@description('Container of budget ledgers, one item per budget and period (COSMOS_BUDGETS_CONTAINER).')
+param budgetsContainerName string
 
 @description('Default TTL of usage records in seconds; -1 keeps them until deleted.')
 param recordsTtlSeconds int
@@ -114,6 +116,12 @@ var containers = [
     name: affinityContainerName
     partitionKey: '/id'
     // -1: TTL on; every affinity item carries its own ttl.
+    ttl: -1
+  }
+  {
+    name: budgetsContainerName
+    partitionKey: '/id'
+    // -1: TTL on, no default: a ledger is kept until deleted (spend against budget is reported from it).
     ttl: -1
   }
 ]

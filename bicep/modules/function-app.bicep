@@ -84,6 +84,15 @@ param captureOutboxDir string
 @description('DEPLOYMENT_MODELS: deployment name -> {model, type} for cost.')
 param deploymentModels object
 
+@description('BUDGETS: list of budgets (docs/budgets.md).')
+param budgets array
+
+@description('BUDGET_TEAMS: team name -> subscription ids.')
+param budgetTeams object
+
+@description('Container of budget ledgers (COSMOS_BUDGETS_CONTAINER).')
+param cosmosBudgetsContainerName string
+
 @description('PARSER_MAX_CONCURRENCY: events of one batch the parser handles at the same time.')
 param parserMaxConcurrency int
 
@@ -220,6 +229,10 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
           value: cosmosAffinityContainerName
         }
         {
+          name: 'COSMOS_BUDGETS_CONTAINER'
+          value: cosmosBudgetsContainerName
+        }
+        {
           name: 'EXCHANGE_TTL_SECONDS'
           value: string(exchangeTtlSeconds)
         }
@@ -298,6 +311,14 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
         {
           name: 'DEPLOYMENT_MODELS'
           value: string(deploymentModels)
+        }
+        {
+          name: 'BUDGETS'
+          value: string(budgets)
+        }
+        {
+          name: 'BUDGET_TEAMS'
+          value: string(budgetTeams)
         }
         {
           name: 'PARSER_MAX_CONCURRENCY'
