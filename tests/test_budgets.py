@@ -107,17 +107,23 @@ def test_a_hold_settles_to_the_actual_charge_once_and_lapses_after_its_deadline(
     assert reserve(ledger, "r1", 60, expires_at=10, now=0).ok
     assert not reserve(ledger, "r2", 41, expires_at=10, now=1).ok
     assert reserve(ledger, "r2", 40, expires_at=10, now=1).remaining == 0
-    first = settle(ledger, "r1", 30, now=2, at_iso="t")
+    first = settle(ledger, "r1", 30, now=2, at_iso="t", held=True)
     assert (first.charged, first.crossed_soft, remaining(ledger)) == (30, False, 30)
-    assert settle(ledger, "r1", 30, now=3, at_iso="t").charged == 0  # redelivered: charged once
+    assert settle(ledger, "r1", 30, now=3, at_iso="t", held=True).charged == 0  # redelivered: charged once
     # r2's instance died: at its deadline the hold is freed, and its late record is still charged once.
     assert remaining(ledger) == 30
     assert reserve(ledger, "r3", 60, expires_at=30, now=11).ok
     assert ledger["lapsed"] == {"r2": [40, 11]}
-    late = settle(ledger, "r2", 25, now=12, at_iso="t")
+    late = settle(ledger, "r2", 25, now=12, at_iso="t", held=True)
     assert (late.charged, late.crossed_soft, ledger["spent"], ledger["lapsed"]) == (25, True, 55, {})
-    assert settle(ledger, "r2", 25, now=13, at_iso="t").charged == 0
-    assert settle(ledger, "r3", 1, now=14, at_iso="t").crossed_soft is False  # the soft event is once per period
+    assert settle(ledger, "r2", 25, now=13, at_iso="t", held=True).charged == 0
+    assert (
+        settle(ledger, "r3", 1, now=14, at_iso="t", held=True).crossed_soft is False
+    )  # the soft event is once per period
+    # Charged without a hold (the store was down at admission): remembered, so charged once too.
+    assert settle(ledger, "r4", 5, now=15, at_iso="t", held=False).charged == 5
+    assert settle(ledger, "r4", 5, now=16, at_iso="t", held=False).charged == 0
+    assert ledger["spent"] == 61 and list(ledger["settled"]) == ["r4"]
 
 
 def test_worst_case_counts_the_prompt_and_the_largest_output_the_request_allows() -> None:

@@ -275,7 +275,9 @@ class BudgetKeeper:
             for name, budget in budgets.items():
                 key = holds.get(name) or self.key(budget, at)[0]
                 charge = record_units(budget, record)
-                step = functools.partial(settle, request_id=rid, units=charge, now=now, at_iso=at_iso)
+                step = functools.partial(
+                    settle, request_id=rid, units=charge, now=now, at_iso=at_iso, held=name in holds
+                )
                 result: Settled = await self._apply(key, self._fresh_for(budget, key), step)
                 if result.crossed_soft:
                     crossed.append(name)

@@ -9,7 +9,8 @@ tokens): sums stay exact.
     holds     request id -> [units, expires_at]: reservations in flight
     lapsed    request id -> [units, lapsed_at]: holds whose request never settled in time (freed;
               charged if its record still arrives)
-    settled   request id -> settled_at: recent settlements, so a redelivered record is charged once
+    settled   request id -> settled_at: requests charged without a hold (fail_open), so a redelivered
+              record is charged once (a held request is settled once by removing its hold)
     soft_at   when the soft threshold was first crossed in the period (None: not yet)
 """
 
@@ -20,8 +21,7 @@ from typing import Any
 
 Ledger = dict[str, Any]
 
-#: How long a settlement is remembered (seconds). Event Hubs redelivers within minutes; the parser
-#: also skips records it already stored before settling, so this only covers a crash in between.
+#: How long a settlement without a hold is remembered (seconds): Event Hubs redelivers within minutes.
 SETTLED_MEMORY_SECONDS = 24 * 3600
 #: Lapsed holds wait this long for a late record (the exchange store's default time to live: an
 #: exchange older than that can no longer become a record).
@@ -101,16 +101,19 @@ class Settled:
     first_time: bool
 
 
-def settle(ledger: Ledger, request_id: str, units: int | None, now: float, at_iso: str) -> Settled:
-    """Replace the request's hold (live or lapsed) by its actual charge. `units` None: the cost is
-    unknown (no price), so the hold is charged as it stands. Idempotent per request id."""
+def settle(ledger: Ledger, request_id: str, units: int | None, now: float, at_iso: str, *, held: bool) -> Settled:
+    """Replace the request's hold (live or lapsed) by its actual charge; `units` None (no price)
+    charges the hold as it stands. Idempotent: `held` says admission took a hold for this request,
+    so a held request without a hold here was settled before. A request charged without a hold
+    (the store was down at admission, fail_open) is remembered in `settled` instead."""
     expire(ledger, now)
-    if request_id in ledger["settled"]:
-        return Settled(0, False, remaining(ledger), False)
     hold = ledger["holds"].pop(request_id, None) or ledger["lapsed"].pop(request_id, None)
-    charge = units if units is not None else (int(hold[0]) if hold else 0)
+    if hold is None:
+        if held or request_id in ledger["settled"] or not units:
+            return Settled(0, False, remaining(ledger), False)
+        ledger["settled"][request_id] = now
+    charge = units if units is not None else int(hold[0])
     ledger["spent"] = int(ledger["spent"]) + charge
-    ledger["settled"][request_id] = now
     crossed = False
     soft = ledger.get("soft")
     if soft is not None and ledger["soft_at"] is None and ledger["spent"] >= soft:
