@@ -256,3 +256,16 @@ async def test_store_errors_fail_closed_or_open_and_open_ones_are_reconciled(tmp
     [row] = await opened.status()
     assert row["spent"] == round(0.75 * UNITS_PER_USD)
     await store.close()
+
+
+async def test_an_image_generation_reserves_its_dearest_image_and_an_unpriced_deployment_has_no_room(
+    store: SqliteBudgetStore,
+) -> None:
+    k = keeper(store, {"name": "b", "scope": "subscription:s1", "amount": 0.25})
+    admitted = await k.admit("i1", "s1", "p", "dall-e-3", "images.generations", {"prompt": "a cat", "n": 2})
+    assert admitted is not None
+    [row] = await k.status()
+    assert row["held"] == 2 * 120_000_000  # hd/1792x1024 at $0.12, twice
+    with pytest.raises(BudgetExceeded) as refused:
+        await k.admit("u1", "s1", "p", "my-unknown-deployment", "chat.completions", {"messages": MESSAGES})
+    assert refused.value.budget == "b"

@@ -34,6 +34,8 @@ class Worst:
 
     prompt_tokens: int
     output_tokens: int
+    #: Images a generation may return (priced per image).
+    images: int = 0
 
     @property
     def tokens(self) -> int:
@@ -59,6 +61,8 @@ def worst_case(api: str, body: Any, deployment: str | None, default_max_tokens: 
     prompt = prompt + math.ceil(prompt * PROMPT_MARGIN_PERCENT / 100) + PROMPT_MARGIN_TOKENS
     if api == "embeddings":
         return Worst(prompt, 0)
+    if api == "images.generations":
+        return Worst(0, 0, _positive(body.get("n")) or 1)
     output = next((body[k] for k in _OUTPUT_LIMITS.get(api, ()) if _positive(body.get(k))), default_max_tokens)
     choices = max(_positive(body.get("n")) or 1, _positive(body.get("best_of")) or 1)
     return Worst(prompt, int(output) * choices)
@@ -70,6 +74,8 @@ def units(budget: Budget, worst: Worst, price: Mapping[str, Any] | None) -> int 
         return worst.tokens
     if price is None:
         return None
+    if "per_image" in price:  # the dearest size and quality: the request may ask for any
+        return math.ceil(worst.images * max(price["per_image"].values()) * UNITS_PER_USD)
     total = worst.prompt_tokens * price["input"] + worst.output_tokens * price.get("output", 0.0)
     return math.ceil(total * _UNITS_PER_PRICE)
 
@@ -78,12 +84,12 @@ def price_for(
     book: PriceBook, deployment_models: Mapping[str, DeploymentModel], deployment: str | None, day: date
 ) -> tuple[str | None, Mapping[str, Any] | None]:
     """(model, price entry) for a deployment, as the parser will price it: DEPLOYMENT_MODELS, else
-    the deployment's own name; None when the book has no per-token price for it."""
+    the deployment's own name; None when the book has no price for it."""
     mapped = deployment_models.get(deployment or "")
     model = (mapped.model if mapped else None) or deployment
     dtype = mapped.type if mapped else DEFAULT_DEPLOYMENT_TYPE
     key = book.resolve_model(model)
-    if key is None or book.kind(key) not in ("tokens", "embeddings"):
+    if key is None or book.kind(key) not in ("tokens", "embeddings", "images"):
         return model, None
     return model, book.entry(key, dtype, day)
 
