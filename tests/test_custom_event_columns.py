@@ -57,6 +57,13 @@ def _full_record() -> dict:
         usage_details={"audio_tokens": 0},
         estimation_notes=["n"],
         usage_injected=True,
+        budget={
+            "budgets": ["team-a"],
+            "downgraded_from": "gpt-4.1",
+            "store_error": False,
+            "settled": True,
+            "soft_crossed": [],
+        },
     )
     missing = [name for name in SCHEMA["properties"] if record.get(name) is None]
     assert not missing, f"fill these schema fields in the test record: {missing}"

@@ -46,6 +46,7 @@ def test_every_question_has_a_query():
         "streaming_share",
         "usage_source_share",
         "top_users",
+        "budget_spend",
     }
 
 
