@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from shared.budgets.keeper import BudgetKeeper
+from shared.normalize.apis import billable, operation
 
 if TYPE_CHECKING:
     from proxy.call import ProxyCall
@@ -29,8 +30,8 @@ class BudgetGate:
     async def admit(self, call: ProxyCall) -> None:
         """Raises BudgetExceeded or BudgetStoreUnavailable; else the call may be forwarded."""
         keeper = self._keeper()
-        if keeper is None:
-            return
+        if keeper is None or not billable(call.route.api, operation(call.method, call.path, call.route)):
+            return  # reading, listing, deleting: no model runs, nothing to hold
         rec = call.recorder
         body = call.json_body if call.json_body is not None else _json(call.body)
         identity = rec.identity

@@ -169,6 +169,9 @@ def test_store_outage_fails_closed_or_open_per_budget_and_open_ones_are_reconcil
             )
         assert closed.value.status_code == 503
         assert closed.value.response.json()["error"]["code"] == "budget_store_unavailable"
+        # Reading and listing run no model: no budget is consulted, so the outage does not touch them.
+        listed = gw.client(KEY_A).models.with_raw_response.list()
+        assert listed.http_response.status_code == 200 and "x-gateway-budget-remaining" not in listed.headers
         assert not [
             r for sim in gw.sims.values() for r in sim.requests if r.headers.get("x-ms-client-request-id") == "closed-1"
         ]
