@@ -269,3 +269,22 @@ async def test_an_image_generation_reserves_its_dearest_image_and_an_unpriced_de
     with pytest.raises(BudgetExceeded) as refused:
         await k.admit("u1", "s1", "p", "my-unknown-deployment", "chat.completions", {"messages": MESSAGES})
     assert refused.value.budget == "b"
+
+
+def test_a_bad_budget_stops_the_app_when_it_loads() -> None:
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parent.parent
+    bad = {"BUDGETS": '[{"name": "a", "scope": "team:blue", "amount": 5}]', "BUDGET_TEAMS": "{}"}
+    done = subprocess.run(
+        [sys.executable, "-c", "import function_app"],
+        cwd=root,
+        env={**os.environ, **bad},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode != 0
+    assert "ConfigurationError: BUDGETS['a'].scope names team 'blue', which BUDGET_TEAMS does not define" in done.stderr
