@@ -146,6 +146,15 @@ def test_a_downgrade_routes_to_the_cheaper_deployment_and_the_record_names_both(
         record = gw.record(raw.headers["x-gateway-request-id"])
         assert record["deployment"] == "gpt-4.1-mini" and record["budget"]["downgraded_from"] == "gpt-4.1"
         assert record["budget"]["budgets"] == ["gpt41"] and record["cost"] > 0
+        # On the v1 surface the deployment is the body's `model`: that is what is rewritten.
+        v1 = openai.OpenAI(base_url=f"{gw.url}/openai/v1", api_key=KEY_A, max_retries=0)
+        raw = v1.chat.completions.with_raw_response.create(
+            model="gpt-4.1", messages=MESSAGES, max_tokens=2000, extra_headers={"x-ms-client-request-id": "down-v1"}
+        )
+        assert raw.headers["x-gateway-downgraded-from"] == "gpt-4.1"
+        assert json.loads(gw.upstream("down-v1").body)["model"] == "gpt-4.1-mini"
+        record = gw.record(raw.headers["x-gateway-request-id"])
+        assert record["deployment"] == "gpt-4.1-mini" and record["budget"]["downgraded_from"] == "gpt-4.1"
         # Too big even for the cheaper deployment: refused with the budget's error.
         with pytest.raises(openai.RateLimitError) as refused:
             client.chat.completions.create(model="gpt-4.1", messages=MESSAGES, max_tokens=100_000)
