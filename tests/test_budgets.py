@@ -288,3 +288,36 @@ def test_a_bad_budget_stops_the_app_when_it_loads() -> None:
     )
     assert done.returncode != 0
     assert "ConfigurationError: BUDGETS['a'].scope names team 'blue', which BUDGET_TEAMS does not define" in done.stderr
+
+
+async def test_the_soft_threshold_event_is_an_app_insights_custom_event(store: SqliteBudgetStore) -> None:
+    import logging
+    import uuid
+
+    from azure.monitor.opentelemetry.exporter.export.logs._exporter import _convert_log_to_envelope
+    from opentelemetry.instrumentation.logging.handler import LoggingHandler
+    from opentelemetry.sdk._logs import LoggerProvider
+    from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+
+    exporter = InMemoryLogRecordExporter()
+    provider = LoggerProvider()
+    provider.add_log_record_processor(SimpleLogRecordProcessor(exporter))
+    logger = logging.getLogger(f"test.budget.{uuid.uuid4().hex}")
+    logger.addHandler(LoggingHandler(logger_provider=provider))
+    logger.propagate = False
+    k = BudgetKeeper(
+        book({"name": "b", "scope": "subscription:s1", "amount": 1.0, "soft_percent": 10}),
+        store,
+        shipped_book(),
+        hold_seconds=60,
+        clock=lambda: NOW,
+        events=logger,
+    )
+    await k.settle(record("r1", 0.2), None)
+    (log,) = exporter.get_finished_logs()
+    envelope = _convert_log_to_envelope(log)
+    assert envelope.name == "Microsoft.ApplicationInsights.Event" and envelope.data.base_type == "EventData"
+    data = envelope.data.base_data
+    assert data.name == "AOAIBudgetThreshold"
+    assert data.properties["budget"] == "b" and data.properties["request_id"] == "r1"
+    assert data.properties["period"] == "2026-12-01T00:00:00Z" and data.properties["remaining"] == "0.800000 USD"

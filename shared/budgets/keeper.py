@@ -40,9 +40,16 @@ from shared.pricing.deployments import DeploymentModel, parse_deployment_models
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
-#: The logger of the soft-threshold custom event (`AOAIBudgetThreshold` in App Insights customEvents).
-event_log = logging.getLogger("gateway.budget")
+#: The soft-threshold custom event (`AOAIBudgetThreshold` in App Insights customEvents) and its logger.
 THRESHOLD_EVENT = "AOAIBudgetThreshold"
+EVENT_LOGGER = "gateway.budget"
+
+
+def event_logger(handler_logger: str = "") -> logging.Logger:
+    """The event's logger, under the logger that carries the Azure Monitor handler (as the usage event's)."""
+    inside = not handler_logger or EVENT_LOGGER == handler_logger or EVENT_LOGGER.startswith(handler_logger + ".")
+    return logging.getLogger(EVENT_LOGGER if inside else f"{handler_logger}.{EVENT_LOGGER}")
+
 
 #: Tries of a settlement before it waits for the next one (the store is down meanwhile).
 SETTLE_TRIES = 3
@@ -93,12 +100,14 @@ class BudgetKeeper:
         *,
         hold_seconds: float,
         clock: Callable[[], float] = time.time,
+        events: logging.Logger | None = None,
     ) -> None:
         self.book, self.store, self.prices = book, store, prices
         self.deployment_models = deployment_models or {}
         #: How long a hold lives: the request's own deadline (UPSTREAM_TOTAL_TIMEOUT_SECONDS) plus grace.
         self.hold_seconds = hold_seconds + HOLD_GRACE_SECONDS
         self.clock = clock
+        self.events = events or event_logger()
         #: Settlements the store could not take: retried before the next one.
         self._unsettled: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
 
@@ -112,6 +121,7 @@ class BudgetKeeper:
             shipped_book(),
             parse_deployment_models(settings.deployment_models_json),
             hold_seconds=settings.upstream_total_timeout,
+            events=event_logger(settings.appinsights_logger_name),
         )
 
     # --- keys -------------------------------------------------------------------------------------
@@ -300,7 +310,7 @@ class BudgetKeeper:
     def _threshold_event(self, budget: Budget, key: str, request_id: str, result: Settled) -> None:
         """The custom event an Azure Monitor alert rule fires on; exactly one per budget and period,
         because the step that sets `soft_at` is the one atomic write that crosses it."""
-        event_log.warning(
+        self.events.warning(
             "budget %s crossed its soft threshold",
             budget.name,
             extra={
