@@ -91,6 +91,8 @@ class Proxy:
                 await self.budgets.admit(call)
             resp = await self.leg.attempt(call)
         except ErrorResponse as error:
+            if rec.budget is not None:  # admitted, then no backend answered: the budget headers still go
+                error.headers.update(call.extra.get("budget_headers", ()))
             return self._answer(rec, error)
         except Exception as exc:  # a defect: still one exchange, still an AOAI-shaped answer
             log.exception("proxy failure for %s", rid)

@@ -51,11 +51,13 @@ class Gateway(DevHostGateway):
 
 
 @contextlib.contextmanager
-def _gateway(tmp: Path, budgets: list[dict[str, Any]], **env: str) -> Iterator[Gateway]:
+def _gateway(
+    tmp: Path, budgets: list[dict[str, Any]], deployments: list[str] | None = None, **env: str
+) -> Iterator[Gateway]:
     with dev_host(
         tmp,
         SUBSCRIPTIONS,
-        {"sim": SimulatorConfig(api_key=SIM_KEY, completion_tokens=500, stream_chunks=8)},
+        {"sim": SimulatorConfig(api_key=SIM_KEY, completion_tokens=500, stream_chunks=8, deployments=deployments)},
         env={"BUDGETS": json.dumps(budgets), "BUDGET_TEAMS": json.dumps({"ab": ["sub-a", "sub-b"]}), **env},
         gateway=Gateway,
     ) as gateway:
@@ -133,9 +135,10 @@ def test_a_downgrade_routes_to_the_cheaper_deployment_and_the_record_names_both(
             "deployments": ["gpt-4.1"],
             "action": "downgrade",
             "downgrade_to": "gpt-4.1-mini",
-        }
+        },
+        {"name": "quota-b", "scope": "subscription:sub-b", "tokens": 100_000},
     ]
-    with _gateway(tmp_path, budgets) as gw:
+    with _gateway(tmp_path, budgets, deployments=["gpt-4.1", "gpt-4.1-mini", "gpt-4o"]) as gw:
         client = gw.client()
         raw = client.chat.completions.with_raw_response.create(
             model="gpt-4.1", messages=MESSAGES, max_tokens=2000, extra_headers={"x-ms-client-request-id": "down-1"}
@@ -159,6 +162,10 @@ def test_a_downgrade_routes_to_the_cheaper_deployment_and_the_record_names_both(
         with pytest.raises(openai.RateLimitError) as refused:
             client.chat.completions.create(model="gpt-4.1", messages=MESSAGES, max_tokens=100_000)
         assert refused.value.response.json()["error"]["code"] == "budget_exceeded"
+        # Admitted, then no backend serves the deployment: the error carries the budget headers too.
+        with pytest.raises(openai.NotFoundError) as missing:
+            gw.client(KEY_B).chat.completions.create(model="no-such-deployment", messages=MESSAGES, max_tokens=10)
+        assert missing.value.response.headers["x-gateway-budget-remaining"].endswith(" tokens")
         # A budget that does not count the deployment leaves it alone (no header, no hold).
         other = client.chat.completions.with_raw_response.create(model="gpt-4o", messages=MESSAGES, max_tokens=50)
         assert "x-gateway-downgraded-from" not in other.headers and "x-gateway-budget-remaining" not in other.headers
