@@ -208,3 +208,38 @@ def test_store_outage_fails_closed_or_open_per_budget_and_open_ones_are_reconcil
         assert second["budget"]["settled"] is True
         row = gw.status()["open"]
         assert row["spent"] == round(first["cost"] * UNITS_PER_USD) + round(second["cost"] * UNITS_PER_USD) > 0
+
+
+def test_a_hold_whose_record_is_late_lapses_and_the_late_record_is_charged_once(tmp_path):
+    with _gateway(tmp_path, [{"name": "small", "scope": "subscription:sub-a", "amount": 0.05}]) as gw:
+        ports = function_app.ports()
+        announce = ports.channel.publish
+        held: list[str] = []
+
+        async def hold(request_id: str) -> None:  # the parser is down: no record yet
+            held.append(request_id)
+
+        ports.channel.publish = hold
+        body = {"messages": MESSAGES, "max_tokens": 4000}  # gpt-4o: ~$0.04 worst case, one fits
+        raw = gw.client().chat.completions.with_raw_response.create(model="gpt-4o", **body)
+        rid = raw.headers["x-gateway-request-id"]
+        with pytest.raises(openai.RateLimitError):
+            gw.client().chat.completions.create(model="gpt-4o", **body)
+        # Past the request's deadline (UPSTREAM_TOTAL_TIMEOUT_SECONDS + grace) the hold lapses: room again.
+        keeper = ports.budgets
+        real_clock = keeper.clock
+        keeper.clock = lambda: real_clock() + keeper.hold_seconds + 1
+        again = gw.client().chat.completions.with_raw_response.create(model="gpt-4o", **body)
+        row = gw.status()["small"]
+        assert row["in_flight"] == 1 and row["lapsed"] == 1 and row["spent"] == 0
+        # The parser comes back: the late record settles the lapsed hold; a redelivery charges nothing.
+        gw.call(function_app.drain())
+        ports.channel.publish = announce
+        for request_id in [*held, rid]:
+            gw.call(announce(request_id))
+        first = gw.record(rid)
+        second = gw.record(again.headers["x-gateway-request-id"])
+        row = gw.status()["small"]
+        assert row["in_flight"] == 0 and row["lapsed"] == 0
+        assert row["spent"] == round(first["cost"] * UNITS_PER_USD) + round(second["cost"] * UNITS_PER_USD)
+        assert gw.emitted[rid] == 1
