@@ -172,6 +172,10 @@ async def _record(exchange: Exchange, ports: Ports, enricher: Enricher, result: 
         result.duplicates.append(request_id)
         return
     record, details = await make_record(exchange, enricher, ports.safety)
+    if ports.budgets is not None:
+        # Before the record is stored, so that it carries the settlement; a redelivered event is
+        # charged once (the ledger remembers the request ids it settled). Never raises.
+        await ports.budgets.settle(record, exchange.budget)
 
     try:
         added = await _retry(lambda: ports.records.add(record, details), delays, sleep)

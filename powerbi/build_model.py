@@ -301,6 +301,26 @@ TABLES: tuple[Table, ...] = (
         ),
         (Measure("User cost (USD)", "SUM('Top users'[cost_usd])", USD),),
     ),
+    Table(
+        "budget_spend",
+        "Budget spend",
+        (
+            ("month", T),
+            ("budget_name", S),
+            ("spent_usd", D),
+            ("limit_usd", D),
+            ("used_percent", D),
+            ("requests", I),
+            ("downgraded", I),
+            ("unsettled", I),
+            ("store_errors", I),
+            ("soft_crossed_at", T),
+        ),
+        (
+            Measure("Budget spent (USD)", "SUM('Budget spend'[spent_usd])", USD),
+            Measure("Budget limit (USD)", "SUM('Budget spend'[limit_usd])", USD),
+        ),
+    ),
 )
 
 #: Report pages (and workbook tabs): title -> visuals (type, table, fields). Fields are measures or columns.
@@ -346,6 +366,12 @@ PAGES: dict[str, list[tuple[str, str, list[str]]]] = {
                 "tokens_avoided",
                 "cost_avoided_usd",
             ],
+        ),
+        ("clusteredBarChart", "Budget spend", ["budget_name", "Budget spent (USD)"]),
+        (
+            "tableEx",
+            "Budget spend",
+            ["month", "budget_name", "spent_usd", "limit_usd", "used_percent", "downgraded", "soft_crossed_at"],
         ),
     ],
     "Performance": [
@@ -433,7 +459,7 @@ PAGES: dict[str, list[tuple[str, str, list[str]]]] = {
 #: Workbook tabs: the same pages, each showing the queries behind that page.
 WORKBOOK_TABS: dict[str, list[str]] = {
     "Overview": ["usage_by_day", "streaming_share", "usage_source_share"],
-    "Chargeback": ["chargeback_monthly", "top_users", "cache_savings"],
+    "Chargeback": ["chargeback_monthly", "top_users", "cache_savings", "budget_spend"],
     "Performance": ["latency_percentiles"],
     "Safety": ["safety_flags", "prompt_shields"],
     "Errors": ["errors_by_backend"],

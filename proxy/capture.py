@@ -20,6 +20,8 @@ from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from shared.background import BackgroundTasks
 from shared.errors import ErrorResponse
 from shared.exchange import (
@@ -63,6 +65,7 @@ class ExchangeRecorder:
         "enforcement",
         "audience",
         "cache",
+        "budget",
         "_raw_request",
     )
 
@@ -91,6 +94,8 @@ class ExchangeRecorder:
         #: The audience rule that applied, and the response cache's part (see `shared.exchange.Exchange`).
         self.audience: dict[str, Any] | None = None
         self.cache: dict[str, Any] | None = None
+        #: What budget admission decided (`Admission.marks()`), when a budget applies.
+        self.budget: dict[str, Any] | None = None
 
     def elapsed_ms(self) -> float:
         return round((time.perf_counter() - self.started) * 1000, 3)
@@ -105,6 +110,16 @@ class ExchangeRecorder:
     ) -> None:
         """Keep references only: redaction and body encoding happen in `finish()`, after the stream."""
         self._raw_request = (method, path, list(query), list(headers), body)
+
+    def reroute(self, path: str, model: str | None) -> None:
+        """The request went to another deployment (a budget's downgrade): the new path, or (v1) the
+        body's `model`, so the record names and prices the deployment that answered."""
+        if self._raw_request is None:
+            return
+        method, _, query, headers, body = self._raw_request
+        if model is not None:
+            body = orjson.dumps({**orjson.loads(body), "model": model})
+        self._raw_request = (method, path, query, headers, body)
 
     def set_response(self, status: int, headers: Iterable[tuple[str, str]]) -> None:
         self.status = status
@@ -214,6 +229,7 @@ class ExchangeRecorder:
             enforcement=self.enforcement,
             audience=self.audience,
             cache=self.cache,
+            budget=self.budget,
         )
 
 

@@ -78,6 +78,26 @@ class GatewayTimeout(ErrorResponse):
     status, code = 504, "GatewayTimeout"
 
 
+class BudgetExceeded(ErrorResponse):
+    """429: the request's worst case does not fit in a budget that applies. Retrying before the
+    reset cannot help, so OpenAI SDKs are told not to (`x-should-retry: false`)."""
+
+    status, code = 429, "budget_exceeded"
+
+    def __init__(self, message: str, *, budget: str, reset_at: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message, headers={"x-should-retry": "false", **(headers or {})})
+        self.budget, self.reset_at = budget, reset_at
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, "budget": self.budget, "reset_at": self.reset_at}}
+
+
+class BudgetStoreUnavailable(ErrorResponse):
+    """503: the budget store cannot be reached and a budget that applies fails closed."""
+
+    status, code = 503, "budget_store_unavailable"
+
+
 # ------------------------------------------------------------------------------------------ internal
 class ConfigurationError(GatewayError):
     """Invalid app settings: raised at start-up with a message that names the bad entry."""

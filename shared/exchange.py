@@ -133,6 +133,8 @@ class Exchange:
     #: Below `full`: the usage record and details computed from the whole exchange before bodies were
     #: reduced ({"record": ..., "details": ...}); the parser uses them as they are.
     normalized: dict[str, Any] | None = None
+    #: Budget admission (shared/budgets/keeper.py `Admission.marks`): holds taken, downgrade, store error.
+    budget: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -161,6 +163,7 @@ class Exchange:
             capture_level=str(d.get("capture_level") or "full"),
             privacy=d.get("privacy"),
             normalized=d.get("normalized"),
+            budget=d.get("budget"),
             schema_version=int(d.get("schema_version", SCHEMA_VERSION)),
         )
 

@@ -225,6 +225,9 @@ class Settings(BaseSettings):
         "affinity", "COSMOS_AFFINITY_CONTAINER", "Responses API affinity (response id -> backend) container"
     )
     cosmos_cache_container: str = setting("cache", "COSMOS_CACHE_CONTAINER", "response cache container (per-item TTL)")
+    cosmos_budgets_container: str = setting(
+        "budgets", "COSMOS_BUDGETS_CONTAINER", "budget ledgers container (one item per budget and period)"
+    )
     exchange_ttl_seconds: Annotated[int, AfterValidator(_ttl)] = setting(
         7 * 24 * 3600, "EXCHANGE_TTL_SECONDS", "how long stored exchanges are kept (-1: forever)"
     )
@@ -328,11 +331,21 @@ class Settings(BaseSettings):
     )
 
     # --- audiences ---------------------------------------------------------------------------
+    budgets_json: Annotated[str, JsonText(list[dict[str, Any]])] = setting(
+        "[]",
+        "BUDGETS",
+        "dollar budgets and token quotas: [{name, scope, amount|tokens, period, soft_percent, action...}] (docs/budgets.md)",
+    )
+    budget_teams_json: Annotated[str, JsonText(dict[str, list[str]])] = setting(
+        "{}", "BUDGET_TEAMS", "team name -> subscription ids, for `team:<name>` budget scopes (docs/budgets.md)"
+    )
+    budget_sqlite_path: str = setting(
+        "", "BUDGET_SQLITE_PATH", "SQLite file of the budget ledgers with LOG_STORE=sqlite (empty: SQLITE_PATH)"
+    )
     capture_levels_json: Annotated[str, JsonText(dict[str, Literal["full", "redacted", "metadata", "none"]])] = setting(
         "{}",
         "CAPTURE_LEVELS",
         "APIM product or `subscription:<id>` -> capture level full | redacted | metadata | none (docs/privacy.md)",
-        sample='{"standard": "redacted", "subscription:team-hr": "metadata"}',
     )
     retention_json: Annotated[str, JsonText(dict[str, Any])] = setting(
         "{}",
@@ -351,7 +364,6 @@ class Settings(BaseSettings):
         "{}",
         "AUDIENCE_POLICIES",
         "APIM product or `subscription:<id>` -> deployment allow-list and response cache (docs/audience.md)",
-        sample='{"standard": {"deployments": ["gpt-4o", "text-embedding-*"]}}',
     )
 
     # --- dev host ----------------------------------------------------------------------------

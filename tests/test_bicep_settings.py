@@ -30,6 +30,7 @@ LOCAL_ONLY = {
     "FUNCTIONS_WORKER_RUNTIME": "Flex Consumption rejects it as an app setting: the runtime is "
     "functionAppConfig.runtime (python 3.13), checked below",
     "SQLITE_PATH": "embedded store of the dev host; in Azure LOG_STORE is cosmos",
+    "BUDGET_SQLITE_PATH": "embedded budget ledgers of the dev host; in Azure they are in COSMOS_BUDGETS_CONTAINER",
     "LOCAL_SUBSCRIPTIONS": "the dev host stands in for APIM; in Azure APIM sets the x-gateway-* identity headers",
     "CONTENT_SAFETY_KEY": "a secret: in Azure the function app reaches Content Safety with its managed identity "
     "(role Cognitive Services User); add it by hand (as a Key Vault reference) only if you must use a key",

@@ -96,6 +96,15 @@ param captureLevels object
 @description('RETENTION: product or subscription:<id> -> {exchanges_days, records_days}.')
 param retention object
 
+@description('BUDGETS: list of budgets (docs/budgets.md).')
+param budgets array
+
+@description('BUDGET_TEAMS: team name -> subscription ids.')
+param budgetTeams object
+
+@description('Container of budget ledgers (COSMOS_BUDGETS_CONTAINER).')
+param cosmosBudgetsContainerName string
+
 @description('PARSER_MAX_CONCURRENCY: events of one batch the parser handles at the same time.')
 param parserMaxConcurrency int
 
@@ -240,6 +249,10 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
           value: string(audiencePolicies)
         }
         {
+          name: 'COSMOS_BUDGETS_CONTAINER'
+          value: cosmosBudgetsContainerName
+        }
+        {
           name: 'EXCHANGE_TTL_SECONDS'
           value: string(exchangeTtlSeconds)
         }
@@ -326,6 +339,14 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
         {
           name: 'RETENTION'
           value: string(retention)
+        }
+        {
+          name: 'BUDGETS'
+          value: string(budgets)
+        }
+        {
+          name: 'BUDGET_TEAMS'
+          value: string(budgetTeams)
         }
         {
           name: 'PARSER_MAX_CONCURRENCY'

@@ -104,6 +104,7 @@ class UsageRecord(TypedDict, total=False):
     price_version: str | None
     audience_rule: str | None
     capture_level: Literal["full", "redacted", "metadata", "none"]
+    budget: dict[str, Any]
     cache: CacheNote | None
     cost_avoided: float | None
     prompt_shields: PromptShields
