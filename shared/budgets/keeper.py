@@ -110,7 +110,7 @@ class BudgetKeeper:
         self.clock = clock
         self.events = events or event_logger()
         #: Settlements the store could not take: retried before the next one.
-        self._unsettled: list[tuple[dict[str, Any], dict[str, Any] | None]] = []
+        self._unsettled: list[tuple[UsageRecord, dict[str, Any] | None]] = []
 
     @classmethod
     def from_settings(cls, settings: Settings, book: BudgetBook, store: BudgetStore) -> BudgetKeeper:
