@@ -13,6 +13,7 @@ import socket
 import stat
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -54,8 +55,10 @@ def test_a_busy_port_is_the_only_thing_printed(tmp_path):
         suggested = free_port_after("127.0.0.1", port)
         result = devhost(tmp_path, "--port", str(port))
     assert result.returncode == 2 and result.stdout == ""
+    ours = " ".join(Path("/proc/self/cmdline").read_bytes().decode().split("\0")).split()
+    holder = f"pid {os.getpid()} ({textwrap.shorten(' '.join(ours), 80, placeholder='...')})"
     assert result.stderr == (
-        f"port {port} on 127.0.0.1 is already in use (another `python -m devhost` or `func start`?): "
+        f"port {port} on 127.0.0.1 is already in use by {holder}: "
         f"stop that process or choose another with --port {suggested}\n"
     )
     assert not (tmp_path / ".gateway").exists(), "no key was made for a run that cannot start"
