@@ -16,6 +16,7 @@ from proxy.handler import Proxy, build_proxy
 from proxy.routing.backends import check_backends
 from proxy.runtime_leak import release_http_invocations
 from proxy.streams.broken import quiet_server_log
+from shared.audience import AudienceTable
 from shared.settings import Settings
 from shared.wiring import WiredPorts, build_ports
 
@@ -23,8 +24,12 @@ app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
 # A bad setting, a placeholder endpoint or an api_key backend whose key setting is not set stops the
 # app when the host loads it (one line naming it), instead of failing every request later. Pure
-# parsing: nothing is connected here.
-check_backends(Settings.from_env())
+# parsing: nothing is connected here. Likewise AUDIENCE_POLICIES (and a cache an audience's capture
+# level forbids).
+_startup_settings = Settings.from_env()
+check_backends(_startup_settings)
+AudienceTable.from_settings(_startup_settings.audience_policies_json, _startup_settings.extra.get("CAPTURE_LEVELS"))
+del _startup_settings
 
 # A stream AOAI breaks mid-way is cut for the client by raising out of the body; the proxy logs it,
 # the server (uvicorn) need not add a traceback per cut stream (proxy/streams/broken.py).

@@ -56,6 +56,12 @@ class DeploymentNotFound(ErrorResponse):
     status, code = 404, "DeploymentNotFound"
 
 
+class DeploymentNotAllowed(ErrorResponse):
+    """The caller's audience may not use this deployment or operation (`AUDIENCE_POLICIES`)."""
+
+    status, code = 403, "deployment_not_allowed"
+
+
 class PayloadTooLarge(ErrorResponse):
     status, code = 413, "PayloadTooLarge"
 

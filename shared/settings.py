@@ -224,6 +224,7 @@ class Settings(BaseSettings):
     cosmos_affinity_container: str = setting(
         "affinity", "COSMOS_AFFINITY_CONTAINER", "Responses API affinity (response id -> backend) container"
     )
+    cosmos_cache_container: str = setting("cache", "COSMOS_CACHE_CONTAINER", "response cache container (per-item TTL)")
     exchange_ttl_seconds: Annotated[int, AfterValidator(_ttl)] = setting(
         7 * 24 * 3600, "EXCHANGE_TTL_SECONDS", "how long stored exchanges are kept (-1: forever)"
     )
@@ -324,6 +325,14 @@ class Settings(BaseSettings):
     )
     content_safety_max_concurrency: PositiveInt = setting(
         4, "CONTENT_SAFETY_MAX_CONCURRENCY", "Content Safety calls of one record or stream at the same time"
+    )
+
+    # --- audiences ---------------------------------------------------------------------------
+    audience_policies_json: Annotated[str, JsonText(dict[str, Any])] = setting(
+        "{}",
+        "AUDIENCE_POLICIES",
+        "APIM product or `subscription:<id>` -> deployment allow-list and response cache (docs/audience.md)",
+        sample='{"standard": {"deployments": ["gpt-4o", "text-embedding-*"]}}',
     )
 
     # --- dev host ----------------------------------------------------------------------------

@@ -14,7 +14,16 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from shared.errors import ConfigurationError
-from shared.ports import AffinityStore, DeadLetterStore, EventChannel, ExchangeStore, Ports, RecordStore, UsageSink
+from shared.ports import (
+    AffinityStore,
+    DeadLetterStore,
+    EventChannel,
+    ExchangeStore,
+    Ports,
+    RecordStore,
+    ResponseCache,
+    UsageSink,
+)
 from shared.settings import Settings
 
 if TYPE_CHECKING:
@@ -72,6 +81,9 @@ def check_settings(settings: Settings) -> None:
 
     parse_deployment_models(settings.deployment_models_json)
     SafetyConfig.from_settings(settings)
+    from shared.audience import AudienceTable
+
+    AudienceTable.from_settings(settings.audience_policies_json, settings.extra.get("CAPTURE_LEVELS"))
 
 
 def build_content_safety(settings: Settings) -> AzureContentSafety | None:
@@ -115,6 +127,7 @@ def build_ports(settings: Settings) -> WiredPorts:
     records: RecordStore
     deadletters: DeadLetterStore
     affinity: AffinityStore
+    cache: ResponseCache
     channel: EventChannel
     sink: UsageSink
     if settings.log_store == "cosmos":
@@ -128,6 +141,8 @@ def build_ports(settings: Settings) -> WiredPorts:
             stores.deadletters,
             stores.affinity,
         )
+        assert stores.cache is not None  # open_cosmos_stores always builds it
+        cache = stores.cache
     else:
         from shared.adapters.sqlite import (
             SqliteAffinityStore,
@@ -135,12 +150,14 @@ def build_ports(settings: Settings) -> WiredPorts:
             SqliteDeadLetterStore,
             SqliteExchangeStore,
             SqliteRecordStore,
+            SqliteResponseCache,
         )
 
         db = SqliteDatabase(settings.sqlite_path)
         closers.append(db.close)
         exchanges, records = SqliteExchangeStore(db), SqliteRecordStore(db)
         deadletters, affinity = SqliteDeadLetterStore(db), SqliteAffinityStore(db)
+        cache = SqliteResponseCache(db)
 
     if settings.event_channel == "eventhub":
         from shared.adapters.eventhub import EventHubChannel
@@ -179,4 +196,5 @@ def build_ports(settings: Settings) -> WiredPorts:
         deadletters=deadletters,
         affinity=affinity,
         safety=safety,
+        cache=cache,
     )
