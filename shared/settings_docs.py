@@ -49,6 +49,8 @@ def shape(t: Any) -> str:
         return " | ".join(shape(a) for a in args if a is not type(None))
     if isinstance(t, type) and issubclass(t, BaseModel):
         return "{" + ", ".join(_key(name, info) for name, info in t.model_fields.items()) + "}"
+    if t is Any:
+        return "any"
     return {str: "text", int: "integer", float: "number", bool: "boolean"}.get(t, getattr(t, "__name__", str(t)))
 
 
