@@ -109,3 +109,12 @@ def test_defaults_stated_in_the_prose_are_the_declared_ones():
     ]
     assert stated, "the pattern still finds the defaults the pages state"
     assert [(page, name, value) for page, name, value in stated if value != declared[name]] == []
+
+
+def test_a_backends_key_is_never_echoed_in_a_message():
+    raw = (
+        '[{"name": "a", "endpoint": "https://a", "deployments": ["*"], "auth": {"type": "api_key", "value": 12345678}}]'
+    )
+    with pytest.raises(ConfigurationError) as caught:
+        parse_json("GATEWAY_BACKENDS", raw)
+    assert str(caught.value) == "GATEWAY_BACKENDS[0] ('a'): 'auth.value' must be a string"
