@@ -544,11 +544,17 @@ DECLARATIONS: tuple[Declaration, ...] = _declarations()
 NAMES: frozenset[str] = frozenset(d.name for d in DECLARATIONS)
 
 
+def json_shape(name: str) -> Any:
+    """The declared shape of a JSON-valued setting, or None for any other setting."""
+    declaration = next(d for d in DECLARATIONS if d.name == name)
+    info = Settings.model_fields.get(declaration.field or "")
+    return next((m.shape for m in info.metadata if isinstance(m, JsonText)), None) if info else None
+
+
 def parse_json(name: str, text: str | None) -> Any:
     """A JSON-valued setting's value, checked against its declared shape (ConfigurationError names it)."""
     declaration = next(d for d in DECLARATIONS if d.name == name)
-    info = Settings.model_fields[declaration.field or ""]
-    shape = next(m.shape for m in info.metadata if isinstance(m, JsonText))
+    shape = json_shape(name)
     text = text if text and text.strip() else declaration.default
     try:
         return adapter(shape).validate_python(orjson.loads(text))
