@@ -20,19 +20,50 @@ MAX_ITEM_BYTES = 1_000_000
 #: Raw bytes per split piece, so that its base64 text stays within MAX_ITEM_BYTES.
 _PIECE_BYTES = MAX_ITEM_BYTES // 4 * 3 - 3000
 
+#: JSON nesting a body may have to be stored as parsed JSON. orjson writes at most 255 levels and a
+#: body sits a few levels down in a store item (item, exchange, request, body) and in the parser's
+#: details; a body nested deeper is stored as its raw bytes (base64) instead.
+MAX_BODY_DEPTH = 200
+
 BodyEncoding = Literal["json", "base64", "empty"]
 
 
 def encode_body(raw: bytes, content_type: str | None) -> tuple[Any, BodyEncoding]:
-    """A body in its stored form: parsed JSON when it is JSON, else {"base64": ...}."""
+    """A body in its stored form: parsed JSON when it is JSON (and can be written back), else
+    {"base64": ...} of the bytes as received."""
     if not raw:
         return None, "empty"
     if content_type is None or "json" in content_type.lower():
         try:
-            return orjson.loads(raw), "json"
+            parsed = orjson.loads(raw)
         except orjson.JSONDecodeError:
             pass
+        else:
+            if not nested_deeper(parsed, MAX_BODY_DEPTH, raw):
+                return parsed, "json"
     return {"base64": base64.b64encode(raw).decode("ascii")}, "base64"
+
+
+def nested_deeper(value: Any, limit: int, raw: bytes | None = None) -> bool:
+    """Whether a parsed JSON value nests more than `limit` containers deep.
+
+    With its source text, a body holding fewer brackets than `limit` is answered without a walk;
+    the walk is iterative (a deep value must not exhaust the interpreter's stack either)."""
+    if raw is not None and raw.count(b"[") + raw.count(b"{") <= limit:
+        return False
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: Any = item.values()
+        elif isinstance(item, list):
+            children = item
+        else:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 def decode_body(body: Any, encoding: BodyEncoding) -> bytes:
@@ -147,7 +178,29 @@ class Exchange:
         )
 
     def to_json(self) -> bytes:
-        return orjson.dumps(self)  # orjson serializes (slotted) dataclasses natively, in field order
+        """The JSON form; never raises. Should a body still not serialize (`encode_body` keeps
+        too-deep bodies as bytes), that body is replaced by a note, so the exchange is stored."""
+        try:
+            return orjson.dumps(self)  # orjson serializes (slotted) dataclasses natively, in field order
+        except TypeError as exc:
+            return orjson.dumps(self._without_unserializable_bodies(str(exc)))
+
+    def _without_unserializable_bodies(self, reason: str) -> dict[str, Any]:
+        data = self.to_dict()
+        for side in ("request", "response"):
+            part = data.get(side)
+            if part is None:
+                continue
+            try:
+                orjson.dumps(part["body"])
+            except TypeError:
+                note = f"body not serializable ({reason}); {part.get('body_bytes', 0)} bytes received"
+                data[side] = {
+                    **part,
+                    "body": {"base64": base64.b64encode(note.encode()).decode("ascii")},
+                    "body_encoding": "base64",
+                }
+        return data
 
     @classmethod
     def from_json(cls, raw: bytes | str) -> Exchange:

@@ -81,10 +81,11 @@ class Ports:
     """One of each port, as chosen by the wiring (`shared/wiring.py`) from app settings.
 
     `safety` is the Content Safety analyser (`shared.safety.client.ContentSafety`), or None when
-    CONTENT_SAFETY_ENDPOINT is not set: then records say `safety.status: "skipped"`.
+    CONTENT_SAFETY_ENDPOINT is not set: then records say `safety.status: "skipped"`. `spill` is the
+    spill store (Azure Blob) when CAPTURE_SPILL_* is set, else None.
     """
 
-    __slots__ = ("exchanges", "channel", "records", "sink", "deadletters", "affinity", "safety")
+    __slots__ = ("exchanges", "channel", "records", "sink", "deadletters", "affinity", "safety", "spill")
 
     def __init__(
         self,
@@ -96,6 +97,7 @@ class Ports:
         deadletters: DeadLetterStore,
         affinity: AffinityStore,
         safety: ContentSafety | None = None,
+        spill: SpillStore | None = None,
     ) -> None:
         self.exchanges = exchanges
         self.channel = channel
@@ -104,3 +106,5 @@ class Ports:
         self.deadletters = deadletters
         self.affinity = affinity
         self.safety = safety
+        #: Where the proxy spills exchanges the log store could not take (None: local outbox only).
+        self.spill = spill

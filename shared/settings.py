@@ -85,6 +85,18 @@ class Settings:
     upstream_max_connections: int = 256
     #: Where exchanges go when the log store stays down ("" = the system temp dir).
     capture_outbox_dir: str = ""
+    #: Spill store for exchanges the log store could not take, off the instance (Azure Blob):
+    #: the account's blob endpoint (identity-based), or a connection string (Azurite, local runs).
+    capture_spill_blob_url: str = ""
+    capture_spill_connection_string: str = field(default="", repr=False)
+    capture_spill_container: str = "capture-spill"
+    #: Reconciler: exchanges stored at least this long ago with neither record nor dead letter
+    #: are announced again; exchanges older than the lookback are left alone.
+    reconcile_after_seconds: int = 300
+    reconcile_lookback_seconds: int = 86_400
+    #: Parser budget per exchange: wall-clock seconds, and the stored bytes it will consolidate.
+    parser_exchange_budget_seconds: float = 30.0
+    parser_max_exchange_bytes: int = 64_000_000
     #: Dev host only: JSON object, api-key value -> {"id", "name", "product"}.
     local_subscriptions_json: str = ""
     #: Routing (proxy/routing/policy.py): upstream attempts per request, counting the first.
@@ -162,6 +174,13 @@ class Settings:
             upstream_total_timeout=_float(env, "UPSTREAM_TOTAL_TIMEOUT_SECONDS", 1800.0),
             upstream_max_connections=_int(env, "UPSTREAM_MAX_CONNECTIONS", 256),
             capture_outbox_dir=env.get("CAPTURE_OUTBOX_DIR") or "",
+            capture_spill_blob_url=env.get("CAPTURE_SPILL_BLOB_URL") or "",
+            capture_spill_connection_string=env.get("CAPTURE_SPILL_CONNECTION_STRING") or "",
+            capture_spill_container=env.get("CAPTURE_SPILL_CONTAINER") or "capture-spill",
+            reconcile_after_seconds=_int(env, "RECONCILE_AFTER_SECONDS", 300),
+            reconcile_lookback_seconds=_int(env, "RECONCILE_LOOKBACK_SECONDS", 86_400),
+            parser_exchange_budget_seconds=_float(env, "PARSER_EXCHANGE_BUDGET_SECONDS", 30.0),
+            parser_max_exchange_bytes=_int(env, "PARSER_MAX_EXCHANGE_BYTES", 64_000_000),
             local_subscriptions_json=env.get("LOCAL_SUBSCRIPTIONS") or "",
             max_attempts=_int(env, "GATEWAY_MAX_ATTEMPTS", 3),
             retry_deadline_seconds=_float(env, "GATEWAY_RETRY_DEADLINE_SECONDS", 30.0),

@@ -11,10 +11,19 @@ Azure SDK modules are imported only when a setting asks for them, so the embedde
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import ConfigurationError
-from shared.ports import AffinityStore, DeadLetterStore, EventChannel, ExchangeStore, Ports, RecordStore, UsageSink
+from shared.ports import (
+    AffinityStore,
+    DeadLetterStore,
+    EventChannel,
+    ExchangeStore,
+    Ports,
+    RecordStore,
+    SpillStore,
+    UsageSink,
+)
 from shared.settings import Settings
 
 if TYPE_CHECKING:
@@ -99,6 +108,22 @@ def build_content_safety(settings: Settings) -> AzureContentSafety | None:
     return AzureContentSafety.from_config(config)
 
 
+def build_spill_store(settings: Settings, credential: Callable[[], Any]) -> SpillStore | None:
+    """The spill store (Azure Blob) when CAPTURE_SPILL_CONNECTION_STRING or CAPTURE_SPILL_BLOB_URL
+    is set, else None. No I/O: the container is created on first use."""
+    if not (settings.capture_spill_connection_string or settings.capture_spill_blob_url):
+        return None
+    from shared.adapters.blob_spill import BlobSpillStore
+
+    if settings.capture_spill_connection_string:
+        return BlobSpillStore.from_connection_string(
+            settings.capture_spill_connection_string, settings.capture_spill_container
+        )
+    return BlobSpillStore.from_account_url(
+        settings.capture_spill_blob_url, settings.capture_spill_container, credential()
+    )
+
+
 def build_ports(settings: Settings) -> WiredPorts:
     """One adapter per port, chosen by LOG_STORE, EVENT_CHANNEL, APPLICATIONINSIGHTS_CONNECTION_STRING
     and CONTENT_SAFETY_ENDPOINT (the `safety` analyser; None when it is not set).
@@ -177,6 +202,9 @@ def build_ports(settings: Settings) -> WiredPorts:
     safety = build_content_safety(settings)
     if safety is not None:
         closers.append(safety.close)
+    spill = build_spill_store(settings, azure_credential)
+    if spill is not None:
+        closers.append(spill.close)
 
     return WiredPorts(
         closers=closers,
@@ -187,4 +215,5 @@ def build_ports(settings: Settings) -> WiredPorts:
         deadletters=deadletters,
         affinity=affinity,
         safety=safety,
+        spill=spill,
     )

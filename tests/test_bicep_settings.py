@@ -33,6 +33,8 @@ LOCAL_ONLY = {
     "LOCAL_SUBSCRIPTIONS": "the dev host stands in for APIM; in Azure APIM sets the x-gateway-* identity headers",
     "CONTENT_SAFETY_KEY": "a secret: in Azure the function app reaches Content Safety with its managed identity "
     "(role Cognitive Services User); add it by hand (as a Key Vault reference) only if you must use a key",
+    "CAPTURE_SPILL_CONNECTION_STRING": "connection-string form of the spill store for Azurite; Azure uses "
+    "CAPTURE_SPILL_BLOB_URL with the app's identity (no storage keys)",
     "CONTENT_SAFETY_KEY_SETTING": "names the setting holding a Content Safety key; unused with managed identity",
 }
 
