@@ -117,11 +117,12 @@ async def health(req: Request) -> Response:
 # typing.List, not list[...]: the Functions worker rejects PEP 585 generics as binding annotations.
 async def parse_exchanges(events: typing.List[func.EventHubEvent]) -> None:  # noqa: UP006
     """Each event names a stored exchange; see parser/handler.py for retries and dead letters."""
-    from parser.handler import handle_batch
+    from parser.handler import ParserBudget, handle_batch
 
     await handle_batch(
         [event.get_body() for event in events],
         ports(),
         enricher=_parser_enricher(),
         concurrency=settings().parser_max_concurrency,
+        budget=ParserBudget.from_settings(settings()),
     )

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -27,12 +28,14 @@ from typing import Any, TypeVar
 import orjson
 
 from parser.enrich import Enricher
-from shared.errors import BatchIncomplete, IncompleteExchange
-from shared.exchange import Exchange
+from shared.errors import BatchIncomplete, BudgetExceeded, IncompleteExchange, PoisonExchange
+from shared.exchange import Exchange, salvage
 from shared.normalize import record_schema
+from shared.normalize.budget import within
 from shared.normalize.usage import base_record, normalize
 from shared.ports import Ports
 from shared.safety.client import ContentSafety
+from shared.settings import Settings
 from shared.telemetry import setup as telemetry
 
 log = logging.getLogger(__name__)
@@ -87,6 +90,7 @@ async def handle_batch(
     delays: Sequence[float] = DEFAULT_DELAYS,
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     raise_incomplete: bool = True,
+    budget: ParserBudget | None = None,
 ) -> BatchResult:
     """Record every event of a batch; see the module docstring for the guarantees.
 
@@ -95,6 +99,7 @@ async def handle_batch(
     Content Safety is called through `ports.safety` when it is set and the enricher enables it.
     """
     enricher = enricher or Enricher()
+    budget = budget or ParserBudget()
     limit = asyncio.Semaphore(max(1, concurrency))
     keys = [_key(event) for event in events]
     # Only a request id that occurs more than once in the batch needs its events in turn.
@@ -103,7 +108,7 @@ async def handle_batch(
     async def one(event: str | bytes, key: str, result: BatchResult) -> None:
         async with same_id.get(key) or contextlib.nullcontext(), limit:
             try:
-                await _handle_one(event, ports, enricher, result, delays, sleep)
+                await _handle_one(event, ports, enricher, result, delays, sleep, budget)
             except Exception as exc:  # the per-event boundary: never let one event sink the batch
                 log.exception("parser: unexpected failure for one event")
                 await _deadletter(ports, result, key, f"unexpected error: {type(exc).__name__}: {exc}", event)
@@ -120,13 +125,18 @@ async def handle_batch(
     return result
 
 
-async def _handle_one(event: str | bytes, ports: Ports, enricher: Enricher, result: BatchResult, delays, sleep) -> None:
+async def _handle_one(
+    event: str | bytes, ports: Ports, enricher: Enricher, result: BatchResult, delays, sleep, budget: ParserBudget
+) -> None:
     try:
         request_id = request_id_of(event)
     except (ValueError, UnicodeDecodeError, orjson.JSONDecodeError, AttributeError) as exc:
         await _deadletter(ports, result, _key(event), f"undecodable event: {exc}", event)
         return
 
+    #: Set when the exchange is poison or over budget: it still gets a record (when its request is
+    #: readable) and is dead-lettered once, at once, with this reason.
+    poison: str | None = None
     try:
         exchange = await _retry(lambda: _load(ports, request_id), delays, sleep)
     except _Missing:
@@ -135,6 +145,13 @@ async def _handle_one(event: str | bytes, ports: Ports, enricher: Enricher, resu
     except IncompleteExchange as exc:
         await _deadletter(ports, result, request_id, f"exchange incomplete after retries: {exc}", event)
         return
+    except PoisonExchange as exc:
+        poison = f"poison exchange: {exc}"
+        salvaged = salvage(exc.data, request_id)
+        if salvaged is None:
+            await _deadletter(ports, result, request_id, poison, event)
+            return
+        exchange = salvaged
     except Exception as exc:
         await _deadletter(ports, result, request_id, f"exchange store unavailable: {type(exc).__name__}: {exc}", event)
         return
@@ -143,14 +160,19 @@ async def _handle_one(event: str | bytes, ports: Ports, enricher: Enricher, resu
         # A redelivered event: do not pay Content Safety again for a record that exists.
         result.duplicates.append(request_id)
         return
-    record, details = await make_record(exchange, enricher, ports.safety)
+    try:
+        record, details = await make_record(exchange, enricher, ports.safety, budget=budget)
+    except BudgetExceeded as exc:
+        poison = poison or f"over the parser's budget: {exc}"
+        record, details = valid_record(base_record(exchange), exchange), {}
+    if poison is not None:
+        record["parse_error"] = poison[:1000]
 
     try:
         added = await _retry(lambda: ports.records.add(record, details), delays, sleep)
     except Exception as exc:
-        await _deadletter(
-            ports, result, request_id, f"record store unavailable: {type(exc).__name__}: {exc}", _json(record)
-        )
+        what = "record not writable" if _is_poison(exc) else "record store unavailable"
+        await _deadletter(ports, result, request_id, f"{what}: {type(exc).__name__}: {exc}", _json(record))
         return
     if not added:
         result.duplicates.append(request_id)
@@ -165,10 +187,45 @@ async def _handle_one(event: str | bytes, ports: Ports, enricher: Enricher, resu
         )
         return
     result.recorded.append(request_id)
+    if poison is not None:
+        # Once: a redelivery finds the record and stops above, as a duplicate.
+        await _deadletter(ports, result, request_id, poison, event)
+
+
+@dataclass(frozen=True, slots=True)
+class ParserBudget:
+    """What one exchange may cost the parser (PARSER_EXCHANGE_BUDGET_SECONDS, PARSER_MAX_EXCHANGE_BYTES)."""
+
+    seconds: float = 30.0
+    max_bytes: int = 64_000_000
+    clock: Callable[[], float] = time.monotonic
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ParserBudget:
+        return cls(settings.parser_exchange_budget_seconds, settings.parser_max_exchange_bytes)
+
+    def admit(self, exchange: Exchange) -> None:
+        """Raise BudgetExceeded when the exchange holds more than the parser will consolidate."""
+        size = exchange_bytes(exchange)
+        if size > self.max_bytes:
+            raise BudgetExceeded(f"the exchange holds {size} bytes, over the parser's limit of {self.max_bytes}")
+
+
+def exchange_bytes(exchange: Exchange) -> int:
+    """Bytes the parser would work through: the request body, the response body or event stream."""
+    response = exchange.response
+    size = _int(exchange.request.body_bytes)
+    if response is not None:
+        size += len(response.sse) if isinstance(response.sse, str) else _int(response.body_bytes)
+    return size
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and value > 0 else 0
 
 
 async def make_record(
-    exchange: Exchange, enricher: Enricher, safety: ContentSafety | None = None
+    exchange: Exchange, enricher: Enricher, safety: ContentSafety | None = None, *, budget: ParserBudget | None = None
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """normalize + validate + cost and content safety: the record as the parser stores and emits it.
 
@@ -176,7 +233,12 @@ async def make_record(
     the enrichment's own fields are valid by construction (`Enricher.enrich` checks the safety
     object, which carries data from the exchange), which keeps the schema pass to one per record.
     """
-    record, details = normalize(exchange)
+    if budget is None:
+        record, details = normalize(exchange)
+    else:
+        budget.admit(exchange)
+        with within(budget.seconds, budget.clock):
+            record, details = normalize(exchange)
     record = valid_record(record, exchange)
     await enricher.enrich(record, details, exchange, safety)
     return record, details
@@ -231,11 +293,22 @@ async def _load(ports: Ports, request_id: str) -> Exchange:
     return exchange
 
 
+def _is_poison(exc: BaseException) -> bool:
+    """A failure no retry can mend: the data is wrong, not the store (items of an exchange that
+    are still landing are the one ValueError worth waiting for)."""
+    if isinstance(exc, IncompleteExchange):
+        return False
+    return isinstance(exc, (PoisonExchange, TypeError, ValueError, KeyError, AttributeError))
+
+
 async def _retry(op: Callable[[], Awaitable[T]], delays: Sequence[float], sleep) -> T:
+    """`op`, tried again after each delay while it fails for a transient reason (store, network)."""
     for delay in delays:
         try:
             return await op()
         except Exception as exc:
+            if _is_poison(exc):
+                raise
             log.warning("parser: retrying after %s: %s", type(exc).__name__, exc)
             await sleep(delay)
     return await op()

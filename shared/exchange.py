@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 import orjson
 
-from shared.errors import IncompleteExchange
+from shared.errors import IncompleteExchange, PoisonExchange
 
 SCHEMA_VERSION = 1
 MAX_ITEM_BYTES = 1_000_000
@@ -237,14 +237,57 @@ def to_items(exchange: Exchange, max_item_bytes: int = MAX_ITEM_BYTES) -> list[d
     ]
 
 
-def from_items(items: list[dict[str, Any]]) -> Exchange:
-    """Join store items (in any order) back into the exchange."""
+def from_items(items: list[Any]) -> Exchange:
+    """Join store items (in any order) back into the exchange.
+
+    Raises IncompleteExchange when items are missing (they may still be landing), PoisonExchange
+    when what is stored can never be read as an exchange."""
     if not items:
         raise IncompleteExchange("no items")
-    ordered = sorted(items, key=lambda it: int(it["seq"]))
-    count = int(ordered[0]["count"])
+    try:
+        ordered = sorted(items, key=lambda it: int(it["seq"]))
+        count = int(ordered[0]["count"])
+    except (KeyError, TypeError, ValueError) as exc:
+        raise PoisonExchange(f"store items without a valid seq/count: {type(exc).__name__}: {exc}") from exc
     if [int(it["seq"]) for it in ordered] != list(range(count)):
         raise IncompleteExchange(f"expected {count} items, have seq {[it['seq'] for it in ordered]}")
-    if count == 1 and "exchange" in ordered[0]:
-        return Exchange.from_dict(ordered[0]["exchange"])
-    return Exchange.from_json(b"".join(base64.b64decode(it["part"]) for it in ordered))
+    data: Any = None
+    try:
+        if count == 1 and "exchange" in ordered[0]:
+            data = ordered[0]["exchange"]
+        else:
+            data = orjson.loads(b"".join(base64.b64decode(it["part"]) for it in ordered))
+        if not isinstance(data, dict):
+            raise TypeError(f"the exchange is a JSON {type(data).__name__}, not an object")
+        return Exchange.from_dict(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        reason = f"missing field {exc}" if isinstance(exc, KeyError) else f"{type(exc).__name__}: {exc}"
+        raise PoisonExchange(f"stored exchange is not readable: {reason}"[:500], data) from exc
+
+
+def salvage(data: Any, request_id: str) -> Exchange | None:
+    """What of an unreadable stored exchange can still be read: the request (with identity and
+    timings when they are well-formed), so the parser can still write its record; None when even
+    the request is not there."""
+    if not isinstance(data, dict):
+        return None
+    request = _lenient(CapturedRequest, data.get("request"))
+    if request is None:
+        return None
+    return Exchange(
+        request_id=request_id,
+        request=request,
+        timings=_lenient(Timings, data.get("timings")) or Timings(received_at=utc_now_iso()),
+        identity=_lenient(Identity, data.get("identity")) or Identity(),
+        response=_lenient(CapturedResponse, data.get("response")),
+    )
+
+
+def _lenient(cls: Any, value: Any) -> Any:
+    if not isinstance(value, dict):
+        return None
+    names = {f.name for f in fields(cls)}
+    try:
+        return cls(**{k: v for k, v in value.items() if k in names})
+    except TypeError:
+        return None

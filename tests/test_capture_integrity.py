@@ -11,7 +11,6 @@ import asyncio
 import base64
 from pathlib import Path
 
-
 from parser.handler import handle_batch
 from proxy.capture import CaptureWriter, ExchangeRecorder
 from shared.adapters.blob_spill import BlobSpillStore
@@ -223,7 +222,11 @@ def test_spilled_exchanges_go_to_blob_storage_and_any_writer_drains_them(
         second.start()
         await until(lambda: _all_published(ports, 2), "both announced by the other instance")
         assert sorted(ports.channel.published) == ["blob-1", "blob-2"]
-        assert await spill.keys() == []
+
+        async def emptied() -> bool:
+            return await spill.keys() == []
+
+        await until(emptied, "the spill store emptied")
         assert (await switch.load("blob-1")).request.body["messages"][0]["content"] == "体験"
         await second.aclose()
         await spill.close()

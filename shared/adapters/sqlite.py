@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from shared.errors import PoisonExchange
 from shared.exchange import Exchange, from_items, to_items, utc_now_iso
 from shared.ports import UsageRecord
 
@@ -130,7 +131,13 @@ class SqliteExchangeStore:
             rows = conn.execute(
                 "SELECT item FROM exchange_items WHERE request_id = ? ORDER BY seq", (request_id,)
             ).fetchall()
-            return from_items([orjson.loads(r[0]) for r in rows]) if rows else None
+            if not rows:
+                return None
+            try:
+                items = [orjson.loads(r[0]) for r in rows]
+            except orjson.JSONDecodeError as exc:
+                raise PoisonExchange(f"stored exchange is not JSON: {exc}") from exc
+            return from_items(items)
 
         return await self.db.run(_load)
 

@@ -16,9 +16,12 @@ import tiktoken
 import tiktoken.model
 
 from shared.normalize import images
+from shared.normalize.budget import check as check_budget
 from shared.normalize.encodings import SHIPPED, get_encoding
 
 FALLBACK_ENCODING = "o200k_base"
+#: Texts longer than this are encoded in pieces of it (see `TokenCounter.text`).
+_PIECE_CHARS = 1_000_000
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
 REPLY_PRIMING = 3
@@ -68,9 +71,17 @@ class TokenCounter:
         self._enc = get_encoding(self.encoding_name)
 
     def text(self, value: Any) -> int:
-        if isinstance(value, str):
+        if not isinstance(value, str):
+            return 0
+        if len(value) <= _PIECE_CHARS:
             return len(self._enc.encode(value, disallowed_special=()))
-        return 0
+        # A very long text is counted in pieces, checking the parser's budget in between (a piece
+        # boundary may split one token in two: a few tokens in millions).
+        total = 0
+        for start in range(0, len(value), _PIECE_CHARS):
+            check_budget()
+            total += len(self._enc.encode(value[start : start + _PIECE_CHARS], disallowed_special=()))
+        return total
 
     def note(self, text: str) -> None:
         if text not in self.notes:

@@ -13,6 +13,7 @@ import binascii
 from collections.abc import Mapping
 from typing import Any
 
+from shared.errors import BudgetExceeded
 from shared.exchange import Exchange, utc_now_iso
 from shared.normalize import filter_results
 from shared.normalize.apis import api_version, billable, classify, deployment_for, operation
@@ -36,6 +37,8 @@ def normalize(exchange: Exchange) -> tuple[dict[str, Any], dict[str, Any]]:
     details: dict[str, Any] = {}
     try:
         _fill(record, details, exchange)
+    except BudgetExceeded:
+        raise  # the parser writes the record for it, and dead-letters the exchange
     except Exception as exc:  # the boundary: a record with parse_error beats a lost record
         record["parse_error"] = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_CHARS]
     return record, details
@@ -78,7 +81,9 @@ def base_record(exchange: Exchange) -> dict[str, Any]:
         "backend": backend,
         "attempts": len(exchange.attempts),
         "region": _header(response.headers, "x-ms-region") if response is not None else None,
+        # What the client was sent: an event stream, or not (a JSON error to a stream request).
         "stream": bool(response is not None and response.sse is not None),
+        "outcome": delivery_outcome(exchange),
         "status_code": status,
         "error_code": (exchange.gateway_error or {}).get("code"),
         "latency_ms": _ms(timings.last_byte_ms),
@@ -101,6 +106,24 @@ def base_record(exchange: Exchange) -> dict[str, Any]:
     }
 
 
+def delivery_outcome(exchange: Exchange) -> str:
+    """How the answer reached the client, from what the proxy saw (no parsing): `complete`,
+    `client_disconnected`, `upstream_broken` (AOAI's body broke after its first byte),
+    `timeout` (no answer, or a stream silent too long) or `blocked` (in-stream enforcement).
+    The parser refines `complete` from the body (content filter, a stream without its end)."""
+    if exchange.client_disconnected:
+        return "client_disconnected"
+    error = exchange.attempts[-1].error if exchange.attempts else None
+    if isinstance(error, str) and error.startswith("stream "):
+        return "timeout" if "timeout" in error else "upstream_broken"
+    if (exchange.gateway_error or {}).get("code") == "GatewayTimeout":
+        return "timeout"
+    enforcement = exchange.enforcement
+    if isinstance(enforcement, Mapping) and enforcement.get("action") == "blocked":
+        return "blocked"
+    return "complete"
+
+
 def _fill(record: dict[str, Any], details: dict[str, Any], exchange: Exchange) -> None:
     req = exchange.request
     route = classify(req.path)
@@ -110,7 +133,6 @@ def _fill(record: dict[str, Any], details: dict[str, Any], exchange: Exchange) -
     details["request"] = _scrub(request)
     if route is not None:
         record["deployment"] = deployment_for(route, request)
-    record["stream"] = record["stream"] or request.get("stream") is True
 
     response = exchange.response
     notes: list[str] = []
@@ -132,6 +154,16 @@ def _fill(record: dict[str, Any], details: dict[str, Any], exchange: Exchange) -
     record["error_code"] = record["error_code"] or _error_code(body.get("error"))
     _verdicts(record, api, body)
     _choices(record, api, body)
+    if record["outcome"] == "complete":
+        if record["error_code"] == "content_filter" or "content_filter" in record["finish_reasons"]:
+            record["outcome"] = "blocked"
+        elif (
+            record["stream"]
+            and not stream_complete
+            and isinstance(record["status_code"], int)
+            and record["status_code"] < 400
+        ):
+            record["outcome"] = "upstream_broken"  # the stream ended without its terminal event
     if not record["billable"]:
         # Reading, listing, deleting or cancelling a stored object does no model work: the usage
         # the object carries was billed when it was created, never again here.
