@@ -126,3 +126,22 @@ async def parse_exchanges(events: typing.List[func.EventHubEvent]) -> None:  # n
         concurrency=settings().parser_max_concurrency,
         budget=ParserBudget.from_settings(settings()),
     )
+
+
+# --- reconciler --------------------------------------------------------------------------------
+
+#: Every 5 minutes (NCRONTAB, six fields). The dev host runs it on the same schedule.
+RECONCILE_SCHEDULE = "0 */5 * * * *"
+
+
+@app.function_name("reconcile")
+@app.timer_trigger(arg_name="timer", schedule=RECONCILE_SCHEDULE, run_on_startup=False, use_monitor=True)
+async def reconcile_exchanges(timer: func.TimerRequest) -> None:
+    """Stored exchanges with neither record nor dead letter are announced again (parser/reconcile.py)."""
+    from parser.reconcile import reconcile
+
+    await reconcile(
+        ports(),
+        after_seconds=settings().reconcile_after_seconds,
+        lookback_seconds=settings().reconcile_lookback_seconds,
+    )

@@ -7,7 +7,7 @@ Wiring picks one of each from app settings, in one place (`shared/wiring.py`).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.exchange import Exchange
@@ -24,6 +24,10 @@ class ExchangeStore(Protocol):
     async def save(self, exchange: Exchange) -> None: ...
 
     async def load(self, request_id: str) -> Exchange | None: ...
+
+    async def stored_between(self, since: float, until: float, limit: int) -> list[str]:
+        """Request ids of exchanges stored in [since, until) (epoch seconds), oldest first."""
+        ...
 
 
 class EventChannel(Protocol):
@@ -42,6 +46,10 @@ class RecordStore(Protocol):
 
     async def get(self, request_id: str) -> UsageRecord | None: ...
 
+    async def existing(self, request_ids: Sequence[str]) -> set[str]:
+        """Which of these request ids have a record."""
+        ...
+
 
 class UsageSink(Protocol):
     """Where finished usage records are emitted (Application Insights `customEvents`)."""
@@ -53,6 +61,10 @@ class DeadLetterStore(Protocol):
     """Events or exchanges the parser could not turn into a record, with the reason."""
 
     async def put(self, key: str, reason: str, payload: str) -> None: ...
+
+    async def existing(self, keys: Sequence[str]) -> set[str]:
+        """Which of these keys (request ids) have a dead letter."""
+        ...
 
 
 class AffinityStore(Protocol):

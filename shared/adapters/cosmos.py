@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -95,6 +95,29 @@ class CosmosExchangeStore:
             return None
         return await asyncio.to_thread(from_items, items)
 
+    async def stored_between(self, since: float, until: float, limit: int) -> list[str]:
+        """By the items' `_ts` (seconds the item was last written), across partitions."""
+        await self._warm_up()
+        pages = self.container.query_items(
+            "SELECT c.requestId, c._ts FROM c WHERE c.seq = 0 AND c._ts >= @since AND c._ts < @until",
+            parameters=[{"name": "@since", "value": int(since)}, {"name": "@until", "value": int(until)}],
+        )
+        found = [(item["_ts"], item["requestId"]) async for item in pages]
+        return [rid for _, rid in sorted(found)[:limit]]
+
+
+async def _existing(container: Container, kind_filter: str, field: str, keys: Sequence[str]) -> set[str]:
+    """Which `keys` have an item (cross-partition, ARRAY_CONTAINS over at most 100 ids per query)."""
+    found: set[str] = set()
+    keys = list(dict.fromkeys(keys))
+    for start in range(0, len(keys), 100):
+        pages = container.query_items(
+            f"SELECT VALUE c.{field} FROM c WHERE {kind_filter}ARRAY_CONTAINS(@ids, c.{field})",
+            parameters=[{"name": "@ids", "value": keys[start : start + 100]}],
+        )
+        found.update([value async for value in pages])
+    return found
+
 
 class CosmosRecordStore:
     """Record item `id` = request id; details item `id` = "<request id>.details", written atomically together."""
@@ -141,6 +164,10 @@ class CosmosRecordStore:
             raise
         return item["record"]
 
+    async def existing(self, request_ids: Sequence[str]) -> set[str]:
+        await self._warm_up()
+        return await _existing(self.container, "c.kind = 'record' AND ", "requestId", request_ids)
+
 
 class CosmosDeadLetterStore:
     def __init__(self, container: Container, warm_up: WarmUp = _no_warm_up) -> None:
@@ -164,6 +191,10 @@ class CosmosDeadLetterStore:
                 "createdAt": utc_now_iso(),
             }
         )
+
+    async def existing(self, keys: Sequence[str]) -> set[str]:
+        await self._warm_up()
+        return await _existing(self.container, "", "key", keys)
 
 
 class CosmosAffinityStore:

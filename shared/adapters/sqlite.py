@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -141,6 +142,34 @@ class SqliteExchangeStore:
 
         return await self.db.run(_load)
 
+    async def stored_between(self, since: float, until: float, limit: int) -> list[str]:
+        low, high = _iso(since), _iso(until)
+
+        def _ids(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT request_id FROM exchange_items WHERE seq = 0 AND created_at >= ? AND created_at < ?"
+                " ORDER BY created_at LIMIT ?",
+                (low, high, limit),
+            ).fetchall()
+            return [r[0] for r in rows]
+
+        return await self.db.run(_ids)
+
+
+def _iso(epoch: float) -> str:
+    """Epoch seconds in the stores' timestamp form (`utc_now_iso`), so that text order is time order."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _existing(conn: sqlite3.Connection, table: str, column: str, keys: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    keys = list(dict.fromkeys(keys))
+    for start in range(0, len(keys), 500):  # SQLite binds at most 999 parameters per statement
+        part = keys[start : start + 500]
+        marks = ",".join("?" * len(part))
+        found.update(r[0] for r in conn.execute(f"SELECT {column} FROM {table} WHERE {column} IN ({marks})", part))
+    return found
+
 
 class SqliteRecordStore:
     """Usage records, with the normalized request and consolidated response in `details`."""
@@ -164,6 +193,9 @@ class SqliteRecordStore:
             return orjson.loads(row[0]) if row else None
 
         return await self.db.run(_get)
+
+    async def existing(self, request_ids: Sequence[str]) -> set[str]:
+        return await self.db.run(lambda conn: _existing(conn, "records", "request_id", request_ids))
 
     async def get_details(self, request_id: str) -> dict[str, Any] | None:
         def _get(conn: sqlite3.Connection) -> dict[str, Any] | None:
@@ -199,6 +231,9 @@ class SqliteDeadLetterStore:
             )
 
         await self.db.run(_put)
+
+    async def existing(self, keys: Sequence[str]) -> set[str]:
+        return await self.db.run(lambda conn: _existing(conn, "deadletters", "key", keys))
 
     async def list_letters(self) -> list[dict[str, Any]]:
         """Every dead letter, oldest first: {"id", "key", "reason", "payload", "created_at"}."""
