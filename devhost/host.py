@@ -156,7 +156,7 @@ def timer_interval(schedule: str) -> float:
 
 def timer_functions(app: func.FunctionApp) -> list[tuple[str, float, Callable[[], Awaitable[Any]]]]:
     """(name, interval, run once) for each timer-triggered function of the app (direct calls)."""
-    found = []
+    found: list[tuple[str, float, Callable[[], Awaitable[Any]]]] = []
     for fn in indexed(app):
         trigger = fn.get_trigger().get_dict_repr()
         if trigger.get("type") == "timerTrigger":

@@ -352,11 +352,12 @@ class CaptureWriter:
 
     async def _persist(self, exchange: Exchange | ExchangeRecorder) -> None:
         if isinstance(exchange, ExchangeRecorder):
+            recorder = exchange
             try:
-                exchange = exchange.finish()
+                exchange = recorder.finish()
             except Exception as exc:  # a defect: still store what arrived, as bytes
-                log.exception("building the exchange of %s failed; storing its raw bytes", exchange.request_id)
-                exchange = exchange.fallback(f"{type(exc).__name__}: {exc}")
+                log.exception("building the exchange of %s failed; storing its raw bytes", recorder.request_id)
+                exchange = recorder.fallback(f"{type(exc).__name__}: {exc}")
         ports = self._ports()
         delay = self._backoff
         for attempt in range(1, self._store_attempts + 1):
@@ -439,9 +440,9 @@ class CaptureWriter:
             spill = self._spill_store()
             if spill is not None:
                 for key in await spill.keys(limit=500):
-                    data = await spill.get(key)
-                    if data is not None:
-                        await resend(data)
+                    spilled = await spill.get(key)
+                    if spilled is not None:
+                        await resend(spilled)
                     await spill.delete(key)
                     sent += 1
         except Exception as exc:
