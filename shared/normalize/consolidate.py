@@ -510,6 +510,7 @@ def consolidate_responses(events: list[tuple[str | None, str]]) -> Consolidated:
                 ignored += 1
     if ignored:
         result.notes.append(f"{ignored} stream event(s) had an index beyond what the stream holds and were ignored")
+    _join_pieces(items)
     response["output"] = [items[i] for i in sorted(items)]
     response.setdefault("object", "response")
     if response.get("status") in (None, "in_progress", "queued"):
@@ -536,13 +537,28 @@ def _response_delta(kind: Any, payload: Mapping[str, Any], items: dict[int, dict
         while len(content) <= (ci if isinstance(ci, int) else 0):
             content.append({"type": "output_text" if kind.endswith("text.delta") else "refusal"})
         part = content[ci if isinstance(ci, int) else 0]
-        field_name = "text" if part.get("type") == "output_text" else "refusal"
-        part[field_name] = str(part.get(field_name) or "") + str(payload.get("delta") or "")
+        part.setdefault(_PIECES, []).append(str(payload.get("delta") or ""))
     elif kind == "response.content_part.added" and isinstance(payload.get("part"), Mapping):
         content = item.setdefault("content", [])
         while len(content) <= (ci if isinstance(ci, int) else 0):
             content.append({})
         content[ci if isinstance(ci, int) else 0] = dict(payload["part"])
     elif kind == "response.function_call_arguments.delta":
-        item["arguments"] = str(item.get("arguments") or "") + str(payload.get("delta") or "")
+        item.setdefault(_PIECES, []).append(str(payload.get("delta") or ""))
     return True
+
+
+#: Deltas are collected under this key and joined once at the end (`_join_pieces`): adding each
+#: delta to a growing string copies it every time, quadratic in a long stream.
+_PIECES = "\0pieces"
+
+
+def _join_pieces(items: dict[int, dict[str, Any]]) -> None:
+    for item in items.values():
+        if _PIECES in item:
+            item["arguments"] = str(item.get("arguments") or "") + "".join(item.pop(_PIECES))
+        content = item.get("content")
+        for part in content if isinstance(content, list) else []:
+            if isinstance(part, dict) and _PIECES in part:
+                field_name = "text" if part.get("type") == "output_text" else "refusal"
+                part[field_name] = str(part.get(field_name) or "") + "".join(part.pop(_PIECES))
