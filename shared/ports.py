@@ -62,8 +62,8 @@ class DeadLetterStore(Protocol):
 
     async def put(self, key: str, reason: str, payload: str) -> None: ...
 
-    async def existing(self, keys: Sequence[str]) -> set[str]:
-        """Which of these keys (request ids) have a dead letter."""
+    async def reasons(self, keys: Sequence[str]) -> dict[str, list[str]]:
+        """The reasons of the dead letters of these keys (request ids), for those that have any."""
         ...
 
 

@@ -93,7 +93,7 @@ class Settings:
     #: Reconciler: exchanges stored at least this long ago with neither record nor dead letter
     #: are announced again; exchanges older than the lookback are left alone.
     reconcile_after_seconds: int = 300
-    reconcile_lookback_seconds: int = 86_400
+    reconcile_lookback_seconds: int = 3600
     #: Parser budget per exchange: wall-clock seconds, and the stored bytes it will consolidate.
     parser_exchange_budget_seconds: float = 30.0
     parser_max_exchange_bytes: int = 64_000_000
@@ -178,7 +178,7 @@ class Settings:
             capture_spill_connection_string=env.get("CAPTURE_SPILL_CONNECTION_STRING") or "",
             capture_spill_container=env.get("CAPTURE_SPILL_CONTAINER") or "capture-spill",
             reconcile_after_seconds=_int(env, "RECONCILE_AFTER_SECONDS", 300),
-            reconcile_lookback_seconds=_int(env, "RECONCILE_LOOKBACK_SECONDS", 86_400),
+            reconcile_lookback_seconds=_int(env, "RECONCILE_LOOKBACK_SECONDS", 3600),
             parser_exchange_budget_seconds=_float(env, "PARSER_EXCHANGE_BUDGET_SECONDS", 30.0),
             parser_max_exchange_bytes=_int(env, "PARSER_MAX_EXCHANGE_BYTES", 64_000_000),
             local_subscriptions_json=env.get("LOCAL_SUBSCRIPTIONS") or "",

@@ -72,9 +72,12 @@ class MemoryDeadLetterStore:
     async def put(self, key: str, reason: str, payload: str) -> None:
         self.letters.append((key, reason, payload))
 
-    async def existing(self, keys: Sequence[str]) -> set[str]:
-        held = {letter[0] for letter in self.letters}
-        return {key for key in keys if key in held}
+    async def reasons(self, keys: Sequence[str]) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for key, reason, _ in self.letters:
+            if key in keys:
+                found.setdefault(key, []).append(reason)
+        return found
 
 
 class MemoryAffinityStore:

@@ -217,3 +217,14 @@ def test_stream_reflects_what_the_client_was_sent() -> None:
     # A stream request answered with a JSON error: the client received JSON.
     record = _record(status=429, body={**CHAT, "stream": True}, response_body={"error": {"code": "429"}})
     assert record["stream"] is False and record["outcome"] == "complete"
+
+
+def test_long_prose_is_counted_in_pieces_exactly_and_a_run_without_spaces_still_gets_a_count() -> None:
+    from shared.normalize.tokens import TokenCounter
+
+    counter = TokenCounter("o200k_base")
+    words = ["hello", "world", "gateway", "Überweisung", "体験", "stream"]
+    prose = " ".join(words[i % len(words)] for i in range(30_000))  # > 64,000 characters: in pieces
+    assert len(prose) > 100_000
+    assert counter.text(prose) == len(counter._enc.encode(prose, disallowed_special=()))
+    assert counter.text("abcdefghij" * 20_000) == 40_000

@@ -38,10 +38,14 @@ UPSTREAM_KEY = "upstream-RC-9191"
 # ------------------------------------------------------------------------ the reconciler itself
 async def test_only_exchanges_with_neither_record_nor_dead_letter_are_announced_again(tmp_path: Path) -> None:
     async with build_ports(Settings.from_env({"SQLITE_PATH": str(tmp_path / "g.db")})) as ports:
-        for rid in ("recorded", "dead", "lost", "recent"):
+        for rid in ("recorded", "dead", "lost", "outage", "outages", "recent"):
             await ports.exchanges.save(exchange(request_id=rid, body={"messages": []}))
         await handle_batch(["recorded"], ports)
-        await ports.deadletters.put("dead", "exchange store unavailable: x", "dead")
+        await ports.deadletters.put("dead", "poison exchange: stored exchange is not JSON", "dead")
+        # Dead-lettered for an outage: not final, announced again (up to three times).
+        await ports.deadletters.put("outage", "record store unavailable: OperationalError: disk I/O error", "x")
+        for _ in range(3):
+            await ports.deadletters.put("outages", "exchange store unavailable: TimeoutError: ", "x")
         await ports.channel.join()  # nothing pending
         # "recent" was stored a moment ago: make the others ten minutes old.
         with sqlite3.connect(tmp_path / "g.db") as conn:
@@ -50,13 +54,13 @@ async def test_only_exchanges_with_neither_record_nor_dead_letter_are_announced_
             )
         clock = lambda: time.time()  # noqa: E731
         found = await reconcile(ports, after_seconds=300, lookback_seconds=10 * 365 * 86400, clock=clock)
-        assert found == ["lost"]
+        assert sorted(found) == ["lost", "outage"]
         batches = ports.channel.batches(max_batch=10, max_wait=0.05)
         batch = await asyncio.wait_for(batches.__anext__(), 5)
         await batches.aclose()
-        assert batch == ["lost"]
+        assert sorted(batch) == ["lost", "outage"]
         result = await handle_batch(batch, ports)
-        assert result.recorded == ["lost"]
+        assert sorted(result.recorded) == ["lost", "outage"]
         assert await reconcile(ports, after_seconds=300, lookback_seconds=10 * 365 * 86400, clock=clock) == []
         # Outside the lookback: left alone.
         assert await reconcile(ports, after_seconds=300, lookback_seconds=60) == []
@@ -103,7 +107,7 @@ async def test_the_cosmos_stores_answer_the_reconcilers_questions(cosmos: tuple[
     assert sorted(stored) == ["c-dead", "c-lost", "c-recorded"]
     assert await stores.exchanges.stored_between(before - 3600, before, 100) == []
     assert await stores.records.existing(stored) == {"c-recorded"}
-    assert await stores.deadletters.existing(stored) == {"c-dead"}
+    assert await stores.deadletters.reasons(stored) == {"c-dead": ["reason"]}
 
 
 # ------------------------------------------------------------------------ through the dev host

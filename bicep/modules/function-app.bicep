@@ -286,7 +286,7 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
         }
         {
           name: 'RECONCILE_LOOKBACK_SECONDS'
-          value: '86400'
+          value: '3600'
         }
         {
           name: 'PARSER_EXCHANGE_BUDGET_SECONDS'

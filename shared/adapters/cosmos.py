@@ -99,21 +99,25 @@ class CosmosExchangeStore:
         """By the items' `_ts` (seconds the item was last written), across partitions."""
         await self._warm_up()
         pages = self.container.query_items(
-            "SELECT c.requestId, c._ts FROM c WHERE c.seq = 0 AND c._ts >= @since AND c._ts < @until",
-            parameters=[{"name": "@since", "value": int(since)}, {"name": "@until", "value": int(until)}],
+            "SELECT TOP @limit c.requestId FROM c WHERE c.seq = 0 AND c._ts >= @since AND c._ts < @until"
+            " ORDER BY c._ts",
+            parameters=[
+                {"name": "@limit", "value": int(limit)},
+                {"name": "@since", "value": int(since)},
+                {"name": "@until", "value": int(until)},
+            ],
         )
-        found = [(item["_ts"], item["requestId"]) async for item in pages]
-        return [rid for _, rid in sorted(found)[:limit]]
+        return [item["requestId"] async for item in pages]
 
 
 async def _existing(container: Container, kind_filter: str, field: str, keys: Sequence[str]) -> set[str]:
     """Which `keys` have an item (cross-partition, ARRAY_CONTAINS over at most 100 ids per query)."""
     found: set[str] = set()
-    keys = list(dict.fromkeys(keys))
-    for start in range(0, len(keys), 100):
+    wanted = list(dict.fromkeys(keys))
+    for start in range(0, len(wanted), 100):
         pages = container.query_items(
             f"SELECT VALUE c.{field} FROM c WHERE {kind_filter}ARRAY_CONTAINS(@ids, c.{field})",
-            parameters=[{"name": "@ids", "value": keys[start : start + 100]}],
+            parameters=[{"name": "@ids", "value": wanted[start : start + 100]}],
         )
         found.update([value async for value in pages])
     return found
@@ -192,9 +196,18 @@ class CosmosDeadLetterStore:
             }
         )
 
-    async def existing(self, keys: Sequence[str]) -> set[str]:
+    async def reasons(self, keys: Sequence[str]) -> dict[str, list[str]]:
         await self._warm_up()
-        return await _existing(self.container, "", "key", keys)
+        found: dict[str, list[str]] = {}
+        wanted = list(dict.fromkeys(keys))
+        for start in range(0, len(wanted), 100):
+            pages = self.container.query_items(
+                "SELECT c.key, c.reason FROM c WHERE ARRAY_CONTAINS(@ids, c.key)",
+                parameters=[{"name": "@ids", "value": wanted[start : start + 100]}],
+            )
+            async for item in pages:
+                found.setdefault(item["key"], []).append(item["reason"])
+        return found
 
 
 class CosmosAffinityStore:

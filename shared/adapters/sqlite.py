@@ -232,8 +232,20 @@ class SqliteDeadLetterStore:
 
         await self.db.run(_put)
 
-    async def existing(self, keys: Sequence[str]) -> set[str]:
-        return await self.db.run(lambda conn: _existing(conn, "deadletters", "key", keys))
+    async def reasons(self, keys: Sequence[str]) -> dict[str, list[str]]:
+        def _reasons(conn: sqlite3.Connection) -> dict[str, list[str]]:
+            found: dict[str, list[str]] = {}
+            wanted = list(dict.fromkeys(keys))
+            for start in range(0, len(wanted), 500):
+                part = wanted[start : start + 500]
+                rows = conn.execute(
+                    f"SELECT key, reason FROM deadletters WHERE key IN ({','.join('?' * len(part))}) ORDER BY id", part
+                )
+                for key, reason in rows:
+                    found.setdefault(key, []).append(reason)
+            return found
+
+        return await self.db.run(_reasons)
 
     async def list_letters(self) -> list[dict[str, Any]]:
         """Every dead letter, oldest first: {"id", "key", "reason", "payload", "created_at"}."""
