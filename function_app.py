@@ -137,9 +137,11 @@ RECONCILE_SCHEDULE = "0 */5 * * * *"
 @app.function_name("reconcile")
 @app.timer_trigger(arg_name="timer", schedule=RECONCILE_SCHEDULE, run_on_startup=False, use_monitor=True)
 async def reconcile_exchanges(timer: func.TimerRequest) -> None:
-    """Stored exchanges with neither record nor dead letter are announced again (parser/reconcile.py)."""
+    """Spilled exchanges are stored again (also on an instance that serves no request), then stored
+    exchanges with neither record nor dead letter are announced again (parser/reconcile.py)."""
     from parser.reconcile import reconcile
 
+    await proxy().capture.replay_outbox()
     await reconcile(
         ports(),
         after_seconds=settings().reconcile_after_seconds,
