@@ -274,6 +274,8 @@ def default_outbox_dir() -> Path:
     return Path(tempfile.gettempdir()) / "aoai-gateway-outbox"
 
 
+#: Spill-store prefix of spilled files that are not exchanges (kept for a person, never replayed).
+UNREADABLE = "unreadable/"
 #: Drain pass backoff while the log store is still down (seconds, doubling up to the second).
 DRAIN_BACKOFF = (1.0, 60.0)
 #: With nothing spilled here, how often the shared spill store is looked at anyway: an instance
@@ -414,37 +416,49 @@ class CaptureWriter:
 
     async def replay_outbox(self) -> int:
         """Store and announce every spilled exchange again (memory, outbox, spill store); returns
-        how many were sent. A pass stops at the first store failure: the store is still down."""
+        how many were sent. A pass stops at the first store failure: the store is still down. A
+        spilled file that is not an exchange (damaged on disk) is set aside (`.bad`, `unreadable/`)
+        so that it never holds up the others."""
         sent = 0
         ports = self._ports()
 
-        async def resend(data: bytes) -> None:
-            exchange = Exchange.from_json(data)
+        async def resend(data: bytes, where: str) -> bool:
+            try:
+                exchange = Exchange.from_json(data)
+            except (ValueError, TypeError, KeyError) as exc:
+                log.error("spilled exchange %s is unreadable, set aside: %s", where, type(exc).__name__)
+                return False
             await ports.exchanges.save(exchange)
             await ports.channel.publish(exchange.request_id)
+            return True
 
         try:
             for rid, data in list(self.held.items()):
-                await resend(data)
+                sent += await resend(data, rid)
                 self.held.pop(rid, None)
-                sent += 1
             if self.outbox_dir.is_dir():
                 for path in sorted(self.outbox_dir.glob("*.json")):
                     try:
                         data = path.read_bytes()
                     except FileNotFoundError:  # another pass took it
                         continue
-                    await resend(data)
-                    path.unlink(missing_ok=True)
-                    sent += 1
+                    if await resend(data, str(path)):
+                        path.unlink(missing_ok=True)
+                        sent += 1
+                    else:
+                        os.replace(path, path.with_suffix(".bad"))
             spill = self._spill_store()
             if spill is not None:
                 for key in await spill.keys(limit=500):
+                    if key.startswith(UNREADABLE):
+                        continue
                     spilled = await spill.get(key)
                     if spilled is not None:
-                        await resend(spilled)
+                        if await resend(spilled, key):
+                            sent += 1
+                        else:
+                            await spill.put(UNREADABLE + key, spilled)
                     await spill.delete(key)
-                    sent += 1
         except Exception as exc:
             log.warning("replaying spilled exchanges stopped after %d: %s", sent, type(exc).__name__)
         finally:
@@ -461,7 +475,7 @@ class CaptureWriter:
         if spill is None:
             return False
         try:
-            return bool(await spill.keys(limit=1))
+            return any(not key.startswith(UNREADABLE) for key in await spill.keys(limit=500))
         except Exception:
             return True
 

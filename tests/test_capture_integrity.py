@@ -251,3 +251,15 @@ def test_the_spill_store_is_wired_from_settings(tmp_path: Path, azurite_connecti
             assert ports.spill is None
 
     asyncio.run(scenario())
+
+
+async def test_a_damaged_spilled_file_is_set_aside_and_does_not_hold_up_the_others(tmp_path: Path) -> None:
+    ports = memory_ports()
+    outbox = tmp_path / "outbox"
+    outbox.mkdir()
+    (outbox / "0-damaged.json").write_bytes(b'{"request_id": "0-damaged", "trunc')
+    (outbox / "1-good.json").write_bytes(recorder("1-good", b'{"messages":[]}').finish().to_json())
+    writer = CaptureWriter(lambda: ports, outbox, drain_backoff=(0.005, 0.02))
+    assert await writer.replay_outbox() == 1
+    assert ports.channel.published == ["1-good"]
+    assert sorted(p.name for p in outbox.iterdir()) == ["0-damaged.bad"]
