@@ -182,10 +182,14 @@ class Exchange:
     def to_json(self) -> bytes:
         """The JSON form; never raises. Should a body still not serialize (`encode_body` keeps
         too-deep bodies as bytes), that body is replaced by a note, so the exchange is stored."""
+        return self._dumps()[0]
+
+    def _dumps(self) -> tuple[bytes, bool]:
+        """The JSON form, and whether a body had to be replaced to write it."""
         try:
-            return orjson.dumps(self)  # orjson serializes (slotted) dataclasses natively, in field order
+            return orjson.dumps(self), False  # orjson serializes (slotted) dataclasses natively, in field order
         except TypeError as exc:
-            return orjson.dumps(self._without_unserializable_bodies(str(exc)))
+            return orjson.dumps(self._without_unserializable_bodies(str(exc))), True
 
     def _without_unserializable_bodies(self, reason: str) -> dict[str, Any]:
         data = self.to_dict()
@@ -221,8 +225,8 @@ def _plain(value: Any) -> Any:
 def to_items(exchange: Exchange, max_item_bytes: int = MAX_ITEM_BYTES) -> list[dict[str, Any]]:
     """Store items for one exchange: one readable item when it fits, else base64 pieces in order."""
     rid = exchange.request_id
-    data = exchange.to_dict()
-    raw = exchange.to_json()
+    raw, replaced = exchange._dumps()
+    data = orjson.loads(raw) if replaced else exchange.to_dict()
     if len(raw) <= max_item_bytes - 1000:
         return [{"id": f"{rid}.0", "requestId": rid, "seq": 0, "count": 1, "exchange": data}]
     piece = min(_PIECE_BYTES, (max_item_bytes - 1000) // 4 * 3)

@@ -263,3 +263,14 @@ async def test_a_damaged_spilled_file_is_set_aside_and_does_not_hold_up_the_othe
     assert await writer.replay_outbox() == 1
     assert ports.channel.published == ["1-good"]
     assert sorted(p.name for p in outbox.iterdir()) == ["0-damaged.bad"]
+
+
+async def test_an_exchange_whose_body_cannot_be_written_is_still_stored(tmp_path: Path) -> None:
+    db = SqliteDatabase(tmp_path / "g.db")
+    store = SqliteExchangeStore(db)
+    ex = recorder("odd-1", b'{"messages":[]}').finish()
+    ex.response.body = {"x": object()}  # a defect upstream of the store
+    await store.save(ex)
+    back = await store.load("odd-1")
+    assert back.response.body_encoding == "base64" and back.request.body == {"messages": []}
+    await db.close()
