@@ -139,7 +139,8 @@ async def _handle_one(
     #: readable) and is dead-lettered once, at once, with this reason.
     poison: str | None = None
     try:
-        exchange = await _retry(lambda: _load(ports, request_id), delays, sleep)
+        carried = _carried_exchange(event, request_id)
+        exchange = carried if carried is not None else await _retry(lambda: _load(ports, request_id), delays, sleep)
     except _Missing:
         await _deadletter(ports, result, request_id, "exchange not found after retries", event)
         return
@@ -323,6 +324,22 @@ async def _deadletter(ports: Ports, result: BatchResult, key: str, reason: str, 
     except Exception:
         log.exception("parser: could not dead-letter %s (%s)", key, reason)
         result.failed.append(key)
+
+
+def _carried_exchange(event: str | bytes, request_id: str) -> Exchange | None:
+    """The exchange an event carries (the proxy puts it there when the store is down), else None.
+    One that cannot be read is poison like a stored one."""
+    raw = event.encode("utf-8") if isinstance(event, str) else bytes(event)
+    if not raw.lstrip().startswith(b"{") or b'"exchange"' not in raw:
+        return None
+    data = orjson.loads(raw).get("exchange")
+    if data is None:
+        return None
+    try:
+        return Exchange.from_dict(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        reason = f"the exchange on the event is not readable: {type(exc).__name__}: {exc}"
+        raise PoisonExchange(reason, data) from exc
 
 
 def _key(event: Any) -> str:

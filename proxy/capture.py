@@ -33,6 +33,7 @@ from shared.exchange import (
     Identity,
     Timings,
     encode_body,
+    exchange_event,
     utc_now_iso,
 )
 from shared.ports import Ports, SpillStore
@@ -375,6 +376,7 @@ class CaptureWriter:
                     type(exc).__name__,
                 )
                 if attempt == self._store_attempts:
+                    await self._announce_with_exchange(exchange)
                     await self._spill(exchange, "store")
                     return
                 await asyncio.sleep(delay)
@@ -384,6 +386,21 @@ class CaptureWriter:
         except Exception as exc:
             log.warning("announcing exchange %s failed: %s", exchange.request_id, type(exc).__name__)
             await self._spill(exchange, "publish")
+
+    async def _announce_with_exchange(self, exchange: Exchange) -> None:
+        """The store is down: announce the exchange itself when it fits in one event, so the parser
+        records it now. It is spilled all the same, and stored and announced again once the store
+        is back (the parser then finds the record: a duplicate, not a second record)."""
+        channel = self._ports().channel
+        publish = getattr(channel, "publish_exchange", None)
+        event = exchange_event(exchange.request_id, exchange.to_json()) if publish is not None else None
+        if event is None:
+            return
+        try:
+            await publish(exchange.request_id, event)  # type: ignore[misc]
+            log.warning("exchange %s announced with the exchange on the event (store down)", exchange.request_id)
+        except Exception as exc:
+            log.warning("announcing exchange %s on the event failed: %s", exchange.request_id, type(exc).__name__)
 
     def _spill_store(self) -> SpillStore | None:
         return getattr(self._ports(), "spill", None)

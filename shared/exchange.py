@@ -271,6 +271,18 @@ def from_items(items: list[Any]) -> Exchange:
         raise PoisonExchange(f"stored exchange is not readable: {reason}"[:500], data) from exc
 
 
+#: Largest event that carries its exchange (Event Hubs takes events up to 1 MB, envelope included).
+MAX_EVENT_BYTES = 1_000_000 - 4_000
+
+
+def exchange_event(request_id: str, exchange_json: bytes) -> bytes | None:
+    """An event that carries the exchange itself (`{"request_id", "exchange"}`), for when the store
+    cannot take it; None when it would not fit in one event."""
+    if len(exchange_json) + len(request_id) + 40 > MAX_EVENT_BYTES:
+        return None
+    return orjson.dumps({"request_id": request_id, "exchange": orjson.Fragment(exchange_json)})
+
+
 def salvage(data: Any, request_id: str) -> Exchange | None:
     """What of an unreadable stored exchange can still be read: the request (with identity and
     timings when they are well-formed), so the parser can still write its record; None when even

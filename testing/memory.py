@@ -32,9 +32,14 @@ class MemoryExchangeStore:
 class MemoryEventChannel:
     def __init__(self) -> None:
         self.published: list[str] = []
+        #: Events that carry their exchange (published while the store was down).
+        self.carried: list[bytes] = []
 
     async def publish(self, request_id: str) -> None:
         self.published.append(request_id)
+
+    async def publish_exchange(self, request_id: str, event: bytes) -> None:
+        self.carried.append(event)
 
 
 class MemoryRecordStore:

@@ -274,3 +274,35 @@ async def test_an_exchange_whose_body_cannot_be_written_is_still_stored(tmp_path
     back = await store.load("odd-1")
     assert back.response.body_encoding == "base64" and back.request.body == {"messages": []}
     await db.close()
+
+
+async def test_with_the_store_down_the_exchange_rides_on_the_event_and_is_recorded_at_once(tmp_path: Path) -> None:
+    from shared.adapters.local_channel import LocalEventChannel
+    from shared.exchange import exchange_event
+
+    switch = Switch(tmp_path)
+    records_db = SqliteDatabase(tmp_path / "records.db")
+    ports = memory_ports()
+    ports.exchanges, ports.channel = switch, LocalEventChannel()
+    ports.records, ports.deadletters = SqliteRecordStore(records_db), SqliteDeadLetterStore(records_db)
+    writer = CaptureWriter(lambda: ports, tmp_path / "outbox", store_attempts=1, drain_backoff=(0.005, 0.02))
+    writer.submit(recorder("ride-1", b'{"messages":[{"role":"user","content":"hi"}]}'))
+    await writer.drain()
+    batches = ports.channel.batches(max_batch=10, max_wait=0.05)
+    (event,) = await asyncio.wait_for(batches.__anext__(), 5)
+    assert event.startswith('{"request_id":"ride-1","exchange":{')
+    result = await handle_batch([event.encode()], ports, delays=(0.0,))  # the store is still down
+    assert result.recorded == ["ride-1"] and result.deadlettered == []
+    assert (await ports.records.get("ride-1"))["deployment"] == "gpt-4o"
+    assert (tmp_path / "outbox" / "ride-1.json").is_file()  # spilled all the same
+    switch.up()
+    again = await asyncio.wait_for(batches.__anext__(), 5)  # the drain stores it and announces its id
+    assert again == ["ride-1"] and (await switch.load("ride-1")) is not None
+    assert (await handle_batch(again, ports)).duplicates == ["ride-1"]  # still one record
+    await batches.aclose()
+    await writer.aclose()
+    await switch.db.close()
+    await records_db.close()
+    # An exchange too large for one event is only spilled.
+    big = recorder("big-1", b'{"messages":[{"role":"user","content":"' + b"x" * 1_000_000 + b'"}]}').finish()
+    assert exchange_event("big-1", big.to_json()) is None
