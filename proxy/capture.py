@@ -316,19 +316,40 @@ class CaptureWriter:
         self._wake: asyncio.Event | None = None
         #: Spilled exchanges stored and announced again since start (a metric for the logs).
         self.drained = 0
+        #: Responses being relayed, whose exchange is submitted when they end (`relay_started`).
+        self._relaying = 0
+        self._no_relays: asyncio.Event | None = None  # made by `drain`, inside the running loop
 
-    def submit(self, exchange: Exchange | ExchangeRecorder) -> None:
+    def relay_started(self) -> None:
+        """A response is on its way to the client; its exchange comes with `submit(..., relay=True)`.
+
+        A client may hold a complete answer a moment before its relay ends (a JSON body sent with
+        its length is complete at its last byte), so `drain` waits for relays still open too."""
+        self._relaying += 1
+
+    def submit(self, exchange: Exchange | ExchangeRecorder, *, relay: bool = False) -> None:
         """Hand an exchange (or the recorder that will build it) over; returns at once (the task
         is tracked until done). Given a recorder, `finish()` (join, decode, redact) runs in the
         task, after the client's last byte, instead of in the response's path."""
+        if relay:
+            self._relaying -= 1
+            if self._relaying == 0 and self._no_relays is not None:
+                self._no_relays.set()
         self._tasks.spawn(self._persist(exchange))
 
     @property
     def pending(self) -> int:
         return self._tasks.pending
 
-    async def drain(self) -> None:
-        """Wait for every submitted exchange (shutdown, tests)."""
+    async def drain(self, relay_wait_seconds: float = 30.0) -> None:
+        """Wait for open relays to end (at most `relay_wait_seconds`), then for every submitted
+        exchange (shutdown, tests)."""
+        if self._relaying > 0:
+            if self._no_relays is None:
+                self._no_relays = asyncio.Event()
+            self._no_relays.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._no_relays.wait(), relay_wait_seconds)
         await self._tasks.drain()
 
     def start(self) -> None:

@@ -64,6 +64,7 @@ class Relay:
         self._completed = False
         self._upstream_failed = False
         self._ended = False
+        capture.relay_started()
 
     async def body(self) -> AsyncIterator[bytes]:
         """The client's body. AOAI breaking the stream after its first byte raises `UpstreamBroken`,
@@ -101,7 +102,7 @@ class Relay:
             # the attempt instead). Closing drops the connection so AOAI stops generating.
             rec.client_disconnected = rec.client_disconnected or not self._upstream_failed
             self.resp.close()
-        self._capture.submit(rec)  # finished (joined, redacted) in the capture task, off this response
+        self._capture.submit(rec, relay=True)  # finished (joined, redacted) in the capture task
 
     async def _upstream_chunks(self) -> AsyncIterator[bytes]:
         """AOAI's body as it arrives; each piece is kept for the exchange (bytes appended, no parsing)."""
