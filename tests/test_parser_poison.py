@@ -228,3 +228,14 @@ def test_long_prose_is_counted_in_pieces_exactly_and_a_run_without_spaces_still_
     assert len(prose) > 100_000
     assert counter.text(prose) == len(counter._enc.encode(prose, disallowed_special=()))
     assert counter.text("abcdefghij" * 20_000) == 40_000
+
+
+def test_the_local_dashboard_counts_answers_that_did_not_arrive_whole() -> None:
+    from devhost.usage_summary import summarize
+    from tests.usage_records import make_record
+
+    records = [make_record(i) for i in range(3)]
+    records[1]["outcome"] = "upstream_broken"
+    records[2]["outcome"] = "timeout"
+    (errors,) = summarize(records).errors
+    assert errors.incomplete == {"upstream_broken": 1, "timeout": 1}
