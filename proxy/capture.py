@@ -287,9 +287,10 @@ DRAIN_IDLE_SECONDS = 60.0
 class CaptureWriter:
     """Store, then announce, each exchange in the background; spill it when the store is down.
 
-    Spilled exchanges go to the spill store when one is wired (Azure Blob: durable off the
-    instance), else (or when that fails too) to the local outbox directory, else they are held in
-    memory. A drain task stores and announces them again as soon as the store takes them, with
+    With the store down, an exchange that fits in one event is announced on the event itself (the
+    parser records it from there), and spilled all the same: to the spill store when one is wired
+    (Azure Blob: durable off the instance), else (or when that fails too) to the local outbox
+    directory, else it is held in memory. A drain task stores and announces them again as soon as the store takes them, with
     backoff while it does not; it runs from the first spill (or `start()`) until `aclose()`.
     """
 
