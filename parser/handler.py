@@ -213,6 +213,15 @@ class ParserBudget:
             raise BudgetExceeded(f"the exchange holds {size} bytes, over the parser's limit of {self.max_bytes}")
 
 
+#: Exchanges larger than this are normalized on a worker thread.
+_THREAD_BYTES = 1_000_000
+
+
+def _normalize_within(exchange: Exchange, budget: ParserBudget) -> tuple[UsageRecord, dict[str, Any]]:
+    with within(budget.seconds, budget.clock):
+        return normalize(exchange)
+
+
 def exchange_bytes(exchange: Exchange) -> int:
     """Bytes the parser would work through: the request body, the response body or event stream."""
     response = exchange.response
@@ -239,8 +248,11 @@ async def make_record(
         record, details = normalize(exchange)
     else:
         budget.admit(exchange)
-        with within(budget.seconds, budget.clock):
-            record, details = normalize(exchange)
+        if exchange_bytes(exchange) > _THREAD_BYTES:
+            # Seconds of CPU: off the event loop, which the proxy shares in the same worker.
+            record, details = await asyncio.to_thread(_normalize_within, exchange, budget)
+        else:
+            record, details = _normalize_within(exchange, budget)
     record = valid_record(record, exchange)
     await enricher.enrich(record, details, exchange, safety)
     return record, details

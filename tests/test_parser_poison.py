@@ -239,3 +239,29 @@ def test_the_local_dashboard_counts_answers_that_did_not_arrive_whole() -> None:
     records[2]["outcome"] = "timeout"
     (errors,) = summarize(records).errors
     assert errors.incomplete == {"upstream_broken": 1, "timeout": 1}
+
+
+async def test_a_large_exchange_is_normalized_off_the_event_loop_under_the_same_budget(ports: WiredPorts) -> None:
+    pieces = ["word " * 120] * 2000  # > 1 MB stored: normalized on a worker thread
+    await ports.exchanges.save(
+        exchange(
+            request_id="large",
+            body={**CHAT, "stream": True},
+            sse_text=text_stream(pieces),
+            response_headers={"content-type": "text/event-stream"},
+        )
+    )
+    result = await handle_batch(["large"], ports, budget=ParserBudget(seconds=3, clock=Clock()))
+    assert result.recorded == ["large"] and result.deadlettered == ["large"]
+    assert "budget of 3 s" in (await ports.records.get("large"))["parse_error"]
+    await ports.exchanges.save(
+        exchange(
+            request_id="large-ok",
+            body={**CHAT, "stream": True},
+            sse_text=text_stream(pieces),
+            response_headers={"content-type": "text/event-stream"},
+        )
+    )
+    fine = await handle_batch(["large-ok"], ports)  # the default budget: plenty
+    record = await ports.records.get("large-ok")
+    assert fine.recorded == ["large-ok"] and record["parse_error"] is None and record["completion_tokens"] > 200_000
