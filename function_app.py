@@ -128,11 +128,33 @@ async def health(req: Request) -> Response:
 # typing.List, not list[...]: the Functions worker rejects PEP 585 generics as binding annotations.
 async def parse_exchanges(events: typing.List[func.EventHubEvent]) -> None:  # noqa: UP006
     """Each event names a stored exchange; see parser/handler.py for retries and dead letters."""
-    from parser.handler import handle_batch
+    from parser.handler import ParserBudget, handle_batch
 
     await handle_batch(
         [event.get_body() for event in events],
         ports(),
         enricher=_parser_enricher(),
         concurrency=settings().parser_max_concurrency,
+        budget=ParserBudget.from_settings(settings()),
+    )
+
+
+# --- reconciler --------------------------------------------------------------------------------
+
+#: Every 5 minutes (NCRONTAB, six fields). The dev host runs it on the same schedule.
+RECONCILE_SCHEDULE = "0 */5 * * * *"
+
+
+@app.function_name("reconcile")
+@app.timer_trigger(arg_name="timer", schedule=RECONCILE_SCHEDULE, run_on_startup=False, use_monitor=True)
+async def reconcile_exchanges(timer: func.TimerRequest) -> None:
+    """Spilled exchanges are stored again (also on an instance that serves no request), then stored
+    exchanges with neither record nor dead letter are announced again (parser/reconcile.py)."""
+    from parser.reconcile import reconcile
+
+    await proxy().capture.replay_outbox()
+    await reconcile(
+        ports(),
+        after_seconds=settings().reconcile_after_seconds,
+        lookback_seconds=settings().reconcile_lookback_seconds,
     )

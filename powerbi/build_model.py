@@ -162,9 +162,14 @@ TABLES: tuple[Table, ...] = (
             ("retried", I),
             ("client_disconnects", I),
             ("parse_errors", I),
+            ("complete", I),
+            ("upstream_broken", I),
+            ("timeouts", I),
+            ("blocked", I),
             ("error_codes", S),
             ("throttle_rate", D),
             ("error_rate", D),
+            ("broken_rate", D),
         ),
         (
             Measure(
@@ -177,6 +182,11 @@ TABLES: tuple[Table, ...] = (
             ),
             Measure("Throttled requests", "SUM('Errors by backend'[throttled])"),
             Measure("Retried requests", "SUM('Errors by backend'[retried])"),
+            Measure(
+                "Broken answer rate",
+                "DIVIDE(SUM('Errors by backend'[upstream_broken]) + SUM('Errors by backend'[timeouts]), SUM('Errors by backend'[requests]))",
+                PCT,
+            ),
         ),
     ),
     Table(
@@ -437,6 +447,7 @@ PAGES: dict[str, list[tuple[str, str, list[str]]]] = {
     "Errors": [
         ("card", "Errors by backend", ["Throttle rate"]),
         ("card", "Errors by backend", ["Error rate"]),
+        ("card", "Errors by backend", ["Broken answer rate"]),
         ("lineChart", "Errors by backend", ["day", "Throttled requests"]),
         (
             "tableEx",
@@ -449,6 +460,9 @@ PAGES: dict[str, list[tuple[str, str, list[str]]]] = {
                 "client_errors",
                 "server_errors",
                 "retried",
+                "upstream_broken",
+                "timeouts",
+                "blocked",
                 "throttle_rate",
                 "error_rate",
             ],

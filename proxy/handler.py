@@ -84,11 +84,9 @@ class Proxy:
         self._warm_up: asyncio.Task[None] | None = None
 
     async def warm_up(self) -> None:
-        """First-request work off the hot path: managed-identity tokens, outbox replay."""
+        """First-request work off the hot path: managed-identity tokens, the spilled-exchange drain."""
+        self.capture.start()
         await self.credentials.warm(self.backends)
-        replayed = await self.capture.replay_outbox()
-        if replayed:
-            log.info("replayed %d spilled exchanges from %s", replayed, self.capture.outbox_dir)
         gc_policy.freeze_warm_heap()  # the long-lived heap is built: keep it out of every collection
 
     async def handle(self, request: Request) -> Response:
@@ -162,7 +160,7 @@ class Proxy:
     def _answer(self, rec: ExchangeRecorder, error: ErrorResponse) -> Response:
         body = rec.answer_error(error)
         name, value = telemetry.stamp_overhead(rec, rec.elapsed_ms())
-        self.capture.submit(rec.finish())
+        self.capture.submit(rec)  # finished in the capture task, which never gives up on it
         headers = {**error.headers, REQUEST_ID_HEADER: rec.request_id, name: value}
         return Response(content=body, status_code=error.status, headers=headers, media_type="application/json")
 
@@ -170,7 +168,7 @@ class Proxy:
         """Finish pending captures and close upstream connections (host shutdown)."""
         if self._warm_up is not None and not self._warm_up.done():
             self._warm_up.cancel()
-        await self.capture.drain()
+        await self.capture.aclose()
         if self.pinning is not None:
             await self.pinning.drain()
         await self.safety.aclose()

@@ -125,6 +125,19 @@ class IncompleteExchange(GatewayError, ValueError):
     """Some store items of an exchange are missing (or it has none)."""
 
 
+class PoisonExchange(GatewayError, ValueError):
+    """A stored exchange that can never be read as one (not JSON, fields missing or of the wrong
+    type): retrying cannot help. `data` is its JSON object when the text at least parsed."""
+
+    def __init__(self, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.data = data
+
+
+class ParseBudgetExceeded(GatewayError, RuntimeError):
+    """An exchange took more of the parser (time, or bytes to consolidate) than its budget allows."""
+
+
 class InvalidRecord(GatewayError, ValueError):
     """A usage record that does not match the schema; the message lists every violation."""
 

@@ -7,7 +7,7 @@ Wiring picks one of each from app settings, in one place (`shared/wiring.py`).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from shared.exchange import Exchange
@@ -29,6 +29,10 @@ class ExchangeStore(Protocol):
 
     async def load(self, request_id: str) -> Exchange | None: ...
 
+    async def stored_between(self, since: float, until: float, limit: int) -> list[str]:
+        """Request ids of exchanges stored in [since, until) (epoch seconds), oldest first."""
+        ...
+
 
 class EventChannel(Protocol):
     """Announces that an exchange is stored. Delivery is at least once."""
@@ -46,6 +50,10 @@ class RecordStore(Protocol):
 
     async def get(self, request_id: str) -> UsageRecord | None: ...
 
+    async def existing(self, request_ids: Sequence[str]) -> set[str]:
+        """Which of these request ids have a record."""
+        ...
+
 
 class UsageSink(Protocol):
     """Where finished usage records are emitted (Application Insights `customEvents`)."""
@@ -57,6 +65,10 @@ class DeadLetterStore(Protocol):
     """Events or exchanges the parser could not turn into a record, with the reason."""
 
     async def put(self, key: str, reason: str, payload: str) -> None: ...
+
+    async def reasons(self, keys: Sequence[str]) -> dict[str, list[str]]:
+        """The reasons of the dead letters of these keys (request ids), for those that have any."""
+        ...
 
 
 class AffinityStore(Protocol):
@@ -111,10 +123,22 @@ class Ports:
     `safety` is the Content Safety analyser (`shared.safety.client.ContentSafety`), or None when
     CONTENT_SAFETY_ENDPOINT is not set: then records say `safety.status: "skipped"`.
     `budgets` admits and settles against BUDGETS (`shared.budgets.keeper.BudgetKeeper` over a
-    `BudgetStore`), or None when no budget is configured.
+    `BudgetStore`), or None when no budget is configured. `spill` is the spill store (Azure Blob)
+    when CAPTURE_SPILL_* is set, else None.
     """
 
-    __slots__ = ("exchanges", "channel", "records", "sink", "deadletters", "affinity", "safety", "cache", "budgets")
+    __slots__ = (
+        "exchanges",
+        "channel",
+        "records",
+        "sink",
+        "deadletters",
+        "affinity",
+        "safety",
+        "cache",
+        "budgets",
+        "spill",
+    )
 
     def __init__(
         self,
@@ -128,6 +152,7 @@ class Ports:
         safety: ContentSafety | None = None,
         cache: ResponseCache | None = None,
         budgets: BudgetKeeper | None = None,
+        spill: SpillStore | None = None,
     ) -> None:
         self.exchanges = exchanges
         self.channel = channel
@@ -139,3 +164,5 @@ class Ports:
         #: The exact response cache store (None: no audience enables the cache).
         self.cache = cache
         self.budgets = budgets
+        #: Where the proxy spills exchanges the log store could not take (None: local outbox only).
+        self.spill = spill

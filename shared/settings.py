@@ -175,9 +175,25 @@ class Settings(BaseSettings):
     capture_outbox_dir: str = setting(
         "",
         "CAPTURE_OUTBOX_DIR",
-        "where exchanges are spilled as JSON files when the log store stays down, stored again on start "
-        "(empty: the system temp dir)",
+        "where exchanges are spilled as JSON files when the log store stays down and no spill store takes "
+        "them; stored and announced again as soon as the store is back (empty: the system temp dir)",
         sample=".gateway/outbox",
+    )
+    capture_spill_blob_url: str = setting(
+        "",
+        "CAPTURE_SPILL_BLOB_URL",
+        "blob endpoint (https://<account>.blob.core.windows.net/) of the spill store for exchanges the log "
+        "store could not take, reached by identity: durable off the instance, drained by any instance "
+        "(empty: no spill store)",
+    )
+    capture_spill_connection_string: str = setting(
+        "",
+        "CAPTURE_SPILL_CONNECTION_STRING",
+        "the spill store by connection string instead (Azurite: UseDevelopmentStorage=true); local runs",
+        secret=True,
+    )
+    capture_spill_container: str = setting(
+        "capture-spill", "CAPTURE_SPILL_CONTAINER", "blob container of the spill store"
     )
 
     # --- routing -----------------------------------------------------------------------------
@@ -245,6 +261,30 @@ class Settings(BaseSettings):
     eventhub_consumer_group: str = setting("$Default", "EVENT_HUB_CONSUMER_GROUP", "the parser's consumer group")
 
     # --- parser ------------------------------------------------------------------------------
+    parser_exchange_budget_seconds: PositiveFloat = setting(
+        30.0,
+        "PARSER_EXCHANGE_BUDGET_SECONDS",
+        "wall-clock budget of the parser per exchange; past it the record says parse_error and the exchange "
+        "is dead-lettered once",
+    )
+    parser_max_exchange_bytes: PositiveInt = setting(
+        64_000_000,
+        "PARSER_MAX_EXCHANGE_BYTES",
+        "stored bytes (bodies, event stream) the parser consolidates per exchange; beyond: a record with "
+        "parse_error, dead-lettered once",
+    )
+    reconcile_after_seconds: int = setting(
+        300,
+        "RECONCILE_AFTER_SECONDS",
+        "stored exchanges older than this with no record and no final dead letter are announced again "
+        "(the reconcile timer function, every 5 minutes)",
+        ge=0,
+    )
+    reconcile_lookback_seconds: PositiveInt = setting(
+        3600,
+        "RECONCILE_LOOKBACK_SECONDS",
+        "how far back the reconciler looks (each run reads the exchanges stored in the window)",
+    )
     parser_max_concurrency: PositiveInt = setting(
         8,
         "PARSER_MAX_CONCURRENCY",

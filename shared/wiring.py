@@ -23,6 +23,7 @@ from shared.ports import (
     Ports,
     RecordStore,
     ResponseCache,
+    SpillStore,
     UsageSink,
 )
 from shared.settings import Settings
@@ -135,6 +136,22 @@ def build_budgets(
     return BudgetKeeper.from_settings(settings, book, store)
 
 
+def build_spill_store(settings: Settings, credential: Callable[[], Any]) -> SpillStore | None:
+    """The spill store (Azure Blob) when CAPTURE_SPILL_CONNECTION_STRING or CAPTURE_SPILL_BLOB_URL
+    is set, else None. No I/O: the container is created on first use."""
+    if not (settings.capture_spill_connection_string or settings.capture_spill_blob_url):
+        return None
+    from shared.adapters.blob_spill import BlobSpillStore
+
+    if settings.capture_spill_connection_string:
+        return BlobSpillStore.from_connection_string(
+            settings.capture_spill_connection_string, settings.capture_spill_container
+        )
+    return BlobSpillStore.from_account_url(
+        settings.capture_spill_blob_url, settings.capture_spill_container, credential()
+    )
+
+
 def build_ports(settings: Settings) -> WiredPorts:
     """One adapter per port, chosen by LOG_STORE, EVENT_CHANNEL, APPLICATIONINSIGHTS_CONNECTION_STRING
     and CONTENT_SAFETY_ENDPOINT (the `safety` analyser; None when it is not set).
@@ -221,6 +238,9 @@ def build_ports(settings: Settings) -> WiredPorts:
     safety = build_content_safety(settings)
     if safety is not None:
         closers.append(safety.close)
+    spill = build_spill_store(settings, azure_credential)
+    if spill is not None:
+        closers.append(spill.close)
 
     budgets = build_budgets(settings, azure_credential, closers)
 
@@ -235,4 +255,5 @@ def build_ports(settings: Settings) -> WiredPorts:
         safety=safety,
         cache=cache,
         budgets=budgets,
+        spill=spill,
     )

@@ -37,6 +37,8 @@ LOCAL_ONLY = {
     "PII_LANGUAGE_ENDPOINT": "optional second PII stage: an operator adds it with PII_LANGUAGE_KEY (a Key Vault "
     "reference) when they deploy an Azure AI Language resource",
     "PII_LANGUAGE_KEY": "a secret: added by hand as a Key Vault reference with PII_LANGUAGE_ENDPOINT",
+    "CAPTURE_SPILL_CONNECTION_STRING": "connection-string form of the spill store for Azurite; Azure uses "
+    "CAPTURE_SPILL_BLOB_URL with the app's identity (no storage keys)",
     "CONTENT_SAFETY_KEY_SETTING": "names the setting holding a Content Safety key; unused with managed identity",
 }
 

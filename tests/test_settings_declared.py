@@ -34,7 +34,11 @@ def test_each_declaration_is_complete_and_unique():
     for d in DECLARATIONS:
         assert d.meaning and d.type, d.name
         assert d.scope in {"app", "devhost", "host"}, d.name
-    assert [d.name for d in DECLARATIONS if d.secret] == ["CONTENT_SAFETY_KEY", "PII_LANGUAGE_KEY"]
+    assert [d.name for d in DECLARATIONS if d.secret] == [
+        "CAPTURE_SPILL_CONNECTION_STRING",
+        "CONTENT_SAFETY_KEY",
+        "PII_LANGUAGE_KEY",
+    ]
     assert {d.name for d in DECLARATIONS if d.scope == "devhost"} == {"LOCAL_SUBSCRIPTIONS"}
 
 

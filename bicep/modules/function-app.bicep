@@ -305,6 +305,31 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
           value: captureOutboxDir
         }
         {
+          // Spilled exchanges survive the instance: the app's own storage account, by identity.
+          name: 'CAPTURE_SPILL_BLOB_URL'
+          value: storageBlobEndpoint
+        }
+        {
+          name: 'CAPTURE_SPILL_CONTAINER'
+          value: 'capture-spill'
+        }
+        {
+          name: 'RECONCILE_AFTER_SECONDS'
+          value: '300'
+        }
+        {
+          name: 'RECONCILE_LOOKBACK_SECONDS'
+          value: '3600'
+        }
+        {
+          name: 'PARSER_EXCHANGE_BUDGET_SECONDS'
+          value: '30'
+        }
+        {
+          name: 'PARSER_MAX_EXCHANGE_BYTES'
+          value: '64000000'
+        }
+        {
           name: 'GATEWAY_MAX_ATTEMPTS'
           value: string(routing.maxAttempts)
         }

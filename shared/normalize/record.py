@@ -21,6 +21,7 @@ Api = Literal[
 ]
 Operation = Literal["create", "retrieve", "list", "delete", "cancel", "update", "content", "other"]
 UsageSource = Literal["service", "estimated", "none", "cache"]
+Outcome = Literal["complete", "upstream_broken", "client_disconnected", "blocked", "timeout"]
 
 
 class ContentFilter(TypedDict):
@@ -76,6 +77,7 @@ class UsageRecord(TypedDict, total=False):
     attempts: Required[int]
     region: Required[str | None]
     stream: Required[bool]
+    outcome: Required[Outcome]
     status_code: Required[int]
     error_code: Required[str | None]
     latency_ms: Required[float | None]
