@@ -19,8 +19,8 @@ import aiohttp
 import orjson
 from fastapi import Request
 
-from proxy.capture import ExchangeRecorder
 from proxy.credentials import Credentials
+from proxy.recorder import ExchangeRecorder
 from proxy.routing.affinity import CreatedIdTap, ResponsePinning
 from proxy.routing.backends import Backend
 from proxy.routing.failover import AiohttpAnswer, read_answer, run_failover

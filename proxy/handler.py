@@ -19,8 +19,9 @@ from proxy.audience import AudienceGate, filter_list
 from proxy.budget_gate import BudgetGate
 from proxy.cache import CACHE_HEADER, CacheGate
 from proxy.call import REQUEST_ID_HEADER, UpstreamLeg, identity_from, prepare
-from proxy.capture import CaptureWriter, ExchangeRecorder
+from proxy.capture import CaptureWriter
 from proxy.credentials import Credentials
+from proxy.recorder import ExchangeRecorder
 from proxy.relay import Relay, RelayResponse
 from proxy.routing.affinity import ResponsePinning
 from proxy.routing.backends import Backend, parse_backends

@@ -7,6 +7,9 @@ Containers (created by bicep, not here: data-plane RBAC cannot create them):
   deadletters  partition key /requestId
   affinity     partition key /id,        default TTL -1 (items carry their own `ttl`)
   cache        partition key /id,        default TTL -1 (items carry the audience's cache `ttl`)
+
+One module because the stores share one client, database and the item-size and retry rules of
+the service; each store class is a few calls.
 """
 
 from __future__ import annotations

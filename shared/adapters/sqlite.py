@@ -6,6 +6,9 @@ Writes are batched (`SqliteDatabase.write`): the writes that arrive while one ba
 go together in the next, one executor hop and one transaction per batch, each write in its own
 savepoint so one that fails leaves the others committed. Under load that is one hand-off per
 batch rather than one per request; alone, a write still runs at once.
+
+One module because every store shares the one connection, worker thread and write batch; each
+store class is a few queries.
 """
 
 from __future__ import annotations

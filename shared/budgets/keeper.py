@@ -5,6 +5,10 @@
     settle  when the usage record exists: replace each hold by the record's charge, once
 
 Both sides compute the same budget keys: the budget's name and the start of its period.
+
+One module because admission and settlement are the two halves of one ledger protocol (a hold
+taken by one is released or charged by the other, exactly once); the pure steps are in
+`ledger.py`, the periods and estimates beside it.
 """
 
 from __future__ import annotations
