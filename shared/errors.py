@@ -148,3 +148,11 @@ class EncodingDataError(GatewayError, RuntimeError):
 
 class BatchIncomplete(GatewayError, RuntimeError):
     """Some events were neither recorded nor dead-lettered; the batch must be delivered again."""
+
+
+class BudgetStoreDown(GatewayError):
+    """The budget store failed (after the adapter's own retries)."""
+
+
+class BudgetConflict(GatewayError, RuntimeError):
+    """A budget ledger step lost the optimistic-concurrency race too many times in a row."""
