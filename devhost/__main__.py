@@ -1,6 +1,7 @@
 """`python -m devhost [serve] [--host H] [--port P] [--settings FILE]`: run the gateway locally.
 
-Subcommands: `serve` (the default), `records`, `report` and `dashboard` (devhost/commands.py).
+Subcommands: `serve` (the default), `records`, `report` and `dashboard` (devhost/commands.py), and
+`smoke` (devhost/smoke.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from devhost import commands
+from devhost import commands, smoke
 from devhost.dashboard_app import DASHBOARD_PATH, DashboardApp
 from devhost.host import DevHost, load_settings_file, server_config
 from devhost.runtime.host import RuntimeDevHost
@@ -174,6 +175,11 @@ COMMANDS["dashboard"] = (
     "serve the local dashboard over the usage records",
     commands.dashboard_arguments,
     commands.dashboard_command,
+)
+COMMANDS["smoke"] = (
+    "check a deployment end to end (chat, stream, embedding, headers, 401, usage records)",
+    smoke.arguments,
+    smoke.command,
 )
 
 

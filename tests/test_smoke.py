@@ -1,0 +1,145 @@
+"""`python -m devhost smoke`, run as a user runs it, against the dev host (the real Functions runtime,
+the AOAI simulator, SQLite records), and against Azure when the environment names a deployment."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from devhost.simulator import SimulatorConfig
+from tests.devhost_harness import DevHostGateway, dev_host
+
+ROOT = Path(__file__).resolve().parent.parent
+CLIENT_KEY = "smoke-client-key"
+SUBSCRIPTIONS = {CLIENT_KEY: {"id": "team-smoke", "name": "Smoke", "product": "standard"}}
+CHECKS = [
+    "chat",
+    "chat stream",
+    "chat stream usage",
+    "embedding",
+    "gateway headers",
+    "wrong key -> 401",
+    "usage records",
+]
+_LINE = re.compile(r"^(PASS|FAIL)  (.+?)\s+(\d+\.\d\d) s  (.*)$")
+
+
+@pytest.fixture(scope="module")
+def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevHostGateway]:
+    # A token delay, so the stream's events are apart in time as AOAI's are (12 chunks: about half a second).
+    sim = SimulatorConfig(api_key="smoke-upstream-key", token_delay_ms=40)
+    with dev_host(tmp_path_factory.mktemp("smoke"), SUBSCRIPTIONS, {"sim": sim}) as gateway:
+        yield gateway
+
+
+def smoke(*args: str, timeout: float = 90) -> tuple[int, dict[str, tuple[str, float, str]], str]:
+    """Run the command; (exit status, check -> (PASS|FAIL, seconds, detail), whole output)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "devhost", "smoke", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+    )
+    checks = {}
+    for line in done.stdout.splitlines():
+        m = _LINE.match(line)
+        if m:
+            checks[m.group(2)] = (m.group(1), float(m.group(3)), m.group(4))
+    return done.returncode, checks, done.stdout + done.stderr
+
+
+def test_smoke_passes_against_the_dev_host(gw: DevHostGateway) -> None:
+    status, checks, output = smoke(
+        "--endpoint", gw.url, "--key", CLIENT_KEY, "--deployment", "gpt-4o-mini", "--sqlite", str(gw.db)
+    )
+    assert status == 0, output
+    assert list(checks) == CHECKS, output
+    assert all(verdict == "PASS" for verdict, _, _ in checks.values()), output
+    assert "backend sim, attempts 1" in checks["gateway headers"][2]
+    assert "no usage chunk" in checks["chat stream"][2]
+    assert "4 record(s)" in checks["usage records"][2]
+    assert "smoke: 7/7 checks passed" in output
+    # Its own requests became records, each found by the request id the gateway answered with.
+    ids = re.findall(r"request ([0-9a-f-]{8,})", output)
+    assert len(ids) == 4
+    assert all(gw.emitted[rid] == 1 for rid in ids)
+
+
+def test_smoke_fails_when_the_records_never_arrive(gw: DevHostGateway, tmp_path: Path) -> None:
+    # A deployment whose parser writes nowhere the smoke can see: every request works, no record appears.
+    status, checks, output = smoke(
+        "--endpoint",
+        gw.url,
+        "--key",
+        CLIENT_KEY,
+        "--deployment",
+        "gpt-4o-mini",
+        "--sqlite",
+        str(tmp_path / "elsewhere.db"),
+        "--records-timeout",
+        "1",
+    )
+    assert status == 1, output
+    assert checks["usage records"][0] == "FAIL"
+    assert "no record yet for" in checks["usage records"][2]
+    assert [name for name, (verdict, _, _) in checks.items() if verdict == "FAIL"] == ["usage records"]
+    assert "smoke: 6/7 checks passed" in output
+
+
+def test_smoke_fails_on_a_deployment_the_backend_does_not_have(gw: DevHostGateway) -> None:
+    status, checks, output = smoke(
+        "--endpoint",
+        gw.url,
+        "--key",
+        CLIENT_KEY,
+        "--deployment",
+        "gpt-4o-mini",
+        "--embedding-deployment",
+        "text-embeding-3-small",
+        "--sqlite",
+        str(gw.db),
+    )
+    assert status == 1, output
+    assert checks["embedding"][0] == "FAIL"
+    assert "HTTP 404 DeploymentNotFound" in checks["embedding"][2], output
+
+
+def test_smoke_fails_when_nothing_answers(tmp_path: Path) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed again: nothing listens there
+    status, checks, output = smoke(
+        "--endpoint",
+        f"http://127.0.0.1:{port}",
+        "--key",
+        "k",
+        "--sqlite",
+        str(tmp_path / "none.db"),
+        "--records-timeout",
+        "1",
+    )
+    assert status == 1
+    assert all(verdict == "FAIL" for verdict, _, _ in checks.values()), output
+    assert "could not reach" in checks["chat"][2]
+
+
+@pytest.mark.skipif(
+    not (os.environ.get("SMOKE_ENDPOINT") and os.environ.get("SMOKE_KEY")),
+    reason="live: set SMOKE_ENDPOINT and SMOKE_KEY (and SMOKE_COSMOS_ENDPOINT and/or "
+    "SMOKE_APPINSIGHTS_APP_ID, with az login) to check a deployment",
+)
+def test_smoke_against_a_live_deployment() -> None:
+    args = ["--endpoint", os.environ["SMOKE_ENDPOINT"], "--key", os.environ["SMOKE_KEY"]]
+    if os.environ.get("SMOKE_DEPLOYMENT"):
+        args += ["--deployment", os.environ["SMOKE_DEPLOYMENT"]]
+    if os.environ.get("SMOKE_COSMOS_ENDPOINT"):
+        args += ["--cosmos-endpoint", os.environ["SMOKE_COSMOS_ENDPOINT"]]
+    if os.environ.get("SMOKE_APPINSIGHTS_APP_ID"):
+        args += ["--appinsights-app-id", os.environ["SMOKE_APPINSIGHTS_APP_ID"], "--records-timeout", "50"]
+    status, checks, output = smoke(*args, timeout=120)
+    assert status == 0, output
+    assert list(checks) == CHECKS
