@@ -263,3 +263,60 @@ def test_maximum_instance_count_is_checked_against_the_plan(shipped: Deployment)
         assert (limits["min_value"], limits["max_value"]) == FLEX_INSTANCE_RANGE, path.name
         if params[name].get("default") is not None:
             assert FLEX_INSTANCE_RANGE[0] <= params[name]["default"] <= FLEX_INSTANCE_RANGE[1]
+
+
+# --------------------------------------------------------------------------------------- the guide
+GUIDE = ROOT / "docs" / "deploy.md"
+
+
+def test_the_deploy_guide_goes_in_order_and_ends_with_the_smoke_check() -> None:
+    text = GUIDE.read_text()
+    headings = [h for h in re.findall(r"^#{2,3} (.+)$", text, re.M)]
+    order = [
+        "0. Before you start",
+        "1. Provision",
+        "2. Publish the function app",
+        "3. Give a team its key",
+        "Sizing: streams per instance and instances",
+        "Rotate the function key",
+        "Rotate AOAI keys",
+        "Change `GATEWAY_BACKENDS` after deployment",
+        "AOAI accounts elsewhere",
+        "Tear down",
+        "4. Check the deployment",
+    ]
+    assert [h for h in headings if h in order] == order
+    assert headings[-1] == "4. Check the deployment"
+    last_block = re.findall(r"```sh\n(.*?)```", text, re.S)[-1]
+    assert "python -m devhost smoke" in last_block
+    for topic in (
+        "deploymentAllowedIpRanges",
+        "jump host",
+        "per day",
+        "Role Based Access Control Administrator",
+        "retrying in 60 s",
+        "azd up",
+        "subscriptionId",
+        "privatelink.openai.azure.com",
+    ):
+        assert topic in text, topic
+
+
+def test_the_guide_names_real_parameters_and_smoke_options(shipped: Deployment) -> None:
+    import argparse
+
+    from devhost import smoke
+
+    text = GUIDE.read_text()
+    params = shipped.files[(BICEP_DIR / "main.bicep").resolve()]["parameters"]
+    table = re.findall(r"^\| `([A-Za-z]+)`(?:, `([A-Za-z]+)`)? \|", text, re.M)
+    named = {n for row in table for n in row if n}
+    assert named and named <= set(params), named - set(params)
+    outputs = shipped.files[(BICEP_DIR / "main.bicep").resolve()]["outputs"]
+    assert set(re.findall(r"AZURE_[A-Z_]+", text)) - {"AZURE_RESOURCE_GROUP", "AZURE_LOCATION"} <= set(outputs)
+    parser = argparse.ArgumentParser()
+    smoke.arguments(parser)
+    flags = {flag for action in parser._actions for flag in action.option_strings}
+    section = re.sub(r"\$\([^)]*\)", "", text.split("## 4. Check the deployment")[1])  # not az's own flags
+    used = set(re.findall(r"(--[a-z][a-z-]+)", section))
+    assert used <= flags, used - flags
