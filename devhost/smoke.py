@@ -300,33 +300,44 @@ class SqliteRecords:
 
 
 class CosmosRecords:
-    """The records container of the deployment's Cosmos DB account, read with the caller's credentials."""
+    """The records container of the deployment's Cosmos DB account, read with the caller's credentials
+    (DefaultAzureCredential: `az login` locally) unless another credential is given."""
 
-    def __init__(self, endpoint: str, database: str, container: str) -> None:
+    def __init__(
+        self, endpoint: str, database: str, container: str, credential: Any = None, **client_options: Any
+    ) -> None:
         self.name = f"cosmos {urlsplit(endpoint).hostname}/{database}/{container}"
         self.endpoint, self.database, self.container_name = endpoint, database, container
+        self._credential, self._options = credential, client_options
+        self._owned_credential: Any = None
         self._client: Any = None
-        self._credential: Any = None
-        self._store: Any = None
+        self._container: Any = None
 
     async def found(self, request_ids: set[str]) -> set[str]:
-        if self._store is None:
+        if not request_ids:
+            return set()
+        if self._container is None:
             from azure.cosmos.aio import CosmosClient
-            from azure.identity.aio import DefaultAzureCredential
 
-            from shared.adapters.cosmos import CosmosRecordStore
+            credential = self._credential
+            if credential is None:
+                from azure.identity.aio import DefaultAzureCredential
 
-            self._credential = DefaultAzureCredential()
-            self._client = CosmosClient(self.endpoint, credential=self._credential)
-            container = self._client.get_database_client(self.database).get_container_client(self.container_name)
-            self._store = CosmosRecordStore(container)
-        return {rid for rid in request_ids if await self._store.get(rid) is not None}
+                credential = self._owned_credential = DefaultAzureCredential()
+            self._client = CosmosClient(self.endpoint, credential=credential, **self._options)
+            self._container = self._client.get_database_client(self.database).get_container_client(self.container_name)
+        # One cross-partition query per poll for all ids (record items: id = request id, kind "record").
+        pages = self._container.query_items(
+            "SELECT VALUE c.id FROM c WHERE c.kind = 'record' AND ARRAY_CONTAINS(@ids, c.id)",
+            parameters=[{"name": "@ids", "value": sorted(request_ids)}],
+        )
+        return {rid async for rid in pages}
 
     async def close(self) -> None:
         if self._client is not None:
             await self._client.close()
-        if self._credential is not None:
-            await self._credential.close()
+        if self._owned_credential is not None:
+            await self._owned_credential.close()
 
 
 class AppInsightsRecords:

@@ -12,8 +12,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from azure.cosmos import PartitionKey
+from azure.cosmos.aio import CosmosClient
 
 from devhost.simulator import SimulatorConfig
+from devhost.smoke import AppInsightsRecords, CosmosRecords
+from tests.cosmos_server import KEY, cosmos_endpoint  # noqa: F401 - fixture
 from tests.devhost_harness import DevHostGateway, dev_host
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -143,3 +147,43 @@ def test_smoke_against_a_live_deployment() -> None:
     status, checks, output = smoke(*args, timeout=120)
     assert status == 0, output
     assert list(checks) == CHECKS
+
+
+async def test_the_cosmos_source_finds_records_by_request_id(cosmos_endpoint: str) -> None:  # noqa: F811
+    """The records container as the parser writes it (item id = request id, partition /requestId), read by
+    the real azure-cosmos SDK from the npm Cosmos DB server."""
+    async with CosmosClient(cosmos_endpoint, credential=KEY, connection_verify=False) as admin:
+        db = await admin.create_database_if_not_exists("smoke")
+        container = await db.create_container_if_not_exists("records", partition_key=PartitionKey("/requestId"))
+        await container.upsert_item(
+            {"id": "rid-1", "requestId": "rid-1", "kind": "record", "record": {"request_id": "rid-1"}}
+        )
+    source = CosmosRecords(cosmos_endpoint, "smoke", "records", credential=KEY, connection_verify=False)
+    try:
+        assert await source.found({"rid-1", "rid-2"}) == {"rid-1"}
+        assert await source.found(set()) == set()
+    finally:
+        await source.close()
+    assert source.name == "cosmos 127.0.0.1/smoke/records"
+
+
+@pytest.mark.azure
+@pytest.mark.skipif(not os.environ.get("SMOKE_COSMOS_ENDPOINT"), reason="live: set SMOKE_COSMOS_ENDPOINT (az login)")
+async def test_the_cosmos_source_reads_a_live_account() -> None:
+    source = CosmosRecords(os.environ["SMOKE_COSMOS_ENDPOINT"], "gateway", "records")
+    try:
+        assert await source.found({"no-such-request-id"}) == set()
+    finally:
+        await source.close()
+
+
+@pytest.mark.azure
+@pytest.mark.skipif(
+    not os.environ.get("SMOKE_APPINSIGHTS_APP_ID"), reason="live: set SMOKE_APPINSIGHTS_APP_ID (az login)"
+)
+async def test_the_appinsights_source_queries_a_live_component() -> None:
+    source = AppInsightsRecords(os.environ["SMOKE_APPINSIGHTS_APP_ID"])
+    try:
+        assert await source.found({"no-such-request-id"}) == set()
+    finally:
+        await source.close()
