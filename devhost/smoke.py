@@ -68,6 +68,8 @@ class Options:
     request_timeout: float = 20.0
     records_timeout: float = 40.0
     sources: Sequence[RecordSource] = ()
+    #: Seconds the whole run may take; a check still waiting then fails.
+    budget: float = RUN_BUDGET_SECONDS
 
 
 @dataclass(slots=True)
@@ -217,7 +219,7 @@ async def check_records(run: _Run) -> str:
         )
     if not wanted:
         raise CheckFailed("no request reached the gateway")
-    budget = min(run.options.records_timeout, max(1.0, RUN_BUDGET_SECONDS - (time.monotonic() - run.started)))
+    budget = min(run.options.records_timeout, max(1.0, run.options.budget - (time.monotonic() - run.started) - 1))
     deadline = time.monotonic() + budget
     seen: dict[str, set[str]] = {s.name: set() for s in sources}
     while True:
@@ -251,8 +253,12 @@ async def run_checks(options: Options, out: Callable[[str], None] = print) -> li
     try:
         for name, check in CHECKS:
             started = time.monotonic()
+            left = options.budget - (started - run.started)
             try:
-                detail, ok = await check(run), True
+                async with asyncio.timeout(max(0.5, left)):
+                    detail, ok = await check(run), True
+            except TimeoutError:
+                detail, ok = f"no answer within the run's {options.budget:.0f} s", False
             except CheckFailed as exc:
                 detail, ok = str(exc), False
             except openai.APIStatusError as exc:

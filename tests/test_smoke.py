@@ -3,6 +3,7 @@ the AOAI simulator, SQLite records), and against Azure when the environment name
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import socket
@@ -16,7 +17,7 @@ from azure.cosmos import PartitionKey
 from azure.cosmos.aio import CosmosClient
 
 from devhost.simulator import SimulatorConfig
-from devhost.smoke import AppInsightsRecords, CosmosRecords
+from devhost.smoke import AppInsightsRecords, CosmosRecords, Options, SqliteRecords, run_checks
 from tests.cosmos_server import KEY, cosmos_endpoint  # noqa: F401 - fixture
 from tests.devhost_harness import DevHostGateway, dev_host
 
@@ -187,3 +188,33 @@ async def test_the_appinsights_source_queries_a_live_component() -> None:
         assert await source.found({"no-such-request-id"}) == set()
     finally:
         await source.close()
+
+
+async def test_a_gateway_that_never_answers_fails_within_the_run_budget() -> None:
+    """Each check gets what is left of the run's budget, not its own request timeout."""
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(65536)
+        await asyncio.sleep(3600)
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    lines: list[str] = []
+    try:
+        options = Options(
+            endpoint=f"http://127.0.0.1:{port}",
+            key="k",
+            request_timeout=120,
+            budget=2,
+            records_timeout=1,
+            sources=[SqliteRecords(Path("/nonexistent/gateway.db"))],
+        )
+        started = asyncio.get_running_loop().time()
+        results = await run_checks(options, lines.append)
+        elapsed = asyncio.get_running_loop().time() - started
+    finally:
+        server.close()
+    assert not any(r.ok for r in results)
+    assert results[0].detail == "no answer within the run's 2 s"
+    assert elapsed < 60, "the 120 s request timeout did not decide"
+    assert len(lines) == len(CHECKS) and all(line.startswith("FAIL") for line in lines)
