@@ -294,7 +294,8 @@ def test_the_deploy_guide_goes_in_order_and_ends_with_the_smoke_check() -> None:
         "jump host",
         "per day",
         "Role Based Access Control Administrator",
-        "retrying in 60 s",
+        "bicep/publish.sh",
+        "gatewayFunctionKey",
         "azd up",
         "subscriptionId",
         "privatelink.openai.azure.com",
@@ -320,3 +321,51 @@ def test_the_guide_names_real_parameters_and_smoke_options(shipped: Deployment) 
     section = re.sub(r"\$\([^)]*\)", "", text.split("## 4. Check the deployment")[1])  # not az's own flags
     used = set(re.findall(r"(--[a-z][a-z-]+)", section))
     assert used <= flags, used - flags
+
+
+# --------------------------------------------------------------------------------------- publishing
+PUBLISH = BICEP_DIR / "publish.sh"
+
+
+def _fake_func(tmp_path: Path, failures: int) -> dict[str, str]:
+    """A `func` on PATH that fails its first `failures` publishes (as while RBAC propagates), then succeeds."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "func").write_text(
+        "#!/bin/sh\n"
+        f'echo "$*" >> "{tmp_path}/calls"\n'
+        f'n=$(wc -l < "{tmp_path}/calls")\n'
+        f'[ "$n" -gt {failures} ] || {{ echo "403 failed to upload the package" >&2; exit 1; }}\n'
+    )
+    (bin_dir / "func").chmod(0o755)
+    return {"PATH": f"{bin_dir}:/usr/bin:/bin"}
+
+
+def test_publish_retries_while_the_role_propagates(tmp_path: Path) -> None:
+    import subprocess
+
+    done = subprocess.run(
+        [str(PUBLISH), "func-aoaigw-x", "6", "0"],
+        env=_fake_func(tmp_path, 2),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "calls").read_text().splitlines() == ["azure functionapp publish func-aoaigw-x --python"] * 3
+    assert "retrying in 0 s" in done.stderr and "published to func-aoaigw-x (attempt 3)" in done.stdout
+
+
+def test_publish_gives_up_after_its_attempts(tmp_path: Path) -> None:
+    import subprocess
+
+    done = subprocess.run(
+        [str(PUBLISH), "func-aoaigw-x", "2", "0"],
+        env=_fake_func(tmp_path, 5),
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 1
+    assert len((tmp_path / "calls").read_text().splitlines()) == 2
+    assert "failed 2 times" in done.stderr
