@@ -24,6 +24,7 @@ from devhost.runtime.host import RuntimeDevHost
 from devhost.subscriptions import new_local_key, parse_subscriptions
 
 SIMULATOR_KEY = "simulator-key"
+SIMULATOR_TOKEN_DELAY_MS = 15
 
 
 def _start_simulator() -> str | None:
@@ -32,7 +33,9 @@ def _start_simulator() -> str | None:
         from devhost.simulator import SimulatorConfig, run_in_thread
     except ImportError:
         return None
-    handle = run_in_thread(SimulatorConfig())
+    # Paced like a deployment (a token chunk every 15 ms), so a stream is seen arriving event by event,
+    # as `python -m devhost smoke` checks.
+    handle = run_in_thread(SimulatorConfig(token_delay_ms=SIMULATOR_TOKEN_DELAY_MS))
     return handle.url
 
 

@@ -4,11 +4,13 @@ the AOAI simulator, SQLite records), and against Azure when the environment name
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import re
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -218,3 +220,59 @@ async def test_a_gateway_that_never_answers_fails_within_the_run_budget() -> Non
     assert results[0].detail == "no answer within the run's 2 s"
     assert elapsed < 60, "the 120 s request timeout did not decide"
     assert len(lines) == len(CHECKS) and all(line.startswith("FAIL") for line in lines)
+
+
+def test_smoke_passes_against_make_run(tmp_path: Path) -> None:
+    """`make run` as a new user has it (no settings file: the simulator, a fresh local key), then the smoke
+    check with nothing but the endpoint, the printed key and the settings file that names SQLITE_PATH."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    settings = tmp_path / "local.settings.json"
+    settings.write_text(
+        json.dumps(
+            {"Values": {"SQLITE_PATH": str(tmp_path / "gateway.db"), "CAPTURE_OUTBOX_DIR": str(tmp_path / "outbox")}}
+        )
+    )
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("GATEWAY_BACKENDS", "LOCAL_SUBSCRIPTIONS", "SQLITE_PATH", "LOG_STORE", "EVENT_CHANNEL")
+    }
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "devhost", "--port", str(port), "--settings", str(settings)],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        banner: list[str] = []
+        while not any(line.startswith("Example (OpenAI SDK)") for line in banner):
+            line = proc.stdout.readline()
+            assert line, "".join(banner)
+            banner.append(line)
+        key = next(line.split()[1] for line in banner if line.startswith("Key: "))
+        for _ in range(400):  # the banner comes before uvicorn listens
+            with socket.socket() as probe:
+                if probe.connect_ex(("127.0.0.1", port)) == 0:
+                    break
+            time.sleep(0.05)
+        status, checks, output = smoke(
+            "--endpoint",
+            f"http://127.0.0.1:{port}",
+            "--key",
+            key,
+            "--deployment",
+            "gpt-4o",
+            "--settings",
+            str(settings),
+        )
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+    assert status == 0, output
+    assert all(verdict == "PASS" for verdict, _, _ in checks.values()), output
+    assert f"4 record(s) in sqlite {tmp_path / 'gateway.db'}" in checks["usage records"][2]
