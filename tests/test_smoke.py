@@ -46,10 +46,17 @@ def gw(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevHostGateway]:
         yield gateway
 
 
-def smoke(*args: str, timeout: float = 90) -> tuple[int, dict[str, tuple[str, float, str]], str]:
+def smoke(
+    *args: str, timeout: float = 90, env: dict[str, str] | None = None
+) -> tuple[int, dict[str, tuple[str, float, str]], str]:
     """Run the command; (exit status, check -> (PASS|FAIL, seconds, detail), whole output)."""
     done = subprocess.run(
-        [sys.executable, "-m", "devhost", "smoke", *args], capture_output=True, text=True, timeout=timeout, cwd=ROOT
+        [sys.executable, "-m", "devhost", "smoke", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        env=env,
     )
     checks = {}
     for line in done.stdout.splitlines():
@@ -269,6 +276,7 @@ def test_smoke_passes_against_make_run(tmp_path: Path) -> None:
             "gpt-4o",
             "--settings",
             str(settings),
+            env=env,  # not the SQLITE_PATH another test's dev host put in this process's environment
         )
     finally:
         proc.terminate()
