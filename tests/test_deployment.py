@@ -369,3 +369,10 @@ def test_publish_gives_up_after_its_attempts(tmp_path: Path) -> None:
     assert done.returncode == 1
     assert len((tmp_path / "calls").read_text().splitlines()) == 2
     assert "failed 2 times" in done.stderr
+
+
+def test_existing_aoai_accounts_may_live_in_another_subscription(shipped: Deployment) -> None:
+    module = shipped.files[(BICEP_DIR / "main.bicep").resolve()]["modules"]["existingOpenAiRoles"]
+    scope = module["config"]["config"]["scope"]["function"]["parameters"]
+    assert "subscriptionId" in json.dumps(scope["subscription_id"])
+    assert "resourceGroup" in json.dumps(scope["resource_group_name"])
