@@ -126,14 +126,14 @@ _SHAPES = re.compile(
 #: Every `_SHAPES` match contains one of these (case-insensitively), at most `_ANCHOR_BEFORE`
 #: characters after the match starts: the PEM, JWT, `sk-` and Bearer/Basic shapes start at their
 #: marker, an assignment (`SharedAccessSignature=`...) at most 22 characters before its `=`.
-_MARKERS = ("-----begin", "eyj", "sk-", "bearer", "basic", "key=", "signature=", "value=", "password=", "pwd=")
-_MARKERS += ("sig=", "secret=", "token=")
+_MARKERS: tuple[str, ...] = ("-----begin", "eyj", "sk-", "bearer", "basic", "key=", "signature=", "value=")
+_MARKERS += ("password=", "pwd=", "sig=", "secret=", "token=")
 _ANCHOR_BEFORE = 24
 
 
 #: Every secret name (`is_secret_name`) contains one of these, lower-cased.
-_SECRET_NAME_PARTS = ("token", "secret", "pass", "pwd", "auth", "sig", "sas", "credential", "cookie", "key")
-_SECRET_NAME_PARTS += ("connection", "bearer")
+_SECRET_NAME_PARTS: tuple[str, ...] = ("token", "secret", "pass", "pwd", "auth", "sig", "sas", "credential")
+_SECRET_NAME_PARTS += ("cookie", "key", "connection", "bearer")
 _NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-")
 
 

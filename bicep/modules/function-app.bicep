@@ -114,10 +114,15 @@ param contentSafetyEndpoint string
 @description('Content Safety options (see main.bicep contentSafetyOptions).')
 param contentSafety object
 
-@description('Maximum instances the app scales out to.')
-@minValue(1)
+@description('Maximum instances the app scales out to (Flex Consumption allows 40 to 1000).')
+@minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int
+
+@description('Concurrent HTTP requests per instance (Flex Consumption gives a Python app 1 when unset).')
+@minValue(1)
+@maxValue(1000)
+param perInstanceConcurrency int
 
 @description('Memory per instance in MB (2048 or 4096).')
 @allowed([
@@ -464,6 +469,11 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
       scaleAndConcurrency: {
         maximumInstanceCount: maximumInstanceCount
         instanceMemoryMB: instanceMemoryMB
+        triggers: {
+          http: {
+            perInstanceConcurrency: perInstanceConcurrency
+          }
+        }
       }
       runtime: {
         name: 'python'
