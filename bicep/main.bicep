@@ -264,6 +264,7 @@ var cosmosContainers = {
   records: 'records'
   deadletters: 'deadletters'
   affinity: 'affinity'
+  owners: 'owners'
 }
 var eventHubName = 'exchanges'
 var deploymentContainerName = 'app-package'
@@ -327,6 +328,7 @@ module cosmos 'modules/cosmos.bicep' = {
     recordsContainerName: cosmosContainers.records
     deadlettersContainerName: cosmosContainers.deadletters
     affinityContainerName: cosmosContainers.affinity
+    ownersContainerName: cosmosContainers.owners
     recordsTtlSeconds: recordsTtlSeconds
     deadlettersTtlSeconds: deadlettersTtlSeconds
     privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
@@ -406,6 +408,7 @@ module functionApp 'modules/function-app.bicep' = {
     cosmosRecordsContainerName: cosmosContainers.records
     cosmosDeadlettersContainerName: cosmosContainers.deadletters
     cosmosAffinityContainerName: cosmosContainers.affinity
+    cosmosOwnersContainerName: cosmosContainers.owners
     appInsightsLoggerName: appInsightsLoggerName
     exchangeTtlSeconds: exchangeTtlSeconds
     eventHubsNamespace: eventHubs.outputs.fullyQualifiedNamespace

@@ -21,7 +21,8 @@ from fastapi import Request
 
 from proxy.capture import ExchangeRecorder
 from proxy.credentials import Credentials
-from proxy.routing.affinity import CreatedIdTap, ResponsePinning
+from proxy.ownership import AnswerTap
+from proxy.routing.affinity import ResponsePinning
 from proxy.routing.backends import Backend
 from proxy.routing.failover import AiohttpAnswer, read_answer, run_failover
 from proxy.routing.pool import BackendPool
@@ -97,8 +98,9 @@ class ProxyCall:
     backend: Backend | None = None
     #: `x-gateway-backend` / `x-gateway-attempts` for the client, set by `attempt`.
     gateway_headers: dict[str, str] = field(default_factory=dict)
-    #: Watches a Responses API answer for the id it created (None for every other call).
-    created_id_tap: CreatedIdTap | None = None
+    #: Watches an answer for the ids it created (Responses API affinity, owners of stored objects;
+    #: None for every other call).
+    created_id_tap: AnswerTap | None = None
     #: Body bytes `attempt` already read from the response it returns (e.g. a whole error body
     #: that failover inspected); relayed before the rest of the body.
     head: bytes = b""

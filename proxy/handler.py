@@ -18,6 +18,7 @@ from proxy import telemetry
 from proxy.call import REQUEST_ID_HEADER, UpstreamLeg, identity_from, prepare
 from proxy.capture import CaptureWriter, ExchangeRecorder
 from proxy.credentials import Credentials
+from proxy.ownership import Ownership, both, creates, referenced
 from proxy.relay import Relay, RelayResponse
 from proxy.routing.affinity import ResponsePinning
 from proxy.routing.backends import Backend, parse_backends
@@ -26,7 +27,7 @@ from proxy.routing.pool import BackendPool
 from proxy.streams.safety import StreamSafety
 from proxy.upstream import Timeouts, UpstreamClient, client_response_headers
 from shared.errors import ErrorResponse
-from shared.ports import AffinityStore, Ports
+from shared.ports import AffinityStore, OwnershipStore, Ports
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,7 @@ class Proxy:
         pool: BackendPool | None = None,
         affinity: Callable[[], AffinityStore] | None = None,
         safety: StreamSafety | None = None,
+        owners: Callable[[], OwnershipStore | None] | None = None,
     ) -> None:
         self.settings = settings
         #: One pool per process: health, cooldowns and circuits are shared by every request.
@@ -60,6 +62,8 @@ class Proxy:
         self.credentials = credentials
         self.capture = capture
         self.safety = safety or StreamSafety.off()
+        #: Tenant isolation of stored objects (None: every caller reaches every id, as in unit tests).
+        self.ownership = Ownership(owners) if owners is not None else None
         self.leg = UpstreamLeg(pool, upstream, credentials, self.pinning)
         self._warm_up: asyncio.Task[None] | None = None
 
@@ -83,6 +87,9 @@ class Proxy:
         rec.set_request(request.method, path, request.query_params.multi_items(), header_items, b"")
         try:
             call = await prepare(self.settings, request, rec, path, header_items, first)
+            refs = referenced(call.method, call.path, call.json_body) if self.ownership is not None else []
+            if refs:
+                await self.ownership.check(refs, identity.subscription_id)  # type: ignore[union-attr]
             resp = await self.leg.attempt(call)
         except ErrorResponse as error:
             return self._answer(rec, error)
@@ -105,6 +112,13 @@ class Proxy:
                 call.backend.name,
                 rec.chunks,
             )
+        if self.ownership is not None and creates(
+            call.method, call.path, resp.status, any(r.via == "path" for r in refs)
+        ):
+            stream = resp.headers.get("content-type", "").startswith("text/event-stream")
+            call.created_id_tap = both(
+                call.created_id_tap, self.ownership.tap(identity.subscription_id, stream, rec.chunks)
+            )
         headers.append((REQUEST_ID_HEADER, rid))
         headers.append(telemetry.stamp_overhead(rec, rec.first_byte or rec.elapsed_ms()))
         relay = Relay(call, resp, upstream=self.upstream, pool=self.pool, capture=self.capture, safety=self.safety)
@@ -126,6 +140,8 @@ class Proxy:
         await self.capture.drain()
         if self.pinning is not None:
             await self.pinning.drain()
+        if self.ownership is not None:
+            await self.ownership.drain()
         await self.safety.aclose()
         await self.upstream.close()
         await self.credentials.close()
@@ -141,4 +157,5 @@ def build_proxy(settings: Settings, ports: Callable[[], Ports]) -> Proxy:
         CaptureWriter(ports, outbox),
         affinity=lambda: ports().affinity,
         safety=StreamSafety.from_settings(settings),
+        owners=lambda: ports().owners,
     )

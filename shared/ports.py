@@ -63,6 +63,18 @@ class AffinityStore(Protocol):
     async def lookup(self, response_id: str) -> str | None: ...
 
 
+class OwnershipStore(Protocol):
+    """Which subscription created a stored object (a response, a file, a batch), by kind and id.
+
+    `claim` keeps the first owner of an id (a later claim by anyone is ignored); `owner` is None
+    for an id nobody claimed.
+    """
+
+    async def claim(self, kind: str, object_id: str, owner: str) -> None: ...
+
+    async def owner(self, kind: str, object_id: str) -> str | None: ...
+
+
 class SpillStore(Protocol):
     """Durable place for exchanges the log store could not take; drained back when it recovers."""
 
@@ -80,11 +92,12 @@ class SpillStore(Protocol):
 class Ports:
     """One of each port, as chosen by the wiring (`shared/wiring.py`) from app settings.
 
+    `owners` is None only for a partial set built by a test; the wiring always sets it.
     `safety` is the Content Safety analyser (`shared.safety.client.ContentSafety`), or None when
     CONTENT_SAFETY_ENDPOINT is not set: then records say `safety.status: "skipped"`.
     """
 
-    __slots__ = ("exchanges", "channel", "records", "sink", "deadletters", "affinity", "safety")
+    __slots__ = ("exchanges", "channel", "records", "sink", "deadletters", "affinity", "owners", "safety")
 
     def __init__(
         self,
@@ -95,6 +108,7 @@ class Ports:
         sink: UsageSink,
         deadletters: DeadLetterStore,
         affinity: AffinityStore,
+        owners: OwnershipStore | None = None,
         safety: ContentSafety | None = None,
     ) -> None:
         self.exchanges = exchanges
@@ -103,4 +117,5 @@ class Ports:
         self.sink = sink
         self.deadletters = deadletters
         self.affinity = affinity
+        self.owners = owners
         self.safety = safety

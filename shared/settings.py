@@ -54,6 +54,7 @@ class Settings:
     cosmos_records_container: str = "records"
     cosmos_deadletters_container: str = "deadletters"
     cosmos_affinity_container: str = "affinity"
+    cosmos_owners_container: str = "owners"
     exchange_ttl_seconds: int = 7 * 24 * 3600
     #: "local" (in-process queue, default) or "eventhub".
     event_channel: str = "local"
@@ -143,6 +144,7 @@ class Settings:
             cosmos_records_container=env.get("COSMOS_RECORDS_CONTAINER") or "records",
             cosmos_deadletters_container=env.get("COSMOS_DEADLETTERS_CONTAINER") or "deadletters",
             cosmos_affinity_container=env.get("COSMOS_AFFINITY_CONTAINER") or "affinity",
+            cosmos_owners_container=env.get("COSMOS_OWNERS_CONTAINER") or "owners",
             exchange_ttl_seconds=_int(env, "EXCHANGE_TTL_SECONDS", 7 * 24 * 3600),
             event_channel=(env.get("EVENT_CHANNEL") or "local").lower(),
             eventhub_namespace=env.get("EventHubConnection__fullyQualifiedNamespace") or None,

@@ -14,7 +14,16 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from shared.errors import ConfigurationError
-from shared.ports import AffinityStore, DeadLetterStore, EventChannel, ExchangeStore, Ports, RecordStore, UsageSink
+from shared.ports import (
+    AffinityStore,
+    DeadLetterStore,
+    EventChannel,
+    ExchangeStore,
+    OwnershipStore,
+    Ports,
+    RecordStore,
+    UsageSink,
+)
 from shared.settings import Settings
 
 if TYPE_CHECKING:
@@ -123,6 +132,7 @@ def build_ports(settings: Settings) -> WiredPorts:
     records: RecordStore
     deadletters: DeadLetterStore
     affinity: AffinityStore
+    owners: OwnershipStore
     channel: EventChannel
     sink: UsageSink
     if settings.log_store == "cosmos":
@@ -136,12 +146,14 @@ def build_ports(settings: Settings) -> WiredPorts:
             stores.deadletters,
             stores.affinity,
         )
+        owners = stores.owners
     else:
         from shared.adapters.sqlite import (
             SqliteAffinityStore,
             SqliteDatabase,
             SqliteDeadLetterStore,
             SqliteExchangeStore,
+            SqliteOwnershipStore,
             SqliteRecordStore,
         )
 
@@ -149,6 +161,7 @@ def build_ports(settings: Settings) -> WiredPorts:
         closers.append(db.close)
         exchanges, records = SqliteExchangeStore(db), SqliteRecordStore(db)
         deadletters, affinity = SqliteDeadLetterStore(db), SqliteAffinityStore(db)
+        owners = SqliteOwnershipStore(db)
 
     if settings.event_channel == "eventhub":
         from shared.adapters.eventhub import EventHubChannel
@@ -186,5 +199,6 @@ def build_ports(settings: Settings) -> WiredPorts:
         sink=sink,
         deadletters=deadletters,
         affinity=affinity,
+        owners=owners,
         safety=safety,
     )

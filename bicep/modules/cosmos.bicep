@@ -25,6 +25,8 @@ param recordsContainerName string
 param deadlettersContainerName string
 @description('Container of Responses API affinity entries.')
 param affinityContainerName string
+@description('Container of stored-object owners (COSMOS_OWNERS_CONTAINER): which subscription created a response, file or batch.')
+param ownersContainerName string
 
 @description('Default TTL of usage records in seconds; -1 keeps them until deleted.')
 param recordsTtlSeconds int
@@ -114,6 +116,12 @@ var containers = [
     name: affinityContainerName
     partitionKey: '/id'
     // -1: TTL on; every affinity item carries its own ttl.
+    ttl: -1
+  }
+  {
+    name: ownersContainerName
+    partitionKey: '/id'
+    // Owners outlive the objects they guard (an expired owner would make its object unreachable).
     ttl: -1
   }
 ]

@@ -53,6 +53,9 @@ param cosmosDeadlettersContainerName string
 @description('Container of Responses API affinity entries (COSMOS_AFFINITY_CONTAINER).')
 param cosmosAffinityContainerName string
 
+@description('Container of stored-object owners (COSMOS_OWNERS_CONTAINER).')
+param cosmosOwnersContainerName string
+
 @description('Logger the Azure Monitor handler sits on (PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME); empty = root logger.')
 param appInsightsLoggerName string
 
@@ -218,6 +221,10 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
         {
           name: 'COSMOS_AFFINITY_CONTAINER'
           value: cosmosAffinityContainerName
+        }
+        {
+          name: 'COSMOS_OWNERS_CONTAINER'
+          value: cosmosOwnersContainerName
         }
         {
           name: 'EXCHANGE_TTL_SECONDS'

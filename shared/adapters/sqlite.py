@@ -33,6 +33,8 @@ CREATE TABLE IF NOT EXISTS deadletters (
     id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT, reason TEXT, payload TEXT, created_at TEXT);
 CREATE TABLE IF NOT EXISTS affinity (response_id TEXT PRIMARY KEY, backend TEXT, expires_at REAL);
 CREATE INDEX IF NOT EXISTS affinity_expires ON affinity (expires_at);
+CREATE TABLE IF NOT EXISTS owners (
+    kind TEXT, id TEXT, owner TEXT NOT NULL, created_at TEXT, PRIMARY KEY (kind, id));
 """
 
 
@@ -240,3 +242,26 @@ class SqliteAffinityStore:
             return row[0] if row else None
 
         return await self.db.run(_lookup)
+
+
+class SqliteOwnershipStore:
+    """(kind, id) -> owning subscription; the first claim stands, so an id is never handed over."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
+
+    async def claim(self, kind: str, object_id: str, owner: str) -> None:
+        def _claim(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR IGNORE INTO owners (kind, id, owner, created_at) VALUES (?, ?, ?, ?)",
+                (kind, object_id, owner, utc_now_iso()),
+            )
+
+        await self.db.run(_claim)
+
+    async def owner(self, kind: str, object_id: str) -> str | None:
+        def _owner(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute("SELECT owner FROM owners WHERE kind = ? AND id = ?", (kind, object_id)).fetchone()
+            return row[0] if row else None
+
+        return await self.db.run(_owner)

@@ -1,0 +1,258 @@
+"""Tenant isolation for stored objects: only the subscription that created a response, a file or a
+batch reaches it through the gateway.
+
+Every team calls AOAI with the gateway's identity, so AOAI cannot tell teams apart: the gateway
+keeps `(kind, id) -> subscription` (the `OwnershipStore` port) and answers any other subscription
+exactly as AOAI answers an id it does not know. It fails closed: an id with no owner on file (made
+before isolation was on, made outside the gateway, or whose claim was lost) is unknown to everyone,
+and a store that cannot answer gives a 503 rather than a guess.
+
+- `referenced` (pure) lists the objects a request names: the id in the path (retrieve, input
+  items, content, delete, cancel) and ids in a create body (`previous_response_id`, a batch's
+  `input_file_id`);
+- `created` (pure) lists the objects an answer makes known to its caller: the created response,
+  file or batch, and a batch's output and error files;
+- `OwnerTap` claims those ids for the caller while the answer passes, and waits (briefly) for the
+  write before the answer ends, so a follow-up at once finds its claim.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import orjson
+
+from proxy.routing.affinity import CreatedResponseWatcher
+from shared.background import BackgroundTasks
+from shared.errors import ErrorResponse
+from shared.ports import OwnershipStore
+
+log = logging.getLogger(__name__)
+
+Kind = Literal["response", "file", "batch"]
+
+#: `/openai[/v1]/{collection}/{id}[/...]`, anywhere below `/openai/` (vector store files included).
+_PATH_ID = re.compile(r"/(?P<collection>responses|files|batches)/(?P<id>[^/]+)")
+_KINDS: dict[str, Kind] = {"responses": "response", "files": "file", "batches": "batch"}
+#: Collections whose POST creates an object the caller then owns.
+_CREATES = re.compile(r"/(?P<collection>responses|files|batches)/?$")
+#: A stream's `response.created` is its first event; stop looking after this many bytes.
+STREAM_SCAN_BYTES = 16_384
+#: How long the end of an answer waits for its claim to be stored.
+CLAIM_WAIT_SECONDS = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class ObjectRef:
+    kind: Kind
+    id: str
+    #: Where the request names it: the path, or a create body's field.
+    via: Literal["path", "previous_response_id", "input_file_id"] = "path"
+
+
+def referenced(method: str, path: str, body: Any) -> list[ObjectRef]:
+    """The stored objects a request reaches, by kind and id (path first, then body fields)."""
+    refs: list[ObjectRef] = []
+    after = path.split("/openai/", 1)[-1]
+    for m in _PATH_ID.finditer("/" + after):
+        refs.append(ObjectRef(_KINDS[m["collection"]], m["id"]))
+    create = _CREATES.search(path) if method.upper() == "POST" and isinstance(body, Mapping) else None
+    if create is not None and isinstance(body, Mapping):
+        collection = create["collection"]
+        previous = body.get("previous_response_id")
+        if collection == "responses" and isinstance(previous, str) and previous:
+            refs.append(ObjectRef("response", previous, "previous_response_id"))
+        input_file = body.get("input_file_id")
+        if collection == "batches" and isinstance(input_file, str) and input_file:
+            refs.append(ObjectRef("file", input_file, "input_file_id"))
+    return refs
+
+
+def created(payload: Any) -> list[tuple[Kind, str]]:
+    """Objects an answer makes known to its caller: `{"object": "response"|"file"|"batch", "id"}`,
+    plus a batch's `output_file_id` / `error_file_id` (files the service made for that caller)."""
+    if not isinstance(payload, Mapping):
+        return []
+    kind = payload.get("object")
+    oid = payload.get("id")
+    if kind not in ("response", "file", "batch") or not isinstance(oid, str) or not oid:
+        return []
+    found: list[tuple[Kind, str]] = [(kind, oid)]
+    if kind == "batch":
+        for name in ("output_file_id", "error_file_id"):
+            fid = payload.get(name)
+            if isinstance(fid, str) and fid:
+                found.append(("file", fid))
+    return found
+
+
+def creates(method: str, path: str, status: int, has_path_id: bool) -> bool:
+    """Whether an answer may carry ids to claim: a 2xx to a create, or to a batch's retrieve/cancel."""
+    if not 200 <= status < 300:
+        return False
+    verb = method.upper()
+    if verb == "POST" and _CREATES.search(path) and not has_path_id:
+        return True
+    return verb in ("GET", "POST") and "/batches/" in path
+
+
+class NotOwned(ErrorResponse):
+    """The answer AOAI gives for an id it does not know, for each way of naming one."""
+
+    def __init__(self, ref: ObjectRef) -> None:
+        self.status, self.code, self._extra = _NOT_FOUND[(ref.kind, ref.via)]
+        super().__init__(self._message(ref))
+
+    def _message(self, ref: ObjectRef) -> str:
+        if ref.via == "previous_response_id":
+            return f"Previous response with id '{ref.id}' not found."
+        if ref.kind == "response":
+            return f"Response with id '{ref.id}' not found."
+        if ref.kind == "file":
+            return f"File with id '{ref.id}' not found."
+        return f"Batch with id '{ref.id}' not found."
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, **self._extra}}
+
+
+#: (kind, via) -> status, code, other fields, as AOAI answers an unknown id.
+_NOT_FOUND: dict[tuple[Kind, str], tuple[int, str, dict[str, Any]]] = {
+    ("response", "path"): (404, "NotFound", {"param": None, "type": "invalid_request_error"}),
+    ("response", "previous_response_id"): (
+        400,
+        "previous_response_not_found",
+        {"param": "previous_response_id", "type": None},
+    ),
+    ("file", "path"): (404, "NotFound", {}),
+    ("file", "input_file_id"): (404, "NotFound", {}),
+    ("batch", "path"): (404, "NotFound", {}),
+}
+
+
+class OwnershipUnavailable(ErrorResponse):
+    status, code = 503, "ServiceUnavailable"
+
+
+class Ownership:
+    """The ownership store as the proxy uses it (one per app)."""
+
+    def __init__(self, store: Callable[[], OwnershipStore | None]) -> None:
+        self._get_store = store
+        self._tasks = BackgroundTasks()
+
+    def _store(self) -> OwnershipStore:
+        store = self._get_store()
+        if store is None:
+            raise RuntimeError("no ownership store is wired")
+        return store
+
+    async def check(self, refs: list[ObjectRef], subscription: str) -> None:
+        """Raise the unknown-id answer for the first object `subscription` does not own."""
+        for ref in refs:
+            try:
+                owner = await self._store().owner(ref.kind, ref.id)
+            except Exception as exc:  # noqa: BLE001 - an outage must not let anyone through
+                log.warning("ownership lookup failed (%s); refusing %s %s", type(exc).__name__, ref.kind, ref.via)
+                raise OwnershipUnavailable(
+                    "The service is temporarily unable to process your request. Please try again later."
+                ) from exc
+            if owner != subscription:
+                raise NotOwned(ref)
+
+    def claim_soon(self, found: list[tuple[Kind, str]], subscription: str) -> asyncio.Task[None]:
+        return self._tasks.spawn(self._claim(found, subscription))
+
+    async def _claim(self, found: list[tuple[Kind, str]], subscription: str) -> None:
+        for kind, oid in found:
+            try:
+                await self._store().claim(kind, oid, subscription)
+            except Exception as exc:  # noqa: BLE001 - the answer is already on its way
+                log.error(
+                    "storing the owner of a %s failed (%s): its creator will get 404 for it", kind, type(exc).__name__
+                )
+
+    def tap(self, subscription: str, stream: bool, chunks: list[bytes]) -> OwnerTap:
+        return OwnerTap(self, subscription, stream, chunks)
+
+    async def drain(self) -> None:
+        await self._tasks.drain()
+
+
+class AnswerTap(Protocol):
+    """Watches an answer's chunks as they pass (see `proxy/relay.py`)."""
+
+    def feed(self, chunk: bytes) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class BothTaps:
+    """Two taps on one answer, fed in order."""
+
+    __slots__ = ("_first", "_second")
+
+    def __init__(self, first: AnswerTap, second: AnswerTap) -> None:
+        self._first, self._second = first, second
+
+    def feed(self, chunk: bytes) -> None:
+        self._first.feed(chunk)
+        self._second.feed(chunk)
+
+    async def close(self) -> None:
+        await self._first.close()
+        await self._second.close()
+
+
+def both(first: AnswerTap | None, second: AnswerTap) -> AnswerTap:
+    return second if first is None else BothTaps(first, second)
+
+
+class OwnerTap:
+    """Claims, for the caller, the ids one answer makes known (stream: from its first events)."""
+
+    __slots__ = ("_ownership", "_subscription", "_stream", "_chunks", "_watcher", "_scanned", "_task")
+
+    def __init__(self, ownership: Ownership, subscription: str, stream: bool, chunks: list[bytes]) -> None:
+        self._ownership = ownership
+        self._subscription = subscription
+        self._stream = stream
+        #: The recorder's chunk list (a JSON answer is parsed from it at the end, never copied).
+        self._chunks = chunks
+        self._watcher: CreatedResponseWatcher | None = CreatedResponseWatcher() if stream else None
+        self._scanned = 0
+        self._task: asyncio.Task[None] | None = None
+
+    def feed(self, chunk: bytes) -> None:
+        watcher = self._watcher
+        if watcher is None:
+            return
+        found = watcher.feed(chunk)
+        self._scanned += len(chunk)
+        if found:
+            self._task = self._ownership.claim_soon([("response", found)], self._subscription)
+        if found or watcher.done or self._scanned >= STREAM_SCAN_BYTES:
+            self._watcher = None
+
+    async def close(self) -> None:
+        """At the end of a complete answer: claim a JSON answer's ids, wait for the write."""
+        if not self._stream and self._task is None:
+            try:
+                payload = orjson.loads(b"".join(self._chunks))
+            except orjson.JSONDecodeError:
+                payload = None
+            found = created(payload)
+            if found:
+                self._task = self._ownership.claim_soon(found, self._subscription)
+        task = self._task
+        if task is None or task.done():
+            return
+        try:
+            await asyncio.wait_for(asyncio.shield(task), CLAIM_WAIT_SECONDS)
+        except TimeoutError:
+            log.warning("storing an owner took longer than %.1fs; finishing without it", CLAIM_WAIT_SECONDS)
