@@ -13,6 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from fastapi import Request, Response
+from starlette.requests import ClientDisconnect
 
 from proxy import telemetry
 from proxy.call import REQUEST_ID_HEADER, UpstreamLeg, identity_from, prepare
@@ -93,6 +94,11 @@ class Proxy:
             resp = await self.leg.attempt(call)
         except ErrorResponse as error:
             return self._answer(rec, error)
+        except ClientDisconnect:
+            # The client left while sending its body: nobody reads an answer, and the record says 499.
+            rec.client_disconnected = True
+            self.capture.submit(rec.finish())
+            return Response(status_code=499)
         except Exception as exc:  # a defect: still one exchange, still an AOAI-shaped answer
             log.exception("proxy failure for %s", rid)
             return self._answer(rec, ErrorResponse(f"The gateway failed to handle the request ({type(exc).__name__})."))

@@ -56,8 +56,16 @@ class DeploymentNotFound(ErrorResponse):
     status, code = 404, "DeploymentNotFound"
 
 
+class RequestTimeout(ErrorResponse):
+    status, code = 408, "Timeout"
+
+
 class PayloadTooLarge(ErrorResponse):
     status, code = 413, "PayloadTooLarge"
+
+
+class HeadersTooLarge(ErrorResponse):
+    status, code = 431, "RequestHeaderFieldsTooLarge"
 
 
 class Throttled(ErrorResponse):

@@ -76,6 +76,14 @@ class Settings:
     #: Add stream_options.include_usage upstream when the client did not ask (and hide the chunk).
     inject_stream_usage: bool = True
     max_request_body_bytes: int = 26_214_400
+    #: Seconds a client has to send its whole request body (408 past it; slow-loris bodies).
+    request_body_timeout_seconds: float = 120.0
+    #: Bytes of request headers forwarded upstream (431 past it); the dev host bounds a request's head with it too.
+    max_request_header_bytes: int = 32_768
+    #: Dev host only (the Functions front end bounds these in Azure): seconds to send a request's
+    #: head, and open connections served at once (503 past it).
+    devhost_header_timeout_seconds: float = 10.0
+    devhost_max_connections: int = 1000
     #: Upstream (AOAI) timeouts in seconds: TCP/TLS connect; response headers (for a non-streamed
     #: call that is the whole generation); silence between two reads of a body; the whole call.
     upstream_connect_timeout: float = 10.0
@@ -158,6 +166,10 @@ class Settings:
             genai_capture_content=_bool(env.get("OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT"), False),
             inject_stream_usage=_bool(env.get("INJECT_STREAM_USAGE"), True),
             max_request_body_bytes=_int(env, "MAX_REQUEST_BODY_BYTES", 26_214_400),
+            request_body_timeout_seconds=_float(env, "REQUEST_BODY_TIMEOUT_SECONDS", 120.0),
+            max_request_header_bytes=_int(env, "MAX_REQUEST_HEADER_BYTES", 32_768),
+            devhost_header_timeout_seconds=_float(env, "DEVHOST_HEADER_TIMEOUT_SECONDS", 10.0),
+            devhost_max_connections=_int(env, "DEVHOST_MAX_CONNECTIONS", 1000),
             upstream_connect_timeout=_float(env, "UPSTREAM_CONNECT_TIMEOUT_SECONDS", 10.0),
             upstream_first_byte_timeout=_float(env, "UPSTREAM_FIRST_BYTE_TIMEOUT_SECONDS", 230.0),
             upstream_idle_timeout=_float(env, "UPSTREAM_IDLE_TIMEOUT_SECONDS", 120.0),

@@ -31,6 +31,8 @@ LOCAL_ONLY = {
     "functionAppConfig.runtime (python 3.13), checked below",
     "SQLITE_PATH": "embedded store of the dev host; in Azure LOG_STORE is cosmos",
     "LOCAL_SUBSCRIPTIONS": "the dev host stands in for APIM; in Azure APIM sets the x-gateway-* identity headers",
+    "DEVHOST_HEADER_TIMEOUT_SECONDS": "the dev host's server; in Azure the Functions front end reads request heads",
+    "DEVHOST_MAX_CONNECTIONS": "the dev host's server; in Azure the Functions front end and scale-out bound connections",
     "CONTENT_SAFETY_KEY": "a secret: in Azure the function app reaches Content Safety with its managed identity "
     "(role Cognitive Services User); add it by hand (as a Key Vault reference) only if you must use a key",
     "CONTENT_SAFETY_KEY_SETTING": "names the setting holding a Content Safety key; unused with managed identity",

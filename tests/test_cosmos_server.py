@@ -24,8 +24,13 @@ from shared.settings import Settings
 from tests.cosmos_server import KEY, cosmos_endpoint  # noqa: F401 - fixture
 
 MB2 = 2 * 1024 * 1024
-CONTAINERS = {"exchanges": "/requestId", "records": "/requestId", "deadletters": "/requestId", "affinity": "/id",
-              "owners": "/id"}
+CONTAINERS = {
+    "exchanges": "/requestId",
+    "records": "/requestId",
+    "deadletters": "/requestId",
+    "affinity": "/id",
+    "owners": "/id",
+}
 
 
 @pytest_asyncio.fixture

@@ -255,6 +255,15 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
           value: string(maxRequestBodyBytes)
         }
         {
+          // A body trickled slower than this is cut (408): the front end does not bound it.
+          name: 'REQUEST_BODY_TIMEOUT_SECONDS'
+          value: '120'
+        }
+        {
+          name: 'MAX_REQUEST_HEADER_BYTES'
+          value: '32768'
+        }
+        {
           name: 'UPSTREAM_CONNECT_TIMEOUT_SECONDS'
           value: string(upstream.connectTimeoutSeconds)
         }
