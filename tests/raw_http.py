@@ -75,9 +75,11 @@ async def read_response(reader: asyncio.StreamReader, head_only: bool = False) -
     return response
 
 
-async def exchange(url: str, head: bytes, body: bytes | AsyncIterator[bytes] = b"") -> RawResponse | None:
+async def exchange(
+    url: str, head: bytes, body: bytes | AsyncIterator[bytes] = b"", *, head_only: bool = False
+) -> RawResponse | None:
     """Send `head` and `body` (bytes, or pieces sent as they come while the answer is read) on a new
-    connection and read one response."""
+    connection and read one response (`head_only`: its status and headers, as for HEAD)."""
     host, port = url.removeprefix("http://").split(":")
     reader, writer = await asyncio.open_connection(host, int(port))
     sending: asyncio.Task[None] | None = None
@@ -97,7 +99,7 @@ async def exchange(url: str, head: bytes, body: bytes | AsyncIterator[bytes] = b
                     pass
 
             sending = asyncio.create_task(send())
-        return await read_response(reader)
+        return await read_response(reader, head_only)
     finally:
         if sending is not None:
             sending.cancel()
