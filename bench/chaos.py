@@ -80,6 +80,13 @@ def _chunk(text: str, final: bool = False) -> dict[str, Any]:
 
 
 async def _hostile(request: web.Request) -> web.StreamResponse:
+    try:
+        return await _hostile_answer(request)
+    except ConnectionError:  # the gateway went away first (its client aborted): nothing to answer
+        return web.Response(status=499)
+
+
+async def _hostile_answer(request: web.Request) -> web.StreamResponse:
     body = await request.read()
     mode = request.headers.get("x-chaos", "ok")
     try:
@@ -262,11 +269,12 @@ async def one(session: aiohttp.ClientSession, url: str, n: int, rng: random.Rand
         stats[f"client saw {type(exc).__name__}"] += 1
 
 
-async def drive(url: str, count: int, concurrency: int, seed: int, on_progress: Any) -> Counter[str]:
+async def drive(url: str, count: int, concurrency: int, seed: int, on_progress: Any, first: int = 0) -> Counter[str]:
+    """`count` requests numbered (`x-chaos-id`) from `first`, `concurrency` at a time."""
     rng = random.Random(seed)
     stats: Counter[str] = Counter()
     queue: asyncio.Queue[int] = asyncio.Queue()
-    for i in range(count):
+    for i in range(first, first + count):
         queue.put_nowait(i)
     timeout = aiohttp.ClientTimeout(total=60)
 
@@ -434,7 +442,8 @@ def main(argv: list[str] | None = None) -> int:
             settings = _settings(workdir, sim.url, hostile.url)
             gateway = start_gateway(workdir, settings, "gateway")
             try:
-                asyncio.run(drive(gateway.url, 200, 8, args.seed + 1, lambda n: None))  # warm-up, counted too
+                # Warm-up (counted too): ids after the run's.
+                asyncio.run(drive(gateway.url, 200, 8, args.seed + 1, lambda n: None, first=args.requests))
                 settle(workdir / "chaos.db", idle=3)
                 rss0, fds0 = gateway.rss_kb(), open_files(gateway)
                 lock_done = threading.Event()
@@ -468,7 +477,7 @@ def main(argv: list[str] | None = None) -> int:
             # What a recycled instance does: start again (spilled exchanges are replayed) and settle.
             again = start_gateway(workdir, settings, "gateway-restarted")
             try:
-                asyncio.run(drive(again.url, 1, 1, 0, lambda n: None))
+                asyncio.run(drive(again.url, 1, 1, 0, lambda n: None, first=args.requests + 200))
                 settle(workdir / "chaos.db")
             finally:
                 again.stop()
