@@ -421,6 +421,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--outage", type=float, default=15.0, help="seconds the store is unwritable (default 15)")
     ap.add_argument("--loris", type=int, default=200, help="slow-loris connections (default 200)")
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"))
+    ap.add_argument("--workdir", default=None, help="keep the database and logs here (default: a temporary directory)")
     args = ap.parse_args(argv)
     sim = run_simulator(
         SimulatorConfig(
@@ -438,7 +439,8 @@ def main(argv: list[str] | None = None) -> int:
     result: dict[str, Any] = {"settings": vars(args)}
     try:
         with tempfile.TemporaryDirectory(prefix="aoai-chaos-") as tmp:
-            workdir = Path(tmp)
+            workdir = Path(args.workdir or tmp)
+            workdir.mkdir(parents=True, exist_ok=True)
             settings = _settings(workdir, sim.url, hostile.url)
             gateway = start_gateway(workdir, settings, "gateway")
             try:

@@ -12,14 +12,15 @@ import logging
 from collections.abc import Callable
 from pathlib import Path
 
+import aiohttp
 from fastapi import Request, Response
 from starlette.requests import ClientDisconnect
 
 from proxy import telemetry
-from proxy.call import REQUEST_ID_HEADER, UpstreamLeg, identity_from, prepare
+from proxy.call import REQUEST_ID_HEADER, ProxyCall, UpstreamLeg, identity_from, prepare
 from proxy.capture import CaptureWriter, ExchangeRecorder
 from proxy.credentials import Credentials
-from proxy.ownership import Ownership, both, creates, referenced
+from proxy.ownership import Ownership, both, creates, listed_kind, referenced
 from proxy.relay import Relay, RelayResponse
 from proxy.routing.affinity import ResponsePinning
 from proxy.routing.backends import Backend, parse_backends
@@ -92,6 +93,8 @@ class Proxy:
             if refs:
                 await self.ownership.check(refs, identity.subscription_id)  # type: ignore[union-attr]
             resp = await self.leg.attempt(call)
+            if self.ownership is not None:
+                await self._own_listing(call, resp, identity.subscription_id)
         except ErrorResponse as error:
             return self._answer(rec, error)
         except ClientDisconnect:
@@ -104,6 +107,8 @@ class Proxy:
             return self._answer(rec, ErrorResponse(f"The gateway failed to handle the request ({type(exc).__name__})."))
 
         headers = client_response_headers(resp.headers.items())
+        if call.extra.get("listing_filtered"):
+            headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
         headers.extend(call.gateway_headers.items())
         if call.filter_usage and not resp.headers.get("content-type", "").startswith("text/event-stream"):
             call.filter_usage = False  # an error answer (JSON): nothing to hold back
@@ -131,6 +136,21 @@ class Proxy:
         return RelayResponse(
             relay, resp.status, [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
         )
+
+    async def _own_listing(self, call: ProxyCall, resp: aiohttp.ClientResponse, subscription: str) -> None:
+        """A listing of files or batches keeps only the caller's: read whole (a page is small), filtered."""
+        kind = listed_kind(call.method, call.path)
+        if kind is None or not 200 <= resp.status < 300 or "json" not in resp.headers.get("content-type", ""):
+            return
+        assert self.ownership is not None
+        try:
+            async with asyncio.timeout(self.upstream.timeouts.idle):
+                body = call.head + await resp.read()
+            call.head = await self.ownership.filter_list(body, kind, subscription)
+        except BaseException:
+            resp.close()
+            raise
+        call.extra["listing_filtered"] = True
 
     def _answer(self, rec: ExchangeRecorder, error: ErrorResponse) -> Response:
         body = rec.answer_error(error)

@@ -41,6 +41,10 @@ _PATH_ID = re.compile(r"/(?P<collection>responses|files|batches)/(?P<id>[^/]+)")
 _KINDS: dict[str, Kind] = {"responses": "response", "files": "file", "batches": "batch"}
 #: Collections whose POST creates an object the caller then owns.
 _CREATES = re.compile(r"/(?P<collection>responses|files|batches)/?$")
+#: Listings of owned objects (`GET /openai[/v1]/files`, `.../batches`), filtered to the caller's.
+_LISTS = re.compile(r"^/openai/(?:v1/)?(?P<collection>files|batches)/?$")
+#: Owner look-ups of one listing at the same time.
+LIST_LOOKUPS = 16
 #: A stream's `response.created` is its first event; stop looking after this many bytes.
 STREAM_SCAN_BYTES = 16_384
 #: How long the end of an answer waits for its claim to be stored.
@@ -99,6 +103,12 @@ def creates(method: str, path: str, status: int, has_path_id: bool) -> bool:
     if verb == "POST" and _CREATES.search(path) and not has_path_id:
         return True
     return verb in ("GET", "POST") and "/batches/" in path
+
+
+def listed_kind(method: str, path: str) -> Kind | None:
+    """The kind a `GET` listing returns (files, batches), else None."""
+    m = _LISTS.match(path) if method.upper() == "GET" else None
+    return _KINDS[m["collection"]] if m else None
 
 
 class NotOwned(ErrorResponse):
@@ -164,6 +174,40 @@ class Ownership:
                 ) from exc
             if owner != subscription:
                 raise NotOwned(ref)
+
+    async def filter_list(self, body: bytes, kind: Kind, subscription: str) -> bytes:
+        """A listing (`{"object": "list", "data": [...]}`) with only the caller's objects of `kind`;
+        an answer that is not such a listing becomes an empty one (nothing unchecked gets out)."""
+        try:
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            payload = None
+        items = payload.get("data") if isinstance(payload, dict) else None
+        if not isinstance(payload, dict) or not isinstance(items, list):
+            return orjson.dumps({"object": "list", "data": [], "has_more": False})
+        gate = asyncio.Semaphore(LIST_LOOKUPS)
+
+        async def mine(item: Any) -> bool:
+            oid = item.get("id") if isinstance(item, Mapping) else None
+            if not isinstance(oid, str) or not oid:
+                return False
+            async with gate:
+                return await self._store().owner(kind, oid) == subscription
+
+        try:
+            keep = await asyncio.gather(*(mine(item) for item in items))
+        except Exception as exc:  # noqa: BLE001 - an outage must not list anyone's objects
+            log.warning("ownership lookup failed (%s); refusing a %s listing", type(exc).__name__, kind)
+            raise OwnershipUnavailable(
+                "The service is temporarily unable to process your request. Please try again later."
+            ) from exc
+        data = [item for item, ok in zip(items, keep, strict=True) if ok]
+        out = {**payload, "data": data}
+        if "first_id" in payload:
+            out["first_id"] = data[0]["id"] if data else None
+        if "last_id" in payload:
+            out["last_id"] = data[-1]["id"] if data else None
+        return orjson.dumps(out)
 
     def claim_soon(self, found: list[tuple[Kind, str]], subscription: str) -> asyncio.Task[None]:
         return self._tasks.spawn(self._claim(found, subscription))
