@@ -289,6 +289,8 @@ def test_fuzzed_requests_keep_the_gateways_promises(gw: DevHostGateway, fuzzed: 
         statuses[o.response.status] += 1
         if o.response.status >= 500:
             problems.append(f"{label}: {o.response.status} {o.response.body[:200]!r}")
+        elif o.response.status >= 400 and b'"InternalServerError"' in o.response.body:
+            problems.append(f"{label}: a {o.response.status} that calls itself InternalServerError")
     problems += _record_problems(fuzzed, deep=False)
     assert gw.emitted and max(gw.emitted.values()) == 1, "a record was emitted more than once"
     for logged in gw.sim.requests:
