@@ -346,22 +346,26 @@ def outage(db: Path, seconds: float, done: threading.Event) -> None:
     conn.close()
 
 
-def settle(db: Path, idle: float = 8.0, limit: float = 240.0) -> int:
-    """Wait until the record count stops growing for `idle` seconds; returns it."""
+def settle(db: Path, idle: float = 60.0, limit: float = 900.0) -> int:
+    """Wait until every stored exchange has its record, or nothing moved (records, exchanges) for
+    `idle` seconds: after a store outage the backlog drains slowly (each write waits for the lock
+    before it fails), so a short pause is not the end. Returns the record count."""
     deadline = time.monotonic() + limit
-    last, since = -1, time.monotonic()
+    last: tuple[int, int] = (-1, -1)
+    since = time.monotonic()
     while time.monotonic() < deadline:
         try:
             with sqlite3.connect(db, timeout=30) as conn:
-                count = conn.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+                records = conn.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+                exchanges = conn.execute("SELECT COUNT(DISTINCT request_id) FROM exchange_items").fetchone()[0]
         except sqlite3.Error:
-            count = last
-        if count != last:
-            last, since = count, time.monotonic()
-        elif time.monotonic() - since >= idle:
-            return count
+            records, exchanges = last
+        if (records, exchanges) != last:
+            last, since = (records, exchanges), time.monotonic()
+        elif records >= exchanges > 0 and time.monotonic() - since >= 3 or time.monotonic() - since >= idle:
+            return records
         time.sleep(1)
-    return last
+    return last[0]
 
 
 # --------------------------------------------------------------------------------- analysis
@@ -446,7 +450,7 @@ def main(argv: list[str] | None = None) -> int:
             try:
                 # Warm-up (counted too): ids after the run's.
                 asyncio.run(drive(gateway.url, 200, 8, args.seed + 1, lambda n: None, first=args.requests))
-                settle(workdir / "chaos.db", idle=3)
+                settle(workdir / "chaos.db", idle=10)
                 rss0, fds0 = gateway.rss_kb(), open_files(gateway)
                 lock_done = threading.Event()
                 started = time.monotonic()
