@@ -124,11 +124,11 @@ class Proxy:
                 rec.chunks,
             )
         if self.ownership is not None and creates(
-            call.method, call.path, resp.status, any(r.via == "path" for r in refs)
+            call.method, call.path, resp.status, any(r.via == "path" for r in refs), call.json_body
         ):
             stream = resp.headers.get("content-type", "").startswith("text/event-stream")
             call.created_id_tap = both(
-                call.created_id_tap, self.ownership.tap(identity.subscription_id, stream, rec.chunks)
+                call.created_id_tap, self.ownership.tap(identity.subscription_id, stream, rec.chunks, call.path)
             )
         headers.append((REQUEST_ID_HEADER, rid))
         headers.append(telemetry.stamp_overhead(rec, rec.first_byte or rec.elapsed_ms()))

@@ -30,19 +30,27 @@ import orjson
 from proxy.routing.affinity import CreatedResponseWatcher
 from shared.background import BackgroundTasks
 from shared.errors import ErrorResponse
+from shared.normalize.sse import SSEDecoder
 from shared.ports import OwnershipStore
 
 log = logging.getLogger(__name__)
 
-Kind = Literal["response", "file", "batch"]
+Kind = Literal["response", "file", "batch", "chat.completion"]
 
 #: `/openai[/v1]/{collection}/{id}[/...]`, anywhere below `/openai/` (vector store files included).
-_PATH_ID = re.compile(r"/(?P<collection>responses|files|batches)/(?P<id>[^/]+)")
-_KINDS: dict[str, Kind] = {"responses": "response", "files": "file", "batches": "batch"}
+_PATH_ID = re.compile(r"/(?P<collection>responses|files|batches|chat/completions)/(?P<id>[^/]+)")
+_KINDS: dict[str, Kind] = {
+    "responses": "response",
+    "files": "file",
+    "batches": "batch",
+    "chat/completions": "chat.completion",
+}
+#: A chat completion stored with `store: true` (retrieved, listed, deleted on `/chat/completions/{id}`).
+_CHAT_CREATE = re.compile(r"/chat/completions/?$")
 #: Collections whose POST creates an object the caller then owns.
 _CREATES = re.compile(r"/(?P<collection>responses|files|batches)/?$")
 #: Listings of owned objects (`GET /openai[/v1]/files`, `.../batches`), filtered to the caller's.
-_LISTS = re.compile(r"^/openai/(?:v1/)?(?P<collection>files|batches)/?$")
+_LISTS = re.compile(r"^/openai/(?:v1/)?(?P<collection>files|batches|chat/completions)/?$")
 #: Owner look-ups of one listing at the same time.
 LIST_LOOKUPS = 16
 #: A stream's `response.created` is its first event; stop looking after this many bytes.
@@ -84,7 +92,7 @@ def created(payload: Any) -> list[tuple[Kind, str]]:
         return []
     kind = payload.get("object")
     oid = payload.get("id")
-    if kind not in ("response", "file", "batch") or not isinstance(oid, str) or not oid:
+    if kind not in ("response", "file", "batch", "chat.completion") or not isinstance(oid, str) or not oid:
         return []
     found: list[tuple[Kind, str]] = [(kind, oid)]
     if kind == "batch":
@@ -95,11 +103,14 @@ def created(payload: Any) -> list[tuple[Kind, str]]:
     return found
 
 
-def creates(method: str, path: str, status: int, has_path_id: bool) -> bool:
-    """Whether an answer may carry ids to claim: a 2xx to a create, or to a batch's retrieve/cancel."""
+def creates(method: str, path: str, status: int, has_path_id: bool, body: Any = None) -> bool:
+    """Whether an answer may carry ids to claim: a 2xx to a create (a chat completion only with
+    `store: true`), or to a batch's retrieve/cancel."""
     if not 200 <= status < 300:
         return False
     verb = method.upper()
+    if _CHAT_CREATE.search(path):
+        return verb == "POST" and isinstance(body, Mapping) and body.get("store") is True
     if verb == "POST" and _CREATES.search(path) and not has_path_id:
         return True
     return verb in ("GET", "POST") and "/batches/" in path
@@ -125,6 +136,8 @@ class NotOwned(ErrorResponse):
             return f"Response with id '{ref.id}' not found."
         if ref.kind == "file":
             return f"File with id '{ref.id}' not found."
+        if ref.kind == "chat.completion":
+            return f"Chat completion with id '{ref.id}' not found."
         return f"Batch with id '{ref.id}' not found."
 
     def body(self) -> dict[str, Any]:
@@ -142,6 +155,7 @@ _NOT_FOUND: dict[tuple[Kind, str], tuple[int, str, dict[str, Any]]] = {
     ("file", "path"): (404, "NotFound", {}),
     ("file", "input_file_id"): (404, "NotFound", {}),
     ("batch", "path"): (404, "NotFound", {}),
+    ("chat.completion", "path"): (404, "NotFound", {}),
 }
 
 
@@ -221,11 +235,39 @@ class Ownership:
                     "storing the owner of a %s failed (%s): its creator will get 404 for it", kind, type(exc).__name__
                 )
 
-    def tap(self, subscription: str, stream: bool, chunks: list[bytes]) -> OwnerTap:
-        return OwnerTap(self, subscription, stream, chunks)
+    def tap(self, subscription: str, stream: bool, chunks: list[bytes], path: str = "") -> OwnerTap:
+        return OwnerTap(self, subscription, stream, chunks, chat=bool(_CHAT_CREATE.search(path)))
 
     async def drain(self) -> None:
         await self._tasks.drain()
+
+
+class ChatChunkWatcher:
+    """Finds a streamed chat completion's id in its first chunks (`object: chat.completion.chunk`;
+    Azure's prompt-annotation event before them has an empty id)."""
+
+    __slots__ = ("_decoder", "_seen", "done")
+
+    def __init__(self) -> None:
+        self._decoder = SSEDecoder()
+        self._seen = 0
+        self.done = False
+
+    def feed(self, chunk: bytes) -> str | None:
+        for event in self._decoder.feed(chunk):
+            if self.done or event.data is None or not event.data.startswith("{"):
+                continue
+            self._seen += 1
+            self.done = self._seen >= 4
+            try:
+                payload = orjson.loads(event.data)
+            except orjson.JSONDecodeError:
+                continue
+            oid = payload.get("id") if isinstance(payload, dict) else None
+            if payload.get("object") == "chat.completion.chunk" and isinstance(oid, str) and oid:
+                self.done = True
+                return oid
+        return None
 
 
 class AnswerTap(Protocol):
@@ -260,15 +302,20 @@ def both(first: AnswerTap | None, second: AnswerTap) -> AnswerTap:
 class OwnerTap:
     """Claims, for the caller, the ids one answer makes known (stream: from its first events)."""
 
-    __slots__ = ("_ownership", "_subscription", "_stream", "_chunks", "_watcher", "_scanned", "_task")
+    __slots__ = ("_ownership", "_subscription", "_stream", "_chunks", "_watcher", "_kind", "_scanned", "_task")
 
-    def __init__(self, ownership: Ownership, subscription: str, stream: bool, chunks: list[bytes]) -> None:
+    def __init__(
+        self, ownership: Ownership, subscription: str, stream: bool, chunks: list[bytes], chat: bool = False
+    ) -> None:
         self._ownership = ownership
         self._subscription = subscription
         self._stream = stream
         #: The recorder's chunk list (a JSON answer is parsed from it at the end, never copied).
         self._chunks = chunks
-        self._watcher: CreatedResponseWatcher | None = CreatedResponseWatcher() if stream else None
+        self._watcher: CreatedResponseWatcher | ChatChunkWatcher | None = None
+        if stream:
+            self._watcher = ChatChunkWatcher() if chat else CreatedResponseWatcher()
+        self._kind: Kind = "chat.completion" if chat else "response"
         self._scanned = 0
         self._task: asyncio.Task[None] | None = None
 
@@ -279,7 +326,7 @@ class OwnerTap:
         found = watcher.feed(chunk)
         self._scanned += len(chunk)
         if found:
-            self._task = self._ownership.claim_soon([("response", found)], self._subscription)
+            self._task = self._ownership.claim_soon([(self._kind, found)], self._subscription)
         if found or watcher.done or self._scanned >= STREAM_SCAN_BYTES:
             self._watcher = None
 

@@ -129,3 +129,34 @@ def test_an_id_no_subscription_created_through_the_gateway_is_unknown_to_all(gw:
     )
     assert r.status_code == 404 and "file-abc123" in r.json()["error"]["message"]
     assert len(gw.sim.requests) == forwarded
+
+
+@pytest.mark.parametrize("stream", [False, True])
+def test_a_stored_chat_completion_is_its_creators(gw: Gateway, stream: bool) -> None:
+    """`store: true` chat completions are stored objects too (`/chat/completions/{id}`): claimed for
+    their creator from the answer (a stream's first chunk), refused to everyone else unforwarded."""
+    import function_app
+
+    b = gw.client(KEY_B)
+    messages = [{"role": "user", "content": "team B's stored question"}]
+    if stream:
+        chunks = list(b.chat.completions.create(model="gpt-4o", messages=messages, store=True, stream=True))
+        cid = next(c.id for c in chunks if c.id)
+    else:
+        cid = b.chat.completions.create(model="gpt-4o", messages=messages, store=True).id
+    assert gw.call(function_app.ports().owners.owner("chat.completion", cid)) == "team-b"
+    forwarded = len(gw.sim.requests)
+    for method in ("GET", "DELETE"):
+        r = httpx.request(
+            method,
+            f"{gw.url}/openai/chat/completions/{cid}",
+            params={"api-version": API_VERSION},
+            headers={"api-key": KEY_A},
+        )
+        assert r.status_code == 404 and r.json()["error"]["message"] == f"Chat completion with id '{cid}' not found."
+    assert len(gw.sim.requests) == forwarded
+    # Its creator's request goes through to the backend (which answers whatever it knows of it).
+    httpx.get(
+        f"{gw.url}/openai/chat/completions/{cid}", params={"api-version": API_VERSION}, headers={"api-key": KEY_B}
+    )
+    assert len(gw.sim.requests) == forwarded + 1

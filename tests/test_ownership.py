@@ -146,3 +146,23 @@ async def test_sqlite_keeps_the_first_owner(tmp_path: Path) -> None:
         assert await store.owner("file", "file-19") == "team-a"
     finally:
         await db.close()
+
+
+def test_a_chat_completion_is_claimed_only_when_stored() -> None:
+    path = "/openai/deployments/gpt-4o/chat/completions"
+    assert creates("POST", path, 200, False, {"messages": [], "store": True})
+    assert not creates("POST", path, 200, False, {"messages": []})
+    assert referenced("GET", "/openai/chat/completions/chatcmpl-1/messages", None) == [
+        ObjectRef("chat.completion", "chatcmpl-1")
+    ]
+    assert referenced("POST", path, {"store": True}) == []
+
+
+async def test_a_streamed_chat_completion_is_claimed_past_azures_annotation_event() -> None:
+    store = MemoryOwnershipStore()
+    tap = Ownership(lambda: store).tap("team-a", stream=True, chunks=[], path="/openai/v1/chat/completions")
+    annotation = {"id": "", "object": "", "choices": [], "prompt_filter_results": []}
+    first = {"id": "chatcmpl-9", "object": "chat.completion.chunk", "choices": []}
+    tap.feed(b"data: " + orjson.dumps(annotation) + b"\n\ndata: " + orjson.dumps(first) + b"\n\n")
+    await tap.close()
+    assert store.owners == {("chat.completion", "chatcmpl-9"): "team-a"}
