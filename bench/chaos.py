@@ -457,7 +457,13 @@ def main(argv: list[str] | None = None) -> int:
                 outage_at = args.requests * 2 // 5
                 threads: list[threading.Thread] = []
 
+                samples: list[tuple[int, int, int]] = []  # (requests done, RSS KB, open files)
+                done = [0]
+
                 def progress(n: int) -> None:
+                    done[0] += 1
+                    if done[0] % 500 == 0:
+                        samples.append((done[0], gateway.rss_kb(), open_files(gateway)))
                     if n == outage_at and not threads:
                         t = threading.Thread(
                             target=outage, args=(workdir / "chaos.db", args.outage, lock_done), daemon=True
@@ -478,6 +484,10 @@ def main(argv: list[str] | None = None) -> int:
                 elapsed = time.monotonic() - started
                 settle(workdir / "chaos.db")
                 rss1, fds1 = gateway.rss_kb(), open_files(gateway)
+                samples.append((args.requests, rss1, fds1))
+                # The second half's slope: growth once caches, pools and the outage's backlog settled.
+                half = next((s for s in samples if s[0] >= args.requests // 2), samples[0])
+                span = max(1, args.requests - half[0])
             finally:
                 gateway.stop()
             # What a recycled instance does: start again (spilled exchanges are replayed) and settle.
@@ -499,6 +509,9 @@ def main(argv: list[str] | None = None) -> int:
                     "rss_kb_per_1000": round((rss1 - rss0) * per_k, 1),
                     "open_files_per_1000": round((fds1 - fds0) * per_k, 2),
                     "rss_mb": [round(rss0 / 1024, 1), round(rss1 / 1024, 1)],
+                    "second_half_rss_kb_per_1000": round((rss1 - half[1]) * 1000 / span, 1),
+                    "second_half_open_files_per_1000": round((fds1 - half[2]) * 1000 / span, 2),
+                    "samples": samples,
                     "open_files": [fds0, fds1],
                     **report,
                 }
@@ -532,6 +545,8 @@ def markdown(r: dict[str, Any]) -> str:
         f"| outbox files left | {r['outbox_left']} |",
         f"| RSS per 1,000 requests | {r['rss_kb_per_1000']:+} KB ({r['rss_mb'][0]} -> {r['rss_mb'][1]} MB) |",
         f"| open files per 1,000 requests | {r['open_files_per_1000']:+} ({r['open_files'][0]} -> {r['open_files'][1]}) |",
+        f"| second half: RSS / open files per 1,000 requests | {r['second_half_rss_kb_per_1000']:+} KB / "
+        f"{r['second_half_open_files_per_1000']:+} |",
         f"| slow-loris connections closed by the gateway | {r['slow_loris']['closed_by_server']} of "
         f"{r['slow_loris']['connections']} (longest open {r['slow_loris']['longest_open_s']} s, answers {r['slow_loris']['answers']}) |",
         f"| `/health` while they trickled | {r['health_during_loris']} |",
