@@ -750,7 +750,16 @@ def cpu_model() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("chaos", "throttle"):  # `python -m bench chaos|throttle [...]`: their own runs
+        from importlib import import_module
+
+        return int(import_module(f"bench.{argv[0]}").main(argv[1:]))
+    ap = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__.splitlines()[0],
+        epilog="Also: python -m bench chaos (chaos soak), python -m bench throttle (throttle amplification).",
+    )
     ap.add_argument("--requests", type=int, default=300, help="timed requests per cell (default 300)")
     ap.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCY))
     ap.add_argument("--time-limit", type=float, default=60.0, help="seconds per cell and arm at most (default 60)")

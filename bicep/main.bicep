@@ -299,6 +299,7 @@ var cosmosContainers = {
   affinity: 'affinity'
   cache: 'cache'
   budgets: 'budgets'
+  owners: 'owners'
 }
 var eventHubName = 'exchanges'
 // Chosen here, never read back from the app: a new Flex Consumption app has no host keys before its host ran code.
@@ -367,6 +368,7 @@ module cosmos 'modules/cosmos.bicep' = {
     affinityContainerName: cosmosContainers.affinity
     cacheContainerName: cosmosContainers.cache
     budgetsContainerName: cosmosContainers.budgets
+    ownersContainerName: cosmosContainers.owners
     recordsTtlSeconds: recordsTtlSeconds
     deadlettersTtlSeconds: deadlettersTtlSeconds
     privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
@@ -450,6 +452,7 @@ module functionApp 'modules/function-app.bicep' = {
     cosmosCacheContainerName: cosmosContainers.cache
     audiencePolicies: audiencePolicies
     cosmosBudgetsContainerName: cosmosContainers.budgets
+    cosmosOwnersContainerName: cosmosContainers.owners
     appInsightsLoggerName: appInsightsLoggerName
     exchangeTtlSeconds: exchangeTtlSeconds
     eventHubsNamespace: eventHubs.outputs.fullyQualifiedNamespace

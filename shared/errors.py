@@ -62,8 +62,16 @@ class DeploymentNotAllowed(ErrorResponse):
     status, code = 403, "deployment_not_allowed"
 
 
+class RequestTimeout(ErrorResponse):
+    status, code = 408, "Timeout"
+
+
 class PayloadTooLarge(ErrorResponse):
     status, code = 413, "PayloadTooLarge"
+
+
+class HeadersTooLarge(ErrorResponse):
+    status, code = 431, "RequestHeaderFieldsTooLarge"
 
 
 class Throttled(ErrorResponse):

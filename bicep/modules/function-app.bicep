@@ -59,6 +59,9 @@ param cosmosCacheContainerName string
 @description('Per-audience allow-lists and response cache (AUDIENCE_POLICIES).')
 param audiencePolicies object
 
+@description('Container of stored-object owners (COSMOS_OWNERS_CONTAINER).')
+param cosmosOwnersContainerName string
+
 @description('Logger the Azure Monitor handler sits on (PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME); empty = root logger.')
 param appInsightsLoggerName string
 
@@ -258,6 +261,10 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
           value: cosmosBudgetsContainerName
         }
         {
+          name: 'COSMOS_OWNERS_CONTAINER'
+          value: cosmosOwnersContainerName
+        }
+        {
           name: 'EXCHANGE_TTL_SECONDS'
           value: string(exchangeTtlSeconds)
         }
@@ -284,6 +291,15 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
         {
           name: 'MAX_REQUEST_BODY_BYTES'
           value: string(maxRequestBodyBytes)
+        }
+        {
+          // A body trickled slower than this is cut (408): the front end does not bound it.
+          name: 'REQUEST_BODY_TIMEOUT_SECONDS'
+          value: '120'
+        }
+        {
+          name: 'MAX_REQUEST_HEADER_BYTES'
+          value: '32768'
         }
         {
           name: 'UPSTREAM_CONNECT_TIMEOUT_SECONDS'

@@ -80,6 +80,8 @@ DEFAULT_DEPLOYMENTS: Mapping[str, Deployment] = {
     "gpt-4.1-mini": Deployment("gpt-4.1-mini", "2025-04-14"),
     "gpt-4.1-nano": Deployment("gpt-4.1-nano", "2025-04-14"),
     "gpt-5-mini": Deployment("gpt-5-mini", "2025-08-07"),
+    "o1": Deployment("o1", "2024-12-17"),
+    "o1-mini": Deployment("o1-mini", "2024-09-12"),
     "o3-mini": Deployment("o3-mini", "2025-01-31"),
     "o4-mini": Deployment("o4-mini", "2025-04-16"),
     "gpt-35-turbo": Deployment("gpt-35-turbo", "0125"),
@@ -91,6 +93,11 @@ DEFAULT_DEPLOYMENTS: Mapping[str, Deployment] = {
     "gpt-image-1": Deployment("gpt-image-1"),
     "whisper": Deployment("whisper", "001"),
     "tts": Deployment("tts-1"),
+    "tts-1": Deployment("tts-1"),
+    "gpt-4o-mini-transcribe": Deployment("gpt-4o-mini-transcribe", "2025-03-20"),
+    "gpt-4o-transcribe": Deployment("gpt-4o-transcribe", "2025-03-20"),
+    "gpt-4o-mini-tts": Deployment("gpt-4o-mini-tts", "2025-03-20"),
+    "model-router": Deployment("model-router", "2025-05-19"),
 }
 
 
