@@ -8,6 +8,7 @@ Encodings come from `shared.normalize.encodings` (offline, loaded once per proce
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -25,6 +26,18 @@ REPLY_PRIMING = 3
 # num_tokens_for_tools constants, per encoding family (cookbook: gpt-4o/mini vs gpt-3.5/gpt-4).
 _FUNC_INIT = {"o200k_base": 7, "cl100k_base": 10}
 _PROP_INIT, _PROP_KEY, _ENUM_INIT, _ENUM_ITEM, _FUNC_END = 3, 3, -3, 3, 12
+#: Message framing around an assistant tool call (calibrated on a published gpt-4o single call:
+#: `get_weather({"location":"Shanghai"})` reported 14 completion tokens).
+_CALL_FRAME = 4
+#: Framing around a response_format json_schema in the prompt (system-side instructions).
+_SCHEMA_FRAME = 8
+
+
+def _name_and_arguments(call: Mapping[str, Any]) -> tuple[str, str]:
+    fn = call.get("function")
+    src = fn if isinstance(fn, Mapping) else call
+    name, args = src.get("name"), src.get("arguments")
+    return (name if isinstance(name, str) else ""), (args if isinstance(args, str) else "")
 
 
 def _tiktoken_name(model: str) -> str | None:
@@ -97,6 +110,8 @@ class TokenCounter:
         return total
 
     def _message_value(self, key: str, value: Any) -> int:
+        if key == "tool_call_id":
+            return 0  # an opaque reference the model never reads as text
         if isinstance(value, str):
             return self.text(value)
         if key == "content" and isinstance(value, list):
@@ -169,6 +184,39 @@ class TokenCounter:
                     p_desc = str(prop.get("description") or "").removesuffix(".")
                     total += self.text(f"{key}:{prop.get('type')}:{p_desc}")
         return total + _FUNC_END
+
+    def response_format(self, value: Any) -> int:
+        """A `json_schema` response format: the schema is part of the prompt the model reads."""
+        if not isinstance(value, Mapping) or value.get("type") != "json_schema":
+            return 0
+        spec = value.get("json_schema")
+        if not isinstance(spec, Mapping):
+            return 0
+        self.note("response_format json_schema counted as its compact JSON text")
+        schema = json.dumps(spec.get("schema") or {}, separators=(",", ":"), ensure_ascii=False)
+        return _SCHEMA_FRAME + self.text(str(spec.get("name") or "")) + self.text(str(spec.get("description") or "")) + self.text(schema)
+
+    def completion_tool_calls(self, calls: list[Any]) -> int:
+        """Tool calls as the model writes them: `to=functions.NAME` and the arguments for one call;
+        several calls in one turn are wrapped in `multi_tool_use.parallel` with a JSON list of
+        `{"recipient_name": "functions.NAME", "parameters": ARGS}` (the parallel tool-call wrapper)."""
+        named = [c for c in calls if isinstance(c, Mapping)]
+        if not named:
+            return 0
+        self.note("tool-call framing in the completion is modelled, not reported")
+        if len(named) == 1:
+            name, args = _name_and_arguments(named[0])
+            return _CALL_FRAME + self.text(f" to=functions.{name}") + self.text(args)
+        uses = []
+        for call in named:
+            name, args = _name_and_arguments(call)
+            try:
+                params: Any = json.loads(args) if args else {}
+            except ValueError:
+                params = args
+            uses.append({"recipient_name": f"functions.{name}", "parameters": params})
+        wrapper = json.dumps({"tool_uses": uses}, separators=(",", ":"), ensure_ascii=False)
+        return _CALL_FRAME + self.text(" to=multi_tool_use.parallel") + self.text(wrapper)
 
     def tool_call(self, call: Any) -> int:
         if not isinstance(call, Mapping):
