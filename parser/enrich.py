@@ -99,7 +99,12 @@ class Enricher:
             cost, reason, version, match = priced(record, self.book, self.deployment_models)
         except Exception as exc:  # a malformed record (e.g. an unreadable timestamp) is not a lost record
             log.warning("parser: could not cost %s: %s: %s", record.get("request_id"), type(exc).__name__, exc)
-            cost, reason, version, match = None, _clip(f"cost_error:{type(exc).__name__}: {exc}"), self.book.version, None
+            cost, reason, version, match = (
+                None,
+                _clip(f"cost_error:{type(exc).__name__}: {exc}"),
+                self.book.version,
+                None,
+            )
         record["cost"], record["cost_reason"], record["price_version"] = cost, reason, version
         record["price_match"] = match
 

@@ -194,7 +194,12 @@ class TokenCounter:
             return 0
         self.note("response_format json_schema counted as its compact JSON text")
         schema = json.dumps(spec.get("schema") or {}, separators=(",", ":"), ensure_ascii=False)
-        return _SCHEMA_FRAME + self.text(str(spec.get("name") or "")) + self.text(str(spec.get("description") or "")) + self.text(schema)
+        return (
+            _SCHEMA_FRAME
+            + self.text(str(spec.get("name") or ""))
+            + self.text(str(spec.get("description") or ""))
+            + self.text(schema)
+        )
 
     def completion_tool_calls(self, calls: list[Any]) -> int:
         """Tool calls as the model writes them: `to=functions.NAME` and the arguments for one call;

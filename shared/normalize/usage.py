@@ -324,9 +324,9 @@ def _counter(candidates: tuple[str | None, ...], notes: list[str]) -> TokenCount
 
 def _estimate_prompt(counter: TokenCounter, api: str, request: Mapping[str, Any]) -> int:
     if api == "chat.completions":
-        return counter.chat_prompt(request.get("messages"), request.get("tools"), request.get("functions")) + counter.response_format(
-            request.get("response_format")
-        )
+        return counter.chat_prompt(
+            request.get("messages"), request.get("tools"), request.get("functions")
+        ) + counter.response_format(request.get("response_format"))
     if api == "responses":
         return counter.responses_input(request)
     if api == "completions":
@@ -433,7 +433,9 @@ def _audio(record: dict[str, Any], api: str, request: Mapping[str, Any], body: M
         if record["input_characters"] and record["usage_quality"] == "none":
             record["usage_quality"] = "exact"
         return
-    uploaded = next((f for f in _list(request.get("files")) if isinstance(f, Mapping) and f.get("field") == "file"), None)
+    uploaded = next(
+        (f for f in _list(request.get("files")) if isinstance(f, Mapping) and f.get("field") == "file"), None
+    )
     seconds = uploaded.get("duration_seconds") if isinstance(uploaded, Mapping) else None
     if isinstance(seconds, (int, float)) and seconds > 0:
         record["audio_seconds"], record["duration_source"] = float(seconds), "container"
