@@ -19,7 +19,7 @@ from aiohttp import web
 
 from shared.normalize.apis import ApiRoute, classify
 
-from . import audio, chat, completions, embeddings, errors, images, responses
+from . import audio, batches, chat, completions, embeddings, errors, images, responses
 from .config import SimulatorConfig
 from .models import encoding_for, model_for
 from .state import LoggedRequest, SimulatorState
@@ -258,6 +258,23 @@ async def _dispatch(
     # Dated surfaces need an api-version; only /openai/v1/... works without one.
     if not version and (route.surface == "deployments" or not request.path.startswith("/openai/v1/")):
         raise _Reply(400, errors.MISSING_API_VERSION)
+    parts = [p for p in request.path.removeprefix("/openai/").removeprefix("v1/").split("/") if p]
+    if route.surface == "v1" and parts and parts[0] in ("files", "batches"):
+        make = batches.context_factory(config, state.rng, f"{request.scheme}://{request.host}")
+        try:
+            return batches.handle(
+                request.method, parts, body, request.headers.get("Content-Type", ""), state.files, make
+            ), None
+        except batches.NotFound:
+            raise _Reply(
+                404,
+                errors.error_body(
+                    "NotFound",
+                    f"The {parts[0][:-1]} '{parts[1] if len(parts) > 1 else ''}' was not found.",
+                    param=None,
+                    type="invalid_request_error",
+                ),
+            ) from None
     if request.method != "POST":
         return _read(request, state, route), None
     builder = _BUILDERS.get(route.api)
@@ -348,7 +365,7 @@ def _read(request: web.Request, state: SimulatorState, route: ApiRoute) -> Plan:
                 return Plan(body=responses.input_items_page(stored))
             if request.path.rstrip("/").endswith(route.response_id):
                 return Plan(body=stored.body)
-    if route.api == "other" and request.method == "GET" and request.path.rstrip("/").endswith("/models"):
+    if route.api == "models" and request.method == "GET" and request.path.rstrip("/").endswith("/models"):
         names = list(state.config.deployments or ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "text-embedding-3-small"))
         data = [
             {"id": model_for(n, state.config.models), "object": "model", "created": 0, "owned_by": "system"}

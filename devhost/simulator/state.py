@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from .batches import FileStore
 from .config import SimulatorConfig
 
 if TYPE_CHECKING:
@@ -49,6 +50,8 @@ class SimulatorState:
         self.requests: list[LoggedRequest] = []
         #: Responses API objects by id, for GET/DELETE /responses/{id}.
         self.responses: dict[str, StoredResponse] = {}
+        #: Files (batch input and output) and batches, for the Files and Batch APIs.
+        self.files = FileStore()
         self._fail_turn = 0
         self._window = 0
         self._window_requests = 0

@@ -21,6 +21,10 @@ ApiKind = Literal[
     "audio.translations",
     "audio.speech",
     "responses",
+    "files",
+    "batches",
+    "models",
+    "realtime",
     "other",
 ]
 Surface = Literal["deployments", "v1"]
@@ -34,6 +38,13 @@ _OPERATIONS: dict[str, ApiKind] = {
     "audio/translations": "audio.translations",
     "audio/speech": "audio.speech",
     "responses": "responses",
+}
+#: Management surfaces with their own api name in records (files, batch jobs, the model list, realtime sessions).
+_MANAGEMENT_APIS: dict[str, ApiKind] = {
+    "files": "files",
+    "batches": "batches",
+    "models": "models",
+    "realtime": "realtime",
 }
 _DEPLOYMENT_PATH = re.compile(r"^/openai/deployments/(?P<deployment>[^/]+)/(?P<op>.+?)/?$")
 _V1_PATH = re.compile(r"^/openai/(?:v1/)?(?P<op>.+?)/?$")
@@ -65,6 +76,9 @@ def classify(path: str) -> ApiRoute | None:
     rid = _RESPONSE_ID.match(op)
     if rid:
         return ApiRoute(api="responses", surface="v1", deployment=None, response_id=rid["id"])
+    collection = op.split("/", 1)[0]
+    if collection in _MANAGEMENT_APIS:
+        return ApiRoute(api=_MANAGEMENT_APIS[collection], surface="v1", deployment=None)
     return ApiRoute(api=_OPERATIONS.get(op, "other"), surface="v1", deployment=None)
 
 
