@@ -124,4 +124,13 @@ async def parse_exchanges(events: typing.List[func.EventHubEvent]) -> None:  # n
         ports(),
         enricher=_parser_enricher(),
         concurrency=settings().parser_max_concurrency,
+        batch_files=_batch_files(),
     )
+
+
+def _batch_files():
+    """Batch output files are read with the proxy's upstream client and credentials (proxy/files.py)."""
+    from proxy.files import UpstreamFiles
+
+    built = proxy()
+    return UpstreamFiles(built.pool, built.upstream, built.credentials)

@@ -26,7 +26,9 @@ from typing import Any, TypeVar
 
 import orjson
 
-from parser.enrich import Enricher
+from parser import batches
+from parser.batches import BatchFiles
+from parser.enrich import SKIPPED, Enricher
 from shared.errors import BatchIncomplete, IncompleteExchange
 from shared.exchange import Exchange
 from shared.normalize import record_schema
@@ -87,6 +89,7 @@ async def handle_batch(
     delays: Sequence[float] = DEFAULT_DELAYS,
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     raise_incomplete: bool = True,
+    batch_files: BatchFiles | None = None,
 ) -> BatchResult:
     """Record every event of a batch; see the module docstring for the guarantees.
 
@@ -103,7 +106,7 @@ async def handle_batch(
     async def one(event: str | bytes, key: str, result: BatchResult) -> None:
         async with same_id.get(key) or contextlib.nullcontext(), limit:
             try:
-                await _handle_one(event, ports, enricher, result, delays, sleep)
+                await _handle_one(event, ports, enricher, result, delays, sleep, batch_files)
             except Exception as exc:  # the per-event boundary: never let one event sink the batch
                 log.exception("parser: unexpected failure for one event")
                 await _deadletter(ports, result, key, f"unexpected error: {type(exc).__name__}: {exc}", event)
@@ -120,7 +123,15 @@ async def handle_batch(
     return result
 
 
-async def _handle_one(event: str | bytes, ports: Ports, enricher: Enricher, result: BatchResult, delays, sleep) -> None:
+async def _handle_one(
+    event: str | bytes,
+    ports: Ports,
+    enricher: Enricher,
+    result: BatchResult,
+    delays,
+    sleep,
+    batch_files: BatchFiles | None = None,
+) -> None:
     try:
         request_id = request_id_of(event)
     except (ValueError, UnicodeDecodeError, orjson.JSONDecodeError, AttributeError) as exc:
@@ -152,6 +163,7 @@ async def _handle_one(event: str | bytes, ports: Ports, enricher: Enricher, resu
             ports, result, request_id, f"record store unavailable: {type(exc).__name__}: {exc}", _json(record)
         )
         return
+    await _batch_accounting(record, details, exchange, ports, enricher, batch_files, delays, sleep)
     if not added:
         result.duplicates.append(request_id)
         return
@@ -165,6 +177,31 @@ async def _handle_one(event: str | bytes, ports: Ports, enricher: Enricher, resu
         )
         return
     result.recorded.append(request_id)
+
+
+async def _batch_accounting(
+    record: dict[str, Any],
+    details: dict[str, Any],
+    exchange: Exchange,
+    ports: Ports,
+    enricher: Enricher,
+    files: BatchFiles | None,
+    delays: Sequence[float],
+    sleep: Callable[[float], Awaitable[Any]],
+) -> None:
+    """A batch's creator remembered; a completed batch's lines recorded (parser/batches.py).
+
+    Never fails the event: what cannot be done now is done when the batch is polled again."""
+    try:
+        await batches.remember_owner(record, ports)
+        for item in await batches.settle(record, details, exchange, ports, files):
+            item = valid_record(item, exchange)
+            enricher.price(item, {})
+            item["safety"] = dict(SKIPPED)
+            if await _retry(lambda item=item: ports.records.add(item, {}), delays, sleep):
+                await _retry(lambda item=item: ports.sink.emit(item), delays, sleep)
+    except Exception:
+        log.exception("parser: batch accounting failed for %s; the next poll retries", record.get("request_id"))
 
 
 async def make_record(

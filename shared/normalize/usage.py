@@ -264,7 +264,7 @@ def _usage(
     candidates = (model, record["deployment"], request.get("model") if isinstance(request.get("model"), str) else None)
     if api in ("chat.completions", "responses"):
         record["image_count"] = _input_images(request)
-    service = _service_usage(body.get("usage"))
+    service = service_usage(body.get("usage"))
     if service is not None:
         record.update(service)
         record["usage_source"] = "service"
@@ -359,7 +359,7 @@ def _estimate_completion(counter: TokenCounter, api: str, body: Mapping[str, Any
     return total
 
 
-def _service_usage(usage: Any) -> dict[str, Any] | None:
+def service_usage(usage: Any) -> dict[str, Any] | None:
     """Token counts as the service reported them (chat/completions/embeddings or Responses/images shape)."""
     if not isinstance(usage, Mapping):
         return None
