@@ -114,6 +114,8 @@ _SHAPES = re.compile(
     r"(?P<pem>-----BEGIN [A-Z0-9 ]+-----[\s\S]*?-----END [A-Z0-9 ]+-----)"
     r"|(?P<jwt>\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*)"
     r"|(?P<sk>\bsk-[A-Za-z0-9_-]{16,})"
+    # an ephemeral Realtime API client secret (POST /openai/v1/realtime/client_secrets answers one)
+    r"|(?P<ek>\bek_[A-Za-z0-9_-]{16,})"
     # a credential after Bearer/Basic holds a digit or a symbol ("Bearer authentication" is prose)
     r"|(?P<bearer>\b(?:Bearer|Basic)\s+)(?P<bearer_value>(?=[A-Za-z]*[0-9._~+/=-])[A-Za-z0-9._~+/=-]{12,})"
     r"|(?P<assign>\b(?:AccountKey|SharedAccessKey|SharedAccessSignature|SharedSecretValue|Password|Pwd|"
@@ -122,7 +124,7 @@ _SHAPES = re.compile(
 )
 #: Cheap pre-check: a string holding none of these cannot match `_SHAPES` (case-insensitive search).
 _MARKERS = re.compile(
-    r"-----BEGIN|eyJ|sk-|bearer|basic|key=|signature=|value=|password=|pwd=|sig=|secret=|token=", re.I
+    r"-----BEGIN|eyJ|sk-|ek_|bearer|basic|key=|signature=|value=|password=|pwd=|sig=|secret=|token=", re.I
 )
 
 #: Credentials the gateway holds (longest first, so a key containing another is replaced whole).

@@ -15,6 +15,7 @@ import uuid
 import wave
 from typing import Any
 
+import httpx
 import pytest
 from openai import AzureOpenAI
 
@@ -206,3 +207,40 @@ def test_a_model_router_stream_is_priced_by_the_model_that_served(gw):
     entry = BOOK.entry("gpt-4.1-nano", "global", __import__("datetime").date.today())
     expected = (record["prompt_tokens"] * entry["input"] + record["completion_tokens"] * entry["output"]) / 1e6
     assert record["usage_source"] == "service" and record["cost"] == pytest.approx(expected) and record["cost"] > 0
+
+
+@pytest.mark.parametrize("path", ["/openai/realtime", "/openai/v1/realtime"])
+def test_a_realtime_websocket_upgrade_is_refused_with_the_supported_route_and_recorded(gw, path):
+    headers = {
+        "api-key": KEY_A,
+        "Upgrade": "websocket",
+        "Connection": "Upgrade",
+        "Sec-WebSocket-Version": "13",
+        "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    }
+    answer = httpx.get(
+        gw.url + path, params={"api-version": "2025-04-01-preview", "deployment": "gpt-realtime"}, headers=headers
+    )
+    assert answer.status_code == 400
+    error = answer.json()["error"]
+    assert error["code"] == "WebSocketNotSupported" and "API Management" in error["message"]
+    assert "wss://" in error["message"] and "client_secrets" in error["message"]
+    assert not gw.sim.requests or all(not r.path.endswith("realtime") for r in gw.sim.requests), "never forwarded"
+    record = gw.record(answer.headers["x-gateway-request-id"])
+    assert (record["api"], record["status_code"], record["error_code"]) == ("realtime", 400, "WebSocketNotSupported")
+    _not_billable(record)
+
+
+def test_webrtc_session_creation_passes_through_as_non_billable_and_keeps_no_secret(gw):
+    answer = httpx.post(
+        gw.url + "/openai/v1/realtime/client_secrets",
+        headers={"api-key": KEY_A},
+        json={"session": {"type": "realtime", "model": "gpt-realtime"}},
+    )
+    assert answer.status_code == 200 and answer.json()["value"].startswith("ek_")
+    request_id = answer.headers["x-gateway-request-id"]
+    record = gw.record(request_id)
+    assert (record["api"], record["operation"]) == ("realtime", "create")
+    _not_billable(record)
+    stored = gw.exchange(request_id)
+    assert answer.json()["value"] not in json.dumps(stored.to_dict()), "the ephemeral key is not stored"

@@ -275,6 +275,15 @@ async def _dispatch(
                     type="invalid_request_error",
                 ),
             ) from None
+    if route.api == "realtime" and request.method == "POST" and parts[1:] == ["client_secrets"]:
+        # WebRTC session creation: an ephemeral key for the browser (the media goes elsewhere).
+        session = orjson.loads(body or b"{}").get("session") or {}
+        secret = {
+            "value": f"ek_{state.rng.getrandbits(128):032x}",
+            "expires_at": int(time.time()) + 600,
+            "session": {"type": "realtime", "object": "realtime.session", "model": session.get("model")},
+        }
+        return Plan(body=orjson.dumps(secret)), None
     if request.method != "POST":
         return _read(request, state, route), None
     builder = _BUILDERS.get(route.api)
