@@ -57,6 +57,16 @@ def _full_record() -> dict:
         usage_details={"audio_tokens": 0},
         estimation_notes=["n"],
         usage_injected=True,
+        usage_quality="exact",
+        deployment_model="model-router",
+        price_match="family",
+        audio_seconds=3.5,
+        duration_source="container",
+        input_characters=29,
+        object_id="batch_1",
+        batch_id="batch_1",
+        custom_id="task-1",
+        exchange_missing=["timings"],
     )
     missing = [name for name in SCHEMA["properties"] if record.get(name) is None]
     assert not missing, f"fill these schema fields in the test record: {missing}"

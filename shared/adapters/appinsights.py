@@ -43,10 +43,10 @@ def usage_logger_name(handler_logger: str) -> str:
 
 
 def is_measurement(name: str, value: Any) -> bool:
-    """Token counts, latencies and cost: summed and charted in reports, so sent as numbers too."""
+    """Token counts, latencies, cost and audio units: summed and charted in reports, so sent as numbers too."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return False
-    return name.endswith("_tokens") or name.endswith("_ms") or name == "cost"
+    return name.endswith("_tokens") or name.endswith("_ms") or name in ("cost", "audio_seconds", "input_characters")
 
 
 def _dimension(value: Any) -> str:
