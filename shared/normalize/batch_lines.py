@@ -56,7 +56,10 @@ def line_records(
     route = classify("/openai/v1" + endpoint) if endpoint.startswith("/") else None
     api = route.api if route is not None else "other"
     stamp = _iso(batch.get("completed_at")) or str(seen["timestamp"])
-    identity = {k: (owner or seen).get(k) for k in OWNER_FIELDS}
+    source = owner if owner is not None else seen
+    identity = {k: source.get(k) for k in OWNER_FIELDS}
+    for k in ("subscription_id", "subscription_name", "product"):
+        identity[k] = identity[k] if isinstance(identity[k], str) and identity[k] else "unknown"
     problems: list[str] = []
     lines: list[dict[str, Any]] = []
     totals = {"lines": 0, "succeeded": 0, "failed": 0, "prompt_tokens": 0, "completion_tokens": 0, "cached_tokens": 0}
