@@ -153,7 +153,15 @@ def test_every_book_entry_has_a_source_and_date_and_positive_prices():
     for name, row in data["models"].items():
         for entry in row["prices"]:
             assert entry["source"] and entry["effective_from"], name
-            priced = {"input", "cached_input", "output", "input_audio", "output_audio", "per_minute", "per_million_characters"}
+            priced = {
+                "input",
+                "cached_input",
+                "output",
+                "input_audio",
+                "output_audio",
+                "per_minute",
+                "per_million_characters",
+            }
             prices = [v for k, v in entry.items() if k in priced and v is not None]
             prices += list(entry.get("per_image", {}).values())
             assert prices and all(p > 0 for p in prices), name
