@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -194,12 +195,12 @@ async def _batch_accounting(
     Never fails the event: what cannot be done now is done when the batch is polled again."""
     try:
         await batches.remember_owner(record, ports)
-        for item in await batches.settle(record, details, exchange, ports, files):
-            item = valid_record(item, exchange)
+        for line in await batches.settle(record, details, exchange, ports, files):
+            item = valid_record(line, exchange)
             enricher.price(item, {})
             item["safety"] = dict(SKIPPED)
-            if await _retry(lambda item=item: ports.records.add(item, {}), delays, sleep):
-                await _retry(lambda item=item: ports.sink.emit(item), delays, sleep)
+            if await _retry(functools.partial(ports.records.add, item, {}), delays, sleep):
+                await _retry(functools.partial(ports.sink.emit, item), delays, sleep)
     except Exception:
         log.exception("parser: batch accounting failed for %s; the next poll retries", record.get("request_id"))
 

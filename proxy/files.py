@@ -34,7 +34,7 @@ class UpstreamFiles:
         if target is None:
             return None
         # Dated api-versions use /openai/files; the v1 surface takes none.
-        dated = bool(api_version) and api_version[:4].isdigit()
+        dated = api_version is not None and api_version[:4].isdigit()
         path = (
             f"/openai/files/{quote(file_id, safe='')}/content"
             if dated

@@ -72,9 +72,9 @@ def line_records(
         except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
             problems.append(f"output line {number}: {type(exc).__name__}")
             continue
-        response = item.get("response") if isinstance(item.get("response"), Mapping) else {}
-        body = response.get("body") if isinstance(response.get("body"), Mapping) else {}
-        status = response.get("status_code") if isinstance(response.get("status_code"), int) else 500
+        response: Mapping[str, Any] = item["response"] if isinstance(item.get("response"), Mapping) else {}
+        body: Mapping[str, Any] = response["body"] if isinstance(response.get("body"), Mapping) else {}
+        status: int = response["status_code"] if isinstance(response.get("status_code"), int) else 500
         usage = service_usage(body.get("usage")) or {}
         model = body.get("model") if isinstance(body.get("model"), str) else None
         error = item.get("error") if isinstance(item.get("error"), Mapping) else body.get("error")

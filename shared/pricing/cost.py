@@ -40,7 +40,8 @@ def cost_of(
     deployment_models: Mapping[str, DeploymentModel] | None = None,
 ) -> CostResult:
     """(cost USD | None, reason | None, price_version) for a usage record (see `priced`)."""
-    return priced(record, book, deployment_models)[:3]  # type: ignore[return-value]
+    cost, reason, version, _ = priced(record, book, deployment_models)
+    return cost, reason, version
 
 
 def priced(
