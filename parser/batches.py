@@ -36,6 +36,19 @@ def owner_key(batch_id: str) -> str:
     return f"batch-owner:{batch_id}"
 
 
+async def remember_output_files(record: Mapping[str, Any], details: Mapping[str, Any], ports: Ports, ttl: int) -> None:
+    """A batch's output and error files are created by the service on the batch's account: pin them
+    there, so that their download through the gateway reaches that account."""
+    body = details.get("response")
+    backend = record.get("backend")
+    if record.get("api") != "batches" or not isinstance(body, Mapping) or not isinstance(backend, str):
+        return
+    for key in ("output_file_id", "error_file_id"):
+        file_id = body.get(key)
+        if isinstance(file_id, str) and file_id:
+            await ports.affinity.remember(file_id, backend, ttl)
+
+
 async def remember_owner(record: Mapping[str, Any], ports: Ports) -> None:
     """A batch created through the gateway: remember who created it, for its lines' attribution."""
     batch_id = record.get("batch_id")

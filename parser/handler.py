@@ -195,6 +195,7 @@ async def _batch_accounting(
     Never fails the event: what cannot be done now is done when the batch is polled again."""
     try:
         await batches.remember_owner(record, ports)
+        await batches.remember_output_files(record, details, ports, batches.OWNER_TTL_SECONDS)
         for line in await batches.settle(record, details, exchange, ports, files):
             item = valid_record(line, exchange)
             enricher.price(item, {})

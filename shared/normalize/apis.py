@@ -59,6 +59,8 @@ class ApiRoute:
     deployment: str | None
     #: For GET/DELETE `/responses/{id}` and its sub-resources.
     response_id: str | None = None
+    #: For `/files/{id}...` and `/batches/{id}...`: the stored object the path addresses.
+    object_id: str | None = None
 
 
 def classify(path: str) -> ApiRoute | None:
@@ -76,9 +78,10 @@ def classify(path: str) -> ApiRoute | None:
     rid = _RESPONSE_ID.match(op)
     if rid:
         return ApiRoute(api="responses", surface="v1", deployment=None, response_id=rid["id"])
-    collection = op.split("/", 1)[0]
+    collection, _, rest = op.partition("/")
     if collection in _MANAGEMENT_APIS:
-        return ApiRoute(api=_MANAGEMENT_APIS[collection], surface="v1", deployment=None)
+        object_id = rest.split("/", 1)[0] if collection in ("files", "batches") and rest else None
+        return ApiRoute(api=_MANAGEMENT_APIS[collection], surface="v1", deployment=None, object_id=object_id or None)
     return ApiRoute(api=_OPERATIONS.get(op, "other"), surface="v1", deployment=None)
 
 
