@@ -230,3 +230,16 @@ def test_the_bench_cases_are_measured_against_real_counts():
     measured = cases()
     assert {c.kind for c in measured} >= {"plain", "tool-definition", "tool-call"}
     assert all(c.error == 0 for c in measured if c.kind in ("plain", "tool-definition"))
+
+
+def test_a_responses_api_json_schema_format_is_part_of_the_prompt_estimate():
+    counter = TokenCounter("o200k_base")
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}}
+    plain = counter.responses_input({"input": "Where?"})
+    shaped = counter.responses_input(
+        {"input": "Where?", "text": {"format": {"type": "json_schema", "name": "c", "schema": schema}}}
+    )
+    assert shaped - plain == counter.response_format(
+        {"type": "json_schema", "json_schema": {"name": "c", "schema": schema}}
+    )
+    assert shaped > plain

@@ -245,6 +245,11 @@ class TokenCounter:
         """Responses API input, counted like chat messages (the format overhead is not published)."""
         self.note("Responses API prompt estimated with the chat format overhead")
         total = self.text(body.get("instructions"))
+        text = body.get("text")
+        fmt = text.get("format") if isinstance(text, Mapping) else None
+        if isinstance(fmt, Mapping) and fmt.get("type") == "json_schema":
+            # The Responses API flattens the json_schema object into `text.format`.
+            total += self.response_format({"type": "json_schema", "json_schema": fmt})
         value = body.get("input")
         if isinstance(value, str):
             return total + self.chat_prompt([{"role": "user", "content": value}], body.get("tools"))
