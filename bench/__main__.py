@@ -451,7 +451,7 @@ def _cell(cells: list[dict[str, Any]], workload: str, conc: int, arm: str) -> di
 def targets(
     cells: list[dict[str, Any]], mem: dict[str, Any] | None, parser: list[dict[str, Any]]
 ) -> list[dict[str, Any]]:
-    """Issue 6's targets, each with the measured value and whether it is met."""
+    """The proxy's latency targets, each with the measured value and whether it is met."""
     rows: list[dict[str, Any]] = []
 
     def add(name: str, value: float | None, goal: float, higher_is_better: bool, unit: str) -> None:
@@ -535,7 +535,7 @@ def markdown(run: dict[str, Any]) -> str:
     if peaks:
         lines += ["Peak RSS over the run: " + ", ".join(f"{k} {v / 1024:.0f} MiB" for k, v in peaks.items()), ""]
     if run.get("targets"):
-        lines += ["## Targets (issue 6)", "", "| target | measured | goal | met |", "|---|---|---|---|"]
+        lines += ["## Targets", "", "| target | measured | goal | met |", "|---|---|---|---|"]
         for t in run["targets"]:
             value = "–" if t["value"] is None else f"{t['value']:.2f} {t['unit']}"
             met = "–" if t["met"] is None else ("yes" if t["met"] else "**no**")

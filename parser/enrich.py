@@ -18,6 +18,7 @@ from typing import Any
 
 from shared.exchange import Exchange
 from shared.normalize import record_schema
+from shared.normalize.record import UsageRecord
 from shared.normalize.texts import completion_text, prompt_text
 from shared.pricing.book import PriceBook, load_book
 from shared.pricing.cost import BATCH_TYPES, priced
@@ -64,7 +65,7 @@ class Enricher:
 
     async def enrich(
         self,
-        record: dict[str, Any],
+        record: UsageRecord,
         details: Mapping[str, Any],
         exchange: Exchange,
         client: ContentSafety | None = None,
@@ -85,7 +86,7 @@ class Enricher:
 
     # --- cost ------------------------------------------------------------------------------------
 
-    def price(self, record: dict[str, Any], details: Mapping[str, Any]) -> None:
+    def price(self, record: UsageRecord, details: Mapping[str, Any]) -> None:
         """The cost fields, from the book in effect at the record's timestamp. Never raises."""
         try:
             model, deployment_type = resolve_deployment(record, self.deployment_models)
@@ -108,7 +109,7 @@ class Enricher:
         record["cost"], record["cost_reason"], record["price_version"] = cost, reason, version
         record["price_match"] = match
 
-    def _image_options(self, record: dict[str, Any], details: Mapping[str, Any], model: str | None) -> None:
+    def _image_options(self, record: UsageRecord, details: Mapping[str, Any], model: str | None) -> None:
         """dall-e-3 is priced per image by quality and size, which only the request says: copy them
         into `usage_details` (where `cost_of` reads them) for models the book prices per image."""
         key = self.book.resolve_model(model)

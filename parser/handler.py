@@ -21,9 +21,9 @@ import contextlib
 import functools
 import logging
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import orjson
 
@@ -33,6 +33,7 @@ from parser.enrich import SKIPPED, Enricher
 from shared.errors import BatchIncomplete, IncompleteExchange
 from shared.exchange import Exchange
 from shared.normalize import record_schema
+from shared.normalize.record import UsageRecord
 from shared.normalize.usage import base_record, normalize
 from shared.ports import Ports
 from shared.safety.client import ContentSafety
@@ -208,7 +209,7 @@ async def _batch_accounting(
 
 async def make_record(
     exchange: Exchange, enricher: Enricher, safety: ContentSafety | None = None
-) -> tuple[dict[str, Any], dict[str, Any]]:
+) -> tuple[UsageRecord, dict[str, Any]]:
     """normalize + validate + cost and content safety: the record as the parser stores and emits it.
 
     The normalized record is validated (and repaired) first, so cost is computed from valid fields;
@@ -221,21 +222,21 @@ async def make_record(
     return record, details
 
 
-def build_record(exchange: Exchange) -> tuple[dict[str, Any], dict[str, Any]]:
+def build_record(exchange: Exchange) -> tuple[UsageRecord, dict[str, Any]]:
     """normalize + validate, without cost or content safety (see `make_record` for the full record)."""
     record, details = normalize(exchange)
     return valid_record(record, exchange), details
 
 
-def valid_record(record: dict[str, Any], exchange: Exchange) -> dict[str, Any]:
+def valid_record(record: UsageRecord, exchange: Exchange) -> UsageRecord:
     """`record` if the schema accepts it; else only the offending top-level fields are reset (or
     dropped) and `parse_error` says why, so a record is never lost to a bad field."""
     problems = record_schema.errors(record)
     if not problems:
         return record
     # Reset only the offending top-level fields to their neutral values and keep the rest.
-    base = base_record(exchange)
-    repaired = {
+    base: dict[str, Any] = dict(base_record(exchange))
+    repaired: dict[str, Any] = {
         key: value
         for key, value in record.items()
         if key in base or key in record_schema.validator().schema["properties"]
@@ -252,7 +253,7 @@ def valid_record(record: dict[str, Any], exchange: Exchange) -> dict[str, Any]:
     if record_schema.errors(repaired):
         repaired = {**base, "parse_error": reason}
     record_schema.validate(repaired)  # base_record is valid for any well-formed exchange
-    return repaired
+    return cast(UsageRecord, repaired)
 
 
 async def _already_recorded(ports: Ports, request_id: str) -> bool:
@@ -303,5 +304,5 @@ def _text(payload: Any) -> str:
     return str(payload)
 
 
-def _json(record: dict[str, Any]) -> str:
+def _json(record: Mapping[str, Any]) -> str:
     return orjson.dumps(record).decode()

@@ -32,6 +32,7 @@ from shared.exchange import Identity
 from shared.normalize.apis import ApiRoute, classify, deployment_for, resolve_path
 from shared.redaction import forwardable_query
 from shared.settings import Settings
+from shared.telemetry.tracecontext import child_traceparent
 
 log = logging.getLogger(__name__)
 
@@ -204,9 +205,15 @@ class UpstreamLeg:
         """
         pinned = await self.pinning.lookup(call.route, call.json_body) if self.pinning is not None else None
         idle = self.upstream.timeouts.idle
+        traceparent = call.headers.get("traceparent")
+        span_ids: list[str | None] = []  # one per send, in the order run_failover records attempts
 
         async def send(backend: Backend) -> AiohttpAnswer:
             headers = {**call.headers, **await self.credentials.headers_for(backend)}
+            child = child_traceparent(traceparent) if traceparent else None
+            span_ids.append(child[1] if child else None)
+            if child:
+                headers["traceparent"] = child[0]
             resp = await self.upstream.send(
                 call.method,
                 self.upstream_url(backend, call),
@@ -219,6 +226,8 @@ class UpstreamLeg:
                 return await read_answer(resp)
 
         result = await run_failover(send, self.pool, call.deployment, pinned=pinned)
+        for attempt, span_id in zip(result.attempts, span_ids, strict=False):
+            attempt.span_id = span_id
         call.recorder.attempts = result.attempts
         call.gateway_headers = result.response_headers()
         error = result.gateway_error()

@@ -11,6 +11,7 @@ directory and replayed on the next start, so nothing is lost and the stream neve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import tempfile
@@ -228,19 +229,40 @@ class CaptureWriter:
         self._store_attempts = store_attempts
         self._backoff = backoff_seconds
         self._tasks = BackgroundTasks()
+        #: Responses being relayed, whose exchange is submitted when they end (`relay_started`).
+        self._relaying = 0
+        self._no_relays: asyncio.Event | None = None  # made by `drain`, inside the running loop
 
-    def submit(self, exchange: Exchange | ExchangeRecorder) -> None:
+    def relay_started(self) -> None:
+        """A response is on its way to the client; its exchange comes with `submit(..., relay=True)`.
+
+        A client may hold a complete answer a moment before its relay ends (a JSON body sent with
+        its length is complete at its last byte), so `drain` waits for relays still open too."""
+        self._relaying += 1
+
+    def submit(self, exchange: Exchange | ExchangeRecorder, *, relay: bool = False) -> None:
         """Hand an exchange (or the recorder that will build it) over; returns at once (the task
         is tracked until done). Given a recorder, `finish()` (join, decode, redact) runs in the
         task, after the client's last byte, instead of in the response's path."""
+        if relay:
+            self._relaying -= 1
+            if self._relaying == 0 and self._no_relays is not None:
+                self._no_relays.set()
         self._tasks.spawn(self._persist(exchange))
 
     @property
     def pending(self) -> int:
         return self._tasks.pending
 
-    async def drain(self) -> None:
-        """Wait for every submitted exchange (shutdown, tests)."""
+    async def drain(self, relay_wait_seconds: float = 30.0) -> None:
+        """Wait for open relays to end (at most `relay_wait_seconds`), then for every submitted
+        exchange (shutdown, tests)."""
+        if self._relaying > 0:
+            if self._no_relays is None:
+                self._no_relays = asyncio.Event()
+            self._no_relays.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._no_relays.wait(), relay_wait_seconds)
         await self._tasks.drain()
 
     async def _persist(self, exchange: Exchange | ExchangeRecorder) -> None:

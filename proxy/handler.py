@@ -14,7 +14,7 @@ from pathlib import Path
 
 from fastapi import Request, Response
 
-from proxy import telemetry
+from proxy import gc_policy, telemetry
 from proxy.call import REQUEST_ID_HEADER, UpstreamLeg, identity_from, prepare
 from proxy.capture import CaptureWriter, ExchangeRecorder
 from proxy.credentials import Credentials
@@ -69,6 +69,7 @@ class Proxy:
         replayed = await self.capture.replay_outbox()
         if replayed:
             log.info("replayed %d spilled exchanges from %s", replayed, self.capture.outbox_dir)
+        gc_policy.freeze_warm_heap()  # the long-lived heap is built: keep it out of every collection
 
     async def handle(self, request: Request) -> Response:
         if self._warm_up is None:
@@ -92,9 +93,15 @@ class Proxy:
 
         headers = client_response_headers(resp.headers.items())
         headers.extend(call.gateway_headers.items())
-        if call.filter_usage and not resp.headers.get("content-type", "").startswith("text/event-stream"):
+        event_stream = resp.headers.get("content-type", "").startswith("text/event-stream")
+        if call.filter_usage and not event_stream:
             call.filter_usage = False  # an error answer (JSON): nothing to hold back
         rec.set_response(resp.status, headers)
+        length = resp.headers.get("content-length")
+        if length is not None and not event_stream and "content-encoding" not in resp.headers:
+            # A JSON answer is relayed byte for byte: keep its length, so the server sends it as
+            # is (no chunked framing, no closing empty chunk) and a cut body is seen as cut.
+            headers.append(("content-length", length))
         if self.pinning is not None and call.backend is not None:
             call.created_id_tap = self.pinning.tap(
                 call.route,

@@ -102,6 +102,8 @@ class Attempt:
     #: "served" for the attempt whose answer reached the client, else why the proxy moved on.
     outcome: str
     error: str | None = None
+    #: The span id this attempt's `traceparent` named as parent of AOAI's work (None without a trace).
+    span_id: str | None = None
 
 
 @dataclass(slots=True)

@@ -11,11 +11,10 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, Protocol
 
 from shared.exchange import Exchange
+from shared.normalize.record import UsageRecord
 
 if TYPE_CHECKING:  # the Azure SDK behind it is imported only when Content Safety is configured
     from shared.safety.client import ContentSafety
-
-UsageRecord = dict[str, Any]
 
 
 class ExchangeStore(Protocol):

@@ -11,6 +11,9 @@ it sends, the caller's key: `remember_secret`), wherever it appears, e.g. echoed
 Redaction only ever changes the stored copy: what is forwarded is decided elsewhere
 (`is_secret_header` / `forwardable_query` drop the client's own credentials, nothing else).
 Walks are iterative (a 1,000-deep JSON body cannot exhaust the stack) and copy on write.
+
+One module because it is one policy: the name rules, the value shapes and the walkers over every
+surface change together; split, a rule could reach one surface and miss another.
 """
 
 from __future__ import annotations

@@ -84,8 +84,8 @@ class UsageChunkFilter:
         self._decoder = SSEDecoder()
         self.removed = 0
 
-    def feed(self, chunk: bytes) -> bytes:
-        return self._keep(self._decoder.feed(chunk))
+    def decode(self, chunk: bytes) -> bytes:
+        return self._keep(self._decoder.decode(chunk))
 
     def flush(self) -> bytes:
         return self._keep(self._decoder.flush())

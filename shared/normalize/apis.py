@@ -2,7 +2,7 @@
 
 `/openai/deployments/{deployment}/{operation}` (dated api-versions) and `/openai/v1/{operation}` or
 `/openai/responses` (where the deployment is the body's `model`). Detection looks at the path only,
-never at the body text (the seed's substring search misread prompts that mentioned a path).
+never at the body text (a prompt may mention any path).
 """
 
 from __future__ import annotations

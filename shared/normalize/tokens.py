@@ -2,7 +2,7 @@
 
 Follows the OpenAI cookbook "How to count tokens with tiktoken": 3 tokens per chat message, 1 per
 `name`, 3 to prime the reply, tool definitions as `num_tokens_for_tools` counts them. The
-encoding is chosen per model (the seed used cl100k_base for every model, wrong for gpt-4o).
+encoding is chosen per model (o200k_base for the gpt-4o family and later, cl100k_base before).
 Encodings come from `shared.normalize.encodings` (offline, loaded once per process).
 """
 

@@ -4,6 +4,9 @@
 and the rest of the record is still filled, so every request that reached the proxy is counted.
 The record follows `shared/normalize/schema/usage-record.schema.json` (documented in docs/usage-record.md);
 safety and cost fields are left to their own steps.
+
+One module because `normalize` is the one mapping from an exchange to a record and every helper
+here is a private step of it; counting (tokens, images) and consolidation live in their own modules.
 """
 
 from __future__ import annotations
@@ -12,12 +15,13 @@ import base64
 import binascii
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
 from shared.exchange import Exchange, utc_now_iso
 from shared.normalize import filter_results
 from shared.normalize.apis import api_version, billable, classify, deployment_for, operation
 from shared.normalize.consolidate import consolidate
+from shared.normalize.record import UsageRecord
 from shared.normalize.requests import parse_request
 from shared.normalize.tokens import TokenCounter, encoding_name
 from shared.redaction import redact_body_secrets
@@ -31,7 +35,7 @@ _MAX_ERROR_CHARS = 1000
 _KEEP_DATA_URL_CHARS = 256
 
 
-def normalize(exchange: Exchange) -> tuple[dict[str, Any], dict[str, Any]]:
+def normalize(exchange: Exchange) -> tuple[UsageRecord, dict[str, Any]]:
     """The usage record and the details (normalized request, consolidated response) of an exchange."""
     record = base_record(exchange)
     details: dict[str, Any] = {}
@@ -42,7 +46,7 @@ def normalize(exchange: Exchange) -> tuple[dict[str, Any], dict[str, Any]]:
     return record, details
 
 
-def base_record(exchange: Exchange) -> dict[str, Any]:
+def base_record(exchange: Exchange) -> UsageRecord:
     """The fields that need no parsing, with neutral values for everything else (valid on its own)."""
     identity = exchange.identity
     request = exchange.request
@@ -103,7 +107,7 @@ def base_record(exchange: Exchange) -> dict[str, Any]:
     }
 
 
-def _fill(record: dict[str, Any], details: dict[str, Any], exchange: Exchange) -> None:
+def _fill(record: UsageRecord, details: dict[str, Any], exchange: Exchange) -> None:
     req = exchange.request
     route = classify(req.path)
     api = route.api if route else "other"
@@ -183,7 +187,7 @@ def _inner(error: Mapping[str, Any]) -> Mapping[str, Any]:
 # --- content filter, choices ---------------------------------------------------------------------
 
 
-def _verdicts(record: dict[str, Any], api: str, body: Mapping[str, Any]) -> None:
+def _verdicts(record: UsageRecord, api: str, body: Mapping[str, Any]) -> None:
     prompt: dict[str, Any] = {}
     completion: dict[str, Any] = {}
     blocked = False
@@ -218,7 +222,7 @@ def _verdicts(record: dict[str, Any], api: str, body: Mapping[str, Any]) -> None
     }
 
 
-def _choices(record: dict[str, Any], api: str, body: Mapping[str, Any]) -> None:
+def _choices(record: UsageRecord, api: str, body: Mapping[str, Any]) -> None:
     if api == "responses":
         output = [i for i in _list(body.get("output")) if isinstance(i, Mapping)]
         record["tool_call_count"] = sum(1 for i in output if str(i.get("type", "")).endswith("_call"))
@@ -252,7 +256,7 @@ def _choices(record: dict[str, Any], api: str, body: Mapping[str, Any]) -> None:
 
 
 def _usage(
-    record: dict[str, Any],
+    record: UsageRecord,
     exchange: Exchange,
     api: str,
     request: Mapping[str, Any],
@@ -266,7 +270,7 @@ def _usage(
         record["image_count"] = _input_images(request)
     service = service_usage(body.get("usage"))
     if service is not None:
-        record.update(service)
+        record.update(cast(UsageRecord, service))
         record["usage_source"] = "service"
         record["usage_quality"] = "exact"
         if exchange.response is not None and exchange.response.sse is not None and not stream_complete:

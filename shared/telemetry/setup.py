@@ -20,7 +20,7 @@ from typing import Any
 
 from shared.exchange import Exchange
 from shared.settings import Settings
-from shared.telemetry import genai
+from shared.telemetry import genai, ids
 from shared.telemetry.spans import SCOPE, GenAITelemetry
 
 log = logging.getLogger(__name__)
@@ -116,6 +116,7 @@ def configure(settings: Settings) -> GenAITelemetry | None:
             metrics.set_meter_provider(meter_provider)
         elif readers:  # Azure Monitor owns the global meter provider; ours feeds the extra readers
             meter_provider = _Fanout(meter_provider, MeterProvider(metric_readers=readers))
+    ids.install(tracer_provider)  # before get_tracer: client spans keep the ids the proxy sent upstream
     telemetry = GenAITelemetry(
         tracer_provider.get_tracer(SCOPE, schema_url=genai.SEMCONV_SCHEMA_URL),
         meter_provider.get_meter(SCOPE, schema_url=genai.SEMCONV_SCHEMA_URL),
