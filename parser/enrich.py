@@ -14,11 +14,11 @@ import functools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from shared.exchange import Exchange
 from shared.normalize import record_schema
-from shared.normalize.record import UsageRecord
+from shared.normalize.record import PriceMatch, UsageRecord
 from shared.normalize.texts import completion_text, prompt_text
 from shared.pricing.book import PriceBook, load_book
 from shared.pricing.cost import BATCH_TYPES, priced
@@ -107,7 +107,7 @@ class Enricher:
                 None,
             )
         record["cost"], record["cost_reason"], record["price_version"] = cost, reason, version
-        record["price_match"] = match
+        record["price_match"] = cast(PriceMatch, match)
 
     def _image_options(self, record: UsageRecord, details: Mapping[str, Any], model: str | None) -> None:
         """dall-e-3 is priced per image by quality and size, which only the request says: copy them

@@ -182,7 +182,7 @@ async def _handle_one(
 
 
 async def _batch_accounting(
-    record: dict[str, Any],
+    record: UsageRecord,
     details: dict[str, Any],
     exchange: Exchange,
     ports: Ports,
@@ -198,7 +198,7 @@ async def _batch_accounting(
         await batches.remember_owner(record, ports)
         await batches.remember_output_files(record, details, ports, batches.OWNER_TTL_SECONDS)
         for line in await batches.settle(record, details, exchange, ports, files):
-            item = valid_record(line, exchange)
+            item = valid_record(cast(UsageRecord, line), exchange)
             enricher.price(item, {})
             item["safety"] = dict(SKIPPED)
             if await _retry(functools.partial(ports.records.add, item, {}), delays, sleep):

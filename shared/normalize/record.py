@@ -17,10 +17,16 @@ Api = Literal[
     "audio.translations",
     "audio.speech",
     "responses",
+    "files",
+    "batches",
+    "models",
+    "realtime",
     "other",
 ]
 Operation = Literal["create", "retrieve", "list", "delete", "cancel", "update", "content", "other"]
 UsageSource = Literal["service", "estimated", "none"]
+UsageQuality = Literal["exact", "estimated", "lower_bound", "none"]
+PriceMatch = Literal["exact", "family", "batch_discount", None]
 
 
 class ContentFilter(TypedDict):
@@ -49,6 +55,7 @@ class UsageRecord(TypedDict, total=False):
     billable: Required[bool]
     deployment: Required[str | None]
     model: Required[str | None]
+    deployment_model: str | None
     api_version: Required[str | None]
     backend: Required[str | None]
     attempts: Required[int]
@@ -64,9 +71,10 @@ class UsageRecord(TypedDict, total=False):
     completion_tokens: Required[int]
     total_tokens: Required[int]
     cached_tokens: Required[int]
-    reasoning_tokens: Required[int]
+    reasoning_tokens: Required[int | None]
     usage_details: dict[str, Any] | None
     usage_source: Required[UsageSource]
+    usage_quality: UsageQuality
     estimation_notes: list[str]
     usage_injected: bool
     finish_reasons: Required[list[str | None]]
@@ -80,3 +88,11 @@ class UsageRecord(TypedDict, total=False):
     cost: float | None
     cost_reason: str | None
     price_version: str | None
+    price_match: PriceMatch
+    audio_seconds: float | None
+    duration_source: Literal["container", "response", None]
+    input_characters: int | None
+    object_id: str | None
+    batch_id: str | None
+    custom_id: str | None
+    exchange_missing: list[str]

@@ -408,7 +408,7 @@ def _has_reasoning_output(body: Mapping[str, Any]) -> bool:
     return any(isinstance(i, Mapping) and i.get("type") == "reasoning" for i in _list(body.get("output")))
 
 
-def _object_ids(record: dict[str, Any], body: Mapping[str, Any]) -> None:
+def _object_ids(record: UsageRecord, body: Mapping[str, Any]) -> None:
     """The id of the file, batch or response the request created or addressed."""
     kind, oid = body.get("object"), body.get("id")
     if isinstance(kind, str) and isinstance(oid, str) and kind in _OBJECT_TYPES:
@@ -427,7 +427,7 @@ def _object_ids(record: dict[str, Any], body: Mapping[str, Any]) -> None:
                 return
 
 
-def _audio(record: dict[str, Any], api: str, request: Mapping[str, Any], body: Mapping[str, Any]) -> None:
+def _audio(record: UsageRecord, api: str, request: Mapping[str, Any], body: Mapping[str, Any]) -> None:
     """What audio is billed on: seconds of uploaded audio (whisper), characters of speech input (tts)."""
     if record["status_code"] >= 400:
         return
