@@ -31,6 +31,7 @@ import httpx
 
 from bench import peer, report
 from bench.checks import expected_from_chat, expected_from_stream
+from bench.estimates import exchange_census
 from bench.servers import ROOT, Server, free_port, start
 
 DEPLOYMENT = "gpt-4o"
@@ -721,6 +722,9 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for server in reversed(servers):
                 server.stop()
+        # How much of the bench's own traffic the parser would have to estimate, and why.
+        run["estimated_records"] = exchange_census(workdir / "gateway.db")
+        say(f"estimated records of the gateway arm: {run['estimated_records']}")
     run["parser"] = [] if "parser" in args.skip else parser_throughput()
     run["targets"] = targets(run["matrix"], run.get("memory"), run["parser"])
     env["load_end"] = loadavg()

@@ -12,7 +12,9 @@ Writes `bench/results/estimates.md` and `.json`.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import sqlite3
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -203,7 +205,39 @@ def reasoning_flag() -> dict[str, Any]:
     }
 
 
-def render(measured: list[Case], reasoning: dict[str, Any]) -> str:
+def census(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """How many records are estimated, and why (the reason each estimate had to be made)."""
+    why: dict[str, int] = {}
+    for r in records:
+        if r.get("usage_source") != "estimated":
+            continue
+        if r.get("status_code") == 400 and r.get("error_code") == "content_filter":
+            reason = "prompt blocked by the content filter (billed for the prompt, no usage reported)"
+        elif r.get("stream") and not r.get("usage_injected"):
+            reason = f"stream on api-version {r.get('api_version')} (no stream usage before 2024-09-01-preview)"
+        elif r.get("stream"):
+            reason = "stream without its usage chunk (cut short)"
+        else:
+            reason = "answer without usage"
+        why[reason] = why.get(reason, 0) + 1
+    return {"records": len(records), "estimated": sum(why.values()), "why": why}
+
+
+def exchange_census(db: Path) -> dict[str, Any]:
+    """`census` of the records the parser would make from the exchanges stored in a SQLite database
+    (the bench's gateway runs the proxy only, so its traffic is counted from its exchanges)."""
+    from devhost.commands import export_exchanges  # noqa: PLC0415 - the dev host is only needed here
+
+    exchanges = asyncio.run(export_exchanges(db, None, None))
+    return census([dict(normalize(exchange)[0]) for exchange in exchanges])
+
+
+def read_records(db: Path) -> list[dict[str, Any]]:
+    with sqlite3.connect(db) as conn:
+        return [json.loads(row[0]) for row in conn.execute("SELECT record FROM records")]
+
+
+def render(measured: list[Case], reasoning: dict[str, Any], counted: dict[str, dict[str, Any]] | None = None) -> str:
     lines = [
         "# Token estimates against real service counts",
         "",
@@ -236,21 +270,40 @@ def render(measured: list[Case], reasoning: dict[str, Any]) -> str:
         "|---|---|---|",
     ]
     lines += [f"| {name} | {kind} | {known} |" for name, kind, known in CITED_ONLY]
+    if counted:
+        lines += [
+            "",
+            "How many records are estimated (`--records NAME=DB`: a records database the suite or bench wrote):",
+            "",
+        ]
+        lines += ["| records of | records | estimated | why |", "|---|---:|---:|---|"]
+        for name, c in counted.items():
+            why = "; ".join(f"{n} x {reason}" for reason, n in c["why"].items()) or "-"
+            lines.append(f"| {name} | {c['records']} | {c['estimated']} | {why} |")
     return "\n".join(lines) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.estimates", description=__doc__.splitlines()[0])
     ap.add_argument("--out", default=str(RESULTS), help="directory for estimates.md / estimates.json")
+    ap.add_argument(
+        "--records",
+        nargs="*",
+        default=[],
+        metavar="NAME=DB",
+        help="count the estimated records of these SQLite records databases (e.g. e2e=/tmp/.../gateway.db)",
+    )
     args = ap.parse_args(argv)
     measured, reasoning = cases(), reasoning_flag()
+    counted = {name: census(read_records(Path(db))) for name, _, db in (arg.partition("=") for arg in args.records)}
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    text = render(measured, reasoning)
+    text = render(measured, reasoning, counted)
     (out / "estimates.md").write_text(text, encoding="utf-8")
     data = {
         "cases": [{**asdict(c), "error": c.error, "error_pct": c.error_pct} for c in measured],
         "reasoning": reasoning,
+        "records": counted,
         "cited_only": [dict(zip(("case", "kind", "known"), c, strict=True)) for c in CITED_ONLY],
     }
     (out / "estimates.json").write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
