@@ -93,6 +93,11 @@ def test_audio_without_a_known_duration_or_price_is_null_with_a_reason_never_zer
         None,
         "unknown_model:some-new-tts",
     )
+    # A token-priced audio model whose answer carried no usage: unknown, not free.
+    assert priced(_rec(api="audio.speech", model="gpt-4o-mini-tts", input_characters=12), BOOK)[:2] == (
+        None,
+        "no_usage_reported:gpt-4o-mini-tts",
+    )
     # Audio tokens on a model without an audio price: null, not the text price.
     audio = {"prompt_tokens_details": {"audio_tokens": 50}}
     assert priced(_rec(model="gpt-4o", prompt_tokens=60, usage_details=audio), BOOK)[:2] == (

@@ -94,6 +94,10 @@ def priced(
         cost, reason = _minutes_cost(record, entry)
     elif kind == "characters":
         cost, reason = _characters_cost(record, entry)
+    elif str(record.get("api") or "").startswith("audio.") and not _billable_tokens(record):
+        # A token-priced audio model whose answer reported no usage (a text-format transcript, a
+        # speech body): the tokens are unknown, so the cost is too, never 0.
+        cost, reason = None, f"no_usage_reported:{key}"
     else:
         cost, reason, _ = _token_cost(record, entry, key, version)
     if cost is None:
@@ -113,6 +117,10 @@ def _characters_cost(record: Mapping[str, Any], entry: Mapping[str, Any]) -> tup
     if not isinstance(chars, int) or chars <= 0:
         return None, "no_input_characters"
     return _round(chars * entry["per_million_characters"] / PER_MILLION), None
+
+
+def _billable_tokens(record: Mapping[str, Any]) -> bool:
+    return any(int(record.get(k) or 0) for k in ("prompt_tokens", "completion_tokens"))
 
 
 def _billable(record: Mapping[str, Any]) -> bool:
