@@ -343,13 +343,17 @@ def _estimate_prompt(counter: TokenCounter, api: str, request: Mapping[str, Any]
 def _estimate_completion(counter: TokenCounter, api: str, body: Mapping[str, Any]) -> int:
     total = 0
     if api == "responses":
+        calls = []
         for item in _list(body.get("output")):
             if isinstance(item, Mapping):
                 total += sum(counter.content_part(p) for p in _list(item.get("content")))
-                total += counter.text(item.get("name")) + counter.text(item.get("arguments"))
+                if item.get("type") == "function_call":
+                    calls.append(item)
+                else:
+                    total += counter.text(item.get("name")) + counter.text(item.get("arguments"))
                 if item.get("type") == "reasoning":
                     counter.note("reasoning tokens are not visible and not estimated")
-        return total
+        return total + counter.completion_tool_calls(calls)
     for choice in _list(body.get("choices")):
         if not isinstance(choice, Mapping):
             continue
