@@ -187,6 +187,12 @@ def test_a_batch_is_charged_back_per_line_at_the_batch_price_to_its_creator(gw):
     assert len([r for r in gw.records() if r.get("batch_id") == batch.id and r.get("custom_id")]) == 3
     cancel = creator.batches.with_raw_response.cancel(batch.id)
     assert gw.record(_rid(cancel))["operation"] == "cancel"
+    for raw in (creator.files.with_raw_response.retrieve(file_id), creator.batches.with_raw_response.list()):
+        _not_billable(gw.record(_rid(raw)))
+    deleted = creator.files.with_raw_response.delete(file_id)
+    record = gw.record(_rid(deleted))
+    _not_billable(record)
+    assert (record["api"], record["operation"], record["object_id"]) == ("files", "delete", file_id)
 
 
 def test_a_model_router_stream_is_priced_by_the_model_that_served(gw):
