@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from bench.recordings import RECORDINGS
 from shared.exchange import Exchange
 from shared.normalize.usage import normalize
 from testing.factories import exchange, text_stream
@@ -191,6 +192,15 @@ def cases() -> list[Case]:
             record["usage_quality"],
         )
     )
+    for rec in RECORDINGS:
+        path = f"/openai/deployments/{rec.deployment}/chat/completions"
+        record, _ = normalize(exchange(path=path, body=rec.body, response_body=rec.answer))
+        kind = "/".join(rec.kinds)
+        for measured, reported, estimated in (
+            ("prompt", rec.prompt_tokens, record["prompt_tokens"]),
+            ("completion", rec.completion_tokens, record["completion_tokens"]),
+        ):
+            out.append(Case(rec.name, kind, rec.source, measured, reported, estimated, record["usage_quality"]))
     return out
 
 
@@ -254,9 +264,11 @@ def render(measured: list[Case], reasoning: dict[str, Any], counted: dict[str, d
         )
     lines += [
         "",
-        "The tool-call framing (4 tokens around `to=functions.NAME` and the arguments) was fitted on the one",
-        "published tool-call answer above, so its error is not an independent measurement; the parallel",
-        "wrapper (`multi_tool_use.parallel`) is modelled from its documented shape and has no published count here.",
+        "The tool-call framing (4 tokens around `to=functions.NAME` and the arguments) was fitted on the first",
+        "published tool-call answer (gpt-4o, get_weather); the recorded pydantic-ai answers (gpt-4o-mini and gpt-4o",
+        "tool calls) test it independently. The parallel wrapper (`multi_tool_use.parallel`) is modelled from its",
+        "documented shape and has no recorded count here. Strict json_schema formats are counted without the keys",
+        "strict mode implies, a rule fitted on the two gpt-4o structured-output recordings.",
         "",
         "Reasoning case (gpt-5-mini stream without usage): "
         f"usage_quality `{reasoning['usage_quality']}`, reasoning_tokens `{reasoning['reasoning_tokens']}`, "

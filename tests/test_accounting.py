@@ -233,8 +233,30 @@ def test_tool_calls_results_and_schemas_are_counted_like_the_service_frames_them
 
 def test_the_bench_cases_are_measured_against_real_counts():
     measured = cases()
-    assert {c.kind for c in measured} >= {"plain", "tool-definition", "tool-call"}
+    assert {k for c in measured for k in c.kind.split("/")} >= {
+        "plain",
+        "tool-definition",
+        "tool-call",
+        "tool-result",
+        "structured-output",
+        "reasoning",
+    }
     assert all(c.error == 0 for c in measured if c.kind in ("plain", "tool-definition"))
+    # Tool calls in recorded answers (not the one the framing was fitted on) are counted exactly.
+    calls = [
+        c
+        for c in measured
+        if c.measured == "completion" and c.kind.startswith(("tool-call", "structured-output/tool-call"))
+    ]
+    assert len(calls) >= 3 and all(c.error == 0 for c in calls)
+    # Recorded prompts with tool rounds and json_schema formats: within 5%.
+    prompts = [
+        c for c in measured if c.measured == "prompt" and "tool-result" in c.kind or "structured-output" in c.kind
+    ]
+    assert prompts and all(abs(c.error_pct) <= 5 for c in prompts if c.measured == "prompt")
+    # The reasoning recording: far below the service's count, and the record says it is a lower bound.
+    (reasoning,) = [c for c in measured if c.kind == "reasoning" and c.measured == "completion"]
+    assert reasoning.usage_quality == "lower_bound" and reasoning.error < -50
 
 
 def test_a_responses_api_json_schema_format_is_part_of_the_prompt_estimate():
