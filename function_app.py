@@ -11,22 +11,31 @@ import azure.functions as func
 import orjson
 from azurefunctions.extensions.http.fastapi import Request, Response
 
+from proxy.credentials import quiet_azure_sdk_logs
 from proxy.handler import Proxy, build_proxy
-from proxy.routing.pool import BackendPool
+from proxy.routing.backends import check_backends
 from proxy.runtime_leak import release_http_invocations
 from proxy.streams.broken import quiet_server_log
+from shared.audience import AudienceTable
 from shared.settings import Settings
 from shared.wiring import WiredPorts, build_ports
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
-# A bad GATEWAY_BACKENDS or routing setting stops the app when the host loads it (the error names
-# the entry), instead of failing every request later. Pure parsing: nothing is connected here.
-BackendPool.from_settings(Settings.from_env())
+# A bad setting, a placeholder endpoint or an api_key backend whose key setting is not set stops the
+# app when the host loads it (one line naming it), instead of failing every request later. Pure
+# parsing: nothing is connected here. Likewise AUDIENCE_POLICIES (and a cache an audience's capture
+# level forbids).
+_startup_settings = Settings.from_env()
+check_backends(_startup_settings)
+AudienceTable.from_settings(_startup_settings.audience_policies_json, _startup_settings.extra.get("CAPTURE_LEVELS"))
+del _startup_settings
 
 # A stream AOAI breaks mid-way is cut for the client by raising out of the body; the proxy logs it,
 # the server (uvicorn) need not add a traceback per cut stream (proxy/streams/broken.py).
 quiet_server_log()
+# Azure SDK calls and credential probes log their headers at INFO; one line names the credential used.
+quiet_azure_sdk_logs()
 
 # azure-functions-runtime 1.3.0 keeps ~2 KB per HTTP invocation forever (proxy/runtime_leak.py).
 release_http_invocations()

@@ -624,9 +624,29 @@ def markdown(run: dict[str, Any]) -> str:
             "```",
             "",
         ]
+    hits = run.get("cache_hit")
+    if hits:
+        lines += [
+            "## Response cache hit path (`python -m bench.cache_hit`: in process, SQLite store, capture included)",
+            "",
+            "| request | p50 ms | p99 ms | CPU µs per hit |",
+            "|---|---:|---:|---:|",
+        ]
+        for name, numbers in hits.items():
+            if "p50_ms" in numbers:
+                lines.append(f"| {name} | {numbers['p50_ms']} | {numbers['p99_ms']} | {numbers['cpu_us_per_hit']} |")
+        lines.append("")
     if run.get("notes"):
         lines += ["## Notes", ""] + [f"- {n}" for n in run["notes"]] + [""]
     return "\n".join(lines)
+
+
+def cache_hit() -> dict[str, Any]:
+    """The response cache's hit path, in its own process (`python -m bench.cache_hit --json`)."""
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.cache_hit", "--json"], capture_output=True, text=True, timeout=600, check=True
+    )
+    return json.loads(done.stdout.strip().splitlines()[-1])
 
 
 def cpu_model() -> str:
@@ -646,7 +666,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--time-limit", type=float, default=60.0, help="seconds per cell and arm at most (default 60)")
     ap.add_argument("--rounds", type=int, default=3, help="rounds per cell, alternating the arms (default 3)")
     ap.add_argument("--no-peer", action="store_true", help="skip LiteLLM")
-    ap.add_argument("--skip", nargs="*", default=[], choices=["routing", "memory", "enforcement", "parser"])
+    ap.add_argument("--skip", nargs="*", default=[], choices=["routing", "memory", "enforcement", "parser", "cache"])
     ap.add_argument("--out", default=str(ROOT / "bench" / "results"), help="directory for latest.md / latest.json")
     ap.add_argument("--render", action="store_true", help="only rewrite latest.md from latest.json")
     args = ap.parse_args(argv)
@@ -726,6 +746,9 @@ def main(argv: list[str] | None = None) -> int:
         run["estimated_records"] = exchange_census(workdir / "gateway.db")
         say(f"estimated records of the gateway arm: {run['estimated_records']}")
     run["parser"] = [] if "parser" in args.skip else parser_throughput()
+    if "cache" not in args.skip:
+        say("response cache: the hit path")
+        run["cache_hit"] = cache_hit()
     run["targets"] = targets(run["matrix"], run.get("memory"), run["parser"])
     env["load_end"] = loadavg()
     env["duration_s"] = round(time.monotonic() - started)

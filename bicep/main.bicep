@@ -96,7 +96,14 @@ param products array = [
 @description('Create a new AOAI account with the deployments below. Set false to use only existingBackends.')
 param deployOpenAi bool = true
 
-@description('Model deployments of the new AOAI account: [{name, model, version, sku, capacity}] (capacity in thousands of tokens per minute).')
+@description('Prompt Shields on the new AOAI account\'s deployments (content filter policies gateway-shields-block / -annotate): block or annotate; a deployment\'s own promptShields field wins.')
+@allowed([
+  'block'
+  'annotate'
+])
+param promptShieldsMode string = 'block'
+
+@description('Model deployments of the new AOAI account: [{name, model, version, sku, capacity, promptShields?}] (capacity in thousands of tokens per minute; promptShields: block | annotate).')
 param openAiDeployments array = [
   {
     name: 'gpt-4o-mini'
@@ -124,6 +131,9 @@ param existingOpenAiAccounts array = []
 
 @description('Deploy Azure AI Content Safety for the parser checks.')
 param enableContentSafety bool = false
+
+@description('Per-audience policy (AUDIENCE_POLICIES): APIM product name or subscription:<id> -> {deployments, operations, cache: {ttl_seconds, shared}}. Empty: every audience may use every deployment, no cache.')
+param audiencePolicies object = {}
 
 @description('Cosmos DB serverless (pay per request). Set false for provisioned autoscale throughput.')
 param cosmosServerless bool = true
@@ -264,6 +274,7 @@ var cosmosContainers = {
   records: 'records'
   deadletters: 'deadletters'
   affinity: 'affinity'
+  cache: 'cache'
 }
 var eventHubName = 'exchanges'
 var deploymentContainerName = 'app-package'
@@ -327,6 +338,7 @@ module cosmos 'modules/cosmos.bicep' = {
     recordsContainerName: cosmosContainers.records
     deadlettersContainerName: cosmosContainers.deadletters
     affinityContainerName: cosmosContainers.affinity
+    cacheContainerName: cosmosContainers.cache
     recordsTtlSeconds: recordsTtlSeconds
     deadlettersTtlSeconds: deadlettersTtlSeconds
     privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
@@ -356,6 +368,7 @@ module openAi 'modules/openai.bicep' = if (deployOpenAi) {
     location: location
     name: names.openAi
     deployments: openAiDeployments
+    promptShieldsMode: promptShieldsMode
     privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
     privateDnsZoneId: dns.outputs.openAiZoneId
     tags: tags
@@ -406,6 +419,8 @@ module functionApp 'modules/function-app.bicep' = {
     cosmosRecordsContainerName: cosmosContainers.records
     cosmosDeadlettersContainerName: cosmosContainers.deadletters
     cosmosAffinityContainerName: cosmosContainers.affinity
+    cosmosCacheContainerName: cosmosContainers.cache
+    audiencePolicies: audiencePolicies
     appInsightsLoggerName: appInsightsLoggerName
     exchangeTtlSeconds: exchangeTtlSeconds
     eventHubsNamespace: eventHubs.outputs.fullyQualifiedNamespace

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import functools
 import inspect
-import json
 import logging
 import os
 import re
@@ -46,8 +45,9 @@ def load_settings_file(path: Path, environ: dict[str, str] | os._Environ[str] = 
     """
     if not path.is_file():
         return {}
-    data = json.loads(path.read_text(encoding="utf-8"))
-    values = data.get("Values") or {}
+    from devhost.startup import read_settings_file  # file:line:column when it is not JSON
+
+    values = read_settings_file(path)
     applied = {}
     for name, value in values.items():
         if name not in environ:
@@ -283,7 +283,9 @@ async def front_door(
         if m is None:
             continue
         if scope["method"] not in route.methods:
-            await _error(MethodNotAllowed("The method is not allowed for this resource."))(scope, receive, send)
+            refused = MethodNotAllowed("The method is not allowed for this resource.")
+            _note_refused(path, refused)
+            await _error(refused)(scope, receive, send)
             return None
         if subscriptions is not None:
             client = scope.get("client")
@@ -292,12 +294,33 @@ async def front_door(
                     subscriptions, scope["headers"], client[0] if client else None, scope.get("query_string", b"")
                 )
             except ErrorResponse as error:
+                _note_refused(path, error)
                 await _error(error)(scope, receive, send)
                 return None
             scope = {**scope, "headers": headers}
         return route, scope, m.groupdict()
-    await _error(NotFound(f"Resource not found: {path}"))(scope, receive, send)
+    not_found = NotFound(f"Resource not found: {path}")
+    _note_refused(path, not_found)
+    await _error(not_found)(scope, receive, send)
     return None
+
+
+#: Requests the front door answers itself never reach the gateway (no usage record): they are
+#: logged here, in the record's terms, so the dev host's terminal shows them too.
+front_log = logging.getLogger("devhost.front_door")
+_DEPLOYMENT = re.compile(r"/deployments/([^/]+)/")
+
+
+def _note_refused(path: str, error: ErrorResponse) -> None:
+    if front_log.isEnabledFor(logging.INFO):
+        found = _DEPLOYMENT.search(path)
+        usage = {
+            "status_code": error.status,
+            "error_code": error.code,
+            "deployment": found[1] if found else None,
+            "api": path,
+        }
+        front_log.info("%s %s", error.status, path, extra={"usage_record": usage})
 
 
 async def lifespan(

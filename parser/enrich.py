@@ -21,7 +21,7 @@ from shared.normalize import record_schema
 from shared.normalize.record import PriceMatch, UsageRecord
 from shared.normalize.texts import completion_text, prompt_text
 from shared.pricing.book import PriceBook, load_book
-from shared.pricing.cost import BATCH_TYPES, priced
+from shared.pricing.cost import BATCH_TYPES, cost_of, priced
 from shared.pricing.deployments import DeploymentModel, parse_deployment_models, resolve_deployment
 from shared.safety.analysis import analyze, merge_aoai_verdicts, merge_enforcement
 from shared.safety.client import ContentSafety
@@ -108,6 +108,20 @@ class Enricher:
             )
         record["cost"], record["cost_reason"], record["price_version"] = cost, reason, version
         record["price_match"] = cast(PriceMatch, match)
+        record["cost_avoided"] = self._cost_avoided(record)
+
+    def _cost_avoided(self, record: UsageRecord) -> float | None:
+        """A cache hit's saving: the stored answer's usage priced as a live call at the record's time."""
+        cache = record.get("cache")
+        avoided = cache.get("tokens_avoided") if isinstance(cache, Mapping) and cache.get("status") == "hit" else None
+        if not isinstance(avoided, Mapping):
+            return None
+        try:
+            live = {**record, **avoided, "billable": True, "usage_source": "service"}
+            cost, _, _ = cost_of(live, self.book, self.deployment_models)
+        except Exception:  # an unpriceable saving is unknown, never a lost record
+            return None
+        return cost
 
     def _image_options(self, record: UsageRecord, details: Mapping[str, Any], model: str | None) -> None:
         """dall-e-3 is priced per image by quality and size, which only the request says: copy them
@@ -183,6 +197,8 @@ def _reached_the_model(record: Mapping[str, Any], exchange: Exchange) -> bool:
     Content Safety call is billed."""
     if exchange.gateway_error:
         return False
+    if isinstance(exchange.cache, Mapping) and exchange.cache.get("status") == "hit":
+        return False  # a stored answer, analysed when it was live
     status = record.get("status_code")
     return isinstance(status, int) and (200 <= status < 300 or status == 400)
 

@@ -37,6 +37,7 @@ from shared.normalize.record import UsageRecord
 from shared.normalize.usage import base_record, normalize
 from shared.ports import Ports
 from shared.safety.client import ContentSafety
+from shared.settings import Settings
 from shared.telemetry import setup as telemetry
 
 log = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ T = TypeVar("T")
 #: Delays between tries: about 1.5 s in all, short enough to keep a partition moving.
 DEFAULT_DELAYS = (0.05, 0.2, 0.5, 0.75)
 #: Events of one batch in flight at once (PARSER_MAX_CONCURRENCY).
-DEFAULT_CONCURRENCY = 8
+DEFAULT_CONCURRENCY = Settings().parser_max_concurrency
 _MAX_ID_CHARS = 200
 
 

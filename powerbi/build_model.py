@@ -258,6 +258,48 @@ TABLES: tuple[Table, ...] = (
         ),
     ),
     Table(
+        "prompt_shields",
+        "Prompt shields",
+        (
+            ("day", T),
+            ("subscription_name", S),
+            ("deployment", S),
+            ("requests", I),
+            ("jailbreak_detected", I),
+            ("jailbreak_blocked", I),
+            ("indirect_attack_detected", I),
+            ("indirect_attack_blocked", I),
+            ("prompts_blocked", I),
+            ("blocked_reasons", S),
+        ),
+        (
+            Measure("Jailbreaks detected", "SUM('Prompt shields'[jailbreak_detected])"),
+            Measure("Indirect attacks detected", "SUM('Prompt shields'[indirect_attack_detected])"),
+            Measure("Prompts blocked", "SUM('Prompt shields'[prompts_blocked])"),
+        ),
+    ),
+    Table(
+        "cache_savings",
+        "Cache savings",
+        (
+            ("day", T),
+            ("product", S),
+            ("subscription_name", S),
+            ("audience_rule", S),
+            ("requests", I),
+            ("hits", I),
+            ("stored", I),
+            ("bypassed", I),
+            ("tokens_avoided", D),
+            ("cost_avoided_usd", D),
+            ("hit_rate", D),
+        ),
+        (
+            Measure("Cache hit rate", "DIVIDE(SUM('Cache savings'[hits]), SUM('Cache savings'[requests]))", PCT),
+            Measure("Cost avoided (USD)", "SUM('Cache savings'[cost_avoided_usd])", USD),
+        ),
+    ),
+    Table(
         "top_users",
         "Top users",
         (
@@ -307,6 +349,22 @@ PAGES: dict[str, list[tuple[str, str, list[str]]]] = {
             ],
         ),
         ("tableEx", "Top users", ["user_id", "subscription_name", "requests", "total_tokens", "cost_usd"]),
+        ("card", "Cache savings", ["Cache hit rate"]),
+        ("card", "Cache savings", ["Cost avoided (USD)"]),
+        (
+            "tableEx",
+            "Cache savings",
+            [
+                "day",
+                "product",
+                "subscription_name",
+                "requests",
+                "hits",
+                "hit_rate",
+                "tokens_avoided",
+                "cost_avoided_usd",
+            ],
+        ),
     ],
     "Performance": [
         ("card", "Latency percentiles", ["Worst p95 latency"]),
@@ -348,6 +406,25 @@ PAGES: dict[str, list[tuple[str, str, list[str]]]] = {
                 "max_violence",
             ],
         ),
+        ("card", "Prompt shields", ["Jailbreaks detected"]),
+        ("card", "Prompt shields", ["Indirect attacks detected"]),
+        ("card", "Prompt shields", ["Prompts blocked"]),
+        (
+            "tableEx",
+            "Prompt shields",
+            [
+                "day",
+                "subscription_name",
+                "deployment",
+                "requests",
+                "jailbreak_detected",
+                "jailbreak_blocked",
+                "indirect_attack_detected",
+                "indirect_attack_blocked",
+                "prompts_blocked",
+                "blocked_reasons",
+            ],
+        ),
     ],
     "Errors": [
         ("card", "Errors by backend", ["Throttle rate"]),
@@ -374,9 +451,9 @@ PAGES: dict[str, list[tuple[str, str, list[str]]]] = {
 #: Workbook tabs: the same pages, each showing the queries behind that page.
 WORKBOOK_TABS: dict[str, list[str]] = {
     "Overview": ["usage_by_day", "streaming_share", "usage_source_share"],
-    "Chargeback": ["chargeback_monthly", "top_users"],
+    "Chargeback": ["chargeback_monthly", "top_users", "cache_savings"],
     "Performance": ["latency_percentiles"],
-    "Safety": ["safety_flags"],
+    "Safety": ["safety_flags", "prompt_shields"],
     "Errors": ["errors_by_backend"],
 }
 

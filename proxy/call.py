@@ -11,7 +11,7 @@ import asyncio
 import logging
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -110,6 +110,8 @@ class ProxyCall:
     #: Body bytes `attempt` already read from the response it returns (e.g. a whole error body
     #: that failover inspected); relayed before the rest of the body.
     head: bytes = b""
+    #: Runs in the capture task before the exchange is built (storing a complete answer in the cache).
+    before_capture: Callable[[], Awaitable[None]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -127,7 +129,7 @@ async def prepare(
         raise BadRequest("Invalid URL: the path is not an Azure OpenAI data-plane path.")
     path = resolved  # from here on, the only path: the upstream URL is built from it
     route = classify(path)
-    if route is None:
+    if route is None or (path == "/openai/deployments" and request.method != "GET"):  # the list is read-only
         raise NotFound(f"Resource not found: {path} is not an Azure OpenAI data-plane path.")
     if route.api == "realtime" and first.get("upgrade", "").lower() == "websocket":
         raise RealtimeNotSupported(REALTIME_REFUSAL)

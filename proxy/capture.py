@@ -16,7 +16,7 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -60,6 +60,8 @@ class ExchangeRecorder:
         "gateway_error",
         "usage_injected",
         "enforcement",
+        "audience",
+        "cache",
         "_raw_request",
     )
 
@@ -85,6 +87,9 @@ class ExchangeRecorder:
         self.usage_injected = False
         #: In-stream enforcement outcome (`EnforcementOutcome.to_record()`) when the product enforces.
         self.enforcement: dict[str, Any] | None = None
+        #: The audience rule that applied, and the response cache's part (see `shared.exchange.Exchange`).
+        self.audience: dict[str, Any] | None = None
+        self.cache: dict[str, Any] | None = None
 
     def elapsed_ms(self) -> float:
         return round((time.perf_counter() - self.started) * 1000, 3)
@@ -206,6 +211,8 @@ class ExchangeRecorder:
             gateway_error=gateway_error,
             usage_injected=self.usage_injected,
             enforcement=self.enforcement,
+            audience=self.audience,
+            cache=self.cache,
         )
 
 
@@ -240,15 +247,22 @@ class CaptureWriter:
         its length is complete at its last byte), so `drain` waits for relays still open too."""
         self._relaying += 1
 
-    def submit(self, exchange: Exchange | ExchangeRecorder, *, relay: bool = False) -> None:
+    def submit(
+        self,
+        exchange: Exchange | ExchangeRecorder,
+        before: Callable[[], Awaitable[None]] | None = None,
+        *,
+        relay: bool = False,
+    ) -> None:
         """Hand an exchange (or the recorder that will build it) over; returns at once (the task
         is tracked until done). Given a recorder, `finish()` (join, decode, redact) runs in the
-        task, after the client's last byte, instead of in the response's path."""
+        task, after the client's last byte, instead of in the response's path. `before` runs first
+        in the same task (storing the answer in the response cache, which the exchange then notes)."""
         if relay:
             self._relaying -= 1
             if self._relaying == 0 and self._no_relays is not None:
                 self._no_relays.set()
-        self._tasks.spawn(self._persist(exchange))
+        self._tasks.spawn(self._persist(exchange, before))
 
     @property
     def pending(self) -> int:
@@ -265,7 +279,14 @@ class CaptureWriter:
                 await asyncio.wait_for(self._no_relays.wait(), relay_wait_seconds)
         await self._tasks.drain()
 
-    async def _persist(self, exchange: Exchange | ExchangeRecorder) -> None:
+    async def _persist(
+        self, exchange: Exchange | ExchangeRecorder, before: Callable[[], Awaitable[None]] | None = None
+    ) -> None:
+        if before is not None:
+            try:
+                await before()
+            except Exception:  # never lose the exchange to it
+                log.exception("the step before capturing %s failed", exchange.request_id)
         if isinstance(exchange, ExchangeRecorder):
             try:
                 exchange = exchange.finish()

@@ -15,6 +15,8 @@ from pathlib import Path
 from fastapi import Request, Response
 
 from proxy import gc_policy, telemetry
+from proxy.audience import AudienceGate, filter_list
+from proxy.cache import CACHE_HEADER, CacheGate
 from proxy.call import REQUEST_ID_HEADER, UpstreamLeg, identity_from, prepare
 from proxy.capture import CaptureWriter, ExchangeRecorder
 from proxy.credentials import Credentials
@@ -25,8 +27,9 @@ from proxy.routing.policy import RoutingPolicy
 from proxy.routing.pool import BackendPool
 from proxy.streams.safety import StreamSafety
 from proxy.upstream import Timeouts, UpstreamClient, client_response_headers
+from shared.audience import AudienceTable
 from shared.errors import ErrorResponse
-from shared.ports import AffinityStore, Ports
+from shared.ports import AffinityStore, Ports, ResponseCache
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -46,6 +49,8 @@ class Proxy:
         pool: BackendPool | None = None,
         affinity: Callable[[], AffinityStore] | None = None,
         safety: StreamSafety | None = None,
+        audience: AudienceTable | None = None,
+        cache_store: Callable[[], ResponseCache | None] | None = None,
     ) -> None:
         self.settings = settings
         #: One pool per process: health, cooldowns and circuits are shared by every request.
@@ -61,6 +66,12 @@ class Proxy:
         self.capture = capture
         self.safety = safety or StreamSafety.off()
         self.leg = UpstreamLeg(pool, upstream, credentials, self.pinning)
+        #: Per-audience policy: allow-lists and the response cache (`AUDIENCE_POLICIES`).
+        table = audience or AudienceTable.from_settings(
+            settings.audience_policies_json, settings.extra.get("CAPTURE_LEVELS")
+        )
+        self.audience = AudienceGate(table)
+        self.cache = CacheGate(table, cache_store or (lambda: None), capture)
         self._warm_up: asyncio.Task[None] | None = None
 
     async def warm_up(self) -> None:
@@ -84,7 +95,17 @@ class Proxy:
         rec.set_request(request.method, path, request.query_params.multi_items(), header_items, b"")
         try:
             call = await prepare(self.settings, request, rec, path, header_items, first)
+            resolved = self.audience.admit(call)
+            plan = self.cache.plan(call, resolved, first) if resolved.value.cache is not None else None
+            if plan is not None:
+                entry = await self.cache.lookup(plan)
+                if entry is not None:
+                    return self.cache.serve(call, plan, entry)
             resp = await self.leg.attempt(call)
+            if resp.status == 200 and self.audience.lists_to_filter(call, resolved):
+                # A model or deployment list, cut to the caller's allow-list: read whole (small),
+                # relayed as the head of the body.
+                call.head = filter_list(call.head + await resp.read(), resolved.value)
         except ErrorResponse as error:
             return self._answer(rec, error)
         except Exception as exc:  # a defect: still one exchange, still an AOAI-shaped answer
@@ -112,6 +133,9 @@ class Proxy:
                 call.backend.name,
                 rec.chunks,
             )
+        if plan is not None:
+            headers.append((CACHE_HEADER, self.cache.header_for(plan, resp.status)))
+            call.before_capture = self.cache.after(plan, rec, resp.status, resp.headers.get("content-type", ""))
         headers.append((REQUEST_ID_HEADER, rid))
         headers.append(telemetry.stamp_overhead(rec, rec.first_byte or rec.elapsed_ms()))
         relay = Relay(call, resp, upstream=self.upstream, pool=self.pool, capture=self.capture, safety=self.safety)
@@ -148,4 +172,5 @@ def build_proxy(settings: Settings, ports: Callable[[], Ports]) -> Proxy:
         CaptureWriter(ports, outbox),
         affinity=lambda: ports().affinity,
         safety=StreamSafety.from_settings(settings),
+        cache_store=lambda: ports().cache,
     )

@@ -102,7 +102,9 @@ class Relay:
             # the attempt instead). Closing drops the connection so AOAI stops generating.
             rec.client_disconnected = rec.client_disconnected or not self._upstream_failed
             self.resp.close()
-        self._capture.submit(rec, relay=True)  # finished (joined, redacted) in the capture task
+        # Finished (joined, redacted) in the capture task, off this response; a complete answer is
+        # stored in the response cache first (the exchange notes whether it was).
+        self._capture.submit(rec, self.call.before_capture if self._completed else None, relay=True)
 
     async def _upstream_chunks(self) -> AsyncIterator[bytes]:
         """AOAI's body as it arrives; each piece is kept for the exchange (bytes appended, no parsing)."""

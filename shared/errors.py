@@ -62,6 +62,12 @@ class RealtimeNotSupported(ErrorResponse):
     status, code = 400, "WebSocketNotSupported"
 
 
+class DeploymentNotAllowed(ErrorResponse):
+    """The caller's audience may not use this deployment or operation (`AUDIENCE_POLICIES`)."""
+
+    status, code = 403, "deployment_not_allowed"
+
+
 class PayloadTooLarge(ErrorResponse):
     status, code = 413, "PayloadTooLarge"
 

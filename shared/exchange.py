@@ -122,6 +122,10 @@ class Exchange:
     usage_injected: bool = False
     #: In-stream content-safety enforcement outcome (proxy/streams/enforcement.py), when the product enforces.
     enforcement: dict[str, Any] | None = None
+    #: The audience policy entry that applied (`{"rule": "<key>|default"}`, shared/audience.py).
+    audience: dict[str, Any] | None = None
+    #: The response cache's part: {"status": hit|miss|bypass|store, "reason", "stored", "usage"...}.
+    cache: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -145,6 +149,8 @@ class Exchange:
             gateway_error=d.get("gateway_error"),
             usage_injected=bool(d.get("usage_injected", False)),
             enforcement=d.get("enforcement"),
+            audience=d.get("audience"),
+            cache=d.get("cache"),
             schema_version=int(d.get("schema_version", SCHEMA_VERSION)),
         )
 

@@ -62,6 +62,14 @@ class AffinityStore(Protocol):
     async def lookup(self, response_id: str) -> str | None: ...
 
 
+class ResponseCache(Protocol):
+    """Exact response cache entries (`shared.response_cache.Entry` bytes) by key, each with its own TTL."""
+
+    async def get(self, key: str) -> bytes | None: ...
+
+    async def put(self, key: str, value: bytes, ttl_seconds: int) -> None: ...
+
+
 class SpillStore(Protocol):
     """Durable place for exchanges the log store could not take; drained back when it recovers."""
 
@@ -83,7 +91,7 @@ class Ports:
     CONTENT_SAFETY_ENDPOINT is not set: then records say `safety.status: "skipped"`.
     """
 
-    __slots__ = ("exchanges", "channel", "records", "sink", "deadletters", "affinity", "safety")
+    __slots__ = ("exchanges", "channel", "records", "sink", "deadletters", "affinity", "safety", "cache")
 
     def __init__(
         self,
@@ -95,6 +103,7 @@ class Ports:
         deadletters: DeadLetterStore,
         affinity: AffinityStore,
         safety: ContentSafety | None = None,
+        cache: ResponseCache | None = None,
     ) -> None:
         self.exchanges = exchanges
         self.channel = channel
@@ -103,3 +112,5 @@ class Ports:
         self.deadletters = deadletters
         self.affinity = affinity
         self.safety = safety
+        #: The exact response cache store (None: no audience enables the cache).
+        self.cache = cache

@@ -14,14 +14,21 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from shared.errors import ConfigurationError
-from shared.ports import AffinityStore, DeadLetterStore, EventChannel, ExchangeStore, Ports, RecordStore, UsageSink
+from shared.ports import (
+    AffinityStore,
+    DeadLetterStore,
+    EventChannel,
+    ExchangeStore,
+    Ports,
+    RecordStore,
+    ResponseCache,
+    UsageSink,
+)
 from shared.settings import Settings
 
 if TYPE_CHECKING:
     from shared.safety.client import AzureContentSafety
 
-LOG_STORES = ("sqlite", "cosmos")
-EVENT_CHANNELS = ("local", "eventhub")
 
 Closer = Callable[[], Awaitable[None]]
 
@@ -58,28 +65,25 @@ class WiredPorts(Ports):
 
 
 def check_settings(settings: Settings) -> None:
-    """Raise ConfigurationError naming the setting when the chosen adapters lack what they need."""
-    if settings.log_store not in LOG_STORES:
-        raise ConfigurationError(f"LOG_STORE must be one of {', '.join(LOG_STORES)}, got {settings.log_store!r}")
-    if settings.event_channel not in EVENT_CHANNELS:
-        raise ConfigurationError(
-            f"EVENT_CHANNEL must be one of {', '.join(EVENT_CHANNELS)}, got {settings.event_channel!r}"
-        )
+    """Raise ConfigurationError naming the setting when the chosen adapters lack what they need.
+
+    Each setting's own type and range is checked where it is declared (shared/settings.py); here
+    only what depends on several settings.
+    """
     if settings.log_store == "cosmos" and not settings.cosmos_endpoint:
         raise ConfigurationError("LOG_STORE=cosmos needs COSMOS_ENDPOINT (https://<account>.documents.azure.com:443/)")
     if settings.event_channel == "eventhub" and not settings.eventhub_namespace:
         raise ConfigurationError(
             "EVENT_CHANNEL=eventhub needs EventHubConnection__fullyQualifiedNamespace (<namespace>.servicebus.windows.net)"
         )
-    if settings.exchange_ttl_seconds <= 0 and settings.exchange_ttl_seconds != -1:
-        raise ConfigurationError("EXCHANGE_TTL_SECONDS must be a positive number of seconds, or -1 for never")
-    if settings.parser_max_concurrency < 1:
-        raise ConfigurationError("PARSER_MAX_CONCURRENCY must be at least 1")
     from shared.pricing.deployments import parse_deployment_models
     from shared.safety.config import SafetyConfig
 
     parse_deployment_models(settings.deployment_models_json)
     SafetyConfig.from_settings(settings)
+    from shared.audience import AudienceTable
+
+    AudienceTable.from_settings(settings.audience_policies_json, settings.extra.get("CAPTURE_LEVELS"))
 
 
 def build_content_safety(settings: Settings) -> AzureContentSafety | None:
@@ -123,6 +127,7 @@ def build_ports(settings: Settings) -> WiredPorts:
     records: RecordStore
     deadletters: DeadLetterStore
     affinity: AffinityStore
+    cache: ResponseCache
     channel: EventChannel
     sink: UsageSink
     if settings.log_store == "cosmos":
@@ -136,6 +141,8 @@ def build_ports(settings: Settings) -> WiredPorts:
             stores.deadletters,
             stores.affinity,
         )
+        assert stores.cache is not None  # open_cosmos_stores always builds it
+        cache = stores.cache
     else:
         from shared.adapters.sqlite import (
             SqliteAffinityStore,
@@ -143,12 +150,14 @@ def build_ports(settings: Settings) -> WiredPorts:
             SqliteDeadLetterStore,
             SqliteExchangeStore,
             SqliteRecordStore,
+            SqliteResponseCache,
         )
 
         db = SqliteDatabase(settings.sqlite_path)
         closers.append(db.close)
         exchanges, records = SqliteExchangeStore(db), SqliteRecordStore(db)
         deadletters, affinity = SqliteDeadLetterStore(db), SqliteAffinityStore(db)
+        cache = SqliteResponseCache(db)
 
     if settings.event_channel == "eventhub":
         from shared.adapters.eventhub import EventHubChannel
@@ -187,4 +196,5 @@ def build_ports(settings: Settings) -> WiredPorts:
         deadletters=deadletters,
         affinity=affinity,
         safety=safety,
+        cache=cache,
     )

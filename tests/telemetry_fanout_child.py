@@ -24,7 +24,7 @@ async def main(appinsights: str, otlp: str, data_dir: str) -> None:
                 f"InstrumentationKey=00000000-0000-0000-0000-00000000f00d;IngestionEndpoint={appinsights}/"
             ),
             "OTEL_EXPORTER_OTLP_ENDPOINT": otlp,
-            "GATEWAY_BACKENDS": '[{"name": "east", "endpoint": "https://east.openai.azure.com"}]',
+            "GATEWAY_BACKENDS": '[{"name": "east", "endpoint": "https://east.openai.azure.com", "deployments": ["*"]}]',
             "SQLITE_PATH": f"{data_dir}/gateway.db",
         }
     )

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from shared.settings import Settings
+from shared.settings import DECLARATIONS
 from tests.iac_tools import BICEP_DIR, ROOT, parse_bicep
 
 FUNCTION_APP = BICEP_DIR / "modules" / "function-app.bicep"
@@ -53,36 +53,9 @@ AZURE_VALUES = {
 }
 
 
-class _Recorder(Mapping[str, str]):
-    """An empty environment that remembers every name looked up in it."""
-
-    def __init__(self) -> None:
-        self.names: set[str] = set()
-
-    def __getitem__(self, key: str) -> str:
-        self.names.add(key)
-        raise KeyError(key)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        self.names.add(key)
-        return default
-
-    def __contains__(self, key: object) -> bool:
-        if isinstance(key, str):
-            self.names.add(key)
-        return False
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
-
-
 def names_settings_reads() -> set[str]:
-    env = _Recorder()
-    Settings.from_env(env)
-    return env.names
+    """Every setting the app declares (shared/settings.py): the names `Settings.from_env` reads."""
+    return {d.name for d in DECLARATIONS if d.field is not None}
 
 
 _ENV_LOOKUP = re.compile(

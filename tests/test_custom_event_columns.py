@@ -67,6 +67,17 @@ def _full_record() -> dict:
         batch_id="batch_1",
         custom_id="task-1",
         exchange_missing=["timings"],
+        audience_rule="standard",
+        cache={
+            "status": "hit",
+            "stored": None,
+            "reason": None,
+            "age_seconds": 3.5,
+            "tokens_avoided": {"total_tokens": 9},
+        },
+        cost_avoided=0.004,
+        prompt_shields={"jailbreak": {"detected": True, "filtered": False}, "indirect_attack": None},
+        prompt_blocked_reason="jailbreak",
     )
     missing = [name for name in SCHEMA["properties"] if record.get(name) is None]
     assert not missing, f"fill these schema fields in the test record: {missing}"

@@ -25,6 +25,8 @@ param recordsContainerName string
 param deadlettersContainerName string
 @description('Container of Responses API affinity entries.')
 param affinityContainerName string
+@description('Container of exact response cache entries (COSMOS_CACHE_CONTAINER).')
+param cacheContainerName string
 
 @description('Default TTL of usage records in seconds; -1 keeps them until deleted.')
 param recordsTtlSeconds int
@@ -114,6 +116,12 @@ var containers = [
     name: affinityContainerName
     partitionKey: '/id'
     // -1: TTL on; every affinity item carries its own ttl.
+    ttl: -1
+  }
+  {
+    name: cacheContainerName
+    partitionKey: '/id'
+    // -1: TTL on; every cache entry carries its audience's ttl (AUDIENCE_POLICIES cache.ttl_seconds).
     ttl: -1
   }
 ]

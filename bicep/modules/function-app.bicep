@@ -53,6 +53,12 @@ param cosmosDeadlettersContainerName string
 @description('Container of Responses API affinity entries (COSMOS_AFFINITY_CONTAINER).')
 param cosmosAffinityContainerName string
 
+@description('Container of exact response cache entries (COSMOS_CACHE_CONTAINER).')
+param cosmosCacheContainerName string
+
+@description('Per-audience allow-lists and response cache (AUDIENCE_POLICIES).')
+param audiencePolicies object
+
 @description('Logger the Azure Monitor handler sits on (PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME); empty = root logger.')
 param appInsightsLoggerName string
 
@@ -218,6 +224,14 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
         {
           name: 'COSMOS_AFFINITY_CONTAINER'
           value: cosmosAffinityContainerName
+        }
+        {
+          name: 'COSMOS_CACHE_CONTAINER'
+          value: cosmosCacheContainerName
+        }
+        {
+          name: 'AUDIENCE_POLICIES'
+          value: string(audiencePolicies)
         }
         {
           name: 'EXCHANGE_TTL_SECONDS'

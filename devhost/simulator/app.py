@@ -40,6 +40,7 @@ _OPERATION_NAMES = {
     "responses": "Responses_Create",
 }
 _CONTENT_FILTER_MARKER = b"SIMULATE_CONTENT_FILTER"
+_JAILBREAK_MARKER = b"SIMULATE_JAILBREAK"
 
 
 def create_app(config: SimulatorConfig | None = None) -> web.Application:
@@ -327,6 +328,8 @@ async def _dispatch(
             extra = {"retry-after": str(seconds), "retry-after-ms": str(config.retry_after_ms)}
         operation = _OPERATION_NAMES.get(route.api, "Operation")
         raise _Reply(status, errors.status_body(status, operation=operation, version=version, seconds=seconds), extra)
+    if _JAILBREAK_MARKER in body:
+        raise _Reply(400, errors.JAILBREAK_RESPONSES if route.api == "responses" else errors.JAILBREAK)
     if _CONTENT_FILTER_MARKER in body:
         raise _Reply(400, errors.CONTENT_FILTER_RESPONSES if route.api == "responses" else errors.CONTENT_FILTER)
 
@@ -378,6 +381,21 @@ def _read(request: web.Request, state: SimulatorState, route: ApiRoute) -> Plan:
         names = list(state.config.deployments or ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "text-embedding-3-small"))
         data = [
             {"id": model_for(n, state.config.models), "object": "model", "created": 0, "owned_by": "system"}
+            for n in names
+        ]
+        return Plan(body=orjson.dumps({"object": "list", "data": data}))
+    if route.api == "other" and request.method == "GET" and request.path.rstrip("/") == "/openai/deployments":
+        names = list(state.config.deployments or ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "text-embedding-3-small"))
+        data = [
+            {
+                "id": n,
+                "model": model_for(n, state.config.models),
+                "object": "deployment",
+                "status": "succeeded",
+                "created_at": 0,
+                "updated_at": 0,
+                "owner": "organization-owner",
+            }
             for n in names
         ]
         return Plan(body=orjson.dumps({"object": "list", "data": data}))

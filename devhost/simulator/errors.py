@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from .filters import blocked_prompt
+from .filters import blocked_prompt, jailbreak_prompt
 
 _MESSAGES: dict[int, tuple[str, str]] = {
     400: ("BadRequest", "The request is invalid."),
@@ -83,6 +83,34 @@ CONTENT_FILTER_RESPONSES = orjson.dumps(
             "param": "prompt",
             "code": "content_filter",
             "content_filters": [{"blocked": True, "source_type": "prompt", "content_filter_results": blocked_prompt()}],
+        }
+    }
+)
+
+#: A prompt Prompt Shields blocked (a deployment whose content filter runs the jailbreak model in
+#: block mode): the same 400, with `jailbreak` filtered and detected (documented shape).
+JAILBREAK = orjson.dumps(
+    {
+        "error": {
+            "message": _FILTER_MESSAGE,
+            "type": None,
+            "param": "prompt",
+            "code": "content_filter",
+            "status": 400,
+            "innererror": {"code": "ResponsibleAIPolicyViolation", "content_filter_result": jailbreak_prompt()},
+        }
+    }
+)
+JAILBREAK_RESPONSES = orjson.dumps(
+    {
+        "error": {
+            "message": _FILTER_MESSAGE,
+            "type": "invalid_request_error",
+            "param": "prompt",
+            "code": "content_filter",
+            "content_filters": [
+                {"blocked": True, "source_type": "prompt", "content_filter_results": jailbreak_prompt()}
+            ],
         }
     }
 )

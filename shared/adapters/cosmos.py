@@ -5,11 +5,13 @@ Containers (created by bicep, not here: data-plane RBAC cannot create them):
   records      partition key /requestId (the record item and its details item side by side)
   deadletters  partition key /requestId
   affinity     partition key /id,        default TTL -1 (items carry their own `ttl`)
+  cache        partition key /id,        default TTL -1 (items carry the audience's cache `ttl`)
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
@@ -196,6 +198,42 @@ class CosmosAffinityStore:
         return item.get("backend")
 
 
+class CosmosResponseCache:
+    """Item `id` = cache key, partition key /id; the entry as base64 text and Cosmos' per-item `ttl`
+    = the audience's cache TTL, so the service deletes it; reads also check `expiresAt` (deletion
+    of expired items runs in the background)."""
+
+    def __init__(
+        self, container: Container, warm_up: WarmUp = _no_warm_up, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.container = container
+        self._warm_up = warm_up
+        self._clock = clock
+
+    async def get(self, key: str) -> bytes | None:
+        await self._warm_up()
+        try:
+            item = await self.container.read_item(item=key, partition_key=key)
+        except Exception as exc:
+            if _status(exc) == 404:
+                return None
+            raise
+        if float(item.get("expiresAt", 0)) <= self._clock() or not isinstance(item.get("entry"), str):
+            return None
+        return base64.b64decode(item["entry"])
+
+    async def put(self, key: str, value: bytes, ttl_seconds: int) -> None:
+        await self._warm_up()
+        await self.container.upsert_item(
+            {
+                "id": key,
+                "entry": base64.b64encode(value).decode("ascii"),
+                "ttl": ttl_seconds,
+                "expiresAt": self._clock() + ttl_seconds,
+            }
+        )
+
+
 @dataclass(slots=True)
 class CosmosStores:
     exchanges: CosmosExchangeStore
@@ -203,6 +241,7 @@ class CosmosStores:
     deadletters: CosmosDeadLetterStore
     affinity: CosmosAffinityStore
     close: Callable[[], Awaitable[None]]
+    cache: CosmosResponseCache | None = None
 
 
 class _Once:
@@ -246,4 +285,5 @@ def open_cosmos_stores(settings: Settings, credential: Any, **client_options: An
         ),
         affinity=CosmosAffinityStore(database.get_container_client(settings.cosmos_affinity_container), warm_up),
         close=client.close,
+        cache=CosmosResponseCache(database.get_container_client(settings.cosmos_cache_container), warm_up),
     )

@@ -36,6 +36,8 @@ CREATE TABLE IF NOT EXISTS deadletters (
     id INTEGER PRIMARY KEY AUTOINCREMENT, key TEXT, reason TEXT, payload TEXT, created_at TEXT);
 CREATE TABLE IF NOT EXISTS affinity (response_id TEXT PRIMARY KEY, backend TEXT, expires_at REAL);
 CREATE INDEX IF NOT EXISTS affinity_expires ON affinity (expires_at);
+CREATE TABLE IF NOT EXISTS response_cache (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS response_cache_expires ON response_cache (expires_at);
 """
 
 
@@ -286,3 +288,41 @@ class SqliteAffinityStore:
             return row[0] if row else None
 
         return await self.db.run(_lookup)
+
+
+class SqliteResponseCache:
+    """Exact response cache entries with an expiry: expired rows are never returned, and are purged
+    on every `PURGE_EVERY`-th write, so the table holds at most about one TTL's worth of answers."""
+
+    PURGE_EVERY = 100
+
+    def __init__(self, db: SqliteDatabase, clock: Callable[[], float] = time.time) -> None:
+        self.db = db
+        self._clock = clock
+        self._writes = 0
+
+    async def get(self, key: str) -> bytes | None:
+        now = self._clock()
+
+        def _get(conn: sqlite3.Connection) -> bytes | None:
+            row = conn.execute(
+                "SELECT value FROM response_cache WHERE key = ? AND expires_at > ?", (key, now)
+            ).fetchone()
+            return bytes(row[0]) if row else None
+
+        return await self.db.run(_get)
+
+    async def put(self, key: str, value: bytes, ttl_seconds: int) -> None:
+        now = self._clock()
+        self._writes += 1
+        purge = self._writes % self.PURGE_EVERY == 0
+
+        def _put(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR REPLACE INTO response_cache (key, value, expires_at) VALUES (?, ?, ?)",
+                (key, value, now + ttl_seconds),
+            )
+            if purge:
+                conn.execute("DELETE FROM response_cache WHERE expires_at <= ?", (now,))
+
+        await self.db.write(_put)

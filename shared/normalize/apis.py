@@ -69,6 +69,8 @@ def classify(path: str) -> ApiRoute | None:
     if m:
         op = m["op"]
         return ApiRoute(api=_OPERATIONS.get(op, "other"), surface="deployments", deployment=m["deployment"])
+    if path == "/openai/deployments":
+        return ApiRoute(api="other", surface="v1", deployment=None)  # the deployment list (GET)
     if path.startswith("/openai/deployments"):
         return None
     m = _V1_PATH.match(path)

@@ -24,9 +24,9 @@ Api = Literal[
     "other",
 ]
 Operation = Literal["create", "retrieve", "list", "delete", "cancel", "update", "content", "other"]
-UsageSource = Literal["service", "estimated", "none"]
 UsageQuality = Literal["exact", "estimated", "lower_bound", "none"]
 PriceMatch = Literal["exact", "family", "batch_discount", None]
+UsageSource = Literal["service", "estimated", "none", "cache"]
 
 
 class ContentFilter(TypedDict):
@@ -35,6 +35,28 @@ class ContentFilter(TypedDict):
     prompt: dict[str, Any]
     completion: dict[str, Any]
     filtered: bool
+
+
+class CacheNote(TypedDict):
+    """What the exact response cache did for the request (shared/response_cache.py)."""
+
+    status: Literal["hit", "miss", "bypass", "store"]
+    stored: bool | None
+    reason: str | None
+    age_seconds: float | None
+    tokens_avoided: dict[str, int] | None
+
+
+class ShieldVerdict(TypedDict):
+    detected: bool
+    filtered: bool
+
+
+class PromptShields(TypedDict):
+    """Prompt Shields' verdicts from AOAI's own content filter (None: not reported)."""
+
+    jailbreak: ShieldVerdict | None
+    indirect_attack: ShieldVerdict | None
 
 
 class UsageRecord(TypedDict, total=False):
@@ -96,3 +118,8 @@ class UsageRecord(TypedDict, total=False):
     batch_id: str | None
     custom_id: str | None
     exchange_missing: list[str]
+    audience_rule: str | None
+    cache: CacheNote | None
+    cost_avoided: float | None
+    prompt_shields: PromptShields
+    prompt_blocked_reason: str | None

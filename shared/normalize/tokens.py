@@ -42,7 +42,11 @@ def _strict_view(schema: Any) -> Any:
         return schema
     props = schema.get("properties")
     implied = {"additionalProperties"} if schema.get("additionalProperties") is False else set()
-    if isinstance(props, Mapping) and isinstance(schema.get("required"), list) and set(schema["required"]) == set(props):
+    if (
+        isinstance(props, Mapping)
+        and isinstance(schema.get("required"), list)
+        and set(schema["required"]) == set(props)
+    ):
         implied.add("required")
     return {k: _strict_view(v) for k, v in schema.items() if k not in implied}
 

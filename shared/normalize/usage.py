@@ -21,7 +21,7 @@ from shared.exchange import Exchange, utc_now_iso
 from shared.normalize import filter_results
 from shared.normalize.apis import api_version, billable, classify, deployment_for, operation
 from shared.normalize.consolidate import consolidate
-from shared.normalize.record import UsageRecord
+from shared.normalize.record import CacheNote, ShieldVerdict, UsageRecord
 from shared.normalize.requests import parse_request
 from shared.normalize.tokens import TokenCounter, encoding_name
 from shared.redaction import redact_body_secrets
@@ -104,6 +104,12 @@ def base_record(exchange: Exchange) -> UsageRecord:
         "content_filter": {"prompt": {}, "completion": {}, "filtered": False},
         "client_disconnected": bool(exchange.client_disconnected),
         "parse_error": None,
+        "audience_rule": _str((exchange.audience or {}).get("rule"))
+        if isinstance(exchange.audience, Mapping)
+        else None,
+        "cache": _cache_note(exchange.cache),
+        "prompt_shields": {"jailbreak": None, "indirect_attack": None},
+        "prompt_blocked_reason": None,
     }
 
 
@@ -138,7 +144,11 @@ def _fill(record: UsageRecord, details: dict[str, Any], exchange: Exchange) -> N
     record["error_code"] = record["error_code"] or _error_code(body.get("error"))
     _object_ids(record, body)
     _verdicts(record, api, body)
+    _shields(record)
     _choices(record, api, body)
+    if record["cache"] is not None and record["cache"]["status"] == "hit":
+        _cache_hit(record, exchange)
+        return
     if not record["billable"]:
         # Reading, listing, deleting or cancelling a stored object does no model work: the usage
         # the object carries was billed when it was created, never again here.
@@ -149,6 +159,60 @@ def _fill(record: UsageRecord, details: dict[str, Any], exchange: Exchange) -> N
         _audio(record, api, request, body)
     if notes:
         record["estimation_notes"] = notes
+
+
+# --- audience: response cache, prompt shields ------------------------------------------------------
+
+
+def _cache_note(cache: Any) -> CacheNote | None:
+    """The record's `cache`: what the response cache did (None when the audience has no cache)."""
+    if not isinstance(cache, Mapping) or cache.get("status") not in ("hit", "miss", "bypass", "store"):
+        return None
+    stored = cache.get("stored")
+    age = cache.get("age_seconds")
+    return {
+        "status": cache["status"],
+        "stored": stored if isinstance(stored, bool) else None,
+        "reason": _str(cache.get("reason")),
+        "age_seconds": float(age) if isinstance(age, (int, float)) and not isinstance(age, bool) else None,
+        "tokens_avoided": None,
+    }
+
+
+def _cache_hit(record: UsageRecord, exchange: Exchange) -> None:
+    """A hit did no model work: zero billable tokens, `usage_source: "cache"`, and the usage the
+    stored answer cost when it was made kept as `cache.tokens_avoided` (priced as `cost_avoided`)."""
+    cache = exchange.cache if isinstance(exchange.cache, Mapping) else {}
+    record["billable"] = False
+    record["usage_source"] = "cache"
+    record["backend"] = None
+    avoided = service_usage(cache.get("usage"))
+    note = record.get("cache")
+    if avoided is not None and note is not None:
+        note["tokens_avoided"] = {
+            k: avoided[k]
+            for k in ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens")
+        }
+
+
+def _shields(record: UsageRecord) -> None:
+    """Prompt Shields' verdicts (`jailbreak`, `indirect_attack`) from AOAI's prompt filter results,
+    whatever the API reported them in (chat/completions `prompt_filter_results`, the Responses API's
+    `content_filters`, a 400 `content_filter` error); and, for a blocked prompt, which categories blocked it."""
+    prompt = record["content_filter"]["prompt"]
+    record["prompt_shields"] = {
+        "jailbreak": _shield(prompt.get("jailbreak")),
+        "indirect_attack": _shield(prompt.get("indirect_attack")),
+    }
+    if record["status_code"] == 400 and record["error_code"] == "content_filter":
+        reasons = sorted(k for k, v in prompt.items() if isinstance(v, Mapping) and v.get("filtered") is True)
+        record["prompt_blocked_reason"] = ",".join(reasons) or "content_filter"
+
+
+def _shield(verdict: Any) -> ShieldVerdict | None:
+    if not isinstance(verdict, Mapping):
+        return None  # not reported: the shield is off for this deployment
+    return {"detected": verdict.get("detected") is True, "filtered": verdict.get("filtered") is True}
 
 
 # --- response bodies ---------------------------------------------------------------------------

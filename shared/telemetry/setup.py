@@ -13,13 +13,13 @@ attribute check per record, in the parser; the proxy never does telemetry work).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any
 
+from shared.errors import ConfigurationError
 from shared.exchange import Exchange
-from shared.settings import Settings
+from shared.settings import Settings, parse_json
 from shared.telemetry import genai, ids
 from shared.telemetry.spans import SCOPE, GenAITelemetry
 
@@ -50,19 +50,11 @@ def observe(exchange: Exchange, record: Mapping[str, Any], details: Mapping[str,
 
 
 def backend_endpoints(backends_json: str) -> dict[str, str]:
+    """Backend name -> endpoint (the `server.address` of spans), from GATEWAY_BACKENDS' declared shape."""
     try:
-        entries = json.loads(backends_json or "[]")
-    except ValueError:
+        return {entry.name: entry.endpoint for entry in parse_json("GATEWAY_BACKENDS", backends_json)}
+    except ConfigurationError:  # the app refuses these at start-up; telemetry never fails because of them
         return {}
-    return (
-        {
-            str(e["name"]): str(e["endpoint"])
-            for e in entries
-            if isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("endpoint"), str)
-        }
-        if isinstance(entries, list)
-        else {}
-    )
 
 
 def enabled(settings: Settings) -> bool:
