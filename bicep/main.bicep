@@ -205,6 +205,12 @@ param captureOutboxDir string = ''
 @description('DEPLOYMENT_MODELS: deployment name -> {"model": "gpt-4o-2024-08-06", "type": "global|data_zone|regional|provisioned"}, for cost; unmapped deployments use the model AOAI reports.')
 param deploymentModels object = {}
 
+@description('CAPTURE_LEVELS: what is kept per audience, APIM product name or "subscription:<id>" -> "full" | "redacted" | "metadata" | "none" (docs/privacy.md); unlisted audiences: full.')
+param captureLevels object = {}
+
+@description('RETENTION: per audience, product or "subscription:<id>" -> {"exchanges_days": 30, "records_days": 400} (-1: until deleted); unlisted: exchangeTtlSeconds, records per recordsTtlSeconds.')
+param retention object = {}
+
 @description('Events of one Event Hub batch the parser handles at the same time (PARSER_MAX_CONCURRENCY); times contentSafetyOptions.maxConcurrency it bounds the concurrent Content Safety calls per instance.')
 @minValue(1)
 param parserMaxConcurrency int = 8
@@ -432,6 +438,8 @@ module functionApp 'modules/function-app.bicep' = {
     upstream: upstream
     captureOutboxDir: captureOutboxDir
     deploymentModels: deploymentModels
+    captureLevels: captureLevels
+    retention: retention
     parserMaxConcurrency: parserMaxConcurrency
     contentSafetyEndpoint: enableContentSafety ? 'https://${toLower(names.contentSafety)}.cognitiveservices.azure.com' : ''
     contentSafety: contentSafetyOptions

@@ -1,6 +1,7 @@
 """`python -m devhost [serve] [--host H] [--port P] [--settings FILE]`: run the gateway locally.
 
-Subcommands: `serve` (the default), `records`, `report` and `dashboard` (devhost/commands.py).
+Subcommands: `serve` (the default), `records`, `report` and `dashboard` (devhost/commands.py), `erase`
+and `purge` (devhost/privacy_commands.py).
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from devhost import commands
+from devhost import commands, privacy_commands
 from devhost.dashboard_app import DASHBOARD_PATH, DashboardApp
 from devhost.host import DevHost, load_settings_file, server_config
 from devhost.request_log import print_requests
@@ -208,6 +209,16 @@ COMMANDS["dashboard"] = (
     "serve the local dashboard over the usage records",
     commands.dashboard_arguments,
     commands.dashboard_command,
+)
+COMMANDS["erase"] = (
+    "erase a user's or a subscription's data: exchanges removed, records anonymized",
+    privacy_commands.erase_arguments,
+    privacy_commands.erase_command,
+)
+COMMANDS["purge"] = (
+    "delete what is past its retention (RETENTION) now",
+    privacy_commands.purge_arguments,
+    privacy_commands.purge_command,
 )
 
 

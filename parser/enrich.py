@@ -162,6 +162,8 @@ class Enricher:
     ) -> dict[str, Any]:
         if not self.analyses(client) or not _reached_the_model(record, exchange):
             return dict(SKIPPED)
+        if record.get("capture_level") in ("metadata", "none"):
+            return dict(SKIPPED)  # no text was kept to analyse (docs/privacy.md)
         deadline = analysis_deadline(self.safety)
         try:
             api = str(record.get("api") or "other")

@@ -153,6 +153,32 @@ async def _handle_one(
         await _deadletter(ports, result, request_id, f"exchange store unavailable: {type(exc).__name__}: {exc}", event)
         return
 
+    await _record(exchange, ports, enricher, result, delays, sleep)
+
+
+async def record_in_place(
+    exchange: Exchange,
+    ports: Ports,
+    *,
+    enricher: Enricher | None = None,
+    delays: Sequence[float] = DEFAULT_DELAYS,
+    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+) -> BatchResult:
+    """Record an exchange that is never stored (capture level `none`): the same record, retries,
+    dead letters and telemetry as for an announced one, without the exchange store or the channel."""
+    result = BatchResult()
+    try:
+        await _record(exchange, ports, enricher or Enricher(), result, delays, sleep)
+    except Exception as exc:  # the same boundary as a batch's: never lose the record silently
+        log.exception("parser: unexpected failure recording %s in place", exchange.request_id)
+        await _deadletter(
+            ports, result, exchange.request_id, f"unexpected error: {type(exc).__name__}: {exc}", exchange.to_json()
+        )
+    return result
+
+
+async def _record(exchange: Exchange, ports: Ports, enricher: Enricher, result: BatchResult, delays, sleep) -> None:
+    request_id = exchange.request_id
     if enricher.analyses(ports.safety) and await _already_recorded(ports, request_id):
         # A redelivered event: do not pay Content Safety again for a record that exists.
         result.duplicates.append(request_id)

@@ -33,6 +33,7 @@ from shared.exchange import (
     utc_now_iso,
 )
 from shared.ports import Ports
+from shared.privacy.capture import CapturePrivacy, reduce, without_bodies
 from shared.redaction import Redactor, request_secrets
 
 log = logging.getLogger(__name__)
@@ -230,7 +231,11 @@ class CaptureWriter:
         *,
         store_attempts: int = 5,
         backoff_seconds: float = 0.2,
+        privacy: CapturePrivacy | None = None,
+        record_in_place: Callable[[Exchange], Awaitable[object]] | None = None,
     ) -> None:
+        """`privacy` applies CAPTURE_LEVELS to each exchange before it is stored; an exchange at
+        level `none` goes to `record_in_place` (the parser's record step) instead of the store."""
         self._ports = ports
         self.outbox_dir = outbox_dir or default_outbox_dir()
         self._store_attempts = store_attempts
@@ -239,6 +244,8 @@ class CaptureWriter:
         #: Responses being relayed, whose exchange is submitted when they end (`relay_started`).
         self._relaying = 0
         self._no_relays: asyncio.Event | None = None  # made by `drain`, inside the running loop
+        self._privacy = privacy
+        self._record_in_place = record_in_place
 
     def relay_started(self) -> None:
         """A response is on its way to the client; its exchange comes with `submit(..., relay=True)`.
@@ -293,6 +300,11 @@ class CaptureWriter:
             except Exception:  # a defect: say which request, as the response path would have
                 log.exception("building the exchange of %s failed", exchange.request_id)
                 return
+        if self._privacy is not None:
+            exchange = await self._apply_privacy(exchange, self._privacy)
+            if exchange.capture_level == "none" and self._record_in_place is not None:
+                await self._record_in_place(exchange)
+                return
         ports = self._ports()
         delay = self._backoff
         for attempt in range(1, self._store_attempts + 1):
@@ -317,6 +329,25 @@ class CaptureWriter:
         except Exception as exc:
             log.warning("announcing exchange %s failed: %s", exchange.request_id, type(exc).__name__)
             self._spill(exchange, "publish")
+
+    @staticmethod
+    async def _apply_privacy(exchange: Exchange, privacy: CapturePrivacy) -> Exchange:
+        """The capture level, applied off the event loop when there is work (recognizers over every
+        text cost milliseconds per 100 KB, which other streams must not wait for)."""
+        level, rule = privacy.level_of(exchange)
+        try:
+            if level == "full":
+                return reduce(exchange, level, rule, privacy.pii)
+            return await asyncio.to_thread(reduce, exchange, level, rule, privacy.pii)
+        except Exception as exc:  # a defect: fail closed, keep no content rather than too much
+            # The type only: a traceback's locals and messages can quote the bodies being redacted.
+            log.error(
+                "applying capture level %s to %s failed (%s); keeping no bodies",
+                level,
+                exchange.request_id,
+                type(exc).__name__,
+            )
+            return without_bodies(exchange, rule)
 
     def _spill(self, exchange: Exchange, stage: str) -> None:
         """Write the (already redacted) exchange to `<outbox>/<request_id>.json` for a later replay."""

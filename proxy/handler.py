@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from fastapi import Request, Response
@@ -29,7 +29,12 @@ from proxy.streams.safety import StreamSafety
 from proxy.upstream import Timeouts, UpstreamClient, client_response_headers
 from shared.audience import AudienceTable
 from shared.errors import ErrorResponse
+from shared.exchange import Exchange
 from shared.ports import AffinityStore, Ports, ResponseCache
+from shared.privacy.capture import CapturePrivacy
+from shared.privacy.language import language_stage
+from shared.privacy.pii import RECOGNIZERS, PiiRedactor
+from shared.privacy.policy import CapturePolicy
 from shared.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -106,6 +111,7 @@ class Proxy:
                 # A model or deployment list, cut to the caller's allow-list: read whole (small),
                 # relayed as the head of the body.
                 call.head = filter_list(call.head + await resp.read(), resolved.value)
+                call.extra["body_rewritten"] = True
         except ErrorResponse as error:
             return self._answer(rec, error)
         except Exception as exc:  # a defect: still one exchange, still an AOAI-shaped answer
@@ -118,10 +124,11 @@ class Proxy:
         if call.filter_usage and not event_stream:
             call.filter_usage = False  # an error answer (JSON): nothing to hold back
         rec.set_response(resp.status, headers)
-        length = resp.headers.get("content-length")
+        length = str(len(call.head)) if call.extra.get("body_rewritten") else resp.headers.get("content-length")
         if length is not None and not event_stream and "content-encoding" not in resp.headers:
-            # A JSON answer is relayed byte for byte: keep its length, so the server sends it as
-            # is (no chunked framing, no closing empty chunk) and a cut body is seen as cut.
+            # A JSON answer is relayed byte for byte (or was read whole and rewritten): send its
+            # length, so the server writes it as is (no chunked framing, no closing empty chunk)
+            # and a cut body is seen as cut.
             headers.append(("content-length", length))
         if self.pinning is not None and call.backend is not None:
             call.created_id_tap = self.pinning.tap(
@@ -169,8 +176,32 @@ def build_proxy(settings: Settings, ports: Callable[[], Ports]) -> Proxy:
         settings,
         UpstreamClient(Timeouts.from_settings(settings), settings.upstream_max_connections),
         Credentials(settings.extra),
-        CaptureWriter(ports, outbox),
+        CaptureWriter(ports, outbox, privacy=capture_privacy(settings), record_in_place=_in_place(settings, ports)),
         affinity=lambda: ports().affinity,
         safety=StreamSafety.from_settings(settings),
         cache_store=lambda: ports().cache,
     )
+
+
+def capture_privacy(settings: Settings) -> CapturePrivacy | None:
+    """CAPTURE_LEVELS, or None when every audience is captured in `full` (nothing to apply)."""
+    policy = CapturePolicy.parse(settings.capture_levels_json)
+    if not policy.table and policy.default == "full":
+        return None
+    stage = language_stage(settings.pii_language_endpoint, settings.pii_language_key)
+    return CapturePrivacy(policy, PiiRedactor((*RECOGNIZERS, stage), secrets=False) if stage else None)
+
+
+def _in_place(settings: Settings, ports: Callable[[], Ports]) -> Callable[[Exchange], Awaitable[object]]:
+    """The parser's record step for exchanges that are never stored (capture level `none`)."""
+    enricher = None
+
+    async def record(exchange: Exchange) -> object:
+        nonlocal enricher
+        from parser.enrich import Enricher
+        from parser.handler import record_in_place
+
+        enricher = enricher or Enricher.from_settings(settings)
+        return await record_in_place(exchange, ports(), enricher=enricher)
+
+    return record

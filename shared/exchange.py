@@ -126,6 +126,13 @@ class Exchange:
     audience: dict[str, Any] | None = None
     #: The response cache's part: {"status": hit|miss|bypass|store, "reason", "stored", "usage"...}.
     cache: dict[str, Any] | None = None
+    #: What was kept (shared/privacy/capture.py): "full", "redacted", "metadata" or "none".
+    capture_level: str = "full"
+    #: How the level was chosen and applied: {"rule": CAPTURE_LEVELS key, "pii": distinct values per kind}.
+    privacy: dict[str, Any] | None = None
+    #: Below `full`: the usage record and details computed from the whole exchange before bodies were
+    #: reduced ({"record": ..., "details": ...}); the parser uses them as they are.
+    normalized: dict[str, Any] | None = None
     schema_version: int = SCHEMA_VERSION
 
     def to_dict(self) -> dict[str, Any]:
@@ -151,6 +158,9 @@ class Exchange:
             enforcement=d.get("enforcement"),
             audience=d.get("audience"),
             cache=d.get("cache"),
+            capture_level=str(d.get("capture_level") or "full"),
+            privacy=d.get("privacy"),
+            normalized=d.get("normalized"),
             schema_version=int(d.get("schema_version", SCHEMA_VERSION)),
         )
 

@@ -328,6 +328,25 @@ class Settings(BaseSettings):
     )
 
     # --- audiences ---------------------------------------------------------------------------
+    capture_levels_json: Annotated[str, JsonText(dict[str, Literal["full", "redacted", "metadata", "none"]])] = setting(
+        "{}",
+        "CAPTURE_LEVELS",
+        "APIM product or `subscription:<id>` -> capture level full | redacted | metadata | none (docs/privacy.md)",
+        sample='{"standard": "redacted", "subscription:team-hr": "metadata"}',
+    )
+    retention_json: Annotated[str, JsonText(dict[str, Any])] = setting(
+        "{}",
+        "RETENTION",
+        "APIM product or `subscription:<id>` -> {exchanges_days, records_days} (docs/privacy.md)",
+    )
+    pii_language_endpoint: str | None = setting(
+        None,
+        "PII_LANGUAGE_ENDPOINT",
+        "Azure AI Language endpoint for the second PII stage at `redacted` (off when unset)",
+    )
+    pii_language_key: str | None = setting(
+        None, "PII_LANGUAGE_KEY", "key of that Language resource (managed identity when unset)", secret=True
+    )
     audience_policies_json: Annotated[str, JsonText(dict[str, Any])] = setting(
         "{}",
         "AUDIENCE_POLICIES",

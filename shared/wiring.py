@@ -80,6 +80,10 @@ def check_settings(settings: Settings) -> None:
     from shared.safety.config import SafetyConfig
 
     parse_deployment_models(settings.deployment_models_json)
+    from shared.privacy.policy import CapturePolicy, RetentionPolicy
+
+    CapturePolicy.parse(settings.capture_levels_json)
+    RetentionPolicy.parse(settings.retention_json, settings.exchange_ttl_seconds)
     SafetyConfig.from_settings(settings)
     from shared.audience import AudienceTable
 
@@ -155,7 +159,10 @@ def build_ports(settings: Settings) -> WiredPorts:
 
         db = SqliteDatabase(settings.sqlite_path)
         closers.append(db.close)
-        exchanges, records = SqliteExchangeStore(db), SqliteRecordStore(db)
+        from shared.privacy.policy import RetentionPolicy
+
+        retention = RetentionPolicy.parse(settings.retention_json, settings.exchange_ttl_seconds)
+        exchanges, records = SqliteExchangeStore(db, retention=retention), SqliteRecordStore(db)
         deadletters, affinity = SqliteDeadLetterStore(db), SqliteAffinityStore(db)
         cache = SqliteResponseCache(db)
 

@@ -33,6 +33,9 @@ LOCAL_ONLY = {
     "LOCAL_SUBSCRIPTIONS": "the dev host stands in for APIM; in Azure APIM sets the x-gateway-* identity headers",
     "CONTENT_SAFETY_KEY": "a secret: in Azure the function app reaches Content Safety with its managed identity "
     "(role Cognitive Services User); add it by hand (as a Key Vault reference) only if you must use a key",
+    "PII_LANGUAGE_ENDPOINT": "optional second PII stage: an operator adds it with PII_LANGUAGE_KEY (a Key Vault "
+    "reference) when they deploy an Azure AI Language resource",
+    "PII_LANGUAGE_KEY": "a secret: added by hand as a Key Vault reference with PII_LANGUAGE_ENDPOINT",
     "CONTENT_SAFETY_KEY_SETTING": "names the setting holding a Content Safety key; unused with managed identity",
 }
 
@@ -159,6 +162,8 @@ TUNABLE_DEFAULTS = {
     "UPSTREAM_TOTAL_TIMEOUT_SECONDS": ("upstream", "totalTimeoutSeconds"),
     "UPSTREAM_MAX_CONNECTIONS": ("upstream", "maxConnections"),
     "EXCHANGE_TTL_SECONDS": ("exchangeTtlSeconds", None),
+    "CAPTURE_LEVELS": ("captureLevels", None),
+    "RETENTION": ("retention", None),
     "MAX_REQUEST_BODY_BYTES": ("maxRequestBodyBytes", None),
     "PARSER_MAX_CONCURRENCY": ("parserMaxConcurrency", None),
 }

@@ -78,6 +78,7 @@ def _full_record() -> dict:
         cost_avoided=0.004,
         prompt_shields={"jailbreak": {"detected": True, "filtered": False}, "indirect_attack": None},
         prompt_blocked_reason="jailbreak",
+        capture_level="redacted",
     )
     missing = [name for name in SCHEMA["properties"] if record.get(name) is None]
     assert not missing, f"fill these schema fields in the test record: {missing}"

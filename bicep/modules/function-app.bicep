@@ -90,6 +90,12 @@ param captureOutboxDir string
 @description('DEPLOYMENT_MODELS: deployment name -> {model, type} for cost.')
 param deploymentModels object
 
+@description('CAPTURE_LEVELS: product or subscription:<id> -> full | redacted | metadata | none.')
+param captureLevels object
+
+@description('RETENTION: product or subscription:<id> -> {exchanges_days, records_days}.')
+param retention object
+
 @description('PARSER_MAX_CONCURRENCY: events of one batch the parser handles at the same time.')
 param parserMaxConcurrency int
 
@@ -312,6 +318,14 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
         {
           name: 'DEPLOYMENT_MODELS'
           value: string(deploymentModels)
+        }
+        {
+          name: 'CAPTURE_LEVELS'
+          value: string(captureLevels)
+        }
+        {
+          name: 'RETENTION'
+          value: string(retention)
         }
         {
           name: 'PARSER_MAX_CONCURRENCY'

@@ -1,8 +1,9 @@
 """The Azure stores: Cosmos DB for NoSQL (azure-cosmos aio) with an identity-based connection.
 
 Containers (created by bicep, not here: data-plane RBAC cannot create them):
-  exchanges    partition key /requestId, default TTL -1 (items carry `ttl` = EXCHANGE_TTL_SECONDS)
-  records      partition key /requestId (the record item and its details item side by side)
+  exchanges    partition key /requestId, default TTL -1 (items carry `ttl`: RETENTION, else EXCHANGE_TTL_SECONDS)
+  records      partition key /requestId (the record item and its details item side by side; details
+               carry the exchange retention as `ttl`, records RETENTION's records_days when set)
   deadletters  partition key /requestId
   affinity     partition key /id,        default TTL -1 (items carry their own `ttl`)
   cache        partition key /id,        default TTL -1 (items carry the audience's cache `ttl`)
@@ -22,6 +23,7 @@ import orjson
 
 from shared.exchange import Exchange, from_items, to_items, utc_now_iso
 from shared.ports import UsageRecord
+from shared.privacy.policy import FOREVER, RetentionPolicy
 from shared.settings import Settings
 
 #: A transactional batch holds at most 100 operations and 2 MB of request; keep a margin for headers.
@@ -56,16 +58,31 @@ def _status(exc: BaseException) -> int | None:
 
 
 class CosmosExchangeStore:
-    def __init__(self, container: Container, ttl_seconds: int, warm_up: WarmUp = _no_warm_up) -> None:
+    """Every item carries its own `ttl` (the audience's exchange retention, else `ttl_seconds`) and
+    the caller's `userId` and `subscriptionId`, so an erasure finds split exchanges too."""
+
+    def __init__(
+        self,
+        container: Container,
+        ttl_seconds: int,
+        warm_up: WarmUp = _no_warm_up,
+        retention: RetentionPolicy | None = None,
+    ) -> None:
         self.container = container
         self.ttl_seconds = ttl_seconds
         self._warm_up = warm_up
+        self.retention = retention
 
     async def save(self, exchange: Exchange) -> None:
         # Splitting a multi-MB exchange is CPU work: keep it off the event loop.
         items = await asyncio.to_thread(to_items, exchange)
+        who = exchange.identity
+        ttl = self.ttl_seconds
+        if self.retention is not None:
+            ttl = self.retention.for_audience(who.product, who.subscription_id).exchanges_seconds
         for item in items:
-            item["ttl"] = self.ttl_seconds
+            item["ttl"] = ttl
+            item["userId"], item["subscriptionId"] = who.user_id, who.subscription_id
         await self._warm_up()
         rid = exchange.request_id
         if len(items) == 1:
@@ -101,26 +118,16 @@ class CosmosExchangeStore:
 class CosmosRecordStore:
     """Record item `id` = request id; details item `id` = "<request id>.details", written atomically together."""
 
-    def __init__(self, container: Container, warm_up: WarmUp = _no_warm_up) -> None:
+    def __init__(
+        self, container: Container, warm_up: WarmUp = _no_warm_up, retention: RetentionPolicy | None = None
+    ) -> None:
         self.container = container
         self._warm_up = warm_up
+        self.retention = retention
 
     async def add(self, record: UsageRecord, details: Mapping[str, Any]) -> bool:
         rid = record["request_id"]
-        details_json = orjson.dumps(dict(details))
-        details_item: dict[str, Any] = {"id": f"{rid}.details", "requestId": rid, "kind": "details"}
-        if len(details_json) <= DETAILS_MAX_BYTES:
-            details_item["details"] = dict(details)
-        else:
-            details_item["details"] = None
-            details_item["omitted"] = f"details of {len(details_json)} bytes exceed {DETAILS_MAX_BYTES}"
-        record_item = {
-            "id": rid,
-            "requestId": rid,
-            "kind": "record",
-            "timestamp": record["timestamp"],
-            "record": record,
-        }
+        record_item, details_item = self.items(record, details)
         await self._warm_up()
         try:
             # `create` fails with 409 when the record exists, and then the batch writes nothing.
@@ -132,6 +139,31 @@ class CosmosRecordStore:
                 return False
             raise
         return True
+
+    def items(self, record: UsageRecord, details: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The record item and the details item. Each carries its `ttl`: the record's retention, and
+        for the details (content) the exchange's, so content never outlives the exchange."""
+        rid = record["request_id"]
+        details_json = orjson.dumps(dict(details))
+        details_item: dict[str, Any] = {"id": f"{rid}.details", "requestId": rid, "kind": "details"}
+        if len(details_json) <= DETAILS_MAX_BYTES:
+            details_item["details"] = dict(details)
+        else:
+            details_item["details"] = None
+            details_item["omitted"] = f"details of {len(details_json)} bytes exceed {DETAILS_MAX_BYTES}"
+        record_item: dict[str, Any] = {
+            "id": rid,
+            "requestId": rid,
+            "kind": "record",
+            "timestamp": record["timestamp"],
+            "record": record,
+        }
+        retention = self.retention or RetentionPolicy()
+        kept = retention.for_audience(record.get("product"), record.get("subscription_id"))
+        details_item["ttl"] = kept.details_seconds
+        if kept.records_seconds != FOREVER:  # else the container's default TTL (bicep recordsTtlSeconds)
+            record_item["ttl"] = kept.records_seconds
+        return record_item, details_item
 
     async def get(self, request_id: str) -> UsageRecord | None:
         await self._warm_up()
@@ -275,11 +307,15 @@ def open_cosmos_stores(settings: Settings, credential: Any, **client_options: An
     )
     database = client.get_database_client(settings.cosmos_database)
     warm_up = _Once(client)
+    retention = RetentionPolicy.parse(settings.retention_json, settings.exchange_ttl_seconds)
     return CosmosStores(
         exchanges=CosmosExchangeStore(
-            database.get_container_client(settings.cosmos_exchanges_container), settings.exchange_ttl_seconds, warm_up
+            database.get_container_client(settings.cosmos_exchanges_container),
+            settings.exchange_ttl_seconds,
+            warm_up,
+            retention,
         ),
-        records=CosmosRecordStore(database.get_container_client(settings.cosmos_records_container), warm_up),
+        records=CosmosRecordStore(database.get_container_client(settings.cosmos_records_container), warm_up, retention),
         deadletters=CosmosDeadLetterStore(
             database.get_container_client(settings.cosmos_deadletters_container), warm_up
         ),

@@ -11,10 +11,12 @@ batch rather than one per request; alone, a write still runs at once.
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -22,8 +24,11 @@ import orjson
 
 from shared.exchange import Exchange, from_items, to_items, utc_now_iso
 from shared.ports import UsageRecord
+from shared.privacy.policy import RetentionPolicy
+from shared.privacy.retention import purge
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS exchange_items (
@@ -152,10 +157,24 @@ def _dumps(value: Any) -> str:
 
 
 class SqliteExchangeStore:
-    """Exchanges as `shared.exchange.to_items` items, one row per item, one transaction per save."""
+    """Exchanges as `shared.exchange.to_items` items, one row per item, one transaction per save.
 
-    def __init__(self, db: SqliteDatabase) -> None:
+    Given a retention policy, a save purges what is past its retention (shared/privacy/retention.py)
+    once every PURGE_INTERVAL: the embedded stand-in for Cosmos DB's item TTLs."""
+
+    PURGE_INTERVAL = timedelta(minutes=10)
+
+    def __init__(
+        self,
+        db: SqliteDatabase,
+        *,
+        retention: RetentionPolicy | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.db = db
+        self.retention = retention
+        self._clock = clock
+        self._last_purge = clock()
 
     async def save(self, exchange: Exchange) -> None:
         def _save(conn: sqlite3.Connection) -> None:
@@ -171,7 +190,13 @@ class SqliteExchangeStore:
                 "INSERT INTO exchange_items (request_id, seq, count, item, created_at) VALUES (?, ?, ?, CAST(? AS TEXT), ?)",
                 rows,
             )
+            if policy is not None:
+                log.info("retention: %s", purge(conn, policy, moment).line())
 
+        moment = self._clock()
+        policy = None
+        if self.retention is not None and moment - self._last_purge >= self.PURGE_INTERVAL:
+            policy, self._last_purge = self.retention, moment
         await self.db.write(_save)
 
     async def load(self, request_id: str) -> Exchange | None:

@@ -119,6 +119,7 @@ class UsageRecord(TypedDict, total=False):
     custom_id: str | None
     exchange_missing: list[str]
     audience_rule: str | None
+    capture_level: Literal["full", "redacted", "metadata", "none"]
     cache: CacheNote | None
     cost_avoided: float | None
     prompt_shields: PromptShields

@@ -15,7 +15,7 @@ import base64
 import binascii
 import re
 from collections.abc import Mapping
-from typing import Any, cast
+from typing import Any, Literal, cast
 
 from shared.exchange import Exchange, utc_now_iso
 from shared.normalize import filter_results
@@ -36,7 +36,13 @@ _KEEP_DATA_URL_CHARS = 256
 
 
 def normalize(exchange: Exchange) -> tuple[UsageRecord, dict[str, Any]]:
-    """The usage record and the details (normalized request, consolidated response) of an exchange."""
+    """The usage record and the details (normalized request, consolidated response) of an exchange.
+
+    Below capture level `full` the proxy normalized the whole exchange before reducing it
+    (shared/privacy/capture.py): that record and those details are returned as they are."""
+    pre = exchange.normalized
+    if isinstance(pre, Mapping) and isinstance(pre.get("record"), Mapping) and isinstance(pre.get("details"), Mapping):
+        return cast(UsageRecord, {**pre["record"], "capture_level": exchange.capture_level}), dict(pre["details"])
     record = base_record(exchange)
     details: dict[str, Any] = {}
     try:
@@ -110,6 +116,7 @@ def base_record(exchange: Exchange) -> UsageRecord:
         "cache": _cache_note(exchange.cache),
         "prompt_shields": {"jailbreak": None, "indirect_attack": None},
         "prompt_blocked_reason": None,
+        "capture_level": _capture_level(exchange.capture_level),
     }
 
 
@@ -581,3 +588,9 @@ def _summarize(value: Any) -> Any:
         head, _, rest = value.partition(",")
         return f"{head},[{len(rest)} chars omitted]"
     return value
+
+
+def _capture_level(value: Any) -> Literal["full", "redacted", "metadata", "none"]:
+    if value == "redacted" or value == "metadata" or value == "none":
+        return value
+    return "full"
