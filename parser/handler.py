@@ -153,7 +153,7 @@ async def _handle_one(
         await _deadletter(ports, result, request_id, f"exchange store unavailable: {type(exc).__name__}: {exc}", event)
         return
 
-    await _record(exchange, ports, enricher, result, delays, sleep)
+    await _record(exchange, ports, enricher, result, delays, sleep, batch_files)
 
 
 async def record_in_place(
@@ -177,7 +177,15 @@ async def record_in_place(
     return result
 
 
-async def _record(exchange: Exchange, ports: Ports, enricher: Enricher, result: BatchResult, delays, sleep) -> None:
+async def _record(
+    exchange: Exchange,
+    ports: Ports,
+    enricher: Enricher,
+    result: BatchResult,
+    delays,
+    sleep,
+    batch_files: BatchFiles | None = None,
+) -> None:
     request_id = exchange.request_id
     if enricher.analyses(ports.safety) and await _already_recorded(ports, request_id):
         # A redelivered event: do not pay Content Safety again for a record that exists.
