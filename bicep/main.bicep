@@ -211,6 +211,12 @@ param captureLevels object = {}
 @description('RETENTION: per audience, product or "subscription:<id>" -> {"exchanges_days": 30, "records_days": 400} (-1: until deleted); unlisted: exchangeTtlSeconds, records per recordsTtlSeconds.')
 param retention object = {}
 
+@description('BUDGETS: dollar budgets and token quotas per subscription, product or team, e.g. [{"name": "team-a", "scope": "team:a", "amount": 500, "period": "month", "soft_percent": 80}] (docs/budgets.md).')
+param budgets array = []
+
+@description('BUDGET_TEAMS: team name -> subscription ids, for budgets with scope team:<name>.')
+param budgetTeams object = {}
+
 @description('Events of one Event Hub batch the parser handles at the same time (PARSER_MAX_CONCURRENCY); times contentSafetyOptions.maxConcurrency it bounds the concurrent Content Safety calls per instance.')
 @minValue(1)
 param parserMaxConcurrency int = 8
@@ -281,6 +287,7 @@ var cosmosContainers = {
   deadletters: 'deadletters'
   affinity: 'affinity'
   cache: 'cache'
+  budgets: 'budgets'
 }
 var eventHubName = 'exchanges'
 var deploymentContainerName = 'app-package'
@@ -345,6 +352,7 @@ module cosmos 'modules/cosmos.bicep' = {
     deadlettersContainerName: cosmosContainers.deadletters
     affinityContainerName: cosmosContainers.affinity
     cacheContainerName: cosmosContainers.cache
+    budgetsContainerName: cosmosContainers.budgets
     recordsTtlSeconds: recordsTtlSeconds
     deadlettersTtlSeconds: deadlettersTtlSeconds
     privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
@@ -427,6 +435,7 @@ module functionApp 'modules/function-app.bicep' = {
     cosmosAffinityContainerName: cosmosContainers.affinity
     cosmosCacheContainerName: cosmosContainers.cache
     audiencePolicies: audiencePolicies
+    cosmosBudgetsContainerName: cosmosContainers.budgets
     appInsightsLoggerName: appInsightsLoggerName
     exchangeTtlSeconds: exchangeTtlSeconds
     eventHubsNamespace: eventHubs.outputs.fullyQualifiedNamespace
@@ -440,6 +449,8 @@ module functionApp 'modules/function-app.bicep' = {
     deploymentModels: deploymentModels
     captureLevels: captureLevels
     retention: retention
+    budgets: budgets
+    budgetTeams: budgetTeams
     parserMaxConcurrency: parserMaxConcurrency
     contentSafetyEndpoint: enableContentSafety ? 'https://${toLower(names.contentSafety)}.cognitiveservices.azure.com' : ''
     contentSafety: contentSafetyOptions

@@ -1,7 +1,7 @@
 """`python -m devhost [serve] [--host H] [--port P] [--settings FILE]`: run the gateway locally.
 
 Subcommands: `serve` (the default), `records`, `report` and `dashboard` (devhost/commands.py), `erase`
-and `purge` (devhost/privacy_commands.py).
+and `purge` (devhost/privacy_commands.py), `budgets` (devhost/budgets_command.py).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from devhost import commands, privacy_commands
+from devhost import budgets_command, commands, privacy_commands
 from devhost.dashboard_app import DASHBOARD_PATH, DashboardApp
 from devhost.host import DevHost, load_settings_file, server_config
 from devhost.request_log import print_requests
@@ -219,6 +219,11 @@ COMMANDS["purge"] = (
     "delete what is past its retention (RETENTION) now",
     privacy_commands.purge_arguments,
     privacy_commands.purge_command,
+)
+COMMANDS["budgets"] = (
+    "print every budget: spend, reservations in flight, remaining and reset time",
+    budgets_command.budgets_arguments,
+    budgets_command.budgets_command,
 )
 
 

@@ -140,6 +140,50 @@ async def _call(function: Callable[..., Any], arg_name: str, value: Any) -> Any:
     return await result if inspect.isawaitable(result) else result
 
 
+# --------------------------------------------------------------------------------------- timers
+def timer_interval(schedule: str) -> float:
+    """Seconds between runs of a six-field NCRONTAB schedule of the forms the app uses
+    (`0 */N * * * *`: every N minutes; `*/N * * * * *`: every N seconds); else once a minute."""
+    fields = schedule.split()
+    if len(fields) == 6:
+        seconds, minutes = fields[0], fields[1]
+        if seconds.startswith("*/") and seconds[2:].isdigit() and minutes == "*":
+            return float(seconds[2:])
+        if seconds.isdigit() and minutes.startswith("*/") and minutes[2:].isdigit():
+            return 60.0 * int(minutes[2:])
+    return 60.0
+
+
+def timer_functions(app: func.FunctionApp) -> list[tuple[str, float, Callable[[], Awaitable[Any]]]]:
+    """(name, interval, run once) for each timer-triggered function of the app (direct calls)."""
+    found: list[tuple[str, float, Callable[[], Awaitable[Any]]]] = []
+    for fn in indexed(app):
+        trigger = fn.get_trigger().get_dict_repr()
+        if trigger.get("type") == "timerTrigger":
+            function, arg = fn.get_user_function(), trigger["name"]
+
+            async def run(function: Callable[..., Any] = function, arg: str = arg) -> None:
+                await _call(function, arg, func.TimerRequest(past_due=False))
+
+            found.append((fn.get_function_name(), timer_interval(str(trigger.get("schedule", ""))), run))
+    return found
+
+
+def start_timers(timers: list[tuple[str, float, Callable[[], Awaitable[Any]]]]) -> list[asyncio.Task[None]]:
+    """Run each timer function on its schedule, as the Functions host does (first run after one
+    interval: the app's timers do not ask to run on start-up)."""
+
+    async def every(name: str, interval: float, run: Callable[[], Awaitable[Any]]) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await run()
+            except Exception:
+                log.exception("timer function %s failed", name)
+
+    return [asyncio.get_running_loop().create_task(every(*timer)) for timer in timers]
+
+
 # --------------------------------------------------------------------------------------- event pump
 BatchSource = Callable[[], AsyncIterator[list[str]]]
 
@@ -185,6 +229,8 @@ class DevHost:
         self.app: func.FunctionApp = module.app
         self.routes = http_routes(self.app, route_prefix)
         self.event_functions = event_hub_functions(self.app)
+        self.timers = timer_functions(self.app)
+        self._timer_tasks: list[asyncio.Task[None]] = []
         #: None: no key check (requests go in as they come, like `func start`).
         self.subscriptions = dict(subscriptions) if subscriptions is not None else None
         self._pump: asyncio.Task[None] | None = None
@@ -213,8 +259,14 @@ class DevHost:
         response = await _call(route.function, route.arg_name, Request(scope, receive))
         await response(scope, receive, send)
 
+    async def run_timers(self) -> None:
+        """Run every timer-triggered function once now (tools, tests)."""
+        for _, _, run in self.timers:
+            await run()
+
     async def startup(self) -> None:
         self.loop = asyncio.get_running_loop()
+        self._timer_tasks = start_timers(self.timers)
         if not self.event_functions:
             log.info("no Event Hub-triggered function registered: exchanges are stored, not parsed")
             return
@@ -223,6 +275,8 @@ class DevHost:
             self._pump = asyncio.create_task(pump(self.event_functions, batches))
 
     async def shutdown(self) -> None:
+        for task in self._timer_tasks:
+            task.cancel()
         await stop_app(self.module, self._pump)
 
 

@@ -12,6 +12,7 @@ import os
 import socket
 from collections.abc import Mapping
 from pathlib import Path
+from textwrap import shorten
 
 import orjson
 
@@ -41,6 +42,28 @@ def free_port_after(host: str, port: int, tries: int = 50) -> int | None:
     return next((p for p in range(port + 1, min(port + tries, 65535) + 1) if _listens(host, p) is None), None)
 
 
+def port_holder(port: int) -> str | None:
+    """`pid 1234 (python -m devhost)` for the process listening on `port`, when /proc tells (Linux)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            rows = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for row in rows:
+            fields = row.split()
+            if len(fields) > 9 and fields[3] == "0A" and int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(f"socket:[{fields[9]}]")
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            if any(os.readlink(fd) in inodes for fd in (proc / "fd").iterdir()):
+                command = " ".join((proc / "cmdline").read_bytes().decode(errors="replace").split("\0")).split()
+                return f"pid {proc.name} ({shorten(' '.join(command), 80, placeholder='...')})"
+        except OSError:
+            continue
+    return None
+
+
 def check_port(host: str, port: int) -> None:
     """ConfigurationError (one line: which port, what to use instead) when `host:port` cannot be served."""
     error = _listens(host, port)
@@ -49,10 +72,9 @@ def check_port(host: str, port: int) -> None:
     if error.errno == errno.EADDRINUSE:
         free = free_port_after(host, port)
         instead = f"choose another with --port {free}" if free else "choose another with --port"
-        raise ConfigurationError(
-            f"port {port} on {host} is already in use (another `python -m devhost` or `func start`?): "
-            f"stop that process or {instead}"
-        )
+        holder = port_holder(port)
+        by = f"by {holder}" if holder else "(another `python -m devhost` or `func start`?)"
+        raise ConfigurationError(f"port {port} on {host} is already in use {by}: stop that process or {instead}")
     raise ConfigurationError(f"cannot listen on {host}:{port}: {error.strerror}")
 
 

@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -30,9 +31,10 @@ import orjson
 from parser import batches
 from parser.batches import BatchFiles
 from parser.enrich import SKIPPED, Enricher
-from shared.errors import BatchIncomplete, IncompleteExchange
-from shared.exchange import Exchange
+from shared.errors import BatchIncomplete, IncompleteExchange, ParseBudgetExceeded, PoisonExchange
+from shared.exchange import Exchange, salvage
 from shared.normalize import record_schema
+from shared.normalize.budget import within
 from shared.normalize.record import UsageRecord
 from shared.normalize.usage import base_record, normalize
 from shared.ports import Ports
@@ -92,6 +94,7 @@ async def handle_batch(
     delays: Sequence[float] = DEFAULT_DELAYS,
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     raise_incomplete: bool = True,
+    budget: ParserBudget | None = None,
     batch_files: BatchFiles | None = None,
 ) -> BatchResult:
     """Record every event of a batch; see the module docstring for the guarantees.
@@ -101,6 +104,7 @@ async def handle_batch(
     Content Safety is called through `ports.safety` when it is set and the enricher enables it.
     """
     enricher = enricher or Enricher()
+    budget = budget or ParserBudget()
     limit = asyncio.Semaphore(max(1, concurrency))
     keys = [_key(event) for event in events]
     # Only a request id that occurs more than once in the batch needs its events in turn.
@@ -109,7 +113,7 @@ async def handle_batch(
     async def one(event: str | bytes, key: str, result: BatchResult) -> None:
         async with same_id.get(key) or contextlib.nullcontext(), limit:
             try:
-                await _handle_one(event, ports, enricher, result, delays, sleep, batch_files)
+                await _handle_one(event, ports, enricher, result, delays, sleep, budget, batch_files)
             except Exception as exc:  # the per-event boundary: never let one event sink the batch
                 log.exception("parser: unexpected failure for one event")
                 await _deadletter(ports, result, key, f"unexpected error: {type(exc).__name__}: {exc}", event)
@@ -133,6 +137,7 @@ async def _handle_one(
     result: BatchResult,
     delays,
     sleep,
+    budget: ParserBudget,
     batch_files: BatchFiles | None = None,
 ) -> None:
     try:
@@ -141,19 +146,32 @@ async def _handle_one(
         await _deadletter(ports, result, _key(event), f"undecodable event: {exc}", event)
         return
 
+    #: Set when the exchange is poison or over budget: it still gets a record (when its request is
+    #: readable) and is dead-lettered once, at once, with this reason.
+    poison: str | None = None
     try:
-        exchange = await _retry(lambda: _load(ports, request_id), delays, sleep)
+        carried = _carried_exchange(event, request_id)
+        exchange = carried if carried is not None else await _retry(lambda: _load(ports, request_id), delays, sleep)
     except _Missing:
         await _deadletter(ports, result, request_id, "exchange not found after retries", event)
         return
     except IncompleteExchange as exc:
         await _deadletter(ports, result, request_id, f"exchange incomplete after retries: {exc}", event)
         return
+    except PoisonExchange as exc:
+        poison = f"poison exchange: {exc}"
+        salvaged = salvage(exc.data, request_id)
+        if salvaged is None:
+            await _deadletter(ports, result, request_id, poison, event)
+            return
+        exchange = salvaged
     except Exception as exc:
         await _deadletter(ports, result, request_id, f"exchange store unavailable: {type(exc).__name__}: {exc}", event)
         return
 
-    await _record(exchange, ports, enricher, result, delays, sleep, batch_files)
+    await _record(
+        exchange, ports, enricher, result, delays, sleep, budget, poison=poison, event=event, batch_files=batch_files
+    )
 
 
 async def record_in_place(
@@ -168,7 +186,7 @@ async def record_in_place(
     dead letters and telemetry as for an announced one, without the exchange store or the channel."""
     result = BatchResult()
     try:
-        await _record(exchange, ports, enricher or Enricher(), result, delays, sleep)
+        await _record(exchange, ports, enricher or Enricher(), result, delays, sleep, ParserBudget())
     except Exception as exc:  # the same boundary as a batch's: never lose the record silently
         log.exception("parser: unexpected failure recording %s in place", exchange.request_id)
         await _deadletter(
@@ -184,21 +202,36 @@ async def _record(
     result: BatchResult,
     delays,
     sleep,
+    budget: ParserBudget,
+    *,
+    poison: str | None = None,
+    event: str | bytes | None = None,
     batch_files: BatchFiles | None = None,
 ) -> None:
+    """Record one exchange. `poison` (set when the exchange is poison or over the parser's budget)
+    still gives a record (with `parse_error`), and dead-letters `event` once, with that reason."""
     request_id = exchange.request_id
     if enricher.analyses(ports.safety) and await _already_recorded(ports, request_id):
         # A redelivered event: do not pay Content Safety again for a record that exists.
         result.duplicates.append(request_id)
         return
-    record, details = await make_record(exchange, enricher, ports.safety)
+    try:
+        record, details = await make_record(exchange, enricher, ports.safety, budget=budget)
+    except ParseBudgetExceeded as exc:
+        poison = poison or f"over the parser's budget: {exc}"
+        record, details = valid_record(base_record(exchange), exchange), {}
+    if poison is not None:
+        record["parse_error"] = poison[:1000]
+    if ports.budgets is not None:
+        # Before the record is stored, so that it carries the settlement; a redelivered event is
+        # charged once (the ledger remembers the request ids it settled). Never raises.
+        await ports.budgets.settle(record, exchange.budget)
 
     try:
         added = await _retry(lambda: ports.records.add(record, details), delays, sleep)
     except Exception as exc:
-        await _deadletter(
-            ports, result, request_id, f"record store unavailable: {type(exc).__name__}: {exc}", _json(record)
-        )
+        what = "record not writable" if _is_poison(exc) else "record store unavailable"
+        await _deadletter(ports, result, request_id, f"{what}: {type(exc).__name__}: {exc}", _json(record))
         return
     await _batch_accounting(record, details, exchange, ports, enricher, batch_files, delays, sleep)
     if not added:
@@ -214,6 +247,50 @@ async def _record(
         )
         return
     result.recorded.append(request_id)
+    if poison is not None:
+        # Once: a redelivery finds the record and stops above, as a duplicate.
+        await _deadletter(ports, result, request_id, poison, event if event is not None else exchange.to_json())
+
+
+@dataclass(frozen=True, slots=True)
+class ParserBudget:
+    """What one exchange may cost the parser (PARSER_EXCHANGE_BUDGET_SECONDS, PARSER_MAX_EXCHANGE_BYTES)."""
+
+    seconds: float = 30.0
+    max_bytes: int = 64_000_000
+    clock: Callable[[], float] = time.monotonic
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ParserBudget:
+        return cls(settings.parser_exchange_budget_seconds, settings.parser_max_exchange_bytes)
+
+    def admit(self, exchange: Exchange) -> None:
+        """Raise ParseBudgetExceeded when the exchange holds more than the parser will consolidate."""
+        size = exchange_bytes(exchange)
+        if size > self.max_bytes:
+            raise ParseBudgetExceeded(f"the exchange holds {size} bytes, over the parser's limit of {self.max_bytes}")
+
+
+#: Exchanges larger than this are normalized on a worker thread.
+_THREAD_BYTES = 1_000_000
+
+
+def _normalize_within(exchange: Exchange, budget: ParserBudget) -> tuple[UsageRecord, dict[str, Any]]:
+    with within(budget.seconds, budget.clock):
+        return normalize(exchange)
+
+
+def exchange_bytes(exchange: Exchange) -> int:
+    """Bytes the parser would work through: the request body, the response body or event stream."""
+    response = exchange.response
+    size = _int(exchange.request.body_bytes)
+    if response is not None:
+        size += len(response.sse) if isinstance(response.sse, str) else _int(response.body_bytes)
+    return size
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and value > 0 else 0
 
 
 async def _batch_accounting(
@@ -243,7 +320,7 @@ async def _batch_accounting(
 
 
 async def make_record(
-    exchange: Exchange, enricher: Enricher, safety: ContentSafety | None = None
+    exchange: Exchange, enricher: Enricher, safety: ContentSafety | None = None, *, budget: ParserBudget | None = None
 ) -> tuple[UsageRecord, dict[str, Any]]:
     """normalize + validate + cost and content safety: the record as the parser stores and emits it.
 
@@ -251,7 +328,15 @@ async def make_record(
     the enrichment's own fields are valid by construction (`Enricher.enrich` checks the safety
     object, which carries data from the exchange), which keeps the schema pass to one per record.
     """
-    record, details = normalize(exchange)
+    if budget is None:
+        record, details = normalize(exchange)
+    else:
+        budget.admit(exchange)
+        if exchange_bytes(exchange) > _THREAD_BYTES:
+            # Seconds of CPU: off the event loop, which the proxy shares in the same worker.
+            record, details = await asyncio.to_thread(_normalize_within, exchange, budget)
+        else:
+            record, details = _normalize_within(exchange, budget)
     record = valid_record(record, exchange)
     await enricher.enrich(record, details, exchange, safety)
     return record, details
@@ -306,11 +391,22 @@ async def _load(ports: Ports, request_id: str) -> Exchange:
     return exchange
 
 
+def _is_poison(exc: BaseException) -> bool:
+    """A failure no retry can mend: the data is wrong, not the store (items of an exchange that
+    are still landing are the one ValueError worth waiting for)."""
+    if isinstance(exc, IncompleteExchange):
+        return False
+    return isinstance(exc, (PoisonExchange, TypeError, ValueError, KeyError, AttributeError))
+
+
 async def _retry(op: Callable[[], Awaitable[T]], delays: Sequence[float], sleep) -> T:
+    """`op`, tried again after each delay while it fails for a transient reason (store, network)."""
     for delay in delays:
         try:
             return await op()
         except Exception as exc:
+            if _is_poison(exc):
+                raise
             log.warning("parser: retrying after %s: %s", type(exc).__name__, exc)
             await sleep(delay)
     return await op()
@@ -324,6 +420,22 @@ async def _deadletter(ports: Ports, result: BatchResult, key: str, reason: str, 
     except Exception:
         log.exception("parser: could not dead-letter %s (%s)", key, reason)
         result.failed.append(key)
+
+
+def _carried_exchange(event: str | bytes, request_id: str) -> Exchange | None:
+    """The exchange an event carries (the proxy puts it there when the store is down), else None.
+    One that cannot be read is poison like a stored one."""
+    raw = event.encode("utf-8") if isinstance(event, str) else bytes(event)
+    if not raw.lstrip().startswith(b"{") or b'"exchange"' not in raw:
+        return None
+    data = orjson.loads(raw).get("exchange")
+    if data is None:
+        return None
+    try:
+        return Exchange.from_dict(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        reason = f"the exchange on the event is not readable: {type(exc).__name__}: {exc}"
+        raise PoisonExchange(reason, data) from exc
 
 
 def _key(event: Any) -> str:

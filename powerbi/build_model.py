@@ -172,9 +172,14 @@ TABLES: tuple[Table, ...] = (
             ("retried", I),
             ("client_disconnects", I),
             ("parse_errors", I),
+            ("complete", I),
+            ("upstream_broken", I),
+            ("timeouts", I),
+            ("blocked", I),
             ("error_codes", S),
             ("throttle_rate", D),
             ("error_rate", D),
+            ("broken_rate", D),
         ),
         (
             Measure(
@@ -187,6 +192,11 @@ TABLES: tuple[Table, ...] = (
             ),
             Measure("Throttled requests", "SUM('Errors by backend'[throttled])"),
             Measure("Retried requests", "SUM('Errors by backend'[retried])"),
+            Measure(
+                "Broken answer rate",
+                "DIVIDE(SUM('Errors by backend'[upstream_broken]) + SUM('Errors by backend'[timeouts]), SUM('Errors by backend'[requests]))",
+                PCT,
+            ),
         ),
     ),
     Table(
@@ -312,6 +322,26 @@ TABLES: tuple[Table, ...] = (
         ),
         (Measure("User cost (USD)", "SUM('Top users'[cost_usd])", USD),),
     ),
+    Table(
+        "budget_spend",
+        "Budget spend",
+        (
+            ("month", T),
+            ("budget_name", S),
+            ("spent_usd", D),
+            ("limit_usd", D),
+            ("used_percent", D),
+            ("requests", I),
+            ("downgraded", I),
+            ("unsettled", I),
+            ("store_errors", I),
+            ("soft_crossed_at", T),
+        ),
+        (
+            Measure("Budget spent (USD)", "SUM('Budget spend'[spent_usd])", USD),
+            Measure("Budget limit (USD)", "SUM('Budget spend'[limit_usd])", USD),
+        ),
+    ),
 )
 
 #: Report pages (and workbook tabs): title -> visuals (type, table, fields). Fields are measures or columns.
@@ -364,6 +394,12 @@ PAGES: dict[str, list[tuple[str, str, list[str]]]] = {
                 "tokens_avoided",
                 "cost_avoided_usd",
             ],
+        ),
+        ("clusteredBarChart", "Budget spend", ["budget_name", "Budget spent (USD)"]),
+        (
+            "tableEx",
+            "Budget spend",
+            ["month", "budget_name", "spent_usd", "limit_usd", "used_percent", "downgraded", "soft_crossed_at"],
         ),
     ],
     "Performance": [
@@ -429,6 +465,7 @@ PAGES: dict[str, list[tuple[str, str, list[str]]]] = {
     "Errors": [
         ("card", "Errors by backend", ["Throttle rate"]),
         ("card", "Errors by backend", ["Error rate"]),
+        ("card", "Errors by backend", ["Broken answer rate"]),
         ("lineChart", "Errors by backend", ["day", "Throttled requests"]),
         (
             "tableEx",
@@ -441,6 +478,9 @@ PAGES: dict[str, list[tuple[str, str, list[str]]]] = {
                 "client_errors",
                 "server_errors",
                 "retried",
+                "upstream_broken",
+                "timeouts",
+                "blocked",
                 "throttle_rate",
                 "error_rate",
             ],
@@ -451,7 +491,7 @@ PAGES: dict[str, list[tuple[str, str, list[str]]]] = {
 #: Workbook tabs: the same pages, each showing the queries behind that page.
 WORKBOOK_TABS: dict[str, list[str]] = {
     "Overview": ["usage_by_day", "streaming_share", "usage_source_share"],
-    "Chargeback": ["chargeback_monthly", "top_users", "cache_savings"],
+    "Chargeback": ["chargeback_monthly", "top_users", "cache_savings", "budget_spend"],
     "Performance": ["latency_percentiles"],
     "Safety": ["safety_flags", "prompt_shields"],
     "Errors": ["errors_by_backend"],

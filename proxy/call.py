@@ -155,9 +155,11 @@ async def prepare(
         deployment=deployment_for(route, json_body),
     )
     if settings.inject_stream_usage and stream_usage.should_inject(route, query, json_body):
-        call.body = stream_usage.inject(cast(dict[str, Any], json_body))  # should_inject: a JSON object
-        call.filter_usage = True
-        rec.usage_injected = True
+        injected = stream_usage.inject(cast(dict[str, Any], json_body))  # should_inject: a JSON object
+        if injected is not None:
+            call.body = injected
+            call.filter_usage = True
+            rec.usage_injected = True
     return call
 
 

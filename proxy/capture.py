@@ -4,13 +4,16 @@
 while streaming); `finish()` turns it into one `shared.exchange.Exchange` with secrets redacted
 (headers, query, credentials in a JSON request body).
 `CaptureWriter` stores then publishes each exchange in a tracked background task, retrying the
-store with backoff; if the store stays down the exchange is spilled to a JSON file in the outbox
-directory and replayed on the next start, so nothing is lost and the stream never waits.
+store with backoff; if the store stays down the exchange is spilled (spill store, outbox directory,
+or memory) and a drain task stores and announces it as soon as the store is back, so nothing is
+lost and the stream never waits. Capture never gives up on a request: a body that cannot be
+written back as JSON is kept as its bytes (`shared.exchange.encode_body`, `ExchangeRecorder.fallback`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import logging
 import os
@@ -18,7 +21,9 @@ import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+import orjson
 
 from shared.background import BackgroundTasks
 from shared.errors import ErrorResponse
@@ -30,9 +35,10 @@ from shared.exchange import (
     Identity,
     Timings,
     encode_body,
+    exchange_event,
     utc_now_iso,
 )
-from shared.ports import Ports
+from shared.ports import Ports, SpillStore
 from shared.privacy.capture import CapturePrivacy, reduce, without_bodies
 from shared.redaction import Redactor, request_secrets
 
@@ -63,6 +69,7 @@ class ExchangeRecorder:
         "enforcement",
         "audience",
         "cache",
+        "budget",
         "_raw_request",
     )
 
@@ -91,6 +98,8 @@ class ExchangeRecorder:
         #: The audience rule that applied, and the response cache's part (see `shared.exchange.Exchange`).
         self.audience: dict[str, Any] | None = None
         self.cache: dict[str, Any] | None = None
+        #: What budget admission decided (`Admission.marks()`), when a budget applies.
+        self.budget: dict[str, Any] | None = None
 
     def elapsed_ms(self) -> float:
         return round((time.perf_counter() - self.started) * 1000, 3)
@@ -105,6 +114,16 @@ class ExchangeRecorder:
     ) -> None:
         """Keep references only: redaction and body encoding happen in `finish()`, after the stream."""
         self._raw_request = (method, path, list(query), list(headers), body)
+
+    def reroute(self, path: str, model: str | None) -> None:
+        """The request went to another deployment (a budget's downgrade): the new path, or (v1) the
+        body's `model`, so the record names and prices the deployment that answered."""
+        if self._raw_request is None:
+            return
+        method, _, query, headers, body = self._raw_request
+        if model is not None:
+            body = orjson.dumps({**orjson.loads(body), "model": model})
+        self._raw_request = (method, path, query, headers, body)
 
     def set_response(self, status: int, headers: Iterable[tuple[str, str]]) -> None:
         self.status = status
@@ -157,6 +176,64 @@ class ExchangeRecorder:
             body=stored,
             body_encoding=encoding,
             body_bytes=len(body),
+        )
+
+    def fallback(self, reason: str) -> Exchange:
+        """The exchange when `finish` failed: bodies kept as the bytes received (redacted as
+        text), so the request is still stored, announced and recorded. A part whose redaction
+        fails too is left out rather than stored unredacted."""
+        redactor = Redactor()
+        with contextlib.suppress(Exception):
+            redactor = self._redactor()
+        method, path, query, headers, body = self._raw_request or ("", "", [], [], b"")
+
+        def safe(build: Callable[[], Any], default: Any) -> Any:
+            try:
+                return build()
+            except Exception:
+                return default
+
+        def raw(data: bytes) -> tuple[Any, Literal["base64", "empty"]]:
+            clean = safe(lambda: redactor.raw_body(data, "text/plain"), None)
+            if not data or clean is None:
+                return None, "empty"
+            return {"base64": base64.b64encode(clean).decode("ascii")}, "base64"
+
+        request_body, request_encoding = raw(body)
+        response = None
+        if self.status is not None:
+            answer = safe(lambda: b"".join(self.chunks), b"")
+            response_body, response_encoding = raw(answer)
+            response = CapturedResponse(
+                status=self.status,
+                headers=safe(lambda: redactor.headers(self.response_headers), {}),
+                body=response_body,
+                body_encoding=response_encoding,
+                body_bytes=len(answer),
+            )
+        return Exchange(
+            request_id=self.request_id,
+            request=CapturedRequest(
+                method=method,
+                path=safe(lambda: redactor.path(path), ""),
+                query=safe(lambda: redactor.query(query), {}),
+                headers=safe(lambda: redactor.headers(headers), {}),
+                body=request_body,
+                body_encoding=request_encoding,
+                body_bytes=len(body),
+            ),
+            timings=Timings(
+                received_at=self.received_at,
+                upstream_first_byte_ms=self.first_byte,
+                last_byte_ms=self.last_byte,
+                gateway_overhead_ms=self.overhead_ms,
+            ),
+            identity=self.identity,
+            response=response,
+            backend=self.backend,
+            attempts=self.attempts,
+            client_disconnected=self.client_disconnected,
+            usage_injected=self.usage_injected,
         )
 
     def finish(self) -> Exchange:
@@ -214,6 +291,7 @@ class ExchangeRecorder:
             enforcement=self.enforcement,
             audience=self.audience,
             cache=self.cache,
+            budget=self.budget,
         )
 
 
@@ -221,8 +299,24 @@ def default_outbox_dir() -> Path:
     return Path(tempfile.gettempdir()) / "aoai-gateway-outbox"
 
 
+#: Spill-store prefix of spilled files that are not exchanges (kept for a person, never replayed).
+UNREADABLE = "unreadable/"
+#: Drain pass backoff while the log store is still down (seconds, doubling up to the second).
+DRAIN_BACKOFF = (1.0, 60.0)
+#: With nothing spilled here, how often the shared spill store is looked at anyway: an instance
+#: recycled or scaled in leaves its spilled exchanges there for the others to drain.
+DRAIN_IDLE_SECONDS = 60.0
+
+
 class CaptureWriter:
-    """Store, then announce, each exchange in the background; spill to the outbox when the store is down."""
+    """Store, then announce, each exchange in the background; spill it when the store is down.
+
+    With the store down, an exchange that fits in one event is announced on the event itself (the
+    parser records it from there), and spilled all the same: to the spill store when one is wired
+    (Azure Blob: durable off the instance), else (or when that fails too) to the local outbox
+    directory, else it is held in memory. A drain task stores and announces them again as soon as the store takes them, with
+    backoff while it does not; it runs from the first spill (or `start()`) until `aclose()`.
+    """
 
     def __init__(
         self,
@@ -233,6 +327,8 @@ class CaptureWriter:
         backoff_seconds: float = 0.2,
         privacy: CapturePrivacy | None = None,
         record_in_place: Callable[[Exchange], Awaitable[object]] | None = None,
+        drain_backoff: tuple[float, float] = DRAIN_BACKOFF,
+        drain_idle_seconds: float = DRAIN_IDLE_SECONDS,
     ) -> None:
         """`privacy` applies CAPTURE_LEVELS to each exchange before it is stored; an exchange at
         level `none` goes to `record_in_place` (the parser's record step) instead of the store."""
@@ -240,7 +336,15 @@ class CaptureWriter:
         self.outbox_dir = outbox_dir or default_outbox_dir()
         self._store_attempts = store_attempts
         self._backoff = backoff_seconds
+        self._drain_backoff = drain_backoff
+        self._drain_idle = drain_idle_seconds
         self._tasks = BackgroundTasks()
+        #: Exchanges (JSON) no spill place took: kept here until the store does.
+        self.held: dict[str, bytes] = {}
+        self._drainer: asyncio.Task[None] | None = None
+        self._wake: asyncio.Event | None = None
+        #: Spilled exchanges stored and announced again since start (a metric for the logs).
+        self.drained = 0
         #: Responses being relayed, whose exchange is submitted when they end (`relay_started`).
         self._relaying = 0
         self._no_relays: asyncio.Event | None = None  # made by `drain`, inside the running loop
@@ -286,6 +390,28 @@ class CaptureWriter:
                 await asyncio.wait_for(self._no_relays.wait(), relay_wait_seconds)
         await self._tasks.drain()
 
+    def start(self) -> None:
+        """Start the drain task (it looks for spilled exchanges at once, then as described above)."""
+        if self._wake is None:
+            self._wake = asyncio.Event()
+        if self._drainer is None or self._drainer.done():
+            self._drainer = asyncio.get_running_loop().create_task(self._drain_loop())
+        self._wake.set()
+
+    async def aclose(self) -> None:
+        """Finish submitted exchanges, try one last drain pass, stop the drain task."""
+        await self.drain()
+        if self._drainer is not None:
+            self._drainer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drainer
+            self._drainer = None
+        if self.held:
+            with contextlib.suppress(Exception):
+                await self.replay_outbox()
+            if self.held:
+                log.error("%d exchange(s) neither stored nor spilled at shutdown", len(self.held))
+
     async def _persist(
         self, exchange: Exchange | ExchangeRecorder, before: Callable[[], Awaitable[None]] | None = None
     ) -> None:
@@ -295,11 +421,12 @@ class CaptureWriter:
             except Exception:  # never lose the exchange to it
                 log.exception("the step before capturing %s failed", exchange.request_id)
         if isinstance(exchange, ExchangeRecorder):
+            recorder = exchange
             try:
-                exchange = exchange.finish()
-            except Exception:  # a defect: say which request, as the response path would have
-                log.exception("building the exchange of %s failed", exchange.request_id)
-                return
+                exchange = recorder.finish()
+            except Exception as exc:  # a defect: still store what arrived, as bytes
+                log.exception("building the exchange of %s failed; storing its raw bytes", recorder.request_id)
+                exchange = recorder.fallback(f"{type(exc).__name__}: {exc}")
         if self._privacy is not None:
             exchange = await self._apply_privacy(exchange, self._privacy)
             if exchange.capture_level == "none" and self._record_in_place is not None:
@@ -320,7 +447,8 @@ class CaptureWriter:
                     type(exc).__name__,
                 )
                 if attempt == self._store_attempts:
-                    self._spill(exchange, "store")
+                    await self._announce_with_exchange(exchange)
+                    await self._spill(exchange, "store")
                     return
                 await asyncio.sleep(delay)
                 delay *= 2
@@ -328,7 +456,7 @@ class CaptureWriter:
             await ports.channel.publish(exchange.request_id)
         except Exception as exc:
             log.warning("announcing exchange %s failed: %s", exchange.request_id, type(exc).__name__)
-            self._spill(exchange, "publish")
+            await self._spill(exchange, "publish")
 
     @staticmethod
     async def _apply_privacy(exchange: Exchange, privacy: CapturePrivacy) -> Exchange:
@@ -349,32 +477,127 @@ class CaptureWriter:
             )
             return without_bodies(exchange, rule)
 
-    def _spill(self, exchange: Exchange, stage: str) -> None:
-        """Write the (already redacted) exchange to `<outbox>/<request_id>.json` for a later replay."""
+    async def _announce_with_exchange(self, exchange: Exchange) -> None:
+        """The store is down: announce the exchange itself when it fits in one event, so the parser
+        records it now. It is spilled all the same, and stored and announced again once the store
+        is back (the parser then finds the record: a duplicate, not a second record)."""
+        channel = self._ports().channel
+        publish = getattr(channel, "publish_exchange", None)
+        event = exchange_event(exchange.request_id, exchange.to_json()) if publish is not None else None
+        if event is None:
+            return
         try:
-            self.outbox_dir.mkdir(parents=True, exist_ok=True)
-            final = self.outbox_dir / f"{exchange.request_id}.json"
-            tmp = final.with_suffix(".tmp")
-            tmp.write_bytes(exchange.to_json())
-            os.replace(tmp, final)
-            log.error("exchange %s spilled to %s after %s failure", exchange.request_id, final, stage)
-        except OSError as exc:
-            log.error("exchange %s lost: outbox not writable (%s)", exchange.request_id, exc)
+            await publish(exchange.request_id, event)  # type: ignore[misc]
+            log.warning("exchange %s announced with the exchange on the event (store down)", exchange.request_id)
+        except Exception as exc:
+            log.warning("announcing exchange %s on the event failed: %s", exchange.request_id, type(exc).__name__)
+
+    def _spill_store(self) -> SpillStore | None:
+        return getattr(self._ports(), "spill", None)
+
+    async def _spill(self, exchange: Exchange, stage: str) -> None:
+        """Keep the (already redacted) exchange for the drain task: spill store, outbox, memory."""
+        rid = exchange.request_id
+        data = exchange.to_json()
+        spill = self._spill_store()
+        try:
+            if spill is not None:
+                try:
+                    await spill.put(f"{rid}.json", data)
+                    log.error("exchange %s spilled to the spill store after %s failure", rid, stage)
+                    return
+                except Exception as exc:
+                    log.error("spill store refused exchange %s (%s); trying the outbox", rid, type(exc).__name__)
+            try:
+                self.outbox_dir.mkdir(parents=True, exist_ok=True)
+                final = self.outbox_dir / f"{rid}.json"
+                tmp = final.with_suffix(".tmp")
+                tmp.write_bytes(data)
+                os.replace(tmp, final)
+                log.error("exchange %s spilled to %s after %s failure", rid, final, stage)
+            except OSError as exc:
+                self.held[rid] = data
+                log.error("exchange %s held in memory: outbox not writable (%s)", rid, exc)
+        finally:
+            self.start()
 
     async def replay_outbox(self) -> int:
-        """Store and announce every spilled exchange again; returns how many were sent."""
-        if not self.outbox_dir.is_dir():
-            return 0
+        """Store and announce every spilled exchange again (memory, outbox, spill store); returns
+        how many were sent. A pass stops at the first store failure: the store is still down. A
+        spilled file that is not an exchange (damaged on disk) is set aside (`.bad`, `unreadable/`)
+        so that it never holds up the others."""
         sent = 0
-        for path in sorted(self.outbox_dir.glob("*.json")):
+        ports = self._ports()
+
+        async def resend(data: bytes, where: str) -> bool:
             try:
-                exchange = Exchange.from_json(path.read_bytes())
-                ports = self._ports()
-                await ports.exchanges.save(exchange)
-                await ports.channel.publish(exchange.request_id)
-            except Exception as exc:
-                log.warning("outbox replay of %s failed: %s", path.name, type(exc).__name__)
-                continue
-            path.unlink(missing_ok=True)
-            sent += 1
+                exchange = Exchange.from_json(data)
+            except (ValueError, TypeError, KeyError) as exc:
+                log.error("spilled exchange %s is unreadable, set aside: %s", where, type(exc).__name__)
+                return False
+            await ports.exchanges.save(exchange)
+            await ports.channel.publish(exchange.request_id)
+            return True
+
+        try:
+            for rid, data in list(self.held.items()):
+                sent += await resend(data, rid)
+                self.held.pop(rid, None)
+            if self.outbox_dir.is_dir():
+                for path in sorted(self.outbox_dir.glob("*.json")):
+                    try:
+                        data = path.read_bytes()
+                    except FileNotFoundError:  # another pass took it
+                        continue
+                    if await resend(data, str(path)):
+                        path.unlink(missing_ok=True)
+                        sent += 1
+                    else:
+                        os.replace(path, path.with_suffix(".bad"))
+            spill = self._spill_store()
+            if spill is not None:
+                for key in await spill.keys(limit=500):
+                    if key.startswith(UNREADABLE):
+                        continue
+                    spilled = await spill.get(key)
+                    if spilled is not None:
+                        if await resend(spilled, key):
+                            sent += 1
+                        else:
+                            await spill.put(UNREADABLE + key, spilled)
+                    await spill.delete(key)
+        except Exception as exc:
+            log.warning("replaying spilled exchanges stopped after %d: %s", sent, type(exc).__name__)
+        finally:
+            self.drained += sent
+            if sent:
+                log.info("replayed %d spilled exchange(s) (%d since start)", sent, self.drained)
         return sent
+
+    async def _backlog(self) -> bool:
+        """Whether anything spilled is left (the spill store is asked only when it is wired)."""
+        if self.held or (self.outbox_dir.is_dir() and any(self.outbox_dir.glob("*.json"))):
+            return True
+        spill = self._spill_store()
+        if spill is None:
+            return False
+        try:
+            return any(not key.startswith(UNREADABLE) for key in await spill.keys(limit=500))
+        except Exception:
+            return True
+
+    async def _drain_loop(self) -> None:
+        assert self._wake is not None
+        low, high = self._drain_backoff
+        delay = low
+        while True:
+            self._wake.clear()
+            await self.replay_outbox()
+            if await self._backlog():
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, high)
+                continue
+            delay = low
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._drain_idle):
+                    await self._wake.wait()

@@ -16,6 +16,7 @@ from fastapi import Request, Response
 
 from proxy import gc_policy, telemetry
 from proxy.audience import AudienceGate, filter_list
+from proxy.budget_gate import BudgetGate
 from proxy.cache import CACHE_HEADER, CacheGate
 from proxy.call import REQUEST_ID_HEADER, UpstreamLeg, identity_from, prepare
 from proxy.capture import CaptureWriter, ExchangeRecorder
@@ -56,6 +57,7 @@ class Proxy:
         safety: StreamSafety | None = None,
         audience: AudienceTable | None = None,
         cache_store: Callable[[], ResponseCache | None] | None = None,
+        budgets: BudgetGate | None = None,
     ) -> None:
         self.settings = settings
         #: One pool per process: health, cooldowns and circuits are shared by every request.
@@ -70,6 +72,8 @@ class Proxy:
         self.credentials = credentials
         self.capture = capture
         self.safety = safety or StreamSafety.off()
+        #: Budget admission before forwarding (None: no budgets).
+        self.budgets = budgets
         self.leg = UpstreamLeg(pool, upstream, credentials, self.pinning)
         #: Per-audience policy: allow-lists and the response cache (`AUDIENCE_POLICIES`).
         table = audience or AudienceTable.from_settings(
@@ -80,11 +84,9 @@ class Proxy:
         self._warm_up: asyncio.Task[None] | None = None
 
     async def warm_up(self) -> None:
-        """First-request work off the hot path: managed-identity tokens, outbox replay."""
+        """First-request work off the hot path: managed-identity tokens, the spilled-exchange drain."""
+        self.capture.start()
         await self.credentials.warm(self.backends)
-        replayed = await self.capture.replay_outbox()
-        if replayed:
-            log.info("replayed %d spilled exchanges from %s", replayed, self.capture.outbox_dir)
         gc_policy.freeze_warm_heap()  # the long-lived heap is built: keep it out of every collection
 
     async def handle(self, request: Request) -> Response:
@@ -106,6 +108,8 @@ class Proxy:
                 entry = await self.cache.lookup(plan)
                 if entry is not None:
                     return self.cache.serve(call, plan, entry)
+            if self.budgets is not None:
+                await self.budgets.admit(call)
             resp = await self.leg.attempt(call)
             if resp.status == 200 and self.audience.lists_to_filter(call, resolved):
                 # A model or deployment list, cut to the caller's allow-list: read whole (small),
@@ -113,6 +117,8 @@ class Proxy:
                 call.head = filter_list(call.head + await resp.read(), resolved.value)
                 call.extra["body_rewritten"] = True
         except ErrorResponse as error:
+            if rec.budget is not None:  # admitted, then no backend answered: the budget headers still go
+                error.headers.update(call.extra.get("budget_headers", ()))
             return self._answer(rec, error)
         except Exception as exc:  # a defect: still one exchange, still an AOAI-shaped answer
             log.exception("proxy failure for %s", rid)
@@ -121,6 +127,7 @@ class Proxy:
         headers = client_response_headers(resp.headers.items())
         headers.extend(call.gateway_headers.items())
         event_stream = resp.headers.get("content-type", "").startswith("text/event-stream")
+        headers.extend(call.extra.get("budget_headers", ()))
         if call.filter_usage and not event_stream:
             call.filter_usage = False  # an error answer (JSON): nothing to hold back
         rec.set_response(resp.status, headers)
@@ -153,7 +160,7 @@ class Proxy:
     def _answer(self, rec: ExchangeRecorder, error: ErrorResponse) -> Response:
         body = rec.answer_error(error)
         name, value = telemetry.stamp_overhead(rec, rec.elapsed_ms())
-        self.capture.submit(rec.finish())
+        self.capture.submit(rec)  # finished in the capture task, which never gives up on it
         headers = {**error.headers, REQUEST_ID_HEADER: rec.request_id, name: value}
         return Response(content=body, status_code=error.status, headers=headers, media_type="application/json")
 
@@ -161,7 +168,7 @@ class Proxy:
         """Finish pending captures and close upstream connections (host shutdown)."""
         if self._warm_up is not None and not self._warm_up.done():
             self._warm_up.cancel()
-        await self.capture.drain()
+        await self.capture.aclose()
         if self.pinning is not None:
             await self.pinning.drain()
         await self.safety.aclose()
@@ -180,6 +187,7 @@ def build_proxy(settings: Settings, ports: Callable[[], Ports]) -> Proxy:
         affinity=lambda: ports().affinity,
         safety=StreamSafety.from_settings(settings),
         cache_store=lambda: ports().cache,
+        budgets=BudgetGate(lambda: ports().budgets),
     )
 
 

@@ -84,6 +84,26 @@ class GatewayTimeout(ErrorResponse):
     status, code = 504, "GatewayTimeout"
 
 
+class BudgetExceeded(ErrorResponse):
+    """429: the request's worst case does not fit in a budget that applies. Retrying before the
+    reset cannot help, so OpenAI SDKs are told not to (`x-should-retry: false`)."""
+
+    status, code = 429, "budget_exceeded"
+
+    def __init__(self, message: str, *, budget: str, reset_at: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message, headers={"x-should-retry": "false", **(headers or {})})
+        self.budget, self.reset_at = budget, reset_at
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, "budget": self.budget, "reset_at": self.reset_at}}
+
+
+class BudgetStoreUnavailable(ErrorResponse):
+    """503: the budget store cannot be reached and a budget that applies fails closed."""
+
+    status, code = 503, "budget_store_unavailable"
+
+
 # ------------------------------------------------------------------------------------------ internal
 class ConfigurationError(GatewayError):
     """Invalid app settings: raised at start-up with a message that names the bad entry."""
@@ -109,6 +129,19 @@ class ContentSafetyError(GatewayError):
 
 class IncompleteExchange(GatewayError, ValueError):
     """Some store items of an exchange are missing (or it has none)."""
+
+
+class PoisonExchange(GatewayError, ValueError):
+    """A stored exchange that can never be read as one (not JSON, fields missing or of the wrong
+    type): retrying cannot help. `data` is its JSON object when the text at least parsed."""
+
+    def __init__(self, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.data = data
+
+
+class ParseBudgetExceeded(GatewayError, RuntimeError):
+    """An exchange took more of the parser (time, or bytes to consolidate) than its budget allows."""
 
 
 class InvalidRecord(GatewayError, ValueError):

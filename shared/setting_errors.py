@@ -94,6 +94,8 @@ def _located(error: Mapping[str, Any], data: Any, shape: Any) -> str:
     """`[0] ('name'): 'key' must be ...` for a list of named entries, `['a']['b']: must be ...` otherwise."""
     loc = [p for p in error["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
     phrase, shown = _phrase(error), _shown(error.get("input"))
+    if "auth" in loc:  # an api_key backend's `value` is a key: never echoed
+        shown = ""
     if error["type"] == "extra_forbidden":
         unknown = str(loc[-1])
         phrase = f"unknown key {unknown!r}" + _closest(unknown, _fields_at(shape, loc[:-1]))

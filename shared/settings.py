@@ -175,9 +175,25 @@ class Settings(BaseSettings):
     capture_outbox_dir: str = setting(
         "",
         "CAPTURE_OUTBOX_DIR",
-        "where exchanges are spilled as JSON files when the log store stays down, stored again on start "
-        "(empty: the system temp dir)",
+        "where exchanges are spilled as JSON files when the log store stays down and no spill store takes "
+        "them; stored and announced again as soon as the store is back (empty: the system temp dir)",
         sample=".gateway/outbox",
+    )
+    capture_spill_blob_url: str = setting(
+        "",
+        "CAPTURE_SPILL_BLOB_URL",
+        "blob endpoint (https://<account>.blob.core.windows.net/) of the spill store for exchanges the log "
+        "store could not take, reached by identity: durable off the instance, drained by any instance "
+        "(empty: no spill store)",
+    )
+    capture_spill_connection_string: str = setting(
+        "",
+        "CAPTURE_SPILL_CONNECTION_STRING",
+        "the spill store by connection string instead (Azurite: UseDevelopmentStorage=true); local runs",
+        secret=True,
+    )
+    capture_spill_container: str = setting(
+        "capture-spill", "CAPTURE_SPILL_CONTAINER", "blob container of the spill store"
     )
 
     # --- routing -----------------------------------------------------------------------------
@@ -225,6 +241,9 @@ class Settings(BaseSettings):
         "affinity", "COSMOS_AFFINITY_CONTAINER", "Responses API affinity (response id -> backend) container"
     )
     cosmos_cache_container: str = setting("cache", "COSMOS_CACHE_CONTAINER", "response cache container (per-item TTL)")
+    cosmos_budgets_container: str = setting(
+        "budgets", "COSMOS_BUDGETS_CONTAINER", "budget ledgers container (one item per budget and period)"
+    )
     exchange_ttl_seconds: Annotated[int, AfterValidator(_ttl)] = setting(
         7 * 24 * 3600, "EXCHANGE_TTL_SECONDS", "how long stored exchanges are kept (-1: forever)"
     )
@@ -242,6 +261,30 @@ class Settings(BaseSettings):
     eventhub_consumer_group: str = setting("$Default", "EVENT_HUB_CONSUMER_GROUP", "the parser's consumer group")
 
     # --- parser ------------------------------------------------------------------------------
+    parser_exchange_budget_seconds: PositiveFloat = setting(
+        30.0,
+        "PARSER_EXCHANGE_BUDGET_SECONDS",
+        "wall-clock budget of the parser per exchange; past it the record says parse_error and the exchange "
+        "is dead-lettered once",
+    )
+    parser_max_exchange_bytes: PositiveInt = setting(
+        64_000_000,
+        "PARSER_MAX_EXCHANGE_BYTES",
+        "stored bytes (bodies, event stream) the parser consolidates per exchange; beyond: a record with "
+        "parse_error, dead-lettered once",
+    )
+    reconcile_after_seconds: int = setting(
+        300,
+        "RECONCILE_AFTER_SECONDS",
+        "stored exchanges older than this with no record and no final dead letter are announced again "
+        "(the reconcile timer function, every 5 minutes)",
+        ge=0,
+    )
+    reconcile_lookback_seconds: PositiveInt = setting(
+        3600,
+        "RECONCILE_LOOKBACK_SECONDS",
+        "how far back the reconciler looks (each run reads the exchanges stored in the window)",
+    )
     parser_max_concurrency: PositiveInt = setting(
         8,
         "PARSER_MAX_CONCURRENCY",
@@ -328,11 +371,21 @@ class Settings(BaseSettings):
     )
 
     # --- audiences ---------------------------------------------------------------------------
+    budgets_json: Annotated[str, JsonText(list[dict[str, Any]])] = setting(
+        "[]",
+        "BUDGETS",
+        "dollar budgets and token quotas: [{name, scope, amount|tokens, period, soft_percent, action...}] (docs/budgets.md)",
+    )
+    budget_teams_json: Annotated[str, JsonText(dict[str, list[str]])] = setting(
+        "{}", "BUDGET_TEAMS", "team name -> subscription ids, for `team:<name>` budget scopes (docs/budgets.md)"
+    )
+    budget_sqlite_path: str = setting(
+        "", "BUDGET_SQLITE_PATH", "SQLite file of the budget ledgers with LOG_STORE=sqlite (empty: SQLITE_PATH)"
+    )
     capture_levels_json: Annotated[str, JsonText(dict[str, Literal["full", "redacted", "metadata", "none"]])] = setting(
         "{}",
         "CAPTURE_LEVELS",
         "APIM product or `subscription:<id>` -> capture level full | redacted | metadata | none (docs/privacy.md)",
-        sample='{"standard": "redacted", "subscription:team-hr": "metadata"}',
     )
     retention_json: Annotated[str, JsonText(dict[str, Any])] = setting(
         "{}",
@@ -351,7 +404,6 @@ class Settings(BaseSettings):
         "{}",
         "AUDIENCE_POLICIES",
         "APIM product or `subscription:<id>` -> deployment allow-list and response cache (docs/audience.md)",
-        sample='{"standard": {"deployments": ["gpt-4o", "text-embedding-*"]}}',
     )
 
     # --- dev host ----------------------------------------------------------------------------
@@ -532,11 +584,17 @@ DECLARATIONS: tuple[Declaration, ...] = _declarations()
 NAMES: frozenset[str] = frozenset(d.name for d in DECLARATIONS)
 
 
+def json_shape(name: str) -> Any:
+    """The declared shape of a JSON-valued setting, or None for any other setting."""
+    declaration = next(d for d in DECLARATIONS if d.name == name)
+    info = Settings.model_fields.get(declaration.field or "")
+    return next((m.shape for m in info.metadata if isinstance(m, JsonText)), None) if info else None
+
+
 def parse_json(name: str, text: str | None) -> Any:
     """A JSON-valued setting's value, checked against its declared shape (ConfigurationError names it)."""
     declaration = next(d for d in DECLARATIONS if d.name == name)
-    info = Settings.model_fields[declaration.field or ""]
-    shape = next(m.shape for m in info.metadata if isinstance(m, JsonText))
+    shape = json_shape(name)
     text = text if text and text.strip() else declaration.default
     try:
         return adapter(shape).validate_python(orjson.loads(text))

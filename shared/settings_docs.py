@@ -9,8 +9,13 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
-from shared.settings import DECLARATIONS, SCOPES, Declaration
+from pydantic import BaseModel
+from pydantic.fields import FieldInfo
+
+from shared.settings import DECLARATIONS, SCOPES, Declaration, json_shape
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = ROOT / "docs" / "settings.md"
@@ -29,10 +34,46 @@ def _row(d: Declaration) -> str:
     return f"| `{d.name}` | {d.type} | {default} | {secret} | {SCOPES[d.scope]} | {_cell(d.meaning)} |"
 
 
+def shape(t: Any) -> str:
+    """A JSON shape as a person reads it: `{"name": text (required), "weight": integer = 1}`."""
+    while get_origin(t) is Annotated:
+        t = get_args(t)[0]
+    origin, args = get_origin(t), get_args(t)
+    if origin is list:
+        return f"[{shape(args[0])}, ...]"
+    if origin is dict:
+        return f"{{{shape(args[0])}: {shape(args[1])}}}"
+    if origin is Literal:
+        return " | ".join(json.dumps(a) for a in args)
+    if origin in (Union, UnionType):
+        return " | ".join(shape(a) for a in args if a is not type(None))
+    if isinstance(t, type) and issubclass(t, BaseModel):
+        return "{" + ", ".join(_key(name, info) for name, info in t.model_fields.items()) + "}"
+    if t is Any:
+        return "any"
+    return {str: "text", int: "integer", float: "number", bool: "boolean"}.get(t, getattr(t, "__name__", str(t)))
+
+
+def _key(name: str, info: FieldInfo) -> str:
+    text = f'"{name}": {shape(info.annotation)}'
+    if get_origin(info.annotation) is Literal:
+        return text
+    if info.is_required():
+        return text + " (required)"
+    if info.default is not None and not isinstance(info.default, BaseModel):
+        return text + " = " + json.dumps(info.default)
+    return text
+
+
 def table() -> str:
-    """The settings table, one row per declaration, in declaration order."""
+    """The settings table, one row per declaration, in declaration order, then the JSON values' shapes."""
     head = ["| Setting | Type | Default | Secret | Applies to | Meaning |", "|---|---|---|---|---|---|"]
-    return "\n".join([BEGIN, *head, *(_row(d) for d in DECLARATIONS), END])
+    shapes = ["", "JSON values (an unknown key inside an entry is an error):", ""]
+    for d in DECLARATIONS:
+        json_text = json_shape(d.name)
+        if json_text is not None:
+            shapes.append(f"- `{d.name}`: `{shape(json_text)}`")
+    return "\n".join([BEGIN, *head, *(_row(d) for d in DECLARATIONS), *shapes, END])
 
 
 def page(current: str) -> str:

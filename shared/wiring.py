@@ -11,22 +11,25 @@ Azure SDK modules are imported only when a setting asks for them, so the embedde
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import ConfigurationError
 from shared.ports import (
     AffinityStore,
+    BudgetStore,
     DeadLetterStore,
     EventChannel,
     ExchangeStore,
     Ports,
     RecordStore,
     ResponseCache,
+    SpillStore,
     UsageSink,
 )
 from shared.settings import Settings
 
 if TYPE_CHECKING:
+    from shared.budgets.keeper import BudgetKeeper
     from shared.safety.client import AzureContentSafety
 
 
@@ -76,9 +79,11 @@ def check_settings(settings: Settings) -> None:
         raise ConfigurationError(
             "EVENT_CHANNEL=eventhub needs EventHubConnection__fullyQualifiedNamespace (<namespace>.servicebus.windows.net)"
         )
+    from shared.budgets.config import parse_budget_book
     from shared.pricing.deployments import parse_deployment_models
     from shared.safety.config import SafetyConfig
 
+    parse_budget_book(settings.budgets_json, settings.budget_teams_json)
     parse_deployment_models(settings.deployment_models_json)
     from shared.privacy.policy import CapturePolicy, RetentionPolicy
 
@@ -105,6 +110,46 @@ def build_content_safety(settings: Settings) -> AzureContentSafety | None:
     from shared.safety.client import AzureContentSafety
 
     return AzureContentSafety.from_config(config)
+
+
+def build_budgets(
+    settings: Settings, azure_credential: Callable[[], Any], closers: list[Closer]
+) -> BudgetKeeper | None:
+    """The budget keeper over the shared ledger store (Cosmos DB container, or the SQLite file at
+    BUDGET_SQLITE_PATH, default SQLITE_PATH), or None when BUDGETS is empty. No I/O here."""
+    from shared.budgets.config import parse_budget_book
+    from shared.budgets.keeper import BudgetKeeper
+
+    book = parse_budget_book(settings.budgets_json, settings.budget_teams_json)
+    if not book:
+        return None
+    store: BudgetStore
+    if settings.log_store == "cosmos":
+        from shared.adapters.cosmos_budgets import open_cosmos_budget_store
+
+        store = open_cosmos_budget_store(settings, azure_credential())
+    else:
+        from shared.adapters.sqlite_budgets import SqliteBudgetStore
+
+        store = SqliteBudgetStore(settings.budget_sqlite_path or settings.sqlite_path)
+    closers.append(store.close)
+    return BudgetKeeper.from_settings(settings, book, store)
+
+
+def build_spill_store(settings: Settings, credential: Callable[[], Any]) -> SpillStore | None:
+    """The spill store (Azure Blob) when CAPTURE_SPILL_CONNECTION_STRING or CAPTURE_SPILL_BLOB_URL
+    is set, else None. No I/O: the container is created on first use."""
+    if not (settings.capture_spill_connection_string or settings.capture_spill_blob_url):
+        return None
+    from shared.adapters.blob_spill import BlobSpillStore
+
+    if settings.capture_spill_connection_string:
+        return BlobSpillStore.from_connection_string(
+            settings.capture_spill_connection_string, settings.capture_spill_container
+        )
+    return BlobSpillStore.from_account_url(
+        settings.capture_spill_blob_url, settings.capture_spill_container, credential()
+    )
 
 
 def build_ports(settings: Settings) -> WiredPorts:
@@ -193,6 +238,11 @@ def build_ports(settings: Settings) -> WiredPorts:
     safety = build_content_safety(settings)
     if safety is not None:
         closers.append(safety.close)
+    spill = build_spill_store(settings, azure_credential)
+    if spill is not None:
+        closers.append(spill.close)
+
+    budgets = build_budgets(settings, azure_credential, closers)
 
     return WiredPorts(
         closers=closers,
@@ -204,4 +254,6 @@ def build_ports(settings: Settings) -> WiredPorts:
         affinity=affinity,
         safety=safety,
         cache=cache,
+        budgets=budgets,
+        spill=spill,
     )

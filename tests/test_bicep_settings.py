@@ -30,12 +30,15 @@ LOCAL_ONLY = {
     "FUNCTIONS_WORKER_RUNTIME": "Flex Consumption rejects it as an app setting: the runtime is "
     "functionAppConfig.runtime (python 3.13), checked below",
     "SQLITE_PATH": "embedded store of the dev host; in Azure LOG_STORE is cosmos",
+    "BUDGET_SQLITE_PATH": "embedded budget ledgers of the dev host; in Azure they are in COSMOS_BUDGETS_CONTAINER",
     "LOCAL_SUBSCRIPTIONS": "the dev host stands in for APIM; in Azure APIM sets the x-gateway-* identity headers",
     "CONTENT_SAFETY_KEY": "a secret: in Azure the function app reaches Content Safety with its managed identity "
     "(role Cognitive Services User); add it by hand (as a Key Vault reference) only if you must use a key",
     "PII_LANGUAGE_ENDPOINT": "optional second PII stage: an operator adds it with PII_LANGUAGE_KEY (a Key Vault "
     "reference) when they deploy an Azure AI Language resource",
     "PII_LANGUAGE_KEY": "a secret: added by hand as a Key Vault reference with PII_LANGUAGE_ENDPOINT",
+    "CAPTURE_SPILL_CONNECTION_STRING": "connection-string form of the spill store for Azurite; Azure uses "
+    "CAPTURE_SPILL_BLOB_URL with the app's identity (no storage keys)",
     "CONTENT_SAFETY_KEY_SETTING": "names the setting holding a Content Safety key; unused with managed identity",
 }
 

@@ -79,6 +79,13 @@ def _full_record() -> dict:
         prompt_shields={"jailbreak": {"detected": True, "filtered": False}, "indirect_attack": None},
         prompt_blocked_reason="jailbreak",
         capture_level="redacted",
+        budget={
+            "budgets": ["team-a"],
+            "downgraded_from": "gpt-4.1",
+            "store_error": False,
+            "settled": True,
+            "soft_crossed": [],
+        },
     )
     missing = [name for name in SCHEMA["properties"] if record.get(name) is None]
     assert not missing, f"fill these schema fields in the test record: {missing}"

@@ -49,6 +49,7 @@ def test_every_question_has_a_query():
         "top_users",
         "prompt_shields",
         "cache_savings",
+        "budget_spend",
     }
 
 

@@ -1,6 +1,7 @@
 """Every setting is declared once (shared/settings.py); the docs, the sample and validation follow from it."""
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -33,7 +34,11 @@ def test_each_declaration_is_complete_and_unique():
     for d in DECLARATIONS:
         assert d.meaning and d.type, d.name
         assert d.scope in {"app", "devhost", "host"}, d.name
-    assert [d.name for d in DECLARATIONS if d.secret] == ["CONTENT_SAFETY_KEY"]
+    assert [d.name for d in DECLARATIONS if d.secret] == [
+        "CAPTURE_SPILL_CONNECTION_STRING",
+        "CONTENT_SAFETY_KEY",
+        "PII_LANGUAGE_KEY",
+    ]
     assert {d.name for d in DECLARATIONS if d.scope == "devhost"} == {"LOCAL_SUBSCRIPTIONS"}
 
 
@@ -91,3 +96,29 @@ def test_misspelled_setting_names_get_the_closest_declared_one():
         ("GATEWAY_BACKEND", "GATEWAY_BACKENDS"),
         ("GATEWAY_MAX_ATTEMPT", "GATEWAY_MAX_ATTEMPTS"),
     ]
+
+
+#: "`NAME` ... (default X)" in prose: the default a page states beside a setting's name.
+_PROSE_DEFAULT = re.compile(r"`([A-Za-z_][A-Za-z0-9_]*)`[^`.;]{0,60}?\bdefault[: ]+`?([\w./$-]+?)`?[),;\s]")
+
+
+def test_defaults_stated_in_the_prose_are_the_declared_ones():
+    declared = {d.name: d.default for d in DECLARATIONS}
+    pages = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+    stated = [
+        (page.name, name, value)
+        for page in pages
+        for name, value in _PROSE_DEFAULT.findall(page.read_text(encoding="utf-8"))
+        if name in declared
+    ]
+    assert stated, "the pattern still finds the defaults the pages state"
+    assert [(page, name, value) for page, name, value in stated if value != declared[name]] == []
+
+
+def test_a_backends_key_is_never_echoed_in_a_message():
+    raw = (
+        '[{"name": "a", "endpoint": "https://a", "deployments": ["*"], "auth": {"type": "api_key", "value": 12345678}}]'
+    )
+    with pytest.raises(ConfigurationError) as caught:
+        parse_json("GATEWAY_BACKENDS", raw)
+    assert str(caught.value) == "GATEWAY_BACKENDS[0] ('a'): 'auth.value' must be a string"

@@ -13,6 +13,7 @@ import socket
 import stat
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -54,8 +55,10 @@ def test_a_busy_port_is_the_only_thing_printed(tmp_path):
         suggested = free_port_after("127.0.0.1", port)
         result = devhost(tmp_path, "--port", str(port))
     assert result.returncode == 2 and result.stdout == ""
+    ours = " ".join(Path("/proc/self/cmdline").read_bytes().decode().split("\0")).split()
+    holder = f"pid {os.getpid()} ({textwrap.shorten(' '.join(ours), 80, placeholder='...')})"
     assert result.stderr == (
-        f"port {port} on 127.0.0.1 is already in use (another `python -m devhost` or `func start`?): "
+        f"port {port} on 127.0.0.1 is already in use by {holder}: "
         f"stop that process or choose another with --port {suggested}\n"
     )
     assert not (tmp_path / ".gateway").exists(), "no key was made for a run that cannot start"
@@ -247,3 +250,66 @@ async def test_a_request_the_front_door_refuses_gets_its_line_too(restored_logge
     assert await front_door(scope, receive, send, mounts={}, routes=[route], subscriptions={}) is None
     assert sent[0]["status"] == 401
     assert out.getvalue() == f"401  gpt-4o  {path}  - ms  -  error 401\n"
+
+
+def test_make_runs_terminal_shows_one_line_per_request_and_the_same_key_next_time(tmp_path):
+    """`python -m devhost` as `make run` starts it (no settings file: the simulator), called twice."""
+    import queue
+    import re
+    import threading
+    import time
+
+    import httpx
+
+    def run_once() -> tuple[str, list[str]]:
+        port = _free_port()
+        declared = {d.name for d in DECLARATIONS}
+        env = {k: v for k, v in os.environ.items() if k not in declared}
+        env.update(PYTHONPATH=str(ROOT), NO_COLOR="1")
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "devhost", "--port", str(port)],
+            cwd=tmp_path,
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            text=True,
+        )
+        lines: queue.Queue[str] = queue.Queue()
+        threading.Thread(target=lambda: [lines.put(x.rstrip("\n")) for x in proc.stdout], daemon=True).start()
+
+        def until(pattern: str) -> str:
+            while True:
+                line = lines.get(timeout=60)
+                if re.fullmatch(pattern, line):
+                    return line
+
+        try:
+            key = until(r"Key: \S+  -> .*").split()[1]
+            url = f"http://127.0.0.1:{port}/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
+            body = {"messages": [{"role": "user", "content": "hi"}]}
+            for _ in range(300):  # the banner is printed before the server listens
+                try:
+                    httpx.get(f"http://127.0.0.1:{port}/", timeout=5)
+                    break
+                except httpx.ConnectError:
+                    time.sleep(0.1)
+            assert httpx.post(url, json=body, headers={"api-key": key}, timeout=30).status_code == 200
+            assert httpx.post(url, json=body, headers={"api-key": "wrong"}, timeout=30).status_code == 401
+            # The refused request's line comes at once, the served one's when its record is made.
+            wanted = [
+                r"200  gpt-4o  chat\.completions  \d+ ms  tokens \d+\+\d+=\d+  local",
+                r"401  gpt-4o  /openai/deployments/gpt-4o/chat/completions  - ms  -  error 401",
+            ]
+            seen = []
+            while wanted:
+                line = until("|".join(f"(?:{w})" for w in wanted))
+                wanted = [w for w in wanted if not re.fullmatch(w, line)]
+                seen.append(line)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+        return key, seen
+
+    first, _ = run_once()
+    again, _ = run_once()
+    assert again == first == (tmp_path / ".gateway" / "local-key").read_text().strip()

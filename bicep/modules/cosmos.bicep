@@ -27,6 +27,8 @@ param deadlettersContainerName string
 param affinityContainerName string
 @description('Container of exact response cache entries (COSMOS_CACHE_CONTAINER).')
 param cacheContainerName string
+@description('Container of budget ledgers, one item per budget and period (COSMOS_BUDGETS_CONTAINER).')
+param budgetsContainerName string
 
 @description('Default TTL of usage records in seconds; -1 keeps them until deleted.')
 param recordsTtlSeconds int
@@ -122,6 +124,12 @@ var containers = [
     name: cacheContainerName
     partitionKey: '/id'
     // -1: TTL on; every cache entry carries its audience's ttl (AUDIENCE_POLICIES cache.ttl_seconds).
+    ttl: -1
+  }
+  {
+    name: budgetsContainerName
+    partitionKey: '/id'
+    // -1: TTL on, no default: a ledger is kept until deleted (spend against budget is reported from it).
     ttl: -1
   }
 ]

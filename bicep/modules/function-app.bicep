@@ -96,6 +96,15 @@ param captureLevels object
 @description('RETENTION: product or subscription:<id> -> {exchanges_days, records_days}.')
 param retention object
 
+@description('BUDGETS: list of budgets (docs/budgets.md).')
+param budgets array
+
+@description('BUDGET_TEAMS: team name -> subscription ids.')
+param budgetTeams object
+
+@description('Container of budget ledgers (COSMOS_BUDGETS_CONTAINER).')
+param cosmosBudgetsContainerName string
+
 @description('PARSER_MAX_CONCURRENCY: events of one batch the parser handles at the same time.')
 param parserMaxConcurrency int
 
@@ -240,6 +249,10 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
           value: string(audiencePolicies)
         }
         {
+          name: 'COSMOS_BUDGETS_CONTAINER'
+          value: cosmosBudgetsContainerName
+        }
+        {
           name: 'EXCHANGE_TTL_SECONDS'
           value: string(exchangeTtlSeconds)
         }
@@ -292,6 +305,31 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
           value: captureOutboxDir
         }
         {
+          // Spilled exchanges survive the instance: the app's own storage account, by identity.
+          name: 'CAPTURE_SPILL_BLOB_URL'
+          value: storageBlobEndpoint
+        }
+        {
+          name: 'CAPTURE_SPILL_CONTAINER'
+          value: 'capture-spill'
+        }
+        {
+          name: 'RECONCILE_AFTER_SECONDS'
+          value: '300'
+        }
+        {
+          name: 'RECONCILE_LOOKBACK_SECONDS'
+          value: '3600'
+        }
+        {
+          name: 'PARSER_EXCHANGE_BUDGET_SECONDS'
+          value: '30'
+        }
+        {
+          name: 'PARSER_MAX_EXCHANGE_BYTES'
+          value: '64000000'
+        }
+        {
           name: 'GATEWAY_MAX_ATTEMPTS'
           value: string(routing.maxAttempts)
         }
@@ -326,6 +364,14 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
         {
           name: 'RETENTION'
           value: string(retention)
+        }
+        {
+          name: 'BUDGETS'
+          value: string(budgets)
+        }
+        {
+          name: 'BUDGET_TEAMS'
+          value: string(budgetTeams)
         }
         {
           name: 'PARSER_MAX_CONCURRENCY'

@@ -42,11 +42,15 @@ def should_inject(route: ApiRoute, query: Mapping[str, str], body: Any) -> bool:
     return not (options or {}).get("include_usage")
 
 
-def inject(body: dict[str, Any]) -> bytes:
-    """The request body with `stream_options.include_usage: true` (other options kept)."""
+def inject(body: dict[str, Any]) -> bytes | None:
+    """The request body with `stream_options.include_usage: true` (other options kept); None when
+    the body cannot be written back (nested deeper than orjson writes): it then goes as sent."""
     options = dict(body.get("stream_options") or {})
     options["include_usage"] = True
-    return orjson.dumps({**body, "stream_options": options})
+    try:
+        return orjson.dumps({**body, "stream_options": options})
+    except TypeError:
+        return None
 
 
 def _has_empty_choices(raw: bytes) -> bool:

@@ -15,7 +15,7 @@ import asyncio
 import base64
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -114,6 +114,33 @@ class CosmosExchangeStore:
             return None
         return await asyncio.to_thread(from_items, items)
 
+    async def stored_between(self, since: float, until: float, limit: int) -> list[str]:
+        """By the items' `_ts` (seconds the item was last written), across partitions."""
+        await self._warm_up()
+        pages = self.container.query_items(
+            "SELECT TOP @limit c.requestId FROM c WHERE c.seq = 0 AND c._ts >= @since AND c._ts < @until"
+            " ORDER BY c._ts",
+            parameters=[
+                {"name": "@limit", "value": int(limit)},
+                {"name": "@since", "value": int(since)},
+                {"name": "@until", "value": int(until)},
+            ],
+        )
+        return [item["requestId"] async for item in pages]
+
+
+async def _existing(container: Container, kind_filter: str, field: str, keys: Sequence[str]) -> set[str]:
+    """Which `keys` have an item (cross-partition, ARRAY_CONTAINS over at most 100 ids per query)."""
+    found: set[str] = set()
+    wanted = list(dict.fromkeys(keys))
+    for start in range(0, len(wanted), 100):
+        pages = container.query_items(
+            f"SELECT VALUE c.{field} FROM c WHERE {kind_filter}ARRAY_CONTAINS(@ids, c.{field})",
+            parameters=[{"name": "@ids", "value": wanted[start : start + 100]}],
+        )
+        found.update([value async for value in pages])
+    return found
+
 
 class CosmosRecordStore:
     """Record item `id` = request id; details item `id` = "<request id>.details", written atomically together."""
@@ -175,6 +202,10 @@ class CosmosRecordStore:
             raise
         return item["record"]
 
+    async def existing(self, request_ids: Sequence[str]) -> set[str]:
+        await self._warm_up()
+        return await _existing(self.container, "c.kind = 'record' AND ", "requestId", request_ids)
+
 
 class CosmosDeadLetterStore:
     def __init__(self, container: Container, warm_up: WarmUp = _no_warm_up) -> None:
@@ -198,6 +229,19 @@ class CosmosDeadLetterStore:
                 "createdAt": utc_now_iso(),
             }
         )
+
+    async def reasons(self, keys: Sequence[str]) -> dict[str, list[str]]:
+        await self._warm_up()
+        found: dict[str, list[str]] = {}
+        wanted = list(dict.fromkeys(keys))
+        for start in range(0, len(wanted), 100):
+            pages = self.container.query_items(
+                "SELECT c.key, c.reason FROM c WHERE ARRAY_CONTAINS(@ids, c.key)",
+                parameters=[{"name": "@ids", "value": wanted[start : start + 100]}],
+            )
+            async for item in pages:
+                found.setdefault(item["key"], []).append(item["reason"])
+        return found
 
 
 class CosmosAffinityStore:

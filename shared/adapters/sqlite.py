@@ -14,7 +14,7 @@ import asyncio
 import logging
 import sqlite3
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 import orjson
 
+from shared.errors import PoisonExchange
 from shared.exchange import Exchange, from_items, to_items, utc_now_iso
 from shared.ports import UsageRecord
 from shared.privacy.policy import RetentionPolicy
@@ -204,9 +205,43 @@ class SqliteExchangeStore:
             rows = conn.execute(
                 "SELECT item FROM exchange_items WHERE request_id = ? ORDER BY seq", (request_id,)
             ).fetchall()
-            return from_items([orjson.loads(r[0]) for r in rows]) if rows else None
+            if not rows:
+                return None
+            try:
+                items = [orjson.loads(r[0]) for r in rows]
+            except orjson.JSONDecodeError as exc:
+                raise PoisonExchange(f"stored exchange is not JSON: {exc}") from exc
+            return from_items(items)
 
         return await self.db.run(_load)
+
+    async def stored_between(self, since: float, until: float, limit: int) -> list[str]:
+        low, high = _iso(since), _iso(until)
+
+        def _ids(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT request_id FROM exchange_items WHERE seq = 0 AND created_at >= ? AND created_at < ?"
+                " ORDER BY created_at LIMIT ?",
+                (low, high, limit),
+            ).fetchall()
+            return [r[0] for r in rows]
+
+        return await self.db.run(_ids)
+
+
+def _iso(epoch: float) -> str:
+    """Epoch seconds in the stores' timestamp form (`utc_now_iso`), so that text order is time order."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def _existing(conn: sqlite3.Connection, table: str, column: str, keys: Sequence[str]) -> set[str]:
+    found: set[str] = set()
+    keys = list(dict.fromkeys(keys))
+    for start in range(0, len(keys), 500):  # SQLite binds at most 999 parameters per statement
+        part = keys[start : start + 500]
+        marks = ",".join("?" * len(part))
+        found.update(r[0] for r in conn.execute(f"SELECT {column} FROM {table} WHERE {column} IN ({marks})", part))
+    return found
 
 
 class SqliteRecordStore:
@@ -231,6 +266,9 @@ class SqliteRecordStore:
             return orjson.loads(row[0]) if row else None
 
         return await self.db.run(_get)
+
+    async def existing(self, request_ids: Sequence[str]) -> set[str]:
+        return await self.db.run(lambda conn: _existing(conn, "records", "request_id", request_ids))
 
     async def get_details(self, request_id: str) -> dict[str, Any] | None:
         def _get(conn: sqlite3.Connection) -> dict[str, Any] | None:
@@ -266,6 +304,21 @@ class SqliteDeadLetterStore:
             )
 
         await self.db.write(_put)
+
+    async def reasons(self, keys: Sequence[str]) -> dict[str, list[str]]:
+        def _reasons(conn: sqlite3.Connection) -> dict[str, list[str]]:
+            found: dict[str, list[str]] = {}
+            wanted = list(dict.fromkeys(keys))
+            for start in range(0, len(wanted), 500):
+                part = wanted[start : start + 500]
+                rows = conn.execute(
+                    f"SELECT key, reason FROM deadletters WHERE key IN ({','.join('?' * len(part))}) ORDER BY id", part
+                )
+                for key, reason in rows:
+                    found.setdefault(key, []).append(reason)
+            return found
+
+        return await self.db.run(_reasons)
 
     async def list_letters(self) -> list[dict[str, Any]]:
         """Every dead letter, oldest first: {"id", "key", "reason", "payload", "created_at"}."""

@@ -21,6 +21,7 @@ from typing import Any
 import orjson
 
 from shared.normalize import filter_results
+from shared.normalize.budget import check as check_budget
 from shared.normalize.fast_path import MAX_SHAPES, ChunkShape
 from shared.normalize.sse import decode_text
 
@@ -70,7 +71,9 @@ def _payloads(events: list[tuple[str | None, str]], result: Consolidated) -> lis
     # One parse per event: joining events into one JSON array would let two broken events combine
     # into a valid one (`{"x": [1` + `2]}, 3`).
     parsed: list[Any] = []
-    for data in datas:
+    for position, data in enumerate(datas):
+        if not position & 255:
+            check_budget()
         try:
             parsed.append(orjson.loads(data))
         except orjson.JSONDecodeError:
@@ -261,6 +264,8 @@ def _consolidate_choices(
             result.complete = True
             continue
         count += 1
+        if not count & 255:
+            check_budget()
         if shapes:
             # An event of a learnt shape: decode only its fragment. Inlined: this runs once per event.
             size = len(data)
@@ -361,7 +366,12 @@ def consolidate_responses(events: list[tuple[str | None, str]]) -> Consolidated:
     payloads = _payloads(events, result)
     response: dict[str, Any] = {}
     items: dict[int, dict[str, Any]] = {}
-    for event_name, payload in payloads:
+    ignored = 0
+    # No part index can exceed the number of events: each part needs an event to exist.
+    limit = len(payloads)
+    for position, (event_name, payload) in enumerate(payloads):
+        if not position & 255:
+            check_budget()
         kind = payload.get("type") or event_name
         if kind in _TERMINAL and isinstance(payload.get("response"), Mapping):
             result.body = dict(payload["response"])
@@ -379,7 +389,11 @@ def consolidate_responses(events: list[tuple[str | None, str]]) -> Consolidated:
                 else {k: payload.get(k) for k in ("code", "message", "param") if k in payload}
             )
         else:
-            _response_delta(kind, payload, items)
+            if not _response_delta(kind, payload, items, limit):
+                ignored += 1
+    if ignored:
+        result.notes.append(f"{ignored} stream event(s) had an index beyond what the stream holds and were ignored")
+    _join_pieces(items)
     response["output"] = [items[i] for i in sorted(items)]
     response.setdefault("object", "response")
     if response.get("status") in (None, "in_progress", "queued"):
@@ -389,27 +403,45 @@ def consolidate_responses(events: list[tuple[str | None, str]]) -> Consolidated:
     return result
 
 
-def _response_delta(kind: Any, payload: Mapping[str, Any], items: dict[int, dict[str, Any]]) -> None:
+def _response_delta(kind: Any, payload: Mapping[str, Any], items: dict[int, dict[str, Any]], limit: int) -> bool:
+    """Apply one delta event; False when its indexes are beyond `limit` (ignored, nothing allocated)."""
     oi = payload.get("output_index")
     if not isinstance(oi, int):
-        return
+        return True
+    ci = payload.get("content_index", 0)
+    if not 0 <= oi <= limit or (isinstance(ci, int) and not 0 <= ci <= limit):
+        return False
     if kind in ("response.output_item.added", "response.output_item.done") and isinstance(payload.get("item"), Mapping):
         items[oi] = dict(payload["item"])
-        return
+        return True
     item = items.setdefault(oi, {"type": "message", "role": "assistant", "content": []})
     if kind in ("response.output_text.delta", "response.refusal.delta"):
-        ci = payload.get("content_index", 0)
         content = item.setdefault("content", [])
         while len(content) <= (ci if isinstance(ci, int) else 0):
             content.append({"type": "output_text" if kind.endswith("text.delta") else "refusal"})
         part = content[ci if isinstance(ci, int) else 0]
-        field_name = "text" if part.get("type") == "output_text" else "refusal"
-        part[field_name] = str(part.get(field_name) or "") + str(payload.get("delta") or "")
+        part.setdefault(_PIECES, []).append(str(payload.get("delta") or ""))
     elif kind == "response.content_part.added" and isinstance(payload.get("part"), Mapping):
-        ci = payload.get("content_index", 0)
         content = item.setdefault("content", [])
         while len(content) <= (ci if isinstance(ci, int) else 0):
             content.append({})
         content[ci if isinstance(ci, int) else 0] = dict(payload["part"])
     elif kind == "response.function_call_arguments.delta":
-        item["arguments"] = str(item.get("arguments") or "") + str(payload.get("delta") or "")
+        item.setdefault(_PIECES, []).append(str(payload.get("delta") or ""))
+    return True
+
+
+#: Deltas are collected under this key and joined once at the end (`_join_pieces`): adding each
+#: delta to a growing string copies it every time, quadratic in a long stream.
+_PIECES = "\0pieces"
+
+
+def _join_pieces(items: dict[int, dict[str, Any]]) -> None:
+    for item in items.values():
+        if _PIECES in item:
+            item["arguments"] = str(item.get("arguments") or "") + "".join(item.pop(_PIECES))
+        content = item.get("content")
+        for part in content if isinstance(content, list) else []:
+            if isinstance(part, dict) and _PIECES in part:
+                field_name = "text" if part.get("type") == "output_text" else "refusal"
+                part[field_name] = str(part.get(field_name) or "") + "".join(part.pop(_PIECES))

@@ -27,6 +27,7 @@ Operation = Literal["create", "retrieve", "list", "delete", "cancel", "update", 
 UsageQuality = Literal["exact", "estimated", "lower_bound", "none"]
 PriceMatch = Literal["exact", "family", "batch_discount", None]
 UsageSource = Literal["service", "estimated", "none", "cache"]
+Outcome = Literal["complete", "upstream_broken", "client_disconnected", "blocked", "timeout"]
 
 
 class ContentFilter(TypedDict):
@@ -83,6 +84,7 @@ class UsageRecord(TypedDict, total=False):
     attempts: Required[int]
     region: Required[str | None]
     stream: Required[bool]
+    outcome: Required[Outcome]
     status_code: Required[int]
     error_code: Required[str | None]
     latency_ms: Required[float | None]
@@ -120,6 +122,7 @@ class UsageRecord(TypedDict, total=False):
     exchange_missing: list[str]
     audience_rule: str | None
     capture_level: Literal["full", "redacted", "metadata", "none"]
+    budget: dict[str, Any]
     cache: CacheNote | None
     cost_avoided: float | None
     prompt_shields: PromptShields

@@ -17,11 +17,12 @@ import re
 from collections.abc import Mapping
 from typing import Any, Literal, cast
 
+from shared.errors import ParseBudgetExceeded
 from shared.exchange import Exchange, utc_now_iso
 from shared.normalize import filter_results
 from shared.normalize.apis import api_version, billable, classify, deployment_for, operation
 from shared.normalize.consolidate import consolidate
-from shared.normalize.record import CacheNote, ShieldVerdict, UsageRecord
+from shared.normalize.record import CacheNote, Outcome, ShieldVerdict, UsageRecord
 from shared.normalize.requests import parse_request
 from shared.normalize.tokens import TokenCounter, encoding_name
 from shared.redaction import redact_body_secrets
@@ -47,6 +48,8 @@ def normalize(exchange: Exchange) -> tuple[UsageRecord, dict[str, Any]]:
     details: dict[str, Any] = {}
     try:
         _fill(record, details, exchange)
+    except ParseBudgetExceeded:
+        raise  # the parser writes the record for it, and dead-letters the exchange
     except Exception as exc:  # the boundary: a record with parse_error beats a lost record
         record["parse_error"] = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_CHARS]
     return record, details
@@ -89,7 +92,9 @@ def base_record(exchange: Exchange) -> UsageRecord:
         "backend": backend,
         "attempts": len(exchange.attempts),
         "region": _header(response.headers, "x-ms-region") if response is not None else None,
+        # What the client was sent: an event stream, or not (a JSON error to a stream request).
         "stream": bool(response is not None and response.sse is not None),
+        "outcome": delivery_outcome(exchange),
         "status_code": status,
         "error_code": (exchange.gateway_error or {}).get("code"),
         "latency_ms": _ms(timings.last_byte_ms),
@@ -120,6 +125,24 @@ def base_record(exchange: Exchange) -> UsageRecord:
     }
 
 
+def delivery_outcome(exchange: Exchange) -> Outcome:
+    """How the answer reached the client, from what the proxy saw (no parsing): `complete`,
+    `client_disconnected`, `upstream_broken` (AOAI's body broke after its first byte),
+    `timeout` (no answer, or a stream silent too long) or `blocked` (in-stream enforcement).
+    The parser refines `complete` from the body (content filter, a stream without its end)."""
+    if exchange.client_disconnected:
+        return "client_disconnected"
+    error = exchange.attempts[-1].error if exchange.attempts else None
+    if isinstance(error, str) and error.startswith("stream "):
+        return "timeout" if "timeout" in error else "upstream_broken"
+    if (exchange.gateway_error or {}).get("code") == "GatewayTimeout":
+        return "timeout"
+    enforcement = exchange.enforcement
+    if isinstance(enforcement, Mapping) and enforcement.get("action") == "blocked":
+        return "blocked"
+    return "complete"
+
+
 def _fill(record: UsageRecord, details: dict[str, Any], exchange: Exchange) -> None:
     req = exchange.request
     route = classify(req.path)
@@ -129,7 +152,6 @@ def _fill(record: UsageRecord, details: dict[str, Any], exchange: Exchange) -> N
     details["request"] = _scrub(request)
     if route is not None:
         record["deployment"] = deployment_for(route, request)
-    record["stream"] = record["stream"] or request.get("stream") is True
 
     response = exchange.response
     notes: list[str] = []
@@ -153,6 +175,16 @@ def _fill(record: UsageRecord, details: dict[str, Any], exchange: Exchange) -> N
     _verdicts(record, api, body)
     _shields(record)
     _choices(record, api, body)
+    if record["outcome"] == "complete":
+        if record["error_code"] == "content_filter" or "content_filter" in record["finish_reasons"]:
+            record["outcome"] = "blocked"
+        elif (
+            record["stream"]
+            and not stream_complete
+            and isinstance(record["status_code"], int)
+            and record["status_code"] < 400
+        ):
+            record["outcome"] = "upstream_broken"  # the stream ended without its terminal event
     if record["cache"] is not None and record["cache"]["status"] == "hit":
         _cache_hit(record, exchange)
         return
