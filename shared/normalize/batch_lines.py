@@ -164,6 +164,7 @@ def _neutral(seen: Mapping[str, Any]) -> dict[str, Any]:
         "image_count": 0,
         "content_filter": {"prompt": {}, "completion": {}, "filtered": False},
         "client_disconnected": False,
+        "outcome": "complete",
         "parse_error": None,
         "object_id": None,
     }
