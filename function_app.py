@@ -136,6 +136,7 @@ async def parse_exchanges(events: typing.List[func.EventHubEvent]) -> None:  # n
         enricher=_parser_enricher(),
         concurrency=settings().parser_max_concurrency,
         budget=ParserBudget.from_settings(settings()),
+        batch_files=_batch_files(),
     )
 
 
@@ -158,3 +159,11 @@ async def reconcile_exchanges(timer: func.TimerRequest) -> None:
         after_seconds=settings().reconcile_after_seconds,
         lookback_seconds=settings().reconcile_lookback_seconds,
     )
+
+
+def _batch_files():
+    """Batch output files are read with the proxy's upstream client and credentials (proxy/files.py)."""
+    from proxy.files import UpstreamFiles
+
+    built = proxy()
+    return UpstreamFiles(built.pool, built.upstream, built.credentials)

@@ -31,6 +31,7 @@ import httpx
 
 from bench import peer, report
 from bench.checks import expected_from_chat, expected_from_stream
+from bench.estimates import exchange_census
 from bench.servers import ROOT, Server, free_port, process_tree, start
 
 DEPLOYMENT = "gpt-4o"
@@ -849,6 +850,9 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for server in reversed(servers):
                 server.stop()
+        # How much of the bench's own traffic the parser would have to estimate, and why.
+        run["estimated_records"] = exchange_census(workdir / "gateway.db")
+        say(f"estimated records of the gateway arm: {run['estimated_records']}")
         run["gc"] = gc_report(gc_stats, run)
     run["parser"] = [] if "parser" in args.skip else parser_throughput()
     if "cache" not in args.skip:

@@ -204,6 +204,11 @@ COMMANDS["report"] = (
     commands.report_arguments,
     commands.report_command,
 )
+COMMANDS["exchanges"] = (
+    "stored exchanges: `exchanges export --since ... [--subscription ...]` writes JSON lines for replay",
+    commands.exchanges_arguments,
+    commands.exchanges_command,
+)
 COMMANDS["dashboard"] = (
     "serve the local dashboard over the usage records",
     commands.dashboard_arguments,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import sqlite3
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -25,7 +26,8 @@ from devhost.usage_report import (
     report_row,
     since_filter,
 )
-from shared.adapters.sqlite import SqliteDatabase, SqliteRecordStore
+from shared.adapters.sqlite import SqliteDatabase, SqliteExchangeStore, SqliteRecordStore
+from shared.exchange import Exchange
 from shared.settings import Settings
 
 
@@ -136,3 +138,59 @@ def dashboard_command(args: argparse.Namespace) -> int:
         return _missing(db_path)
     serve_dashboard(db_path, args.host, args.port)
     return 0
+
+
+# --------------------------------------------------------------------------------------- exchanges
+def exchanges_arguments(parser: argparse.ArgumentParser) -> None:
+    actions = parser.add_subparsers(dest="action", required=True)
+    export = actions.add_parser(
+        "export", help="write stored exchanges as JSON lines (input for python -m parser replay)"
+    )
+    _settings_argument(export)
+    export.add_argument("--since", help="only exchanges stored at or after this ISO-8601 date or time")
+    export.add_argument("--subscription", help="only exchanges of this subscription id")
+    export.add_argument("--out", help="file to write (default: standard output)")
+
+
+def exchanges_command(args: argparse.Namespace) -> int:
+    db_path = database_path(args.settings)
+    try:
+        since = since_filter(args.since) if args.since else None
+    except ValueError:
+        print(f"--since: {args.since!r} is not an ISO-8601 date or time", file=sys.stderr)
+        return 2
+    if not db_path.is_file():
+        return _missing(db_path)
+    exchanges = asyncio.run(export_exchanges(db_path, since, args.subscription))
+    out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115 - stdout is not ours to close
+    try:
+        for exchange in exchanges:
+            out.write(exchange.to_json().decode("utf-8") + "\n")
+    finally:
+        if args.out:
+            out.close()
+    print(f"{len(exchanges)} exchange(s) from {db_path}", file=sys.stderr)
+    return 0
+
+
+async def export_exchanges(db_path: Path, since: str | None, subscription: str | None) -> list[Exchange]:
+    """Stored exchanges, oldest first, through the store the proxy writes with (pieces joined)."""
+    db = SqliteDatabase(db_path)
+    try:
+
+        def ids(conn: sqlite3.Connection) -> list[str]:
+            rows = conn.execute(
+                "SELECT request_id FROM exchange_items WHERE seq = 0 AND (? IS NULL OR created_at >= ?) ORDER BY created_at",
+                (since, since),
+            ).fetchall()
+            return [row[0] for row in rows]
+
+        store = SqliteExchangeStore(db)
+        found = []
+        for request_id in await db.run(ids):
+            exchange = await store.load(request_id)
+            if exchange is not None and (subscription is None or exchange.identity.subscription_id == subscription):
+                found.append(exchange)
+        return found
+    finally:
+        await db.close()

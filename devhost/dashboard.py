@@ -68,6 +68,8 @@ def _overview(s: Summary) -> str:
         "uncosted-requests": t.uncosted_requests,
         "streamed-requests": t.streamed_requests,
         "estimated-requests": t.estimated_requests,
+        "non-billable-requests": t.non_billable_requests,
+        "lower-bound-requests": t.lower_bound_requests,
     }
     data = " ".join(f'data-{k}="{v}"' for k, v in attrs.items())
     cards = [
@@ -79,6 +81,9 @@ def _overview(s: Summary) -> str:
         ("Uncosted requests", "uncosted-requests", f"{t.uncosted_requests:,}"),
         ("Streamed", "streamed-requests", f"{t.streamed_requests:,}"),
         ("Estimated usage", "estimated-requests", f"{t.estimated_requests:,}"),
+        ("Lower-bound estimates", "lower-bound-requests", f"{t.lower_bound_requests:,}"),
+        ("Cached tokens", "cached-tokens", f"{t.cached_tokens:,}"),
+        ("Not billable", "non-billable-requests", f"{t.non_billable_requests:,}"),
     ]
     dl = "".join(f'<div class="card"><dt>{label}</dt><dd id="{cid}">{value}</dd></div>' for label, cid, value in cards)
     fig = go.Figure()

@@ -31,6 +31,7 @@ RECORD_COLUMNS = (
     "operation",
     "billable",
     "cached",
+    "quality",
 )
 REPORT_COLUMNS = (
     "subscription",
@@ -159,6 +160,7 @@ def record_row(r: Record) -> list[str]:
         r.get("operation"),
         r.get("billable"),
         _int(r, "cached_tokens"),
+        r.get("usage_quality"),
     )
     return [_cell(v) for v in values]
 

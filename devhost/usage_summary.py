@@ -32,6 +32,10 @@ class Totals:
     uncosted_requests: int
     streamed_requests: int
     estimated_requests: int
+    #: Reads, lists, deletes, cancels, downloads: recorded, never billed.
+    non_billable_requests: int = 0
+    #: Estimates for reasoning models: hidden reasoning tokens make them too low.
+    lower_bound_requests: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,6 +131,8 @@ def totals(records: list[Record]) -> Totals:
         uncosted_requests=sum(1 for r in records if r.get("cost") is None),
         streamed_requests=sum(1 for r in records if r.get("stream")),
         estimated_requests=sum(1 for r in records if r.get("usage_source") == "estimated"),
+        non_billable_requests=sum(1 for r in records if r.get("billable") is False),
+        lower_bound_requests=sum(1 for r in records if r.get("usage_quality") == "lower_bound"),
     )
 
 

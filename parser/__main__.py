@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -23,7 +24,7 @@ import orjson
 
 from parser.enrich import Enricher
 from parser.handler import make_record
-from shared.exchange import Exchange
+from shared.exchange import Exchange, utc_now_iso
 from shared.normalize.record import UsageRecord
 from shared.safety.client import ContentSafety
 from shared.settings import Settings
@@ -100,18 +101,21 @@ async def _replay_file(
         return 1
     limit = asyncio.Semaphore(max(1, concurrency))
 
-    async def record_of(doc: Any) -> tuple[UsageRecord, dict[str, Any]] | str:
+    async def record_of(where: str, doc: Any) -> tuple[UsageRecord, dict[str, Any]] | str:
         try:
-            exchange = _exchange(doc)
+            exchange, missing = _exchange(doc, where)
         except Exception as exc:
             return f"not an exchange: {type(exc).__name__}: {exc}"
         try:
             async with limit:
-                return await make_record(exchange, enricher, safety)
+                record, record_details = await make_record(exchange, enricher, safety)
         except Exception as exc:  # e.g. a record that cannot be made valid
             return f"no valid record: {type(exc).__name__}: {exc}"
+        if missing:
+            record["exchange_missing"] = missing
+        return record, record_details
 
-    outcomes = await asyncio.gather(*(record_of(doc) for _, doc in documents))
+    outcomes = await asyncio.gather(*(record_of(where, doc) for where, doc in documents))
     status = 0
     for (where, _), outcome in zip(documents, outcomes, strict=False):
         if isinstance(outcome, str):
@@ -127,14 +131,47 @@ async def _replay_file(
     return status
 
 
-def _exchange(doc: Any) -> Exchange:
+#: What history from another source may lack, and what stands in for it (the record says which).
+_OPTIONAL_PARTS = ("timings", "attempts", "identity")
+
+
+def _exchange(doc: Any, where: str = "") -> tuple[Exchange, list[str]]:
+    """The exchange in a document and the parts it lacked. Only `request` (method and path) is
+    required: `request_id`, `timings`, `attempts` and `identity` are filled with neutral values."""
     if isinstance(doc, Exception):
         raise ValueError(f"not JSON: {doc}")
     if isinstance(doc, dict) and "exchange" in doc and "request_id" not in doc:
         doc = doc["exchange"]  # a stored item
     if not isinstance(doc, dict):
         raise ValueError(f"expected an exchange object, got {type(doc).__name__}")
-    return Exchange.from_dict(doc)
+    request = doc.get("request")
+    if not isinstance(request, dict) or not request.get("method") or not request.get("path"):
+        raise ValueError("no request with method and path")
+    missing = [part for part in _OPTIONAL_PARTS if part not in doc]
+    doc = dict(doc)
+    if "request_id" not in doc:
+        missing.insert(0, "request_id")
+        digest = hashlib.sha256(orjson.dumps(doc, option=orjson.OPT_SORT_KEYS)).hexdigest()[:16]
+        doc["request_id"] = f"replay-{digest}"
+    doc.setdefault("timings", {"received_at": doc.get("timestamp") or utc_now_iso()})
+    doc["request"] = {"query": {}, "headers": {}, **_with_encoding(request)}
+    if isinstance(doc.get("response"), dict):
+        doc["response"] = {"headers": {}, **_with_encoding(doc["response"])}
+    return Exchange.from_dict(doc), missing
+
+
+def _with_encoding(part: dict[str, Any]) -> dict[str, Any]:
+    """A body given without `body_encoding` is JSON when it is an object or a list."""
+    part = {k: v for k, v in part.items() if k in _CAPTURED_FIELDS}
+    if "body_encoding" not in part:
+        body = part.get("body")
+        part["body_encoding"] = "json" if isinstance(body, (dict, list)) else "empty" if body is None else "json"
+    return part
+
+
+_CAPTURED_FIELDS = frozenset(
+    {"method", "path", "query", "headers", "body", "body_encoding", "body_bytes", "status", "sse"}
+)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -14,14 +14,14 @@ import functools
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 from shared.exchange import Exchange
 from shared.normalize import record_schema
-from shared.normalize.record import UsageRecord
+from shared.normalize.record import PriceMatch, UsageRecord
 from shared.normalize.texts import completion_text, prompt_text
 from shared.pricing.book import PriceBook, load_book
-from shared.pricing.cost import cost_of
+from shared.pricing.cost import BATCH_TYPES, cost_of, priced
 from shared.pricing.deployments import DeploymentModel, parse_deployment_models, resolve_deployment
 from shared.safety.analysis import analyze, merge_aoai_verdicts, merge_enforcement
 from shared.safety.client import ContentSafety
@@ -90,14 +90,24 @@ class Enricher:
         """The cost fields, from the book in effect at the record's timestamp. Never raises."""
         try:
             model, deployment_type = resolve_deployment(record, self.deployment_models)
+            mapped = self.deployment_models.get(str(record.get("deployment") or ""))
+            record["deployment_model"] = mapped.model if mapped is not None else None
+            if record.get("batch_id") and record.get("custom_id") is not None:
+                deployment_type = BATCH_TYPES.get(deployment_type, deployment_type)
             record["deployment_type"] = deployment_type
             if record.get("api") == "images.generations":
                 self._image_options(record, details, model)
-            cost, reason, version = cost_of(record, self.book, self.deployment_models)
+            cost, reason, version, match = priced(record, self.book, self.deployment_models)
         except Exception as exc:  # a malformed record (e.g. an unreadable timestamp) is not a lost record
             log.warning("parser: could not cost %s: %s: %s", record.get("request_id"), type(exc).__name__, exc)
-            cost, reason, version = None, _clip(f"cost_error:{type(exc).__name__}: {exc}"), self.book.version
+            cost, reason, version, match = (
+                None,
+                _clip(f"cost_error:{type(exc).__name__}: {exc}"),
+                self.book.version,
+                None,
+            )
         record["cost"], record["cost_reason"], record["price_version"] = cost, reason, version
+        record["price_match"] = cast(PriceMatch, match)
         record["cost_avoided"] = self._cost_avoided(record)
 
     def _cost_avoided(self, record: UsageRecord) -> float | None:

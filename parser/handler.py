@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import time
 from collections import Counter
@@ -31,7 +32,9 @@ from typing import Any, TypeVar, cast
 
 import orjson
 
-from parser.enrich import Enricher
+from parser import batches
+from parser.batches import BatchFiles
+from parser.enrich import SKIPPED, Enricher
 from shared.errors import BatchIncomplete, IncompleteExchange, ParseBudgetExceeded, PoisonExchange
 from shared.exchange import Exchange, salvage
 from shared.normalize import record_schema
@@ -96,6 +99,7 @@ async def handle_batch(
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     raise_incomplete: bool = True,
     budget: ParserBudget | None = None,
+    batch_files: BatchFiles | None = None,
 ) -> BatchResult:
     """Record every event of a batch; see the module docstring for the guarantees.
 
@@ -113,7 +117,7 @@ async def handle_batch(
     async def one(event: str | bytes, key: str, result: BatchResult) -> None:
         async with same_id.get(key) or contextlib.nullcontext(), limit:
             try:
-                await _handle_one(event, ports, enricher, result, delays, sleep, budget)
+                await _handle_one(event, ports, enricher, result, delays, sleep, budget, batch_files)
             except Exception as exc:  # the per-event boundary: never let one event sink the batch
                 log.exception("parser: unexpected failure for one event")
                 await _deadletter(ports, result, key, f"unexpected error: {type(exc).__name__}: {exc}", event)
@@ -131,7 +135,14 @@ async def handle_batch(
 
 
 async def _handle_one(
-    event: str | bytes, ports: Ports, enricher: Enricher, result: BatchResult, delays, sleep, budget: ParserBudget
+    event: str | bytes,
+    ports: Ports,
+    enricher: Enricher,
+    result: BatchResult,
+    delays,
+    sleep,
+    budget: ParserBudget,
+    batch_files: BatchFiles | None = None,
 ) -> None:
     try:
         request_id = request_id_of(event)
@@ -162,7 +173,9 @@ async def _handle_one(
         await _deadletter(ports, result, request_id, f"exchange store unavailable: {type(exc).__name__}: {exc}", event)
         return
 
-    await _record(exchange, ports, enricher, result, delays, sleep, budget, poison=poison, event=event)
+    await _record(
+        exchange, ports, enricher, result, delays, sleep, budget, poison=poison, event=event, batch_files=batch_files
+    )
 
 
 async def record_in_place(
@@ -197,6 +210,7 @@ async def _record(
     *,
     poison: str | None = None,
     event: str | bytes | None = None,
+    batch_files: BatchFiles | None = None,
 ) -> None:
     """Record one exchange. `poison` (set when the exchange is poison or over the parser's budget)
     still gives a record (with `parse_error`), and dead-letters `event` once, with that reason."""
@@ -223,6 +237,7 @@ async def _record(
         what = "record not writable" if _is_poison(exc) else "record store unavailable"
         await _deadletter(ports, result, request_id, f"{what}: {type(exc).__name__}: {exc}", _json(record))
         return
+    await _batch_accounting(record, details, exchange, ports, enricher, batch_files, delays, sleep)
     if not added:
         result.duplicates.append(request_id)
         return
@@ -280,6 +295,32 @@ def exchange_bytes(exchange: Exchange) -> int:
 
 def _int(value: Any) -> int:
     return value if isinstance(value, int) and value > 0 else 0
+
+
+async def _batch_accounting(
+    record: UsageRecord,
+    details: dict[str, Any],
+    exchange: Exchange,
+    ports: Ports,
+    enricher: Enricher,
+    files: BatchFiles | None,
+    delays: Sequence[float],
+    sleep: Callable[[float], Awaitable[Any]],
+) -> None:
+    """A batch's creator remembered; a completed batch's lines recorded (parser/batches.py).
+
+    Never fails the event: what cannot be done now is done when the batch is polled again."""
+    try:
+        await batches.remember_owner(record, ports)
+        await batches.remember_output_files(record, details, ports, batches.OWNER_TTL_SECONDS)
+        for line in await batches.settle(record, details, exchange, ports, files):
+            item = valid_record(cast(UsageRecord, line), exchange)
+            enricher.price(item, {})
+            item["safety"] = dict(SKIPPED)
+            if await _retry(functools.partial(ports.records.add, item, {}), delays, sleep):
+                await _retry(functools.partial(ports.sink.emit, item), delays, sleep)
+    except Exception:
+        log.exception("parser: batch accounting failed for %s; the next poll retries", record.get("request_id"))
 
 
 async def make_record(

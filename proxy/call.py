@@ -28,7 +28,7 @@ from proxy.routing.failover import AiohttpAnswer, read_answer, run_failover
 from proxy.routing.pool import BackendPool
 from proxy.streams import usage as stream_usage
 from proxy.upstream import UpstreamClient, upstream_request_headers
-from shared.errors import BadRequest, HeadersTooLarge, NotFound, PayloadTooLarge, RequestTimeout
+from shared.errors import BadRequest, HeadersTooLarge, NotFound, PayloadTooLarge, RealtimeNotSupported, RequestTimeout
 from shared.exchange import Identity
 from shared.normalize.apis import ApiRoute, classify, deployment_for, resolve_path
 from shared.redaction import forwardable_query
@@ -38,6 +38,13 @@ from shared.telemetry.tracecontext import child_traceparent
 log = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "x-gateway-request-id"
+#: The answer to a Realtime API WebSocket upgrade (docs/apim.md, "Realtime API").
+REALTIME_REFUSAL = (
+    "The Realtime API needs a WebSocket, which this gateway (an HTTP-triggered function) cannot hold. "
+    "Connect the WebSocket to the API Management realtime API instead: wss://<your APIM host>/openai/realtime "
+    "(or /openai/v1/realtime) with the same subscription key. WebRTC session creation "
+    "(POST /openai/v1/realtime/client_secrets) works through this gateway."
+)
 _SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:\-]{1,128}$")
 
 
@@ -143,6 +150,8 @@ async def prepare(
     route = classify(path)
     if route is None or (path == "/openai/deployments" and request.method != "GET"):  # the list is read-only
         raise NotFound(f"Resource not found: {path} is not an Azure OpenAI data-plane path.")
+    if route.api == "realtime" and first.get("upgrade", "").lower() == "websocket":
+        raise RealtimeNotSupported(REALTIME_REFUSAL)
     check_header_size(header_items, settings.max_request_header_bytes)
     body = await read_body(
         request, settings.max_request_body_bytes, first.get("content-length", ""), settings.request_body_timeout_seconds

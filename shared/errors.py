@@ -56,6 +56,12 @@ class DeploymentNotFound(ErrorResponse):
     status, code = 404, "DeploymentNotFound"
 
 
+class RealtimeNotSupported(ErrorResponse):
+    """A WebSocket upgrade to the Realtime API: an HTTP-triggered function cannot hold a WebSocket."""
+
+    status, code = 400, "WebSocketNotSupported"
+
+
 class DeploymentNotAllowed(ErrorResponse):
     """The caller's audience may not use this deployment or operation (`AUDIENCE_POLICIES`)."""
 

@@ -117,6 +117,8 @@ _SHAPES = re.compile(
     r"(?P<pem>-----BEGIN [A-Z0-9 ]+-----[\s\S]*?-----END [A-Z0-9 ]+-----)"
     r"|(?P<jwt>\beyJ[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]{4,}\.[A-Za-z0-9_-]*)"
     r"|(?P<sk>\bsk-[A-Za-z0-9_-]{16,})"
+    # an ephemeral Realtime API client secret (POST /openai/v1/realtime/client_secrets answers one)
+    r"|(?P<ek>\bek_[A-Za-z0-9_-]{16,})"
     # a credential after Bearer/Basic holds a digit or a symbol ("Bearer authentication" is prose)
     r"|(?P<bearer>\b(?:Bearer|Basic)\s+)(?P<bearer_value>(?=[A-Za-z]*[0-9._~+/=-])[A-Za-z0-9._~+/=-]{12,})"
     r"|(?P<assign>\b(?:AccountKey|SharedAccessKey|SharedAccessSignature|SharedSecretValue|Password|Pwd|"
@@ -124,9 +126,9 @@ _SHAPES = re.compile(
     re.IGNORECASE,
 )
 #: Every `_SHAPES` match contains one of these (case-insensitively), at most `_ANCHOR_BEFORE`
-#: characters after the match starts: the PEM, JWT, `sk-` and Bearer/Basic shapes start at their
+#: characters after the match starts: the PEM, JWT, `sk-`, `ek_` and Bearer/Basic shapes start at their
 #: marker, an assignment (`SharedAccessSignature=`...) at most 22 characters before its `=`.
-_MARKERS: tuple[str, ...] = ("-----begin", "eyj", "sk-", "bearer", "basic", "key=", "signature=", "value=")
+_MARKERS: tuple[str, ...] = ("-----begin", "eyj", "sk-", "ek_", "bearer", "basic", "key=", "signature=", "value=")
 _MARKERS += ("password=", "pwd=", "sig=", "secret=", "token=")
 _ANCHOR_BEFORE = 24
 

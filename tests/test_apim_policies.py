@@ -280,9 +280,15 @@ def operations() -> list[dict]:
 def test_operations_cover_every_api_on_both_surfaces() -> None:
     seen = set()
     for op in operations():
-        path = "/openai" + op["urlTemplate"].replace("{deployment-id}", "my-deployment").replace(
-            "{response-id}", "resp_1"
-        )
+        path = "/openai" + op["urlTemplate"]
+        for name, value in (
+            ("deployment-id", "my-deployment"),
+            ("response-id", "resp_1"),
+            ("file-id", "file-1"),
+            ("batch-id", "batch_1"),
+            ("model-id", "gpt-4o"),
+        ):
+            path = path.replace("{" + name + "}", value)
         route = classify(path)
         assert route is not None, path
         assert route.api != "other", path
@@ -303,6 +309,19 @@ def test_operations_cover_every_api_on_both_surfaces() -> None:
         assert ("responses", "v1", method) in seen
     templates = {op["urlTemplate"] for op in operations()}
     assert {"/responses", "/v1/responses", "/responses/{response-id}", "/v1/responses/{response-id}"} <= templates
+    # Batch jobs and the files they use, and the model list, on both URL shapes.
+    for api, methods in (("files", {"POST", "GET", "DELETE"}), ("batches", {"POST", "GET"}), ("models", {"GET"})):
+        for surface_methods in ({m for a, s, m in seen if a == api},):
+            assert methods <= surface_methods, api
+    for prefix in ("", "/v1"):
+        assert {
+            f"{prefix}/files",
+            f"{prefix}/files/{{file-id}}/content",
+            f"{prefix}/batches",
+            f"{prefix}/batches/{{batch-id}}",
+            f"{prefix}/batches/{{batch-id}}/cancel",
+            f"{prefix}/models",
+        } <= templates
 
 
 def test_health_is_not_exposed_through_apim() -> None:

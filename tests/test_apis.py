@@ -18,7 +18,9 @@ from shared.normalize.apis import api_version, classify, deployment_for, version
         ("/openai/v1/embeddings", "embeddings", None, "v1"),
         ("/openai/v1/responses", "responses", None, "v1"),
         ("/openai/responses", "responses", None, "v1"),
-        ("/openai/v1/models", "other", None, "v1"),
+        ("/openai/v1/models", "models", None, "v1"),
+        ("/openai/files/file-1/content", "files", None, "v1"),
+        ("/openai/v1/batches/batch_1/cancel", "batches", None, "v1"),
     ],
 )
 def test_classify(path, api, deployment, surface):

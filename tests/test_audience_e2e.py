@@ -175,9 +175,9 @@ def test_batch_input_files_are_checked_line_by_line_on_upload(gw):
     _refused(refused.value, "gpt-4.1", "standard")
     assert "batch input file" in refused.value.response.json()["error"]["message"]
     assert gw.upstream_count() == before
-    # Every line allowed: forwarded (the simulator has no files API and answers 404 itself).
-    with pytest.raises(openai.NotFoundError):
-        gw.client().files.create(file=("in.jsonl", jsonl("gpt-4o", "gpt-4o")), purpose="batch")
+    # Every line allowed: forwarded, and the simulator's Files API stores it.
+    uploaded = gw.client().files.create(file=("in.jsonl", jsonl("gpt-4o", "gpt-4o")), purpose="batch")
+    assert uploaded.purpose == "batch" and uploaded.id.startswith("file-")
     assert gw.upstream_count() == before + 1
 
 

@@ -218,6 +218,9 @@ def _check_page(page: str, records: list[dict]) -> _Totals:
         sum(r["cost"] for r in records if r["cost"] is not None), abs=1e-6
     )
     assert int(p.totals["uncosted-requests"]) == sum(r["cost"] is None for r in records)
+    assert int(p.totals["cached-tokens"]) == sum(r["cached_tokens"] for r in records)
+    assert int(p.totals["non-billable-requests"]) == sum(r.get("billable") is False for r in records)
+    assert int(p.totals["lower-bound-requests"]) == sum(r.get("usage_quality") == "lower_bound" for r in records)
     assert p.ids["total-requests"].replace(",", "") == str(len(records))
     return p
 

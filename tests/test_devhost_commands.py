@@ -89,9 +89,11 @@ def test_record_row_shows_missing_values_as_dash():
     row = record_row(make_record(1, prompt_tokens=3, completion_tokens=4, error_code=None, cost=None))
     assert row[1] == "req-0001" and row[5] == "200" and row[6] == "-" and row[8:11] == ["3", "4", "7"]
     assert row[12] == "-"
-    assert row[14:] == ["create", "yes", "0"]
+    assert row[14:17] == ["create", "yes", "0"]
     read = record_row(make_record(2, operation="retrieve", billable=False, cached_tokens=0, cost=0.0))
     assert read[14:16] == ["retrieve", "no"] and read[12] == "0"
+    lower = record_row(make_record(3, cached_tokens=64, usage_quality="lower_bound"))
+    assert lower[16:] == ["64", "lower_bound"]
 
 
 def _free_port() -> int:

@@ -12,7 +12,7 @@ from shared.pricing.cost import cost_of
 from shared.pricing.deployments import DeploymentModel, parse_deployment_models
 
 BOOK = load_book()
-VERSION = "aoai-retail-2026-08-11"
+VERSION = "aoai-retail-2026-08-11+audio-batch"
 
 
 def rec(**fields):
@@ -99,9 +99,10 @@ def test_deployment_mapping_sets_model_and_type():
 
 
 def test_entry_in_effect_at_the_record_time_is_chosen():
-    # gpt-image-1 had no cached price before 2025-06-01: a cached record in May has no price.
+    # gpt-image-1 had no cached price before 2025-06-01: cached tokens in May are zero-rated
+    # (50 uncached * 5 = 250 / 1e6), never billed at the full input price.
     may = rec(timestamp="2025-05-10T00:00:00Z", model="gpt-image-1", prompt_tokens=100, cached_tokens=50)
-    assert cost_of(may, BOOK)[:2] == (None, "no_cached_price:gpt-image-1")
+    assert cost_of(may, BOOK)[:2] == (pytest.approx(0.00025), None)
     # After 2025-06-01: 50 * 5 + 50 * 1.25 = 312.5 / 1e6
     june = dict(may, timestamp="2025-06-02T00:00:00Z")
     assert cost_of(june, BOOK)[0] == pytest.approx(0.0003125)
@@ -152,7 +153,16 @@ def test_every_book_entry_has_a_source_and_date_and_positive_prices():
     for name, row in data["models"].items():
         for entry in row["prices"]:
             assert entry["source"] and entry["effective_from"], name
-            prices = [v for k, v in entry.items() if k in {"input", "cached_input", "output"} and v is not None]
+            priced = {
+                "input",
+                "cached_input",
+                "output",
+                "input_audio",
+                "output_audio",
+                "per_minute",
+                "per_million_characters",
+            }
+            prices = [v for k, v in entry.items() if k in priced and v is not None]
             prices += list(entry.get("per_image", {}).values())
             assert prices and all(p > 0 for p in prices), name
 

@@ -20,7 +20,7 @@ from aiohttp import web
 
 from shared.normalize.apis import ApiRoute, classify
 
-from . import audio, catalog, chat, completions, embeddings, errors, images, responses
+from . import audio, batches, catalog, chat, completions, embeddings, errors, images, responses
 from .config import SimulatorConfig
 from .models import encoding_for, model_for
 from .state import LoggedRequest, SimulatorState
@@ -265,6 +265,32 @@ async def _dispatch(
     if problem is not None:
         refused, code, message = problem
         raise _Reply(refused, errors.error_body(code, message))
+    parts = [p for p in request.path.removeprefix("/openai/").removeprefix("v1/").split("/") if p]
+    if route.surface == "v1" and parts and parts[0] in ("files", "batches"):
+        make = batches.context_factory(config, state.rng, f"{request.scheme}://{request.host}")
+        try:
+            return batches.handle(
+                request.method, parts, body, request.headers.get("Content-Type", ""), state.files, make
+            ), None
+        except batches.NotFound:
+            raise _Reply(
+                404,
+                errors.error_body(
+                    "NotFound",
+                    f"The {parts[0][:-1]} '{parts[1] if len(parts) > 1 else ''}' was not found.",
+                    param=None,
+                    type="invalid_request_error",
+                ),
+            ) from None
+    if route.api == "realtime" and request.method == "POST" and parts[1:] == ["client_secrets"]:
+        # WebRTC session creation: an ephemeral key for the browser (the media goes elsewhere).
+        session = orjson.loads(body or b"{}").get("session") or {}
+        secret = {
+            "value": f"ek_{state.rng.getrandbits(128):032x}",
+            "expires_at": int(time.time()) + 600,
+            "session": {"type": "realtime", "object": "realtime.session", "model": session.get("model")},
+        }
+        return Plan(body=orjson.dumps(secret)), None
     if request.method != "POST":
         return _read(request, state, route), None
     builder = _BUILDERS.get(route.api)
@@ -376,7 +402,7 @@ def _read(request: web.Request, state: SimulatorState, route: ApiRoute) -> Plan:
                 return Plan(body=responses.input_items_page(stored))
             if request.path.rstrip("/").endswith(route.response_id):
                 return Plan(body=stored.body)
-    if route.api == "other" and request.method == "GET" and request.path.rstrip("/").endswith("/models"):
+    if route.api in ("other", "models") and request.method == "GET" and request.path.rstrip("/").endswith("/models"):
         served = state.served or catalog.DEFAULT_DEPLOYMENTS
         data = [
             {

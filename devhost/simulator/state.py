@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 import orjson
 
+from .batches import FileStore
 from .catalog import Deployment, resolve
 from .config import SimulatorConfig
 
@@ -50,6 +51,8 @@ class SimulatorState:
         self.requests: list[LoggedRequest] = []
         #: Responses API objects by id, for GET/DELETE /responses/{id}.
         self.responses: dict[str, StoredResponse] = {}
+        #: Files (batch input and output) and batches, for the Files and Batch APIs.
+        self.files = FileStore()
         self._fail_turn = 0
         #: The served deployments by name (None: any name).
         self.served: dict[str, Deployment] | None = resolve(config.deployments)

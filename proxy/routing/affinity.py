@@ -50,6 +50,13 @@ def affinity_key(route: ApiRoute, body: Any) -> str | None:
 
     `body` is the parsed JSON request body (or None).
     """
+    if route.api in ("files", "batches"):
+        # A file or batch lives on the account that created it; a batch is created from a file there.
+        if route.object_id:
+            return route.object_id
+        if route.api == "batches" and isinstance(body, Mapping) and isinstance(body.get("input_file_id"), str):
+            return body["input_file_id"] or None
+        return None
     if route.api != "responses":
         return None
     if route.response_id:
@@ -61,8 +68,12 @@ def affinity_key(route: ApiRoute, body: Any) -> str | None:
     return None
 
 
+#: Stored objects whose follow-ups must reach the account that holds them.
+_PINNED_OBJECTS = frozenset({"response", "file", "batch"})
+
+
 def _response_id(obj: Any) -> str | None:
-    if isinstance(obj, Mapping) and obj.get("object") == "response":
+    if isinstance(obj, Mapping) and obj.get("object") in _PINNED_OBJECTS:
         rid = obj.get("id")
         if isinstance(rid, str) and rid:
             return rid
@@ -213,7 +224,12 @@ class ResponsePinning:
         self, route: ApiRoute, method: str, body: Any, status: int, content_type: str, backend: str, chunks: list[bytes]
     ) -> CreatedIdTap | None:
         """A tap for an answer that creates a stored response, else None (no per-chunk cost at all)."""
-        if route.api != "responses" or method != "POST" or route.response_id or not 200 <= status < 300:
+        if method != "POST" or not 200 <= status < 300:
+            return None
+        if route.api in ("files", "batches"):
+            # An upload or a new batch: remember where it lives (a JSON answer with its id).
+            return None if route.object_id else CreatedIdTap(self, backend, False, chunks)
+        if route.api != "responses" or route.response_id:
             return None
         if isinstance(body, dict) and body.get("store") is False:
             return None  # AOAI keeps no such response, so there is nothing to come back to

@@ -42,11 +42,15 @@ def usage_logger_name(handler_logger: str) -> str:
     return f"{handler_logger}.{USAGE_LOGGER}"
 
 
+#: Numbers besides token counts and latencies that reports sum.
+_NUMBERS = frozenset({"cost", "cost_avoided", "audio_seconds", "input_characters"})
+
+
 def is_measurement(name: str, value: Any) -> bool:
-    """Token counts, latencies and cost: summed and charted in reports, so sent as numbers too."""
+    """Token counts, latencies, cost and audio units: summed and charted in reports, so sent as numbers too."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return False
-    return name.endswith("_tokens") or name.endswith("_ms") or name in ("cost", "cost_avoided")
+    return name.endswith("_tokens") or name.endswith("_ms") or name in _NUMBERS
 
 
 def _dimension(value: Any) -> str:

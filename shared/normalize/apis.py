@@ -21,6 +21,10 @@ ApiKind = Literal[
     "audio.translations",
     "audio.speech",
     "responses",
+    "files",
+    "batches",
+    "models",
+    "realtime",
     "other",
 ]
 Surface = Literal["deployments", "v1"]
@@ -35,6 +39,13 @@ _OPERATIONS: dict[str, ApiKind] = {
     "audio/speech": "audio.speech",
     "responses": "responses",
 }
+#: Management surfaces with their own api name in records (files, batch jobs, the model list, realtime sessions).
+_MANAGEMENT_APIS: dict[str, ApiKind] = {
+    "files": "files",
+    "batches": "batches",
+    "models": "models",
+    "realtime": "realtime",
+}
 _DEPLOYMENT_PATH = re.compile(r"^/openai/deployments/(?P<deployment>[^/]+)/(?P<op>.+?)/?$")
 _V1_PATH = re.compile(r"^/openai/(?:v1/)?(?P<op>.+?)/?$")
 _RESPONSE_ID = re.compile(r"^responses/(?P<id>[^/]+)(?:/.*)?$")
@@ -48,6 +59,8 @@ class ApiRoute:
     deployment: str | None
     #: For GET/DELETE `/responses/{id}` and its sub-resources.
     response_id: str | None = None
+    #: For `/files/{id}...` and `/batches/{id}...`: the stored object the path addresses.
+    object_id: str | None = None
 
 
 def classify(path: str) -> ApiRoute | None:
@@ -67,6 +80,10 @@ def classify(path: str) -> ApiRoute | None:
     rid = _RESPONSE_ID.match(op)
     if rid:
         return ApiRoute(api="responses", surface="v1", deployment=None, response_id=rid["id"])
+    collection, _, rest = op.partition("/")
+    if collection in _MANAGEMENT_APIS:
+        object_id = rest.split("/", 1)[0] if collection in ("files", "batches") and rest else None
+        return ApiRoute(api=_MANAGEMENT_APIS[collection], surface="v1", deployment=None, object_id=object_id or None)
     return ApiRoute(api=_OPERATIONS.get(op, "other"), surface="v1", deployment=None)
 
 

@@ -17,9 +17,15 @@ Api = Literal[
     "audio.translations",
     "audio.speech",
     "responses",
+    "files",
+    "batches",
+    "models",
+    "realtime",
     "other",
 ]
 Operation = Literal["create", "retrieve", "list", "delete", "cancel", "update", "content", "other"]
+UsageQuality = Literal["exact", "estimated", "lower_bound", "none"]
+PriceMatch = Literal["exact", "family", "batch_discount", None]
 UsageSource = Literal["service", "estimated", "none", "cache"]
 Outcome = Literal["complete", "upstream_broken", "client_disconnected", "blocked", "timeout"]
 
@@ -72,6 +78,7 @@ class UsageRecord(TypedDict, total=False):
     billable: Required[bool]
     deployment: Required[str | None]
     model: Required[str | None]
+    deployment_model: str | None
     api_version: Required[str | None]
     backend: Required[str | None]
     attempts: Required[int]
@@ -88,9 +95,10 @@ class UsageRecord(TypedDict, total=False):
     completion_tokens: Required[int]
     total_tokens: Required[int]
     cached_tokens: Required[int]
-    reasoning_tokens: Required[int]
+    reasoning_tokens: Required[int | None]
     usage_details: dict[str, Any] | None
     usage_source: Required[UsageSource]
+    usage_quality: UsageQuality
     estimation_notes: list[str]
     usage_injected: bool
     finish_reasons: Required[list[str | None]]
@@ -104,6 +112,14 @@ class UsageRecord(TypedDict, total=False):
     cost: float | None
     cost_reason: str | None
     price_version: str | None
+    price_match: PriceMatch
+    audio_seconds: float | None
+    duration_source: Literal["container", "response", None]
+    input_characters: int | None
+    object_id: str | None
+    batch_id: str | None
+    custom_id: str | None
+    exchange_missing: list[str]
     audience_rule: str | None
     capture_level: Literal["full", "redacted", "metadata", "none"]
     budget: dict[str, Any]

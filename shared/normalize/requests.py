@@ -15,8 +15,10 @@ import email.policy
 from collections.abc import Mapping
 from typing import Any
 
+from shared.normalize import audio
+
 #: Form fields of audio uploads worth keeping (the file itself is never kept).
-_FORM_FIELDS = ("model", "prompt", "language", "response_format", "temperature", "timestamp_granularities[]")
+_FORM_FIELDS = ("model", "prompt", "language", "response_format", "temperature", "timestamp_granularities[]", "purpose")
 
 
 def parse_request(api: str, body: Any, content_type: str | None = None) -> dict[str, Any]:
@@ -74,7 +76,10 @@ def _binary_request(b64: Any, content_type: str | None) -> dict[str, Any]:
         decoded = part.get_payload(decode=True)
         payload = decoded if isinstance(decoded, bytes) else b""
         if filename is not None:
-            files.append({"field": name, "filename": filename, "bytes": len(payload)})
+            entry: dict[str, Any] = {"field": name, "filename": filename, "bytes": len(payload)}
+            if name == "file" and (seconds := audio.container_seconds(payload)) is not None:
+                entry["duration_seconds"] = seconds
+            files.append(entry)
         elif name in _FORM_FIELDS or name == "stream":
             info[str(name)] = payload.decode("utf-8", "replace")
     if files:

@@ -8,6 +8,7 @@ Encodings come from `shared.normalize.encodings` (offline, loaded once per proce
 
 from __future__ import annotations
 
+import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,6 +30,36 @@ REPLY_PRIMING = 3
 # num_tokens_for_tools constants, per encoding family (cookbook: gpt-4o/mini vs gpt-3.5/gpt-4).
 _FUNC_INIT = {"o200k_base": 7, "cl100k_base": 10}
 _PROP_INIT, _PROP_KEY, _ENUM_INIT, _ENUM_ITEM, _FUNC_END = 3, 3, -3, 3, 12
+#: Message framing around an assistant tool call (calibrated on a published gpt-4o single call:
+#: `get_weather({"location":"Shanghai"})` reported 14 completion tokens).
+_CALL_FRAME = 4
+#: Framing around a response_format json_schema in the prompt (system-side instructions).
+_SCHEMA_FRAME = 8
+
+
+def _strict_view(schema: Any) -> Any:
+    """A strict schema without the keys strict mode implies (`additionalProperties: false`, and
+    `required` naming every property): measured on recorded gpt-4o answers, the model is not shown them."""
+    if isinstance(schema, list):
+        return [_strict_view(s) for s in schema]
+    if not isinstance(schema, Mapping):
+        return schema
+    props = schema.get("properties")
+    implied = {"additionalProperties"} if schema.get("additionalProperties") is False else set()
+    if (
+        isinstance(props, Mapping)
+        and isinstance(schema.get("required"), list)
+        and set(schema["required"]) == set(props)
+    ):
+        implied.add("required")
+    return {k: _strict_view(v) for k, v in schema.items() if k not in implied}
+
+
+def _name_and_arguments(call: Mapping[str, Any]) -> tuple[str, str]:
+    fn = call.get("function")
+    src = fn if isinstance(fn, Mapping) else call
+    name, args = src.get("name"), src.get("arguments")
+    return (name if isinstance(name, str) else ""), (args if isinstance(args, str) else "")
 
 
 def _tiktoken_name(model: str) -> str | None:
@@ -116,13 +147,16 @@ class TokenCounter:
         return total
 
     def _message_value(self, key: str, value: Any) -> int:
+        if key == "tool_call_id":
+            return 0  # an opaque reference the model never reads as text
         if isinstance(value, str):
             return self.text(value)
         if key == "content" and isinstance(value, list):
             return sum(self.content_part(part) for part in value)
         if key == "tool_calls" and isinstance(value, list):
+            # The model reads its earlier calls as it wrote them (see completion_tool_calls).
             self.note("assistant tool_calls in the prompt are approximated")
-            return sum(self.tool_call(call) for call in value)
+            return self.completion_tool_calls(value)
         if key == "function_call" and isinstance(value, Mapping):
             self.note("assistant function_call in the prompt is approximated")
             return self.text(value.get("name")) + self.text(value.get("arguments"))
@@ -189,6 +223,47 @@ class TokenCounter:
                     total += self.text(f"{key}:{prop.get('type')}:{p_desc}")
         return total + _FUNC_END
 
+    def response_format(self, value: Any) -> int:
+        """A `json_schema` response format: the schema is part of the prompt the model reads."""
+        if not isinstance(value, Mapping) or value.get("type") != "json_schema":
+            return 0
+        spec = value.get("json_schema")
+        if not isinstance(spec, Mapping):
+            return 0
+        self.note("response_format json_schema counted as its compact JSON text")
+        body = spec.get("schema") or {}
+        if spec.get("strict") is True:
+            body = _strict_view(body)
+        schema = json.dumps(body, separators=(",", ":"), ensure_ascii=False)
+        return (
+            _SCHEMA_FRAME
+            + self.text(str(spec.get("name") or ""))
+            + self.text(str(spec.get("description") or ""))
+            + self.text(schema)
+        )
+
+    def completion_tool_calls(self, calls: list[Any]) -> int:
+        """Tool calls as the model writes them: `to=functions.NAME` and the arguments for one call;
+        several calls in one turn are wrapped in `multi_tool_use.parallel` with a JSON list of
+        `{"recipient_name": "functions.NAME", "parameters": ARGS}` (the parallel tool-call wrapper)."""
+        named = [c for c in calls if isinstance(c, Mapping)]
+        if not named:
+            return 0
+        self.note("tool-call framing in the completion is modelled, not reported")
+        if len(named) == 1:
+            name, args = _name_and_arguments(named[0])
+            return _CALL_FRAME + self.text(f" to=functions.{name}") + self.text(args)
+        uses = []
+        for call in named:
+            name, args = _name_and_arguments(call)
+            try:
+                params: Any = json.loads(args) if args else {}
+            except ValueError:
+                params = args
+            uses.append({"recipient_name": f"functions.{name}", "parameters": params})
+        wrapper = json.dumps({"tool_uses": uses}, separators=(",", ":"), ensure_ascii=False)
+        return _CALL_FRAME + self.text(" to=multi_tool_use.parallel") + self.text(wrapper)
+
     def tool_call(self, call: Any) -> int:
         if not isinstance(call, Mapping):
             return 0
@@ -211,6 +286,11 @@ class TokenCounter:
         """Responses API input, counted like chat messages (the format overhead is not published)."""
         self.note("Responses API prompt estimated with the chat format overhead")
         total = self.text(body.get("instructions"))
+        text = body.get("text")
+        fmt = text.get("format") if isinstance(text, Mapping) else None
+        if isinstance(fmt, Mapping) and fmt.get("type") == "json_schema":
+            # The Responses API flattens the json_schema object into `text.format`.
+            total += self.response_format({"type": "json_schema", "json_schema": fmt})
         value = body.get("input")
         if isinstance(value, str):
             return total + self.chat_prompt([{"role": "user", "content": value}], body.get("tools"))

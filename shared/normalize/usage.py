@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Mapping
 from typing import Any, Literal, cast
 
@@ -106,6 +107,7 @@ def base_record(exchange: Exchange) -> UsageRecord:
         "reasoning_tokens": 0,
         "usage_details": None,
         "usage_source": "none",
+        "usage_quality": "none",
         "usage_injected": bool(exchange.usage_injected),
         "finish_reasons": [],
         "tool_call_count": 0,
@@ -169,6 +171,7 @@ def _fill(record: UsageRecord, details: dict[str, Any], exchange: Exchange) -> N
     record["model"] = model or request_model or record["deployment"]
 
     record["error_code"] = record["error_code"] or _error_code(body.get("error"))
+    _object_ids(record, body)
     _verdicts(record, api, body)
     _shields(record)
     _choices(record, api, body)
@@ -191,6 +194,8 @@ def _fill(record: UsageRecord, details: dict[str, Any], exchange: Exchange) -> N
         record["finish_reasons"], record["tool_call_count"], record["image_count"] = [], 0, 0
         return
     _usage(record, exchange, api, request, body, notes, stream_complete, model)
+    if api in ("audio.transcriptions", "audio.translations", "audio.speech"):
+        _audio(record, api, request, body)
     if notes:
         record["estimation_notes"] = notes
 
@@ -220,7 +225,7 @@ def _cache_hit(record: UsageRecord, exchange: Exchange) -> None:
     record["billable"] = False
     record["usage_source"] = "cache"
     record["backend"] = None
-    avoided = _service_usage(cache.get("usage"))
+    avoided = service_usage(cache.get("usage"))
     note = record.get("cache")
     if avoided is not None and note is not None:
         note["tokens_avoided"] = {
@@ -366,10 +371,11 @@ def _usage(
     candidates = (model, record["deployment"], request.get("model") if isinstance(request.get("model"), str) else None)
     if api in ("chat.completions", "responses"):
         record["image_count"] = _input_images(request)
-    service = _service_usage(body.get("usage"))
+    service = service_usage(body.get("usage"))
     if service is not None:
         record.update(cast(UsageRecord, service))
         record["usage_source"] = "service"
+        record["usage_quality"] = "exact"
         if exchange.response is not None and exchange.response.sse is not None and not stream_complete:
             notes.append("usage reported before the stream ended")
         return
@@ -393,6 +399,12 @@ def _usage(
     record["completion_tokens"] = completion
     record["total_tokens"] = prompt_estimate + completion
     record["usage_source"] = "estimated"
+    record["usage_quality"] = "estimated"
+    if reasoning_model(*candidates) or _has_reasoning_output(body):
+        # Reasoning tokens are billed as completion tokens but never appear in the answer: an
+        # estimate from what is visible can only be a lower bound.
+        record["usage_quality"], record["reasoning_tokens"] = "lower_bound", None
+        notes.append("reasoning model: hidden reasoning tokens are not visible, the estimate is a lower bound")
     for note in counter.notes:
         if note not in notes:
             notes.append(note)
@@ -419,7 +431,9 @@ def _counter(candidates: tuple[str | None, ...], notes: list[str]) -> TokenCount
 
 def _estimate_prompt(counter: TokenCounter, api: str, request: Mapping[str, Any]) -> int:
     if api == "chat.completions":
-        return counter.chat_prompt(request.get("messages"), request.get("tools"), request.get("functions"))
+        return counter.chat_prompt(
+            request.get("messages"), request.get("tools"), request.get("functions")
+        ) + counter.response_format(request.get("response_format"))
     if api == "responses":
         return counter.responses_input(request)
     if api == "completions":
@@ -432,13 +446,17 @@ def _estimate_prompt(counter: TokenCounter, api: str, request: Mapping[str, Any]
 def _estimate_completion(counter: TokenCounter, api: str, body: Mapping[str, Any]) -> int:
     total = 0
     if api == "responses":
+        calls = []
         for item in _list(body.get("output")):
             if isinstance(item, Mapping):
                 total += sum(counter.content_part(p) for p in _list(item.get("content")))
-                total += counter.text(item.get("name")) + counter.text(item.get("arguments"))
+                if item.get("type") == "function_call":
+                    calls.append(item)
+                else:
+                    total += counter.text(item.get("name")) + counter.text(item.get("arguments"))
                 if item.get("type") == "reasoning":
                     counter.note("reasoning tokens are not visible and not estimated")
-        return total
+        return total + counter.completion_tool_calls(calls)
     for choice in _list(body.get("choices")):
         if not isinstance(choice, Mapping):
             continue
@@ -446,15 +464,13 @@ def _estimate_completion(counter: TokenCounter, api: str, body: Mapping[str, Any
         message = choice.get("message")
         if isinstance(message, Mapping):
             total += counter.text(message.get("content")) + counter.text(message.get("refusal"))
-            calls = _list(message.get("tool_calls"))
-            if calls or isinstance(message.get("function_call"), Mapping):
-                counter.note("tool-call formatting tokens in the completion are not modelled")
-            total += sum(counter.tool_call(c) for c in calls)
-            total += counter.tool_call(message.get("function_call"))
+            total += counter.completion_tool_calls(_list(message.get("tool_calls")))
+            if isinstance(message.get("function_call"), Mapping):
+                total += counter.completion_tool_calls([message["function_call"]])
     return total
 
 
-def _service_usage(usage: Any) -> dict[str, Any] | None:
+def service_usage(usage: Any) -> dict[str, Any] | None:
     """Token counts as the service reported them (chat/completions/embeddings or Responses/images shape)."""
     if not isinstance(usage, Mapping):
         return None
@@ -481,6 +497,70 @@ def _service_usage(usage: Any) -> dict[str, Any] | None:
         "reasoning_tokens": _int(out_details.get("reasoning_tokens")),
         "usage_details": usage_details,
     }
+
+
+# --- objects, audio, reasoning -----------------------------------------------------------------
+
+#: Object types whose ids a record carries, so ownership and batch attribution can find them.
+_OBJECT_TYPES = frozenset({"file", "batch", "response"})
+_REASONING_MODEL = re.compile(r"^(?:o\d|gpt-5|gpt-oss|codex)", re.IGNORECASE)
+
+
+def reasoning_model(*names: str | None) -> bool:
+    """o-series and gpt-5 family models think in tokens that the answer never shows."""
+    return any(isinstance(n, str) and _REASONING_MODEL.match(n.strip()) for n in names)
+
+
+def _has_reasoning_output(body: Mapping[str, Any]) -> bool:
+    return any(isinstance(i, Mapping) and i.get("type") == "reasoning" for i in _list(body.get("output")))
+
+
+def _object_ids(record: UsageRecord, body: Mapping[str, Any]) -> None:
+    """The id of the file, batch or response the request created or addressed."""
+    kind, oid = body.get("object"), body.get("id")
+    if isinstance(kind, str) and isinstance(oid, str) and kind in _OBJECT_TYPES:
+        record["object_id"] = oid
+        if kind == "batch":
+            record["batch_id"] = oid
+        return
+    parts = [p for p in str(record.get("path") or "").split("/") if p]
+    for collection, prefix in (("files", "file"), ("batches", "batch"), ("responses", "resp")):
+        if collection in parts:
+            i = parts.index(collection)
+            if i + 1 < len(parts) and parts[i + 1].startswith(prefix):
+                record["object_id"] = parts[i + 1]
+                if collection == "batches":
+                    record["batch_id"] = parts[i + 1]
+                return
+
+
+def _audio(record: UsageRecord, api: str, request: Mapping[str, Any], body: Mapping[str, Any]) -> None:
+    """What audio is billed on: seconds of uploaded audio (whisper), characters of speech input (tts)."""
+    if record["status_code"] >= 400:
+        return
+    if api == "audio.speech":
+        text = request.get("input")
+        record["input_characters"] = len(text) if isinstance(text, str) else None
+        if record["input_characters"] and record["usage_quality"] == "none":
+            record["usage_quality"] = "exact"
+        return
+    uploaded = next(
+        (f for f in _list(request.get("files")) if isinstance(f, Mapping) and f.get("field") == "file"), None
+    )
+    seconds = uploaded.get("duration_seconds") if isinstance(uploaded, Mapping) else None
+    if isinstance(seconds, (int, float)) and seconds > 0:
+        record["audio_seconds"], record["duration_source"] = float(seconds), "container"
+        if record["usage_quality"] == "none":
+            record["usage_quality"] = "exact"
+        return
+    usage = body.get("usage")
+    reported = body.get("duration")
+    if isinstance(usage, Mapping) and usage.get("type") == "duration":
+        reported = usage.get("seconds", reported)
+    if isinstance(reported, (int, float)) and not isinstance(reported, bool) and reported > 0:
+        record["audio_seconds"], record["duration_source"] = float(reported), "response"
+        if record["usage_quality"] == "none":
+            record["usage_quality"] = "exact"
 
 
 # --- small helpers -----------------------------------------------------------------------------
