@@ -8,21 +8,9 @@ required, its type, an enum's values).
 
 from typing import Any, Literal, Required, TypedDict
 
-Api = Literal[
-    "chat.completions",
-    "completions",
-    "embeddings",
-    "images.generations",
-    "audio.transcriptions",
-    "audio.translations",
-    "audio.speech",
-    "responses",
-    "files",
-    "batches",
-    "models",
-    "realtime",
-    "other",
-]
+from shared.normalize.apis import ApiKind
+
+Api = ApiKind  # the record names the API as the path classifier does
 Operation = Literal["create", "retrieve", "list", "delete", "cancel", "update", "content", "other"]
 UsageQuality = Literal["exact", "estimated", "lower_bound", "none"]
 PriceMatch = Literal["exact", "family", "batch_discount", None]
