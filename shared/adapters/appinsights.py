@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import logging
 import math
+import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -141,7 +142,12 @@ def configure_azure_monitor_once(settings: Settings) -> bool:
         return False  # an SDK logger provider is already installed (the worker, or an earlier call)
     from azure.monitor.opentelemetry import configure_azure_monitor
 
+    # The distro's default sampler is a rate limit (5 traces/s) that decides span by span: a gateway
+    # sends far more, and a CLIENT span dropped while its SERVER span is kept breaks the trace. Keep
+    # every span unless the operator chose a sampler (OTEL_TRACES_SAMPLER, docs/telemetry.md).
+    sampling: dict[str, float] = {} if os.environ.get("OTEL_TRACES_SAMPLER") else {"sampling_ratio": 1.0}
     configure_azure_monitor(
+        **sampling,
         connection_string=settings.appinsights_connection_string,
         logger_name=settings.appinsights_logger_name,
         # Logs are never sampled by trace (the default; stated because usage events are audit data).
