@@ -11,22 +11,33 @@ import azure.functions as func
 import orjson
 from azurefunctions.extensions.http.fastapi import Request, Response
 
+from proxy.credentials import quiet_azure_sdk_logs
 from proxy.handler import Proxy, build_proxy
-from proxy.routing.pool import BackendPool
+from proxy.routing.backends import check_backends
 from proxy.runtime_leak import release_http_invocations
 from proxy.streams.broken import quiet_server_log
+from shared.audience import AudienceTable
+from shared.budgets.config import parse_budget_book
 from shared.settings import Settings
 from shared.wiring import WiredPorts, build_ports
 
 app = func.FunctionApp(http_auth_level=func.AuthLevel.FUNCTION)
 
-# A bad GATEWAY_BACKENDS or routing setting stops the app when the host loads it (the error names
-# the entry), instead of failing every request later. Pure parsing: nothing is connected here.
-BackendPool.from_settings(Settings.from_env())
+# A bad setting, a placeholder endpoint or an api_key backend whose key setting is not set stops the
+# app when the host loads it (one line naming it), instead of failing every request later. Pure
+# parsing: nothing is connected here. Likewise AUDIENCE_POLICIES (and a cache an audience's capture
+# level forbids), BUDGETS and BUDGET_TEAMS: a budget that cannot be read must not silently not apply.
+_startup_settings = Settings.from_env()
+check_backends(_startup_settings)
+AudienceTable.from_settings(_startup_settings.audience_policies_json, _startup_settings.extra.get("CAPTURE_LEVELS"))
+parse_budget_book(_startup_settings.budgets_json, _startup_settings.budget_teams_json)
+del _startup_settings
 
 # A stream AOAI breaks mid-way is cut for the client by raising out of the body; the proxy logs it,
 # the server (uvicorn) need not add a traceback per cut stream (proxy/streams/broken.py).
 quiet_server_log()
+# Azure SDK calls and credential probes log their headers at INFO; one line names the credential used.
+quiet_azure_sdk_logs()
 
 # azure-functions-runtime 1.3.0 keeps ~2 KB per HTTP invocation forever (proxy/runtime_leak.py).
 release_http_invocations()
@@ -117,11 +128,33 @@ async def health(req: Request) -> Response:
 # typing.List, not list[...]: the Functions worker rejects PEP 585 generics as binding annotations.
 async def parse_exchanges(events: typing.List[func.EventHubEvent]) -> None:  # noqa: UP006
     """Each event names a stored exchange; see parser/handler.py for retries and dead letters."""
-    from parser.handler import handle_batch
+    from parser.handler import ParserBudget, handle_batch
 
     await handle_batch(
         [event.get_body() for event in events],
         ports(),
         enricher=_parser_enricher(),
         concurrency=settings().parser_max_concurrency,
+        budget=ParserBudget.from_settings(settings()),
+    )
+
+
+# --- reconciler --------------------------------------------------------------------------------
+
+#: Every 5 minutes (NCRONTAB, six fields). The dev host runs it on the same schedule.
+RECONCILE_SCHEDULE = "0 */5 * * * *"
+
+
+@app.function_name("reconcile")
+@app.timer_trigger(arg_name="timer", schedule=RECONCILE_SCHEDULE, run_on_startup=False, use_monitor=True)
+async def reconcile_exchanges(timer: func.TimerRequest) -> None:
+    """Spilled exchanges are stored again (also on an instance that serves no request), then stored
+    exchanges with neither record nor dead letter are announced again (parser/reconcile.py)."""
+    from parser.reconcile import reconcile
+
+    await proxy().capture.replay_outbox()
+    await reconcile(
+        ports(),
+        after_seconds=settings().reconcile_after_seconds,
+        lookback_seconds=settings().reconcile_lookback_seconds,
     )

@@ -28,7 +28,7 @@ class Expected:
 def stream_contents(body: bytes) -> tuple[list[str], list[str | None], str | None]:
     """(content pieces, finish reasons, data of the last event) of a chat completion event stream."""
     decoder = SSEDecoder()
-    events = decoder.feed(body) + decoder.flush()
+    events = decoder.decode(body) + decoder.flush()
     pieces: list[str] = []
     finishes: list[str | None] = []
     for event in events:

@@ -96,7 +96,14 @@ param products array = [
 @description('Create a new AOAI account with the deployments below. Set false to use only existingBackends.')
 param deployOpenAi bool = true
 
-@description('Model deployments of the new AOAI account: [{name, model, version, sku, capacity}] (capacity in thousands of tokens per minute).')
+@description('Prompt Shields on the new AOAI account\'s deployments (content filter policies gateway-shields-block / -annotate): block or annotate; a deployment\'s own promptShields field wins.')
+@allowed([
+  'block'
+  'annotate'
+])
+param promptShieldsMode string = 'block'
+
+@description('Model deployments of the new AOAI account: [{name, model, version, sku, capacity, promptShields?}] (capacity in thousands of tokens per minute; promptShields: block | annotate).')
 param openAiDeployments array = [
   {
     name: 'gpt-4o-mini'
@@ -117,13 +124,16 @@ param openAiDeployments array = [
 @description('Existing AOAI endpoints, in GATEWAY_BACKENDS form (see proxy/routing/backends.py), e.g. [{"name": "aoai-swe", "endpoint": "https://my-aoai.openai.azure.com", "auth": {"type": "managed_identity"}, "deployments": ["*"], "priority": 2}].')
 param existingBackends array = []
 
-@description('Existing AOAI accounts that get the Cognitive Services OpenAI User role for the gateway: [{"resourceGroup": "rg-aoai", "accountName": "my-aoai"}] (same subscription).')
+@description('Existing AOAI accounts that get the Cognitive Services OpenAI User role for the gateway: [{"resourceGroup": "rg-aoai", "accountName": "my-aoai"}] ; add "subscriptionId" for an account in another subscription of the tenant.')
 param existingOpenAiAccounts array = []
 
 // ---- Data, telemetry, safety ----
 
 @description('Deploy Azure AI Content Safety for the parser checks.')
 param enableContentSafety bool = false
+
+@description('Per-audience policy (AUDIENCE_POLICIES): APIM product name or subscription:<id> -> {deployments, operations, cache: {ttl_seconds, shared}}. Empty: every audience may use every deployment, no cache.')
+param audiencePolicies object = {}
 
 @description('Cosmos DB serverless (pay per request). Set false for provisioned autoscale throughput.')
 param cosmosServerless bool = true
@@ -195,6 +205,18 @@ param captureOutboxDir string = ''
 @description('DEPLOYMENT_MODELS: deployment name -> {"model": "gpt-4o-2024-08-06", "type": "global|data_zone|regional|provisioned"}, for cost; unmapped deployments use the model AOAI reports.')
 param deploymentModels object = {}
 
+@description('CAPTURE_LEVELS: what is kept per audience, APIM product name or "subscription:<id>" -> "full" | "redacted" | "metadata" | "none" (docs/privacy.md); unlisted audiences: full.')
+param captureLevels object = {}
+
+@description('RETENTION: per audience, product or "subscription:<id>" -> {"exchanges_days": 30, "records_days": 400} (-1: until deleted); unlisted: exchangeTtlSeconds, records per recordsTtlSeconds.')
+param retention object = {}
+
+@description('BUDGETS: dollar budgets and token quotas per subscription, product or team, e.g. [{"name": "team-a", "scope": "team:a", "amount": 500, "period": "month", "soft_percent": 80}] (docs/budgets.md).')
+param budgets array = []
+
+@description('BUDGET_TEAMS: team name -> subscription ids, for budgets with scope team:<name>.')
+param budgetTeams object = {}
+
 @description('Events of one Event Hub batch the parser handles at the same time (PARSER_MAX_CONCURRENCY); times contentSafetyOptions.maxConcurrency it bounds the concurrent Content Safety calls per instance.')
 @minValue(1)
 param parserMaxConcurrency int = 8
@@ -231,8 +253,15 @@ param contentSafetyOptions object = {
   maxConcurrency: 4
 }
 
-@description('Maximum function app instances.')
+@description('Maximum function app instances (Flex Consumption allows 40 to 1000; the subscription\'s regional memory quota caps the total). Size with functionHttpPerInstanceConcurrency: docs/deploy.md "Sizing".')
+@minValue(40)
+@maxValue(1000)
 param functionMaximumInstanceCount int = 100
+
+@description('Concurrent HTTP requests (streams) one instance serves: functionAppConfig.scaleAndConcurrency.triggers.http.perInstanceConcurrency. Unset, Flex Consumption gives a Python app 1. 100 fits a 2048 MB (1 vCPU) instance with room to spare by bench/results/latest.md (about 2 ms CPU per second and at most 672 KB per concurrent stream); about 200 on 4096 MB. See docs/deploy.md "Sizing".')
+@minValue(1)
+@maxValue(1000)
+param functionHttpPerInstanceConcurrency int = 100
 
 @description('Memory per function app instance in MB.')
 @allowed([
@@ -240,6 +269,10 @@ param functionMaximumInstanceCount int = 100
   4096
 ])
 param functionInstanceMemoryMB int = 2048
+
+@description('Function key APIM sends as x-functions-key (at least 32 characters), written to the function app and to the APIM named value gateway-function-key at deployment. Empty: derived from the subscription, resource group and environmentName, so every re-deployment keeps it; pass your own secret to have a key nobody can derive, or a new one to rotate it (docs/deploy.md).')
+@secure()
+param gatewayFunctionKey string = ''
 
 @description('CIDR ranges allowed to reach the function app deployment (SCM) endpoint, e.g. ["203.0.113.7/32"] for the machine that runs func publish / azd deploy. Empty: the app has no public endpoint at all; deploy from inside the VNet.')
 param deploymentAllowedIpRanges array = []
@@ -264,9 +297,14 @@ var cosmosContainers = {
   records: 'records'
   deadletters: 'deadletters'
   affinity: 'affinity'
+  cache: 'cache'
+  budgets: 'budgets'
   owners: 'owners'
 }
 var eventHubName = 'exchanges'
+// Chosen here, never read back from the app: a new Flex Consumption app has no host keys before its host ran code.
+var derivedFunctionKey = '${replace(guid(subscription().id, resourceGroup().id, environmentName, 'gateway-function-key'), '-', '')}${uniqueString(resourceGroup().id, environmentName, 'apim')}'
+var functionKeyValue = empty(gatewayFunctionKey) ? derivedFunctionKey : gatewayFunctionKey
 var deploymentContainerName = 'app-package'
 
 // ---- Modules ----
@@ -328,6 +366,8 @@ module cosmos 'modules/cosmos.bicep' = {
     recordsContainerName: cosmosContainers.records
     deadlettersContainerName: cosmosContainers.deadletters
     affinityContainerName: cosmosContainers.affinity
+    cacheContainerName: cosmosContainers.cache
+    budgetsContainerName: cosmosContainers.budgets
     ownersContainerName: cosmosContainers.owners
     recordsTtlSeconds: recordsTtlSeconds
     deadlettersTtlSeconds: deadlettersTtlSeconds
@@ -358,6 +398,7 @@ module openAi 'modules/openai.bicep' = if (deployOpenAi) {
     location: location
     name: names.openAi
     deployments: openAiDeployments
+    promptShieldsMode: promptShieldsMode
     privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
     privateDnsZoneId: dns.outputs.openAiZoneId
     tags: tags
@@ -408,6 +449,9 @@ module functionApp 'modules/function-app.bicep' = {
     cosmosRecordsContainerName: cosmosContainers.records
     cosmosDeadlettersContainerName: cosmosContainers.deadletters
     cosmosAffinityContainerName: cosmosContainers.affinity
+    cosmosCacheContainerName: cosmosContainers.cache
+    audiencePolicies: audiencePolicies
+    cosmosBudgetsContainerName: cosmosContainers.budgets
     cosmosOwnersContainerName: cosmosContainers.owners
     appInsightsLoggerName: appInsightsLoggerName
     exchangeTtlSeconds: exchangeTtlSeconds
@@ -420,11 +464,16 @@ module functionApp 'modules/function-app.bicep' = {
     upstream: upstream
     captureOutboxDir: captureOutboxDir
     deploymentModels: deploymentModels
+    captureLevels: captureLevels
+    retention: retention
+    budgets: budgets
+    budgetTeams: budgetTeams
     parserMaxConcurrency: parserMaxConcurrency
     contentSafetyEndpoint: enableContentSafety ? 'https://${toLower(names.contentSafety)}.cognitiveservices.azure.com' : ''
     contentSafety: contentSafetyOptions
     maximumInstanceCount: functionMaximumInstanceCount
     instanceMemoryMB: functionInstanceMemoryMB
+    perInstanceConcurrency: functionHttpPerInstanceConcurrency
     deploymentAllowedIpRanges: deploymentAllowedIpRanges
     tags: tags
   }
@@ -450,7 +499,7 @@ module roles 'modules/roles.bicep' = {
 
 module existingOpenAiRoles 'modules/openai-role.bicep' = [for (account, i) in existingOpenAiAccounts: {
   name: 'openai-role-${i}'
-  scope: resourceGroup(account.resourceGroup)
+  scope: resourceGroup(contains(account, 'subscriptionId') ? account.subscriptionId : subscription().subscriptionId, account.resourceGroup)
   params: {
     accountName: account.accountName
     principalId: functionApp.outputs.principalId
@@ -470,6 +519,7 @@ module apim 'modules/apim.bicep' = {
     subnetId: network.outputs.apimSubnetId
     functionAppName: functionApp.outputs.name
     functionAppHostName: functionApp.outputs.defaultHostName
+    functionKey: functionKeyValue
     appInsightsId: monitoring.outputs.appInsightsId
     appInsightsInstrumentationKey: monitoring.outputs.instrumentationKey
     forwardTimeoutSeconds: forwardTimeoutSeconds
@@ -478,6 +528,20 @@ module apim 'modules/apim.bicep' = {
   }
   dependsOn: [
     roles
+  ]
+}
+
+// After the storage role (the host keeps its keys in blob storage with the app's identity) and after APIM,
+// whose creation (30-45 minutes on a first deployment) leaves that role assignment ample time to propagate.
+module functionKey 'modules/function-key.bicep' = {
+  name: 'function-key'
+  params: {
+    functionAppName: functionApp.outputs.name
+    keyValue: functionKeyValue
+  }
+  dependsOn: [
+    roles
+    apim
   ]
 }
 
@@ -502,3 +566,9 @@ output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 
 @description('Application Insights component name.')
 output AZURE_APPINSIGHTS_NAME string = monitoring.outputs.appInsightsName
+
+@description('Application Insights application id (python -m devhost smoke --appinsights-app-id).')
+output AZURE_APPINSIGHTS_APP_ID string = monitoring.outputs.appId
+
+@description('Cosmos DB endpoint (python -m devhost smoke --cosmos-endpoint, from inside the VNet).')
+output AZURE_COSMOS_ENDPOINT string = cosmos.outputs.endpoint

@@ -1,6 +1,8 @@
 """`python -m devhost [serve] [--host H] [--port P] [--settings FILE]`: run the gateway locally.
 
-Subcommands: `serve` (the default), `records`, `report` and `dashboard` (devhost/commands.py).
+Subcommands: `serve` (the default), `records`, `report` and `dashboard` (devhost/commands.py), `erase`
+and `purge` (devhost/privacy_commands.py), `budgets` (devhost/budgets_command.py) and `smoke`
+(devhost/smoke.py).
 """
 
 from __future__ import annotations
@@ -16,13 +18,26 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from devhost import commands
+from devhost import budgets_command, commands, privacy_commands, smoke
 from devhost.dashboard_app import DASHBOARD_PATH, DashboardApp
 from devhost.host import DevHost, load_settings_file, server_config
+from devhost.request_log import print_requests
 from devhost.runtime.host import RuntimeDevHost
-from devhost.subscriptions import new_local_key, parse_subscriptions
+from devhost.startup import (
+    LOCAL_KEY_FILE,
+    check_configuration,
+    check_port,
+    local_key,
+    misspelling_warnings,
+    read_settings_file,
+)
+from devhost.subscriptions import parse_subscriptions
+from proxy.credentials import quiet_azure_sdk_logs
+from proxy.routing.backends import parse_backends
+from shared.errors import ConfigurationError
 
 SIMULATOR_KEY = "simulator-key"
+SIMULATOR_TOKEN_DELAY_MS = 15
 
 
 def _start_simulator() -> str | None:
@@ -31,7 +46,9 @@ def _start_simulator() -> str | None:
         from devhost.simulator import SimulatorConfig, run_in_thread
     except ImportError:
         return None
-    handle = run_in_thread(SimulatorConfig())
+    # Paced like a deployment (a token chunk every 15 ms), so a stream is seen arriving event by event,
+    # as `python -m devhost smoke` checks.
+    handle = run_in_thread(SimulatorConfig(token_delay_ms=SIMULATOR_TOKEN_DELAY_MS))
     return handle.url
 
 
@@ -48,11 +65,17 @@ def _example(url: str, key: str) -> str:
 
 
 def serve(args: argparse.Namespace) -> int:
-    applied = load_settings_file(Path(args.settings))
+    check_port(args.host, args.port)  # before anything is printed: a busy port is the whole message
+    settings_file = Path(args.settings)
+    applied = load_settings_file(settings_file)
+    warnings = misspelling_warnings(settings_file, read_settings_file(settings_file)) if settings_file.is_file() else []
+    configured = check_configuration(os.environ)
     say = lambda text: print(text, flush=True)  # noqa: E731 - start-up banner for a person
     say(f"settings: {args.settings}" + ("" if applied else " (not found: defaults)"))
+    for warning in warnings:
+        print(warning, file=sys.stderr, flush=True)
     _apply_otel_flag(args.otel, say)
-    if not (os.environ.get("GATEWAY_BACKENDS") or "").strip() or os.environ["GATEWAY_BACKENDS"].strip() == "[]":
+    if not parse_backends(configured.backends_json):
         sim = _start_simulator()
         if sim is None:
             say(
@@ -71,19 +94,24 @@ def serve(args: argparse.Namespace) -> int:
                 ]
             )
             say(f"No backend configured (GATEWAY_BACKENDS): using the local AOAI SIMULATOR at {sim}, not Azure OpenAI.")
-    subscriptions = parse_subscriptions(os.environ.get("LOCAL_SUBSCRIPTIONS") or "")
+    settings = check_configuration(os.environ)
+    db_path = settings.sqlite_path
+    os.environ["SQLITE_PATH"] = str(db_path)
+    db_path.parent.mkdir(parents=True, exist_ok=True)
+    subscriptions = parse_subscriptions(settings.local_subscriptions_json)
     if not subscriptions:
-        key = new_local_key()
+        key, made = local_key(db_path.parent, new=args.new_key)
         os.environ["LOCAL_SUBSCRIPTIONS"] = json.dumps({key: {"id": "local", "name": "Local", "product": "local"}})
         subscriptions = parse_subscriptions(os.environ["LOCAL_SUBSCRIPTIONS"])
-        say("No LOCAL_SUBSCRIPTIONS configured: created a local key for this run.")
-    os.environ.setdefault("SQLITE_PATH", ".gateway/gateway.db")
-    Path(os.environ["SQLITE_PATH"]).parent.mkdir(parents=True, exist_ok=True)
+        kept = db_path.parent / LOCAL_KEY_FILE
+        say(
+            f"No LOCAL_SUBSCRIPTIONS configured: {'created a local key' if made else 'using the local key'} "
+            f"kept in {kept} (--new-key makes another)."
+        )
 
     sys.path.insert(0, str(Path.cwd()))
-    db_path = Path(os.environ["SQLITE_PATH"])
     # The dashboard reads the SQLite records, which exist only with the embedded log store.
-    local_records = (os.environ.get("LOG_STORE") or "sqlite").lower() == "sqlite"
+    local_records = settings.log_store == "sqlite"
     mounts = {DASHBOARD_PATH: DashboardApp(db_path)} if local_records else {}
     url = f"http://{args.host}:{args.port}"
     host_app: Any
@@ -109,6 +137,7 @@ def serve(args: argparse.Namespace) -> int:
         say(f"Key: {key}  -> subscription {sub.id!r} ({sub.name}, product {sub.product})")
     say("Example (OpenAI SDK):" + _example(url, next(iter(subscriptions))) + "\n")
 
+    print_requests()  # one line per request: status, deployment, time, tokens (errors in red)
     import uvicorn
 
     uvicorn.Server(server_config(host_app, args.host, args.port, log_level=args.log_level)).run()
@@ -128,6 +157,11 @@ COMMANDS: dict[str, tuple[str, Callable[[argparse.ArgumentParser], None], Callab
 def _serve_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--host", default="127.0.0.1", help="interface to listen on (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=7071, help="port (default 7071, as func start)")
+    parser.add_argument(
+        "--new-key",
+        action="store_true",
+        help="replace the stored local client key (used when LOCAL_SUBSCRIPTIONS is empty) with a new one",
+    )
     parser.add_argument("--settings", default="local.settings.json", help="Core Tools settings file to load")
     parser.add_argument("--app", default="function_app", help="module that defines the FunctionApp `app`")
     parser.add_argument("--log-level", default="warning", help="uvicorn log level")
@@ -175,6 +209,26 @@ COMMANDS["dashboard"] = (
     commands.dashboard_arguments,
     commands.dashboard_command,
 )
+COMMANDS["erase"] = (
+    "erase a user's or a subscription's data: exchanges removed, records anonymized",
+    privacy_commands.erase_arguments,
+    privacy_commands.erase_command,
+)
+COMMANDS["purge"] = (
+    "delete what is past its retention (RETENTION) now",
+    privacy_commands.purge_arguments,
+    privacy_commands.purge_command,
+)
+COMMANDS["budgets"] = (
+    "print every budget: spend, reservations in flight, remaining and reset time",
+    budgets_command.budgets_arguments,
+    budgets_command.budgets_command,
+)
+COMMANDS["smoke"] = (
+    "check a deployment end to end (chat, stream, embedding, headers, 401, usage records)",
+    smoke.arguments,
+    smoke.command,
+)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,7 +241,12 @@ def main(argv: list[str] | None = None) -> int:
         argv.insert(0, "serve")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return COMMANDS[args.command][2](args)
+    quiet_azure_sdk_logs()
+    try:
+        return COMMANDS[args.command][2](args)
+    except ConfigurationError as exc:  # one line that says what to change, no traceback
+        print(exc, file=sys.stderr, flush=True)
+        return 2
 
 
 if __name__ == "__main__":

@@ -9,7 +9,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from dataclasses import asdict
 from pathlib import Path
@@ -27,14 +26,13 @@ from devhost.usage_report import (
     since_filter,
 )
 from shared.adapters.sqlite import SqliteDatabase, SqliteRecordStore
-
-DEFAULT_SQLITE_PATH = ".gateway/gateway.db"
+from shared.settings import Settings
 
 
 def database_path(settings_file: str) -> Path:
     """SQLITE_PATH after loading the settings file (the environment wins, as for `serve`)."""
     load_settings_file(Path(settings_file))
-    return Path(os.environ.get("SQLITE_PATH") or DEFAULT_SQLITE_PATH)
+    return Settings.from_env().sqlite_path
 
 
 def read_records(db_path: Path, since: str | None = None) -> list[dict[str, Any]]:

@@ -169,12 +169,15 @@ def _errors(s: Summary) -> str:
             e.client_errors,
             e.server_errors,
             e.retried,
+            ", ".join(f"{k}×{v}" for k, v in sorted(e.incomplete.items())),
             ", ".join(f"{k}×{v}" for k, v in sorted(e.error_codes.items())),
         )
         for e in s.errors
     ]
     return _chart(fig, "chart-errors") + _table(
-        "errors-table", ("Backend", "Requests", "429", "4xx", "5xx", "Retried", "Error codes"), rows
+        "errors-table",
+        ("Backend", "Requests", "429", "4xx", "5xx", "Retried", "Not complete (outcome)", "Error codes"),
+        rows,
     )
 
 

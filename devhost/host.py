@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import functools
 import inspect
-import json
 import logging
 import os
 import re
@@ -48,8 +47,9 @@ def load_settings_file(path: Path, environ: dict[str, str] | os._Environ[str] = 
     """
     if not path.is_file():
         return {}
-    data = json.loads(path.read_text(encoding="utf-8"))
-    values = data.get("Values") or {}
+    from devhost.startup import read_settings_file  # file:line:column when it is not JSON
+
+    values = read_settings_file(path)
     applied = {}
     for name, value in values.items():
         if name not in environ:
@@ -142,6 +142,50 @@ async def _call(function: Callable[..., Any], arg_name: str, value: Any) -> Any:
     return await result if inspect.isawaitable(result) else result
 
 
+# --------------------------------------------------------------------------------------- timers
+def timer_interval(schedule: str) -> float:
+    """Seconds between runs of a six-field NCRONTAB schedule of the forms the app uses
+    (`0 */N * * * *`: every N minutes; `*/N * * * * *`: every N seconds); else once a minute."""
+    fields = schedule.split()
+    if len(fields) == 6:
+        seconds, minutes = fields[0], fields[1]
+        if seconds.startswith("*/") and seconds[2:].isdigit() and minutes == "*":
+            return float(seconds[2:])
+        if seconds.isdigit() and minutes.startswith("*/") and minutes[2:].isdigit():
+            return 60.0 * int(minutes[2:])
+    return 60.0
+
+
+def timer_functions(app: func.FunctionApp) -> list[tuple[str, float, Callable[[], Awaitable[Any]]]]:
+    """(name, interval, run once) for each timer-triggered function of the app (direct calls)."""
+    found: list[tuple[str, float, Callable[[], Awaitable[Any]]]] = []
+    for fn in indexed(app):
+        trigger = fn.get_trigger().get_dict_repr()
+        if trigger.get("type") == "timerTrigger":
+            function, arg = fn.get_user_function(), trigger["name"]
+
+            async def run(function: Callable[..., Any] = function, arg: str = arg) -> None:
+                await _call(function, arg, func.TimerRequest(past_due=False))
+
+            found.append((fn.get_function_name(), timer_interval(str(trigger.get("schedule", ""))), run))
+    return found
+
+
+def start_timers(timers: list[tuple[str, float, Callable[[], Awaitable[Any]]]]) -> list[asyncio.Task[None]]:
+    """Run each timer function on its schedule, as the Functions host does (first run after one
+    interval: the app's timers do not ask to run on start-up)."""
+
+    async def every(name: str, interval: float, run: Callable[[], Awaitable[Any]]) -> None:
+        while True:
+            await asyncio.sleep(interval)
+            try:
+                await run()
+            except Exception:
+                log.exception("timer function %s failed", name)
+
+    return [asyncio.get_running_loop().create_task(every(*timer)) for timer in timers]
+
+
 # --------------------------------------------------------------------------------------- event pump
 BatchSource = Callable[[], AsyncIterator[list[str]]]
 
@@ -187,6 +231,8 @@ class DevHost:
         self.app: func.FunctionApp = module.app
         self.routes = http_routes(self.app, route_prefix)
         self.event_functions = event_hub_functions(self.app)
+        self.timers = timer_functions(self.app)
+        self._timer_tasks: list[asyncio.Task[None]] = []
         #: None: no key check (requests go in as they come, like `func start`).
         self.subscriptions = dict(subscriptions) if subscriptions is not None else None
         self._pump: asyncio.Task[None] | None = None
@@ -215,8 +261,14 @@ class DevHost:
         response = await _call(route.function, route.arg_name, Request(scope, receive))
         await response(scope, receive, send)
 
+    async def run_timers(self) -> None:
+        """Run every timer-triggered function once now (tools, tests)."""
+        for _, _, run in self.timers:
+            await run()
+
     async def startup(self) -> None:
         self.loop = asyncio.get_running_loop()
+        self._timer_tasks = start_timers(self.timers)
         if not self.event_functions:
             log.info("no Event Hub-triggered function registered: exchanges are stored, not parsed")
             return
@@ -225,6 +277,8 @@ class DevHost:
             self._pump = asyncio.create_task(pump(self.event_functions, batches))
 
     async def shutdown(self) -> None:
+        for task in self._timer_tasks:
+            task.cancel()
         await stop_app(self.module, self._pump)
 
 
@@ -285,7 +339,9 @@ async def front_door(
         if m is None:
             continue
         if scope["method"] not in route.methods:
-            await _error(MethodNotAllowed("The method is not allowed for this resource."))(scope, receive, send)
+            refused = MethodNotAllowed("The method is not allowed for this resource.")
+            _note_refused(path, refused)
+            await _error(refused)(scope, receive, send)
             return None
         if subscriptions is not None:
             client = scope.get("client")
@@ -294,12 +350,33 @@ async def front_door(
                     subscriptions, scope["headers"], client[0] if client else None, scope.get("query_string", b"")
                 )
             except ErrorResponse as error:
+                _note_refused(path, error)
                 await _error(error)(scope, receive, send)
                 return None
             scope = {**scope, "headers": headers}
         return route, scope, m.groupdict()
-    await _error(NotFound(f"Resource not found: {path}"))(scope, receive, send)
+    not_found = NotFound(f"Resource not found: {path}")
+    _note_refused(path, not_found)
+    await _error(not_found)(scope, receive, send)
     return None
+
+
+#: Requests the front door answers itself never reach the gateway (no usage record): they are
+#: logged here, in the record's terms, so the dev host's terminal shows them too.
+front_log = logging.getLogger("devhost.front_door")
+_DEPLOYMENT = re.compile(r"/deployments/([^/]+)/")
+
+
+def _note_refused(path: str, error: ErrorResponse) -> None:
+    if front_log.isEnabledFor(logging.INFO):
+        found = _DEPLOYMENT.search(path)
+        usage = {
+            "status_code": error.status,
+            "error_code": error.code,
+            "deployment": found[1] if found else None,
+            "api": path,
+        }
+        front_log.info("%s %s", error.status, path, extra={"usage_record": usage})
 
 
 async def lifespan(

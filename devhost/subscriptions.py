@@ -15,9 +15,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import parse_qsl
 
-import orjson
-
-from shared.errors import ConfigurationError, Unauthorized
+from shared.errors import Unauthorized
+from shared.settings import parse_json
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,24 +27,11 @@ class Subscription:
 
 
 def parse_subscriptions(raw: str) -> dict[str, Subscription]:
-    """Parse LOCAL_SUBSCRIPTIONS; raises ConfigurationError naming the bad entry."""
-    if not raw.strip():
-        return {}
-    try:
-        data = orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise ConfigurationError(f"LOCAL_SUBSCRIPTIONS is not valid JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise ConfigurationError("LOCAL_SUBSCRIPTIONS must be a JSON object: api-key -> {id, name, product}")
-    subs: dict[str, Subscription] = {}
-    for n, (key, value) in enumerate(data.items()):
-        if not key or not isinstance(value, dict) or not isinstance(value.get("id"), str) or not value["id"]:
-            raise ConfigurationError(f"LOCAL_SUBSCRIPTIONS entry #{n} needs a non-empty key and an 'id'")
-        sid = value["id"]
-        subs[key] = Subscription(
-            id=sid, name=str(value.get("name") or sid), product=str(value.get("product") or "standard")
-        )
-    return subs
+    """Parse LOCAL_SUBSCRIPTIONS (its shape: shared/setting_shapes.py); raises ConfigurationError naming the bad entry."""
+    entries = parse_json("LOCAL_SUBSCRIPTIONS", raw)
+    return {
+        key: Subscription(id=e.id, name=e.name or e.id, product=e.product or "standard") for key, e in entries.items()
+    }
 
 
 def new_local_key() -> str:

@@ -64,6 +64,8 @@ class BackendErrors:
     server_errors: int
     retried: int
     error_codes: dict[str, int]
+    #: Answers that did not reach the client whole, by `outcome` (upstream_broken, timeout, ...).
+    incomplete: dict[str, int]
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,6 +200,7 @@ def errors_by_backend(records: list[Record]) -> list[BackendErrors]:
                 server_errors=sum(1 for c in codes if c >= 500),
                 retried=sum(1 for r in rs if int(r.get("attempts") or 0) > 1),
                 error_codes=dict(Counter(r["error_code"] for r in rs if r.get("error_code"))),
+                incomplete=dict(Counter(r["outcome"] for r in rs if r.get("outcome", "complete") != "complete")),
             )
         )
     return out

@@ -24,6 +24,7 @@ import orjson
 from parser.enrich import Enricher
 from parser.handler import make_record
 from shared.exchange import Exchange
+from shared.normalize.record import UsageRecord
 from shared.safety.client import ContentSafety
 from shared.settings import Settings
 from shared.wiring import build_content_safety
@@ -99,7 +100,7 @@ async def _replay_file(
         return 1
     limit = asyncio.Semaphore(max(1, concurrency))
 
-    async def record_of(doc: Any) -> tuple[dict[str, Any], dict[str, Any]] | str:
+    async def record_of(doc: Any) -> tuple[UsageRecord, dict[str, Any]] | str:
         try:
             exchange = _exchange(doc)
         except Exception as exc:

@@ -18,6 +18,7 @@ from typing import Any
 
 from shared.exchange import Exchange
 from shared.normalize import record_schema
+from shared.normalize.record import UsageRecord
 from shared.normalize.texts import completion_text, prompt_text
 from shared.pricing.book import PriceBook, load_book
 from shared.pricing.cost import cost_of
@@ -64,7 +65,7 @@ class Enricher:
 
     async def enrich(
         self,
-        record: dict[str, Any],
+        record: UsageRecord,
         details: Mapping[str, Any],
         exchange: Exchange,
         client: ContentSafety | None = None,
@@ -85,7 +86,7 @@ class Enricher:
 
     # --- cost ------------------------------------------------------------------------------------
 
-    def price(self, record: dict[str, Any], details: Mapping[str, Any]) -> None:
+    def price(self, record: UsageRecord, details: Mapping[str, Any]) -> None:
         """The cost fields, from the book in effect at the record's timestamp. Never raises."""
         try:
             model, deployment_type = resolve_deployment(record, self.deployment_models)
@@ -97,8 +98,22 @@ class Enricher:
             log.warning("parser: could not cost %s: %s: %s", record.get("request_id"), type(exc).__name__, exc)
             cost, reason, version = None, _clip(f"cost_error:{type(exc).__name__}: {exc}"), self.book.version
         record["cost"], record["cost_reason"], record["price_version"] = cost, reason, version
+        record["cost_avoided"] = self._cost_avoided(record)
 
-    def _image_options(self, record: dict[str, Any], details: Mapping[str, Any], model: str | None) -> None:
+    def _cost_avoided(self, record: UsageRecord) -> float | None:
+        """A cache hit's saving: the stored answer's usage priced as a live call at the record's time."""
+        cache = record.get("cache")
+        avoided = cache.get("tokens_avoided") if isinstance(cache, Mapping) and cache.get("status") == "hit" else None
+        if not isinstance(avoided, Mapping):
+            return None
+        try:
+            live = {**record, **avoided, "billable": True, "usage_source": "service"}
+            cost, _, _ = cost_of(live, self.book, self.deployment_models)
+        except Exception:  # an unpriceable saving is unknown, never a lost record
+            return None
+        return cost
+
+    def _image_options(self, record: UsageRecord, details: Mapping[str, Any], model: str | None) -> None:
         """dall-e-3 is priced per image by quality and size, which only the request says: copy them
         into `usage_details` (where `cost_of` reads them) for models the book prices per image."""
         key = self.book.resolve_model(model)
@@ -137,6 +152,8 @@ class Enricher:
     ) -> dict[str, Any]:
         if not self.analyses(client) or not _reached_the_model(record, exchange):
             return dict(SKIPPED)
+        if record.get("capture_level") in ("metadata", "none"):
+            return dict(SKIPPED)  # no text was kept to analyse (docs/privacy.md)
         deadline = analysis_deadline(self.safety)
         try:
             api = str(record.get("api") or "other")
@@ -172,6 +189,8 @@ def _reached_the_model(record: Mapping[str, Any], exchange: Exchange) -> bool:
     Content Safety call is billed."""
     if exchange.gateway_error:
         return False
+    if isinstance(exchange.cache, Mapping) and exchange.cache.get("status") == "hit":
+        return False  # a stored answer, analysed when it was live
     status = record.get("status_code")
     return isinstance(status, int) and (200 <= status < 300 or status == 400)
 

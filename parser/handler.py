@@ -12,6 +12,10 @@ Events of a batch are handled concurrently (at most `concurrency` at once, PARSE
 so that waiting on the stores or on Content Safety for one exchange does not hold up the others;
 repeats of one request id within a batch are handled one after the other. The result lists keep
 the order of the events.
+
+One module because the guarantees (one record per request, a dead letter once with its real
+reason, retries only for outages) are made by the order of these steps; normalization, pricing
+and safety live in their own modules.
 """
 
 from __future__ import annotations
@@ -19,20 +23,24 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import time
 from collections import Counter
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import orjson
 
 from parser.enrich import Enricher
-from shared.errors import BatchIncomplete, IncompleteExchange
-from shared.exchange import Exchange
+from shared.errors import BatchIncomplete, IncompleteExchange, ParseBudgetExceeded, PoisonExchange
+from shared.exchange import Exchange, salvage
 from shared.normalize import record_schema
+from shared.normalize.budget import within
+from shared.normalize.record import UsageRecord
 from shared.normalize.usage import base_record, normalize
 from shared.ports import Ports
 from shared.safety.client import ContentSafety
+from shared.settings import Settings
 from shared.telemetry import setup as telemetry
 
 log = logging.getLogger(__name__)
@@ -41,7 +49,7 @@ T = TypeVar("T")
 #: Delays between tries: about 1.5 s in all, short enough to keep a partition moving.
 DEFAULT_DELAYS = (0.05, 0.2, 0.5, 0.75)
 #: Events of one batch in flight at once (PARSER_MAX_CONCURRENCY).
-DEFAULT_CONCURRENCY = 8
+DEFAULT_CONCURRENCY = Settings().parser_max_concurrency
 _MAX_ID_CHARS = 200
 
 
@@ -87,6 +95,7 @@ async def handle_batch(
     delays: Sequence[float] = DEFAULT_DELAYS,
     sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
     raise_incomplete: bool = True,
+    budget: ParserBudget | None = None,
 ) -> BatchResult:
     """Record every event of a batch; see the module docstring for the guarantees.
 
@@ -95,6 +104,7 @@ async def handle_batch(
     Content Safety is called through `ports.safety` when it is set and the enricher enables it.
     """
     enricher = enricher or Enricher()
+    budget = budget or ParserBudget()
     limit = asyncio.Semaphore(max(1, concurrency))
     keys = [_key(event) for event in events]
     # Only a request id that occurs more than once in the batch needs its events in turn.
@@ -103,7 +113,7 @@ async def handle_batch(
     async def one(event: str | bytes, key: str, result: BatchResult) -> None:
         async with same_id.get(key) or contextlib.nullcontext(), limit:
             try:
-                await _handle_one(event, ports, enricher, result, delays, sleep)
+                await _handle_one(event, ports, enricher, result, delays, sleep, budget)
             except Exception as exc:  # the per-event boundary: never let one event sink the batch
                 log.exception("parser: unexpected failure for one event")
                 await _deadletter(ports, result, key, f"unexpected error: {type(exc).__name__}: {exc}", event)
@@ -120,37 +130,98 @@ async def handle_batch(
     return result
 
 
-async def _handle_one(event: str | bytes, ports: Ports, enricher: Enricher, result: BatchResult, delays, sleep) -> None:
+async def _handle_one(
+    event: str | bytes, ports: Ports, enricher: Enricher, result: BatchResult, delays, sleep, budget: ParserBudget
+) -> None:
     try:
         request_id = request_id_of(event)
     except (ValueError, UnicodeDecodeError, orjson.JSONDecodeError, AttributeError) as exc:
         await _deadletter(ports, result, _key(event), f"undecodable event: {exc}", event)
         return
 
+    #: Set when the exchange is poison or over budget: it still gets a record (when its request is
+    #: readable) and is dead-lettered once, at once, with this reason.
+    poison: str | None = None
     try:
-        exchange = await _retry(lambda: _load(ports, request_id), delays, sleep)
+        carried = _carried_exchange(event, request_id)
+        exchange = carried if carried is not None else await _retry(lambda: _load(ports, request_id), delays, sleep)
     except _Missing:
         await _deadletter(ports, result, request_id, "exchange not found after retries", event)
         return
     except IncompleteExchange as exc:
         await _deadletter(ports, result, request_id, f"exchange incomplete after retries: {exc}", event)
         return
+    except PoisonExchange as exc:
+        poison = f"poison exchange: {exc}"
+        salvaged = salvage(exc.data, request_id)
+        if salvaged is None:
+            await _deadletter(ports, result, request_id, poison, event)
+            return
+        exchange = salvaged
     except Exception as exc:
         await _deadletter(ports, result, request_id, f"exchange store unavailable: {type(exc).__name__}: {exc}", event)
         return
 
+    await _record(exchange, ports, enricher, result, delays, sleep, budget, poison=poison, event=event)
+
+
+async def record_in_place(
+    exchange: Exchange,
+    ports: Ports,
+    *,
+    enricher: Enricher | None = None,
+    delays: Sequence[float] = DEFAULT_DELAYS,
+    sleep: Callable[[float], Awaitable[Any]] = asyncio.sleep,
+) -> BatchResult:
+    """Record an exchange that is never stored (capture level `none`): the same record, retries,
+    dead letters and telemetry as for an announced one, without the exchange store or the channel."""
+    result = BatchResult()
+    try:
+        await _record(exchange, ports, enricher or Enricher(), result, delays, sleep, ParserBudget())
+    except Exception as exc:  # the same boundary as a batch's: never lose the record silently
+        log.exception("parser: unexpected failure recording %s in place", exchange.request_id)
+        await _deadletter(
+            ports, result, exchange.request_id, f"unexpected error: {type(exc).__name__}: {exc}", exchange.to_json()
+        )
+    return result
+
+
+async def _record(
+    exchange: Exchange,
+    ports: Ports,
+    enricher: Enricher,
+    result: BatchResult,
+    delays,
+    sleep,
+    budget: ParserBudget,
+    *,
+    poison: str | None = None,
+    event: str | bytes | None = None,
+) -> None:
+    """Record one exchange. `poison` (set when the exchange is poison or over the parser's budget)
+    still gives a record (with `parse_error`), and dead-letters `event` once, with that reason."""
+    request_id = exchange.request_id
     if enricher.analyses(ports.safety) and await _already_recorded(ports, request_id):
         # A redelivered event: do not pay Content Safety again for a record that exists.
         result.duplicates.append(request_id)
         return
-    record, details = await make_record(exchange, enricher, ports.safety)
+    try:
+        record, details = await make_record(exchange, enricher, ports.safety, budget=budget)
+    except ParseBudgetExceeded as exc:
+        poison = poison or f"over the parser's budget: {exc}"
+        record, details = valid_record(base_record(exchange), exchange), {}
+    if poison is not None:
+        record["parse_error"] = poison[:1000]
+    if ports.budgets is not None:
+        # Before the record is stored, so that it carries the settlement; a redelivered event is
+        # charged once (the ledger remembers the request ids it settled). Never raises.
+        await ports.budgets.settle(record, exchange.budget)
 
     try:
         added = await _retry(lambda: ports.records.add(record, details), delays, sleep)
     except Exception as exc:
-        await _deadletter(
-            ports, result, request_id, f"record store unavailable: {type(exc).__name__}: {exc}", _json(record)
-        )
+        what = "record not writable" if _is_poison(exc) else "record store unavailable"
+        await _deadletter(ports, result, request_id, f"{what}: {type(exc).__name__}: {exc}", _json(record))
         return
     if not added:
         result.duplicates.append(request_id)
@@ -165,38 +236,90 @@ async def _handle_one(event: str | bytes, ports: Ports, enricher: Enricher, resu
         )
         return
     result.recorded.append(request_id)
+    if poison is not None:
+        # Once: a redelivery finds the record and stops above, as a duplicate.
+        await _deadletter(ports, result, request_id, poison, event if event is not None else exchange.to_json())
+
+
+@dataclass(frozen=True, slots=True)
+class ParserBudget:
+    """What one exchange may cost the parser (PARSER_EXCHANGE_BUDGET_SECONDS, PARSER_MAX_EXCHANGE_BYTES)."""
+
+    seconds: float = 30.0
+    max_bytes: int = 64_000_000
+    clock: Callable[[], float] = time.monotonic
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ParserBudget:
+        return cls(settings.parser_exchange_budget_seconds, settings.parser_max_exchange_bytes)
+
+    def admit(self, exchange: Exchange) -> None:
+        """Raise ParseBudgetExceeded when the exchange holds more than the parser will consolidate."""
+        size = exchange_bytes(exchange)
+        if size > self.max_bytes:
+            raise ParseBudgetExceeded(f"the exchange holds {size} bytes, over the parser's limit of {self.max_bytes}")
+
+
+#: Exchanges larger than this are normalized on a worker thread.
+_THREAD_BYTES = 1_000_000
+
+
+def _normalize_within(exchange: Exchange, budget: ParserBudget) -> tuple[UsageRecord, dict[str, Any]]:
+    with within(budget.seconds, budget.clock):
+        return normalize(exchange)
+
+
+def exchange_bytes(exchange: Exchange) -> int:
+    """Bytes the parser would work through: the request body, the response body or event stream."""
+    response = exchange.response
+    size = _int(exchange.request.body_bytes)
+    if response is not None:
+        size += len(response.sse) if isinstance(response.sse, str) else _int(response.body_bytes)
+    return size
+
+
+def _int(value: Any) -> int:
+    return value if isinstance(value, int) and value > 0 else 0
 
 
 async def make_record(
-    exchange: Exchange, enricher: Enricher, safety: ContentSafety | None = None
-) -> tuple[dict[str, Any], dict[str, Any]]:
+    exchange: Exchange, enricher: Enricher, safety: ContentSafety | None = None, *, budget: ParserBudget | None = None
+) -> tuple[UsageRecord, dict[str, Any]]:
     """normalize + validate + cost and content safety: the record as the parser stores and emits it.
 
     The normalized record is validated (and repaired) first, so cost is computed from valid fields;
     the enrichment's own fields are valid by construction (`Enricher.enrich` checks the safety
     object, which carries data from the exchange), which keeps the schema pass to one per record.
     """
-    record, details = normalize(exchange)
+    if budget is None:
+        record, details = normalize(exchange)
+    else:
+        budget.admit(exchange)
+        if exchange_bytes(exchange) > _THREAD_BYTES:
+            # Seconds of CPU: off the event loop, which the proxy shares in the same worker.
+            record, details = await asyncio.to_thread(_normalize_within, exchange, budget)
+        else:
+            record, details = _normalize_within(exchange, budget)
     record = valid_record(record, exchange)
     await enricher.enrich(record, details, exchange, safety)
     return record, details
 
 
-def build_record(exchange: Exchange) -> tuple[dict[str, Any], dict[str, Any]]:
+def build_record(exchange: Exchange) -> tuple[UsageRecord, dict[str, Any]]:
     """normalize + validate, without cost or content safety (see `make_record` for the full record)."""
     record, details = normalize(exchange)
     return valid_record(record, exchange), details
 
 
-def valid_record(record: dict[str, Any], exchange: Exchange) -> dict[str, Any]:
+def valid_record(record: UsageRecord, exchange: Exchange) -> UsageRecord:
     """`record` if the schema accepts it; else only the offending top-level fields are reset (or
     dropped) and `parse_error` says why, so a record is never lost to a bad field."""
     problems = record_schema.errors(record)
     if not problems:
         return record
     # Reset only the offending top-level fields to their neutral values and keep the rest.
-    base = base_record(exchange)
-    repaired = {
+    base: dict[str, Any] = dict(base_record(exchange))
+    repaired: dict[str, Any] = {
         key: value
         for key, value in record.items()
         if key in base or key in record_schema.validator().schema["properties"]
@@ -213,7 +336,7 @@ def valid_record(record: dict[str, Any], exchange: Exchange) -> dict[str, Any]:
     if record_schema.errors(repaired):
         repaired = {**base, "parse_error": reason}
     record_schema.validate(repaired)  # base_record is valid for any well-formed exchange
-    return repaired
+    return cast(UsageRecord, repaired)
 
 
 async def _already_recorded(ports: Ports, request_id: str) -> bool:
@@ -231,11 +354,22 @@ async def _load(ports: Ports, request_id: str) -> Exchange:
     return exchange
 
 
+def _is_poison(exc: BaseException) -> bool:
+    """A failure no retry can mend: the data is wrong, not the store (items of an exchange that
+    are still landing are the one ValueError worth waiting for)."""
+    if isinstance(exc, IncompleteExchange):
+        return False
+    return isinstance(exc, (PoisonExchange, TypeError, ValueError, KeyError, AttributeError))
+
+
 async def _retry(op: Callable[[], Awaitable[T]], delays: Sequence[float], sleep) -> T:
+    """`op`, tried again after each delay while it fails for a transient reason (store, network)."""
     for delay in delays:
         try:
             return await op()
         except Exception as exc:
+            if _is_poison(exc):
+                raise
             log.warning("parser: retrying after %s: %s", type(exc).__name__, exc)
             await sleep(delay)
     return await op()
@@ -251,6 +385,22 @@ async def _deadletter(ports: Ports, result: BatchResult, key: str, reason: str, 
         result.failed.append(key)
 
 
+def _carried_exchange(event: str | bytes, request_id: str) -> Exchange | None:
+    """The exchange an event carries (the proxy puts it there when the store is down), else None.
+    One that cannot be read is poison like a stored one."""
+    raw = event.encode("utf-8") if isinstance(event, str) else bytes(event)
+    if not raw.lstrip().startswith(b"{") or b'"exchange"' not in raw:
+        return None
+    data = orjson.loads(raw).get("exchange")
+    if data is None:
+        return None
+    try:
+        return Exchange.from_dict(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        reason = f"the exchange on the event is not readable: {type(exc).__name__}: {exc}"
+        raise PoisonExchange(reason, data) from exc
+
+
 def _key(event: Any) -> str:
     try:
         return request_id_of(event)
@@ -264,5 +414,5 @@ def _text(payload: Any) -> str:
     return str(payload)
 
 
-def _json(record: dict[str, Any]) -> str:
+def _json(record: Mapping[str, Any]) -> str:
     return orjson.dumps(record).decode()

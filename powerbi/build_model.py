@@ -162,9 +162,14 @@ TABLES: tuple[Table, ...] = (
             ("retried", I),
             ("client_disconnects", I),
             ("parse_errors", I),
+            ("complete", I),
+            ("upstream_broken", I),
+            ("timeouts", I),
+            ("blocked", I),
             ("error_codes", S),
             ("throttle_rate", D),
             ("error_rate", D),
+            ("broken_rate", D),
         ),
         (
             Measure(
@@ -177,6 +182,11 @@ TABLES: tuple[Table, ...] = (
             ),
             Measure("Throttled requests", "SUM('Errors by backend'[throttled])"),
             Measure("Retried requests", "SUM('Errors by backend'[retried])"),
+            Measure(
+                "Broken answer rate",
+                "DIVIDE(SUM('Errors by backend'[upstream_broken]) + SUM('Errors by backend'[timeouts]), SUM('Errors by backend'[requests]))",
+                PCT,
+            ),
         ),
     ),
     Table(
@@ -247,6 +257,48 @@ TABLES: tuple[Table, ...] = (
         ),
     ),
     Table(
+        "prompt_shields",
+        "Prompt shields",
+        (
+            ("day", T),
+            ("subscription_name", S),
+            ("deployment", S),
+            ("requests", I),
+            ("jailbreak_detected", I),
+            ("jailbreak_blocked", I),
+            ("indirect_attack_detected", I),
+            ("indirect_attack_blocked", I),
+            ("prompts_blocked", I),
+            ("blocked_reasons", S),
+        ),
+        (
+            Measure("Jailbreaks detected", "SUM('Prompt shields'[jailbreak_detected])"),
+            Measure("Indirect attacks detected", "SUM('Prompt shields'[indirect_attack_detected])"),
+            Measure("Prompts blocked", "SUM('Prompt shields'[prompts_blocked])"),
+        ),
+    ),
+    Table(
+        "cache_savings",
+        "Cache savings",
+        (
+            ("day", T),
+            ("product", S),
+            ("subscription_name", S),
+            ("audience_rule", S),
+            ("requests", I),
+            ("hits", I),
+            ("stored", I),
+            ("bypassed", I),
+            ("tokens_avoided", D),
+            ("cost_avoided_usd", D),
+            ("hit_rate", D),
+        ),
+        (
+            Measure("Cache hit rate", "DIVIDE(SUM('Cache savings'[hits]), SUM('Cache savings'[requests]))", PCT),
+            Measure("Cost avoided (USD)", "SUM('Cache savings'[cost_avoided_usd])", USD),
+        ),
+    ),
+    Table(
         "top_users",
         "Top users",
         (
@@ -258,6 +310,26 @@ TABLES: tuple[Table, ...] = (
             ("deployments", S),
         ),
         (Measure("User cost (USD)", "SUM('Top users'[cost_usd])", USD),),
+    ),
+    Table(
+        "budget_spend",
+        "Budget spend",
+        (
+            ("month", T),
+            ("budget_name", S),
+            ("spent_usd", D),
+            ("limit_usd", D),
+            ("used_percent", D),
+            ("requests", I),
+            ("downgraded", I),
+            ("unsettled", I),
+            ("store_errors", I),
+            ("soft_crossed_at", T),
+        ),
+        (
+            Measure("Budget spent (USD)", "SUM('Budget spend'[spent_usd])", USD),
+            Measure("Budget limit (USD)", "SUM('Budget spend'[limit_usd])", USD),
+        ),
     ),
 )
 
@@ -289,6 +361,28 @@ PAGES: dict[str, list[tuple[str, str, list[str]]]] = {
             ],
         ),
         ("tableEx", "Top users", ["user_id", "subscription_name", "requests", "total_tokens", "cost_usd"]),
+        ("card", "Cache savings", ["Cache hit rate"]),
+        ("card", "Cache savings", ["Cost avoided (USD)"]),
+        (
+            "tableEx",
+            "Cache savings",
+            [
+                "day",
+                "product",
+                "subscription_name",
+                "requests",
+                "hits",
+                "hit_rate",
+                "tokens_avoided",
+                "cost_avoided_usd",
+            ],
+        ),
+        ("clusteredBarChart", "Budget spend", ["budget_name", "Budget spent (USD)"]),
+        (
+            "tableEx",
+            "Budget spend",
+            ["month", "budget_name", "spent_usd", "limit_usd", "used_percent", "downgraded", "soft_crossed_at"],
+        ),
     ],
     "Performance": [
         ("card", "Latency percentiles", ["Worst p95 latency"]),
@@ -330,10 +424,30 @@ PAGES: dict[str, list[tuple[str, str, list[str]]]] = {
                 "max_violence",
             ],
         ),
+        ("card", "Prompt shields", ["Jailbreaks detected"]),
+        ("card", "Prompt shields", ["Indirect attacks detected"]),
+        ("card", "Prompt shields", ["Prompts blocked"]),
+        (
+            "tableEx",
+            "Prompt shields",
+            [
+                "day",
+                "subscription_name",
+                "deployment",
+                "requests",
+                "jailbreak_detected",
+                "jailbreak_blocked",
+                "indirect_attack_detected",
+                "indirect_attack_blocked",
+                "prompts_blocked",
+                "blocked_reasons",
+            ],
+        ),
     ],
     "Errors": [
         ("card", "Errors by backend", ["Throttle rate"]),
         ("card", "Errors by backend", ["Error rate"]),
+        ("card", "Errors by backend", ["Broken answer rate"]),
         ("lineChart", "Errors by backend", ["day", "Throttled requests"]),
         (
             "tableEx",
@@ -346,6 +460,9 @@ PAGES: dict[str, list[tuple[str, str, list[str]]]] = {
                 "client_errors",
                 "server_errors",
                 "retried",
+                "upstream_broken",
+                "timeouts",
+                "blocked",
                 "throttle_rate",
                 "error_rate",
             ],
@@ -356,9 +473,9 @@ PAGES: dict[str, list[tuple[str, str, list[str]]]] = {
 #: Workbook tabs: the same pages, each showing the queries behind that page.
 WORKBOOK_TABS: dict[str, list[str]] = {
     "Overview": ["usage_by_day", "streaming_share", "usage_source_share"],
-    "Chargeback": ["chargeback_monthly", "top_users"],
+    "Chargeback": ["chargeback_monthly", "top_users", "cache_savings", "budget_spend"],
     "Performance": ["latency_percentiles"],
-    "Safety": ["safety_flags"],
+    "Safety": ["safety_flags", "prompt_shields"],
     "Errors": ["errors_by_backend"],
 }
 

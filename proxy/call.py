@@ -11,7 +11,7 @@ import asyncio
 import logging
 import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, cast
 
@@ -19,9 +19,9 @@ import aiohttp
 import orjson
 from fastapi import Request
 
-from proxy.capture import ExchangeRecorder
 from proxy.credentials import Credentials
 from proxy.ownership import AnswerTap
+from proxy.recorder import ExchangeRecorder
 from proxy.routing.affinity import ResponsePinning
 from proxy.routing.backends import Backend
 from proxy.routing.failover import AiohttpAnswer, read_answer, run_failover
@@ -33,6 +33,7 @@ from shared.exchange import Identity
 from shared.normalize.apis import ApiRoute, classify, deployment_for, resolve_path
 from shared.redaction import forwardable_query
 from shared.settings import Settings
+from shared.telemetry.tracecontext import child_traceparent
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +122,8 @@ class ProxyCall:
     #: Body bytes `attempt` already read from the response it returns (e.g. a whole error body
     #: that failover inspected); relayed before the rest of the body.
     head: bytes = b""
+    #: Runs in the capture task before the exchange is built (storing a complete answer in the cache).
+    before_capture: Callable[[], Awaitable[None]] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -138,7 +141,7 @@ async def prepare(
         raise BadRequest("Invalid URL: the path is not an Azure OpenAI data-plane path.")
     path = resolved  # from here on, the only path: the upstream URL is built from it
     route = classify(path)
-    if route is None:
+    if route is None or (path == "/openai/deployments" and request.method != "GET"):  # the list is read-only
         raise NotFound(f"Resource not found: {path} is not an Azure OpenAI data-plane path.")
     check_header_size(header_items, settings.max_request_header_bytes)
     body = await read_body(
@@ -219,9 +222,15 @@ class UpstreamLeg:
         """
         pinned = await self.pinning.lookup(call.route, call.json_body) if self.pinning is not None else None
         idle = self.upstream.timeouts.idle
+        traceparent = call.headers.get("traceparent")
+        span_ids: list[str | None] = []  # one per send, in the order run_failover records attempts
 
         async def send(backend: Backend) -> AiohttpAnswer:
             headers = {**call.headers, **await self.credentials.headers_for(backend)}
+            child = child_traceparent(traceparent) if traceparent else None
+            span_ids.append(child[1] if child else None)
+            if child:
+                headers["traceparent"] = child[0]
             resp = await self.upstream.send(
                 call.method,
                 self.upstream_url(backend, call),
@@ -234,6 +243,8 @@ class UpstreamLeg:
                 return await read_answer(resp)
 
         result = await run_failover(send, self.pool, call.deployment, pinned=pinned)
+        for attempt, span_id in zip(result.attempts, span_ids, strict=False):
+            attempt.span_id = span_id
         call.recorder.attempts = result.attempts
         call.gateway_headers = result.response_headers()
         error = result.gateway_error()

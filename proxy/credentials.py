@@ -25,6 +25,19 @@ MIN_VALID_SECONDS = 60.0
 
 CredentialFactory = Callable[[BackendAuth], Any]
 
+#: Loggers whose INFO is a dump per HTTP call (credential probes, SDK requests and their headers).
+NOISY_LOGGERS = ("azure", "azure.identity", "azure.core.pipeline.policies.http_logging_policy")
+
+
+def quiet_azure_sdk_logs(level: int = logging.WARNING) -> None:
+    """Keep the Azure SDKs' per-call INFO lines out of the terminal and the log store.
+
+    A laptop's DefaultAzureCredential probes several credentials, each logging its request headers;
+    `Credentials` says in one line which one answered instead.
+    """
+    for name in NOISY_LOGGERS:
+        logging.getLogger(name).setLevel(level)
+
 
 def _default_credential(auth: BackendAuth) -> Any:
     from azure.identity.aio import DefaultAzureCredential
@@ -37,8 +50,17 @@ def _default_credential(auth: BackendAuth) -> Any:
     return DefaultAzureCredential(**kwargs)
 
 
+def credential_name(credential: Any) -> str:
+    """Which credential of a chain (DefaultAzureCredential) answered, e.g. `AzureCliCredential`.
+
+    The chain remembers the one that succeeded; the SDK's own per-probe lines stay at WARNING.
+    """
+    used = getattr(credential, "_successful_credential", None) or credential
+    return type(used).__name__
+
+
 class _CachedToken:
-    __slots__ = ("credential", "scope", "tenant_id", "token", "expires_on", "refreshing", "lock")
+    __slots__ = ("credential", "scope", "tenant_id", "token", "expires_on", "refreshing", "lock", "announced")
 
     def __init__(self, credential: Any, scope: str, tenant_id: str | None) -> None:
         self.credential = credential
@@ -48,6 +70,7 @@ class _CachedToken:
         self.expires_on = 0.0
         self.refreshing: asyncio.Task[None] | None = None
         self.lock = asyncio.Lock()
+        self.announced = False
 
 
 def _token_key(auth: BackendAuth) -> tuple[str | None, str | None, str]:
@@ -119,6 +142,9 @@ class Credentials:
         else:
             access = await entry.credential.get_token(entry.scope)
         entry.token, entry.expires_on = access.token, float(access.expires_on)
+        if not entry.announced:
+            entry.announced = True
+            log.info("managed identity: token for %s from %s", entry.scope, credential_name(entry.credential))
 
     async def _refresh_in_background(self, entry: _CachedToken) -> None:
         try:

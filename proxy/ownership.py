@@ -253,8 +253,8 @@ class ChatChunkWatcher:
         self._seen = 0
         self.done = False
 
-    def feed(self, chunk: bytes) -> str | None:
-        for event in self._decoder.feed(chunk):
+    def decode(self, chunk: bytes) -> str | None:
+        for event in self._decoder.decode(chunk):
             if self.done or event.data is None or not event.data.startswith("{"):
                 continue
             self._seen += 1
@@ -269,13 +269,19 @@ class ChatChunkWatcher:
                 return oid
         return None
 
+    def flush(self) -> None:
+        return None
+
 
 class AnswerTap(Protocol):
-    """Watches an answer's chunks as they pass (see `proxy/relay.py`)."""
+    """A stream filter that watches an answer's chunks as they pass and returns each unchanged
+    (`proxy/streams/filters.py`); `settled` waits, at the end, for what it stores."""
 
-    def feed(self, chunk: bytes) -> None: ...
+    def decode(self, chunk: bytes) -> bytes: ...
 
-    async def close(self) -> None: ...
+    def flush(self) -> bytes: ...
+
+    async def settled(self) -> None: ...
 
 
 class BothTaps:
@@ -286,13 +292,16 @@ class BothTaps:
     def __init__(self, first: AnswerTap, second: AnswerTap) -> None:
         self._first, self._second = first, second
 
-    def feed(self, chunk: bytes) -> None:
-        self._first.feed(chunk)
-        self._second.feed(chunk)
+    def decode(self, chunk: bytes) -> bytes:
+        self._first.decode(chunk)
+        return self._second.decode(chunk)
 
-    async def close(self) -> None:
-        await self._first.close()
-        await self._second.close()
+    def flush(self) -> bytes:
+        return self._first.flush() + self._second.flush()
+
+    async def settled(self) -> None:
+        await self._first.settled()
+        await self._second.settled()
 
 
 def both(first: AnswerTap | None, second: AnswerTap) -> AnswerTap:
@@ -319,18 +328,22 @@ class OwnerTap:
         self._scanned = 0
         self._task: asyncio.Task[None] | None = None
 
-    def feed(self, chunk: bytes) -> None:
+    def decode(self, chunk: bytes) -> bytes:
         watcher = self._watcher
         if watcher is None:
-            return
-        found = watcher.feed(chunk)
+            return chunk
+        found = watcher.decode(chunk)
         self._scanned += len(chunk)
         if found:
             self._task = self._ownership.claim_soon([(self._kind, found)], self._subscription)
         if found or watcher.done or self._scanned >= STREAM_SCAN_BYTES:
             self._watcher = None
+        return chunk
 
-    async def close(self) -> None:
+    def flush(self) -> bytes:
+        return b""
+
+    async def settled(self) -> None:
         """At the end of a complete answer: claim a JSON answer's ids, wait for the write."""
         if not self._stream and self._task is None:
             try:

@@ -22,6 +22,7 @@ from proxy.capture import CaptureWriter
 from proxy.routing.outcomes import Outcome
 from proxy.routing.pool import BackendPool
 from proxy.streams import usage as stream_usage
+from proxy.streams.filters import StreamFilter, through
 from proxy.streams.safety import StreamSafety
 from proxy.upstream import UpstreamClient
 from shared.errors import UpstreamBroken
@@ -63,15 +64,18 @@ class Relay:
         self._completed = False
         self._upstream_failed = False
         self._ended = False
+        capture.relay_started()
 
     async def body(self) -> AsyncIterator[bytes]:
         """The client's body. AOAI breaking the stream after its first byte raises `UpstreamBroken`,
         so the server cuts the client's connection too: a clean end would look complete."""
         call, rec = self.call, self.call.recorder
-        stream = self._safety.wrap(call, self.resp, self._client_stream(self._upstream_chunks()))
+        stream = self._safety.wrap(call, self.resp, self._client_stream())
         try:
             async for chunk in stream:
                 yield chunk
+            if call.created_id_tap is not None:
+                await call.created_id_tap.settled()  # a follow-up sent at once finds its backend
             self._completed = True
         except TimeoutError as exc:
             rec.attempts[-1].error = "stream idle timeout"
@@ -98,40 +102,41 @@ class Relay:
             # the attempt instead). Closing drops the connection so AOAI stops generating.
             rec.client_disconnected = rec.client_disconnected or not self._upstream_failed
             self.resp.close()
-        self._capture.submit(rec)  # finished (joined, redacted) in the capture task, off this response
+        # Finished (joined, redacted) in the capture task, off this response; a complete answer is
+        # stored in the response cache first (the exchange notes whether it was).
+        self._capture.submit(rec, self.call.before_capture if self._completed else None, relay=True)
 
     async def _upstream_chunks(self) -> AsyncIterator[bytes]:
         """AOAI's body as it arrives; each piece is kept for the exchange (bytes appended, no parsing)."""
         call, resp = self.call, self.resp
         chunks = call.recorder.chunks
         read = self._upstream.read
-        tap = call.created_id_tap
         if call.head:
             chunks.append(call.head)
-            if tap is not None:
-                tap.feed(call.head)
             yield call.head
         if resp.content.at_eof():
             # The upstream leg read the whole body (an error answer; one held during failover is
             # released, and reading a released response raises): nothing more to relay.
-            if tap is not None:
-                await tap.close()
             return
         while True:
             chunk = await read(resp)
             if not chunk:
-                if tap is not None:
-                    await tap.close()
                 return
             chunks.append(chunk)
-            if tap is not None:
-                tap.feed(chunk)
             yield chunk
 
-    def _client_stream(self, source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-        """The upstream bytes minus the injected usage chunk; `source` itself when there is none to
-        hide (no generator layer, a resumption per chunk, for nothing)."""
-        return _without_usage_chunk(source) if self.call.filter_usage else source
+    def _client_stream(self) -> AsyncIterator[bytes]:
+        """The upstream bytes through the call's filters: the created-id tap (which sees what AOAI
+        sent), then the usage-chunk filter. Without filters it is the upstream reads themselves (no
+        generator layer, a resumption per chunk, for nothing)."""
+        call = self.call
+        filters: list[StreamFilter[bytes]] = []
+        if call.created_id_tap is not None:
+            filters.append(call.created_id_tap)
+        if call.filter_usage:
+            filters.append(stream_usage.UsageChunkFilter())
+        source = self._upstream_chunks()
+        return through(source, filters) if filters else source
 
     def _upstream_broke(self, outcome: Outcome) -> None:
         """A body that broke after its first byte counts against the backend's health (no retry:
@@ -140,17 +145,6 @@ class Relay:
         call = self.call
         if call.backend is not None:
             self._pool.record(call.backend, outcome, deployment=call.deployment)
-
-
-async def _without_usage_chunk(source: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    usage_filter = stream_usage.UsageChunkFilter()
-    async for chunk in source:
-        out = usage_filter.feed(chunk)
-        if out:
-            yield out
-    tail = usage_filter.flush()
-    if tail:
-        yield tail
 
 
 class RelayResponse(StreamingResponse):

@@ -70,16 +70,19 @@ def client_response_headers(upstream_headers: Iterable[tuple[str, str]]) -> list
     return [(k, v) for k, v in upstream_headers if k.lower() not in _RESPONSE_DROP]
 
 
+#: The declared defaults (shared/settings.py), so each timeout's default is written once.
+_DEFAULTS = Settings()
+
 #: Upper bound of one read from the backend's body (see `UpstreamClient.read`).
 READ_BYTES = 16_384
 
 
 @dataclass(frozen=True, slots=True)
 class Timeouts:
-    connect: float = 10.0
-    first_byte: float = 230.0
-    idle: float = 120.0
-    total: float = 1800.0
+    connect: float = _DEFAULTS.upstream_connect_timeout
+    first_byte: float = _DEFAULTS.upstream_first_byte_timeout
+    idle: float = _DEFAULTS.upstream_idle_timeout
+    total: float = _DEFAULTS.upstream_total_timeout
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Timeouts:
@@ -94,7 +97,7 @@ class Timeouts:
 class UpstreamClient:
     """Owns the one shared `aiohttp.ClientSession` (created lazily inside the running loop)."""
 
-    def __init__(self, timeouts: Timeouts, max_connections: int = 256) -> None:
+    def __init__(self, timeouts: Timeouts, max_connections: int = _DEFAULTS.upstream_max_connections) -> None:
         self.timeouts = timeouts
         self._max_connections = max_connections
         self._session: aiohttp.ClientSession | None = None

@@ -56,6 +56,12 @@ class DeploymentNotFound(ErrorResponse):
     status, code = 404, "DeploymentNotFound"
 
 
+class DeploymentNotAllowed(ErrorResponse):
+    """The caller's audience may not use this deployment or operation (`AUDIENCE_POLICIES`)."""
+
+    status, code = 403, "deployment_not_allowed"
+
+
 class RequestTimeout(ErrorResponse):
     status, code = 408, "Timeout"
 
@@ -78,6 +84,26 @@ class BadGateway(ErrorResponse):
 
 class GatewayTimeout(ErrorResponse):
     status, code = 504, "GatewayTimeout"
+
+
+class BudgetExceeded(ErrorResponse):
+    """429: the request's worst case does not fit in a budget that applies. Retrying before the
+    reset cannot help, so OpenAI SDKs are told not to (`x-should-retry: false`)."""
+
+    status, code = 429, "budget_exceeded"
+
+    def __init__(self, message: str, *, budget: str, reset_at: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message, headers={"x-should-retry": "false", **(headers or {})})
+        self.budget, self.reset_at = budget, reset_at
+
+    def body(self) -> dict[str, Any]:
+        return {"error": {"code": self.code, "message": self.message, "budget": self.budget, "reset_at": self.reset_at}}
+
+
+class BudgetStoreUnavailable(ErrorResponse):
+    """503: the budget store cannot be reached and a budget that applies fails closed."""
+
+    status, code = 503, "budget_store_unavailable"
 
 
 # ------------------------------------------------------------------------------------------ internal
@@ -107,6 +133,19 @@ class IncompleteExchange(GatewayError, ValueError):
     """Some store items of an exchange are missing (or it has none)."""
 
 
+class PoisonExchange(GatewayError, ValueError):
+    """A stored exchange that can never be read as one (not JSON, fields missing or of the wrong
+    type): retrying cannot help. `data` is its JSON object when the text at least parsed."""
+
+    def __init__(self, message: str, data: Any = None) -> None:
+        super().__init__(message)
+        self.data = data
+
+
+class ParseBudgetExceeded(GatewayError, RuntimeError):
+    """An exchange took more of the parser (time, or bytes to consolidate) than its budget allows."""
+
+
 class InvalidRecord(GatewayError, ValueError):
     """A usage record that does not match the schema; the message lists every violation."""
 
@@ -117,3 +156,11 @@ class EncodingDataError(GatewayError, RuntimeError):
 
 class BatchIncomplete(GatewayError, RuntimeError):
     """Some events were neither recorded nor dead-lettered; the batch must be delivered again."""
+
+
+class BudgetStoreDown(GatewayError):
+    """The budget store failed (after the adapter's own retries)."""
+
+
+class BudgetConflict(GatewayError, RuntimeError):
+    """A budget ledger step lost the optimistic-concurrency race too many times in a row."""

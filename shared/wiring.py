@@ -11,26 +11,28 @@ Azure SDK modules are imported only when a setting asks for them, so the embedde
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from shared.errors import ConfigurationError
 from shared.ports import (
     AffinityStore,
+    BudgetStore,
     DeadLetterStore,
     EventChannel,
     ExchangeStore,
     OwnershipStore,
     Ports,
     RecordStore,
+    ResponseCache,
+    SpillStore,
     UsageSink,
 )
 from shared.settings import Settings
 
 if TYPE_CHECKING:
+    from shared.budgets.keeper import BudgetKeeper
     from shared.safety.client import AzureContentSafety
 
-LOG_STORES = ("sqlite", "cosmos")
-EVENT_CHANNELS = ("local", "eventhub")
 
 Closer = Callable[[], Awaitable[None]]
 
@@ -67,28 +69,31 @@ class WiredPorts(Ports):
 
 
 def check_settings(settings: Settings) -> None:
-    """Raise ConfigurationError naming the setting when the chosen adapters lack what they need."""
-    if settings.log_store not in LOG_STORES:
-        raise ConfigurationError(f"LOG_STORE must be one of {', '.join(LOG_STORES)}, got {settings.log_store!r}")
-    if settings.event_channel not in EVENT_CHANNELS:
-        raise ConfigurationError(
-            f"EVENT_CHANNEL must be one of {', '.join(EVENT_CHANNELS)}, got {settings.event_channel!r}"
-        )
+    """Raise ConfigurationError naming the setting when the chosen adapters lack what they need.
+
+    Each setting's own type and range is checked where it is declared (shared/settings.py); here
+    only what depends on several settings.
+    """
     if settings.log_store == "cosmos" and not settings.cosmos_endpoint:
         raise ConfigurationError("LOG_STORE=cosmos needs COSMOS_ENDPOINT (https://<account>.documents.azure.com:443/)")
     if settings.event_channel == "eventhub" and not settings.eventhub_namespace:
         raise ConfigurationError(
             "EVENT_CHANNEL=eventhub needs EventHubConnection__fullyQualifiedNamespace (<namespace>.servicebus.windows.net)"
         )
-    if settings.exchange_ttl_seconds <= 0 and settings.exchange_ttl_seconds != -1:
-        raise ConfigurationError("EXCHANGE_TTL_SECONDS must be a positive number of seconds, or -1 for never")
-    if settings.parser_max_concurrency < 1:
-        raise ConfigurationError("PARSER_MAX_CONCURRENCY must be at least 1")
+    from shared.budgets.config import parse_budget_book
     from shared.pricing.deployments import parse_deployment_models
     from shared.safety.config import SafetyConfig
 
+    parse_budget_book(settings.budgets_json, settings.budget_teams_json)
     parse_deployment_models(settings.deployment_models_json)
+    from shared.privacy.policy import CapturePolicy, RetentionPolicy
+
+    CapturePolicy.parse(settings.capture_levels_json)
+    RetentionPolicy.parse(settings.retention_json, settings.exchange_ttl_seconds)
     SafetyConfig.from_settings(settings)
+    from shared.audience import AudienceTable
+
+    AudienceTable.from_settings(settings.audience_policies_json, settings.extra.get("CAPTURE_LEVELS"))
 
 
 def build_content_safety(settings: Settings) -> AzureContentSafety | None:
@@ -106,6 +111,46 @@ def build_content_safety(settings: Settings) -> AzureContentSafety | None:
     from shared.safety.client import AzureContentSafety
 
     return AzureContentSafety.from_config(config)
+
+
+def build_budgets(
+    settings: Settings, azure_credential: Callable[[], Any], closers: list[Closer]
+) -> BudgetKeeper | None:
+    """The budget keeper over the shared ledger store (Cosmos DB container, or the SQLite file at
+    BUDGET_SQLITE_PATH, default SQLITE_PATH), or None when BUDGETS is empty. No I/O here."""
+    from shared.budgets.config import parse_budget_book
+    from shared.budgets.keeper import BudgetKeeper
+
+    book = parse_budget_book(settings.budgets_json, settings.budget_teams_json)
+    if not book:
+        return None
+    store: BudgetStore
+    if settings.log_store == "cosmos":
+        from shared.adapters.cosmos_budgets import open_cosmos_budget_store
+
+        store = open_cosmos_budget_store(settings, azure_credential())
+    else:
+        from shared.adapters.sqlite_budgets import SqliteBudgetStore
+
+        store = SqliteBudgetStore(settings.budget_sqlite_path or settings.sqlite_path)
+    closers.append(store.close)
+    return BudgetKeeper.from_settings(settings, book, store)
+
+
+def build_spill_store(settings: Settings, credential: Callable[[], Any]) -> SpillStore | None:
+    """The spill store (Azure Blob) when CAPTURE_SPILL_CONNECTION_STRING or CAPTURE_SPILL_BLOB_URL
+    is set, else None. No I/O: the container is created on first use."""
+    if not (settings.capture_spill_connection_string or settings.capture_spill_blob_url):
+        return None
+    from shared.adapters.blob_spill import BlobSpillStore
+
+    if settings.capture_spill_connection_string:
+        return BlobSpillStore.from_connection_string(
+            settings.capture_spill_connection_string, settings.capture_spill_container
+        )
+    return BlobSpillStore.from_account_url(
+        settings.capture_spill_blob_url, settings.capture_spill_container, credential()
+    )
 
 
 def build_ports(settings: Settings) -> WiredPorts:
@@ -132,6 +177,7 @@ def build_ports(settings: Settings) -> WiredPorts:
     records: RecordStore
     deadletters: DeadLetterStore
     affinity: AffinityStore
+    cache: ResponseCache
     owners: OwnershipStore
     channel: EventChannel
     sink: UsageSink
@@ -146,6 +192,8 @@ def build_ports(settings: Settings) -> WiredPorts:
             stores.deadletters,
             stores.affinity,
         )
+        assert stores.cache is not None  # open_cosmos_stores always builds it
+        cache = stores.cache
         owners = stores.owners
     else:
         from shared.adapters.sqlite import (
@@ -155,12 +203,17 @@ def build_ports(settings: Settings) -> WiredPorts:
             SqliteExchangeStore,
             SqliteOwnershipStore,
             SqliteRecordStore,
+            SqliteResponseCache,
         )
 
         db = SqliteDatabase(settings.sqlite_path)
         closers.append(db.close)
-        exchanges, records = SqliteExchangeStore(db), SqliteRecordStore(db)
+        from shared.privacy.policy import RetentionPolicy
+
+        retention = RetentionPolicy.parse(settings.retention_json, settings.exchange_ttl_seconds)
+        exchanges, records = SqliteExchangeStore(db, retention=retention), SqliteRecordStore(db)
         deadletters, affinity = SqliteDeadLetterStore(db), SqliteAffinityStore(db)
+        cache = SqliteResponseCache(db)
         owners = SqliteOwnershipStore(db)
 
     if settings.event_channel == "eventhub":
@@ -190,6 +243,11 @@ def build_ports(settings: Settings) -> WiredPorts:
     safety = build_content_safety(settings)
     if safety is not None:
         closers.append(safety.close)
+    spill = build_spill_store(settings, azure_credential)
+    if spill is not None:
+        closers.append(spill.close)
+
+    budgets = build_budgets(settings, azure_credential, closers)
 
     return WiredPorts(
         closers=closers,
@@ -201,4 +259,7 @@ def build_ports(settings: Settings) -> WiredPorts:
         affinity=affinity,
         owners=owners,
         safety=safety,
+        cache=cache,
+        budgets=budgets,
+        spill=spill,
     )

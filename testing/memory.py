@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from shared.exchange import Exchange, from_items, to_items
@@ -11,11 +11,18 @@ from shared.ports import Ports, UsageRecord
 
 
 class MemoryExchangeStore:
-    def __init__(self) -> None:
+    def __init__(self, clock=time.time) -> None:
         self.items: dict[str, list[dict[str, Any]]] = {}
+        self.saved_at: dict[str, float] = {}
+        self._clock = clock
 
     async def save(self, exchange: Exchange) -> None:
         self.items[exchange.request_id] = to_items(exchange)
+        self.saved_at[exchange.request_id] = self._clock()
+
+    async def stored_between(self, since: float, until: float, limit: int) -> list[str]:
+        found = sorted((t, rid) for rid, t in self.saved_at.items() if since <= t < until)
+        return [rid for _, rid in found[:limit]]
 
     async def load(self, request_id: str) -> Exchange | None:
         items = self.items.get(request_id)
@@ -25,9 +32,14 @@ class MemoryExchangeStore:
 class MemoryEventChannel:
     def __init__(self) -> None:
         self.published: list[str] = []
+        #: Events that carry their exchange (published while the store was down).
+        self.carried: list[bytes] = []
 
     async def publish(self, request_id: str) -> None:
         self.published.append(request_id)
+
+    async def publish_exchange(self, request_id: str, event: bytes) -> None:
+        self.carried.append(event)
 
 
 class MemoryRecordStore:
@@ -46,6 +58,9 @@ class MemoryRecordStore:
     async def get(self, request_id: str) -> UsageRecord | None:
         return self.records.get(request_id)
 
+    async def existing(self, request_ids: Sequence[str]) -> set[str]:
+        return {rid for rid in request_ids if rid in self.records}
+
 
 class MemoryUsageSink:
     def __init__(self) -> None:
@@ -61,6 +76,13 @@ class MemoryDeadLetterStore:
 
     async def put(self, key: str, reason: str, payload: str) -> None:
         self.letters.append((key, reason, payload))
+
+    async def reasons(self, keys: Sequence[str]) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for key, reason, _ in self.letters:
+            if key in keys:
+                found.setdefault(key, []).append(reason)
+        return found
 
 
 class MemoryAffinityStore:

@@ -46,23 +46,23 @@ def test_response_id_from_stream_events():
 @pytest.mark.parametrize("size", [1, 7, 64, len(STREAM)])
 def test_watcher_finds_the_id_across_chunk_boundaries_once(size):
     watcher = CreatedResponseWatcher()
-    found = [watcher.feed(STREAM[i : i + size]) for i in range(0, len(STREAM), size)]
+    found = [watcher.decode(STREAM[i : i + size]) for i in range(0, len(STREAM), size)]
     assert [f for f in found if f] == ["resp_abc"] and watcher.response_id == "resp_abc" and watcher.done
 
 
 def test_watcher_gives_up_on_a_stream_without_an_id():
     watcher = CreatedResponseWatcher()
     for i in range(10):
-        assert watcher.feed(f'data: {{"type": "x", "n": {i}}}\n\n'.encode()) is None
+        assert watcher.decode(f'data: {{"type": "x", "n": {i}}}\n\n'.encode()) is None
     assert watcher.done and watcher.response_id is None
-    assert watcher.feed(STREAM) is None  # stopped looking
+    assert watcher.decode(STREAM) is None  # stopped looking
 
 
 async def test_round_trip_through_the_affinity_store_with_ttl():
     now = [100.0]
     store = MemoryAffinityStore(clock=lambda: now[0])
     watcher = CreatedResponseWatcher()
-    await store.remember(watcher.feed(STREAM), "eastus", 60)
+    await store.remember(watcher.decode(STREAM), "eastus", 60)
     key = affinity_key(classify("/openai/v1/responses"), {"model": "gpt-4o", "previous_response_id": "resp_abc"})
     assert await store.lookup(key) == "eastus"
     now[0] += 60

@@ -46,9 +46,9 @@ async def test_stream_tap_remembers_from_the_first_event_and_stops_looking():
     event = (
         b'event: response.created\ndata: {"type":"response.created","response":{"id":"resp_9","object":"response"}}\n\n'
     )
-    tap.feed(event[:20])
-    tap.feed(event[20:])
-    await tap.close()
+    tap.decode(event[:20])
+    tap.decode(event[20:])
+    await tap.settled()
     assert await store.lookup("resp_9") == "east"
     assert not tap.watching  # later chunks cost nothing
 
@@ -56,9 +56,9 @@ async def test_stream_tap_remembers_from_the_first_event_and_stops_looking():
 async def test_stream_tap_gives_up_after_the_first_few_kilobytes():
     store = MemoryAffinityStore()
     tap = ResponsePinning(lambda: store, 60).tap(CREATE, "POST", {}, 200, "text/event-stream", "east", [])
-    tap.feed(b": " + b"x" * 20_000)  # a comment with no end in sight
+    tap.decode(b": " + b"x" * 20_000)  # a comment with no end in sight
     assert not tap.watching
-    await tap.close()
+    await tap.settled()
     assert store.entries == {}
 
 
@@ -67,7 +67,7 @@ async def test_json_tap_parses_the_whole_answer_at_the_end():
     chunks = [b'{"id": "resp_7", "object": "resp', b'onse", "output": []}']
     tap = ResponsePinning(lambda: store, 60).tap(CREATE, "POST", {}, 200, "application/json", "west", chunks)
     for chunk in chunks:
-        tap.feed(chunk)
+        tap.decode(chunk)
     assert store.entries == {}
-    await tap.close()
+    await tap.settled()
     assert await store.lookup("resp_7") == "west"

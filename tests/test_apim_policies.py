@@ -19,7 +19,7 @@ APIM_BICEP = ROOT / "bicep" / "modules" / "apim.bicep"
 MAIN_BICEP = ROOT / "bicep" / "main.bicep"
 OPERATIONS = ROOT / "bicep" / "apim-operations.json"
 
-#: The identity headers the proxy trusts (issue 2); APIM is the only one allowed to set them.
+#: The identity headers the proxy trusts; APIM is the only one allowed to set them.
 IDENTITY_HEADERS = {
     "x-gateway-request-id",
     "x-gateway-subscription-id",

@@ -15,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from shared.settings import Settings
+from shared.settings import DECLARATIONS
 from tests.iac_tools import BICEP_DIR, ROOT, parse_bicep
 
 FUNCTION_APP = BICEP_DIR / "modules" / "function-app.bicep"
@@ -30,11 +30,17 @@ LOCAL_ONLY = {
     "FUNCTIONS_WORKER_RUNTIME": "Flex Consumption rejects it as an app setting: the runtime is "
     "functionAppConfig.runtime (python 3.13), checked below",
     "SQLITE_PATH": "embedded store of the dev host; in Azure LOG_STORE is cosmos",
+    "BUDGET_SQLITE_PATH": "embedded budget ledgers of the dev host; in Azure they are in COSMOS_BUDGETS_CONTAINER",
     "LOCAL_SUBSCRIPTIONS": "the dev host stands in for APIM; in Azure APIM sets the x-gateway-* identity headers",
     "DEVHOST_HEADER_TIMEOUT_SECONDS": "the dev host's server; in Azure the Functions front end reads request heads",
     "DEVHOST_MAX_CONNECTIONS": "the dev host's server; in Azure the Functions front end and scale-out bound connections",
     "CONTENT_SAFETY_KEY": "a secret: in Azure the function app reaches Content Safety with its managed identity "
     "(role Cognitive Services User); add it by hand (as a Key Vault reference) only if you must use a key",
+    "PII_LANGUAGE_ENDPOINT": "optional second PII stage: an operator adds it with PII_LANGUAGE_KEY (a Key Vault "
+    "reference) when they deploy an Azure AI Language resource",
+    "PII_LANGUAGE_KEY": "a secret: added by hand as a Key Vault reference with PII_LANGUAGE_ENDPOINT",
+    "CAPTURE_SPILL_CONNECTION_STRING": "connection-string form of the spill store for Azurite; Azure uses "
+    "CAPTURE_SPILL_BLOB_URL with the app's identity (no storage keys)",
     "CONTENT_SAFETY_KEY_SETTING": "names the setting holding a Content Safety key; unused with managed identity",
 }
 
@@ -55,36 +61,9 @@ AZURE_VALUES = {
 }
 
 
-class _Recorder(Mapping[str, str]):
-    """An empty environment that remembers every name looked up in it."""
-
-    def __init__(self) -> None:
-        self.names: set[str] = set()
-
-    def __getitem__(self, key: str) -> str:
-        self.names.add(key)
-        raise KeyError(key)
-
-    def get(self, key: str, default: Any = None) -> Any:
-        self.names.add(key)
-        return default
-
-    def __contains__(self, key: object) -> bool:
-        if isinstance(key, str):
-            self.names.add(key)
-        return False
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(())
-
-    def __len__(self) -> int:
-        return 0
-
-
 def names_settings_reads() -> set[str]:
-    env = _Recorder()
-    Settings.from_env(env)
-    return env.names
+    """Every setting the app declares (shared/settings.py): the names `Settings.from_env` reads."""
+    return {d.name for d in DECLARATIONS if d.field is not None}
 
 
 _ENV_LOOKUP = re.compile(
@@ -188,6 +167,8 @@ TUNABLE_DEFAULTS = {
     "UPSTREAM_TOTAL_TIMEOUT_SECONDS": ("upstream", "totalTimeoutSeconds"),
     "UPSTREAM_MAX_CONNECTIONS": ("upstream", "maxConnections"),
     "EXCHANGE_TTL_SECONDS": ("exchangeTtlSeconds", None),
+    "CAPTURE_LEVELS": ("captureLevels", None),
+    "RETENTION": ("retention", None),
     "MAX_REQUEST_BODY_BYTES": ("maxRequestBodyBytes", None),
     "PARSER_MAX_CONCURRENCY": ("parserMaxConcurrency", None),
 }

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from shared.normalize import consolidate as C
+from shared.normalize.fast_path import MAX_SHAPES
 from shared.normalize.sse import decode_text
 from testing.factories import CHUNK_BASE
 
@@ -212,12 +213,12 @@ def _both(text: str) -> tuple[C.Consolidated, C.Consolidated]:
     return fast, general
 
 
-@pytest.mark.parametrize("max_shapes", [C._MAX_SHAPES, 1000])  # 1000: every odd shape is learnt too
+@pytest.mark.parametrize("max_shapes", [MAX_SHAPES, 1000])  # 1000: every odd shape is learnt too
 @pytest.mark.parametrize("seed", range(500))
 def test_fast_path_equals_general_path_on_random_streams(
     seed: int, max_shapes: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(C, "_MAX_SHAPES", max_shapes)
+    monkeypatch.setattr(C, "MAX_SHAPES", max_shapes)
     rng = random.Random(seed)
     fast, general = _both(serialize(rng, random_stream(rng)))
     assert fast.body == general.body

@@ -57,6 +57,25 @@ def _full_record() -> dict:
         usage_details={"audio_tokens": 0},
         estimation_notes=["n"],
         usage_injected=True,
+        audience_rule="standard",
+        cache={
+            "status": "hit",
+            "stored": None,
+            "reason": None,
+            "age_seconds": 3.5,
+            "tokens_avoided": {"total_tokens": 9},
+        },
+        cost_avoided=0.004,
+        prompt_shields={"jailbreak": {"detected": True, "filtered": False}, "indirect_attack": None},
+        prompt_blocked_reason="jailbreak",
+        capture_level="redacted",
+        budget={
+            "budgets": ["team-a"],
+            "downgraded_from": "gpt-4.1",
+            "store_error": False,
+            "settled": True,
+            "soft_crossed": [],
+        },
     )
     missing = [name for name in SCHEMA["properties"] if record.get(name) is None]
     assert not missing, f"fill these schema fields in the test record: {missing}"

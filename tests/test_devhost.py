@@ -98,3 +98,30 @@ def test_cli_defaults_to_serve(monkeypatch):
     )
     assert main(["--port", "9999"]) == 0
     assert called["args"].command == "serve" and called["args"].port == 9999 and called["args"].host == "127.0.0.1"
+
+
+async def test_the_direct_host_runs_timer_functions_on_their_schedule_and_on_demand():
+    fired: list[bool] = []
+    app = func.FunctionApp()
+
+    @app.timer_trigger(arg_name="timer", schedule="*/1 * * * * *")
+    async def tick(timer: func.TimerRequest) -> None:
+        fired.append(timer.past_due)
+
+    ports = memory_ports()
+    ports.channel = LocalEventChannel()
+
+    async def drain():
+        pass
+
+    host = DevHost(SimpleNamespace(app=app, ports=lambda: ports, drain=drain), None)
+    assert [(name, interval) for name, interval, _ in host.timers] == [("tick", 1.0)]
+    await host.run_timers()
+    assert fired == [False]
+    await host.startup()
+    for _ in range(300):  # the schedule fires it again within about a second
+        if len(fired) > 1:
+            break
+        await asyncio.sleep(0.01)
+    await host.shutdown()
+    assert len(fired) >= 2

@@ -66,6 +66,6 @@ def test_bad_backend_configuration_stops_the_app_when_it_loads():
         [sys.executable, "-c", "import function_app"], cwd=root, env=env, capture_output=True, text=True, timeout=60
     )
     assert done.returncode != 0
-    assert "GATEWAY_BACKENDS[1] ('west'): 'weight' must be an integer >= 1" in done.stderr
+    assert "GATEWAY_BACKENDS[1] ('west'): 'weight' must be >= 1, got 0" in done.stderr
     env["GATEWAY_BACKENDS"] = bad.replace('"weight": 0', '"weight": 2')
     assert subprocess.run([sys.executable, "-c", "import function_app"], cwd=root, env=env, timeout=60).returncode == 0

@@ -59,7 +59,15 @@ def _trigger(function: dict[str, Any]) -> dict[str, Any]:
 
 # ------------------------------------------------------------------------------------ indexing
 def test_the_runtime_indexes_and_loads_every_function(indexed: dict[str, Any]) -> None:
-    assert set(indexed) == {"openai_proxy", "health", "parser"}
+    assert set(indexed) == {"openai_proxy", "health", "parser", "reconcile"}
+    assert _trigger(indexed["reconcile"]) == {
+        "direction": "IN",
+        "type": "timerTrigger",
+        "name": "timer",
+        "schedule": "0 */5 * * * *",
+        "runOnStartup": False,
+        "useMonitor": True,
+    }
     proxy = _trigger(indexed["openai_proxy"])
     assert (proxy["route"], sorted(proxy["methods"]), proxy["authLevel"]) == (
         "openai/{*path}",

@@ -117,7 +117,7 @@ async def test_a_claim_from_a_json_answer_is_stored_before_the_answer_ends() -> 
     ownership = Ownership(lambda: store)
     chunks = [b'{"object": "batch", "id": "batch_7",', b' "output_file_id": "file-o"}']
     tap = ownership.tap("team-a", stream=False, chunks=chunks)
-    await tap.close()
+    await tap.settled()
     assert store.owners == {("batch", "batch_7"): "team-a", ("file", "file-o"): "team-a"}
 
 
@@ -128,8 +128,8 @@ async def test_a_claim_from_a_stream_is_found_in_its_first_event() -> None:
     raw = b"event: response.created\ndata: " + orjson.dumps(event) + b"\n\n"
     tap = ownership.tap("team-a", stream=True, chunks=[])
     for i in range(0, len(raw), 7):
-        tap.feed(raw[i : i + 7])
-    await tap.close()
+        tap.decode(raw[i : i + 7])
+    await tap.settled()
     assert store.owners == {("response", "resp_s"): "team-a"}
 
 
@@ -163,6 +163,6 @@ async def test_a_streamed_chat_completion_is_claimed_past_azures_annotation_even
     tap = Ownership(lambda: store).tap("team-a", stream=True, chunks=[], path="/openai/v1/chat/completions")
     annotation = {"id": "", "object": "", "choices": [], "prompt_filter_results": []}
     first = {"id": "chatcmpl-9", "object": "chat.completion.chunk", "choices": []}
-    tap.feed(b"data: " + orjson.dumps(annotation) + b"\n\ndata: " + orjson.dumps(first) + b"\n\n")
-    await tap.close()
+    tap.decode(b"data: " + orjson.dumps(annotation) + b"\n\ndata: " + orjson.dumps(first) + b"\n\n")
+    await tap.settled()
     assert store.owners == {("chat.completion", "chatcmpl-9"): "team-a"}

@@ -25,6 +25,7 @@ MEASUREMENTS = {
     "latency_ms",
     "ttft_ms",
     "cost",
+    "cost_avoided",
 }
 
 sys.path.insert(0, str(POWERBI))
@@ -46,6 +47,9 @@ def test_every_question_has_a_query():
         "streaming_share",
         "usage_source_share",
         "top_users",
+        "prompt_shields",
+        "cache_savings",
+        "budget_spend",
     }
 
 

@@ -102,7 +102,7 @@ async def test_prompt_analysis_only_when_enabled(fake, session):
     on = await run(fake, session, "SELFHARM_LEVEL_6", "fine", CONTENT_SAFETY_ANALYZE_PROMPT="true")
     assert on["prompt"]["SelfHarm"] == 6 and on["completion"]["SelfHarm"] == 0
     assert on["status"] == "flagged"
-    # one call per side: the seed analysed the prompt twice
+    # one call per side: the prompt is analysed once
     assert [b["text"] for b in fake.calls("text:analyze")][-2:] in (
         ["SELFHARM_LEVEL_6", "fine"],
         ["fine", "SELFHARM_LEVEL_6"],

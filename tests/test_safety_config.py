@@ -50,10 +50,19 @@ def test_enforce_needs_an_endpoint():
     "env,message",
     [
         ({"CONTENT_SAFETY_THRESHOLDS": "{nope"}, "not valid JSON"),
-        ({"CONTENT_SAFETY_THRESHOLDS": '{"default": {"Spam": 2}}'}, "unknown category 'Spam'"),
-        ({"CONTENT_SAFETY_THRESHOLDS": '{"default": {"Hate": 9}}'}, "0..7"),
-        ({"CONTENT_SAFETY_MODES": '{"default": "block"}'}, "monitor, enforce"),
-        ({"CONTENT_SAFETY_FAIL_MODES": '["open"]'}, "JSON object keyed by product"),
+        (
+            {"CONTENT_SAFETY_THRESHOLDS": '{"default": {"Spam": 2}}'},
+            "CONTENT_SAFETY_THRESHOLDS['default']: key 'Spam' must be one of 'Hate', 'SelfHarm', 'Sexual' or 'Violence'",
+        ),
+        (
+            {"CONTENT_SAFETY_THRESHOLDS": '{"default": {"Hate": 9}}'},
+            "CONTENT_SAFETY_THRESHOLDS['default']['Hate']: must be <= 7, got 9",
+        ),
+        (
+            {"CONTENT_SAFETY_MODES": '{"default": "block"}'},
+            "CONTENT_SAFETY_MODES['default']: must be one of 'monitor' or 'enforce', got 'block'",
+        ),
+        ({"CONTENT_SAFETY_FAIL_MODES": '["open"]'}, "CONTENT_SAFETY_FAIL_MODES: must be an object"),
         ({"CONTENT_SAFETY_WINDOW_CHARS": "20000"}, "CONTENT_SAFETY_WINDOW_CHARS"),
         ({"CONTENT_SAFETY_STREAM_WINDOW_OVERLAP": "1000"}, "CONTENT_SAFETY_STREAM_WINDOW"),
         ({"CONTENT_SAFETY_OUTPUT_TYPE": "Three"}, "CONTENT_SAFETY_OUTPUT_TYPE"),

@@ -1,6 +1,8 @@
 """Canary secrets in every place a client or a backend can put one; none of them may appear in any
-stored byte (the SQLite file: exchanges, records, dead letters; bodies stored as base64 decoded)
-or in the gateway's log output, while the backend still receives what the client sent.
+stored byte (the SQLite file: exchanges, records, dead letters; bodies stored as base64 decoded),
+in any usage record sent to the sink (Application Insights) or in the gateway's log output, at
+every capture level, while the backend still receives what the client sent. Below `full`, the
+personal data in the same requests and answers must not be stored or sent either.
 
 The backend here is a double of a hostile AOAI account: it answers any call, echoing the upstream
 key it was sent (and other canaries) in a response header, a JSON field and the raw event stream.
@@ -20,11 +22,21 @@ import httpx
 import pytest
 from aiohttp import web
 
+import function_app
 from devhost.simulator import SimulatorConfig
 from shared.redaction import REDACTED, Redactor, is_secret_name, redact_body_secrets
 from tests.devhost_harness import dev_host
 
 CLIENT_KEY = "client-key-canary-0001"
+#: One key per capture level (CAPTURE_LEVELS by product); `full` is the default.
+LEVEL_KEYS = {
+    "full": CLIENT_KEY,
+    "redacted": "client-key-canary-red-0003",
+    "metadata": "client-key-canary-meta-0004",
+    "none": "client-key-canary-none-0005",
+}
+#: Personal data in the prompt, a header and the backend's answer (kept only at `full`).
+PERSONAL = {"email": "canary.person@example.org", "iban": "DE89 3704 0044 0532 0130 00", "phone": "+44 20 7946 0958"}
 UPSTREAM_KEY = "upstream-key-canary-0002"
 
 #: name -> canary core (what is grepped for; each unique, at least 12 characters).
@@ -51,12 +63,18 @@ CANARIES = {
     "multipart": "cnry-mpart-1020",
     "echo-body": "cnry-echobody-1021",
     "stream-body": "cnry-stream-1022",
+    "x-request-signature": "cnry-signature-1023",
+    "x-custom-auth": "cnry-custauth-1024",
+    "body-sas": "cnry-bsas-1025",
+    "body-connection-string": "cnry-bconn-1026",
+    "echo-header": "cnry-echohdr-1027",
+    "body-key": "cnry-bkey-1028",
 }
 JWT = "eyJhbGciOiJIUzI1NiJ9." + CANARIES["jwt"] + ".c2lnbmF0dXJl"
 PEM = "-----BEGIN PRIVATE KEY-----\n" + CANARIES["pem"] + "\n-----END PRIVATE KEY-----"
 CONN = f"DefaultEndpointsProtocol=https;AccountName=acct;AccountKey={CANARIES['conn']};EndpointSuffix=core.windows.net"
 SAS = f"https://acct.blob.core.windows.net/c/f.jsonl?sv=2022-11-02&sp=r&sig={CANARIES['sas']}"
-ALL = [*CANARIES.values(), CLIENT_KEY, UPSTREAM_KEY]
+ALL = [*CANARIES.values(), *LEVEL_KEYS.values(), UPSTREAM_KEY]
 
 
 class EchoBackend:
@@ -76,9 +94,14 @@ class EchoBackend:
             "model": "gpt-4o",
             "choices": [{"index": 0, "finish_reason": "stop", "message": {"role": "assistant", "content": "ok"}}],
             "usage": {"prompt_tokens": 1, "completion_tokens": 1, "total_tokens": 2},
-            "debug": {"api_key": key, "token": CANARIES["echo-body"], "note": f"sent with {key}"},
+            "debug": {
+                "api_key": key,
+                "token": CANARIES["echo-body"],
+                "note": f"sent with {key}",
+                "contact": f"{PERSONAL['email']}, {PERSONAL['phone']}",
+            },
         }
-        headers = {"x-echo-key": key, "x-upstream-token": CANARIES["echo-body"]}
+        headers = {"x-echo-key": key, "x-upstream-token": CANARIES["echo-body"], "x-echo-auth": CANARIES["echo-header"]}
         try:
             streaming = json.loads(body).get("stream") is True
         except (ValueError, AttributeError):
@@ -140,24 +163,51 @@ def gw(tmp_path_factory):
     try:
         with dev_host(
             tmp_path_factory.mktemp("canary"),
-            {CLIENT_KEY: {"id": "team-a", "name": "A", "product": "standard"}},
+            {
+                key: {"id": f"team-{level}", "name": level, "product": f"product-{level}"}
+                for level, key in LEVEL_KEYS.items()
+            },
             {"sim": SimulatorConfig(api_key="unused-simulator-key")},
-            env={"GATEWAY_BACKENDS": json.dumps(backends), "ECHO_KEY": UPSTREAM_KEY},
+            env={
+                "GATEWAY_BACKENDS": json.dumps(backends),
+                "ECHO_KEY": UPSTREAM_KEY,
+                "CAPTURE_LEVELS": json.dumps({f"product-{level}": level for level in LEVEL_KEYS if level != "full"}),
+            },
         ) as gateway:
             gateway.backend = backend
+            # What the sink (Application Insights in Azure) is given.
+            gateway.sent = []
+            ports = function_app.ports()
+            emit = ports.sink.emit
+
+            async def keep(record):
+                gateway.sent.append(json.dumps(record))
+                await emit(record)
+
+            ports.sink.emit = keep
             yield gateway
     finally:
         backend.stop()
 
 
-def _stored_text(gw) -> str:
-    """Every byte of the SQLite store (and its WAL), plus every base64 body decoded."""
+def _stored_text(gw, ids: list[str] | None = None) -> str:
+    """Every byte of the SQLite store (and its WAL), plus every base64 body decoded; with `ids`,
+    only the rows of those requests (exchanges, records, dead letters)."""
     gw.settle()
-    text = b"\n".join(p.read_bytes() for p in gw.db.parent.glob(gw.db.name + "*")).decode("latin-1")
-    with sqlite3.connect(gw.db) as db:
-        tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
-        rows = [r for table in tables for r in db.execute(f"SELECT * FROM {table}")]
-    assert rows, "nothing stored"
+    if ids is None:
+        text = b"\n".join(p.read_bytes() for p in gw.db.parent.glob(gw.db.name + "*")).decode("latin-1")
+        with sqlite3.connect(gw.db) as db:
+            tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")]
+            rows = [r for table in tables for r in db.execute(f"SELECT * FROM {table}")]
+    else:
+        text, marks = "", ",".join("?" * len(ids))
+        with sqlite3.connect(gw.db) as db:
+            rows = [
+                *db.execute(f"SELECT * FROM exchange_items WHERE request_id IN ({marks})", ids),
+                *db.execute(f"SELECT * FROM records WHERE request_id IN ({marks})", ids),
+                *db.execute(f"SELECT * FROM deadletters WHERE key IN ({marks})", ids),
+            ]
+    assert rows or ids is not None, "nothing stored"
     decoded = []
     for row in rows:
         for cell in row:
@@ -170,8 +220,12 @@ def _stored_text(gw) -> str:
     return text + "\n".join(decoded)
 
 
-def test_no_canary_is_stored_or_logged_and_the_backend_got_everything(gw, caplog):
+@pytest.mark.parametrize("level", list(LEVEL_KEYS))
+def test_no_canary_is_stored_or_logged_and_the_backend_got_everything(gw, caplog, level):
     caplog.set_level(logging.DEBUG)
+    key = LEVEL_KEYS[level]
+    gw.backend.received.clear()
+    sent_before = len(gw.sent)
     url = gw.url + "/openai/deployments/gpt-4o/chat/completions"
     query = {
         "api-version": "2024-10-21",
@@ -180,49 +234,58 @@ def test_no_canary_is_stored_or_logged_and_the_backend_got_everything(gw, caplog
         "sig": CANARIES["q-sig"],
     }
     headers = {
-        "api-key": CLIENT_KEY,
+        "api-key": key,
         "x-api-key": CANARIES["x-api-key"],
+        "x-request-signature": CANARIES["x-request-signature"],
+        "x-custom-auth": CANARIES["x-custom-auth"],
+        "x-contact": PERSONAL["email"],
         "x-upstream-token": CANARIES["x-upstream-token"],
         "x-partner-key": CANARIES["x-partner-key"],
         "x-ms-client-secret": CANARIES["x-ms-client-secret"],
         "cookie": f"session={CANARIES['cookie']}",
     }
     body = {
-        "messages": [{"role": "user", "content": f"my key is {CANARIES['sk']} and {JWT}"}],
+        "messages": [
+            {"role": "user", "content": f"my key is {CANARIES['sk']} and {JWT}"},
+            {"role": "user", "content": f"I am {PERSONAL['email']}, IBAN {PERSONAL['iban']}, call {PERSONAL['phone']}"},
+        ],
         "metadata": {"deep": [{"token": CANARIES["body-token"]}, {"x": {"secret": CANARIES["body-secret"]}}]},
         "user": {"password": CANARIES["body-password"], "note": CONN, "file": SAS, "pem": PEM},
+        "data_sources": [{"sas": CANARIES["body-sas"], "connection_string": CANARIES["body-connection-string"]}],
+        "tools": [{"a": [{"b": {"c": [{"storage_key": CANARIES["body-key"]}]}}]}],
     }
     with httpx.Client(timeout=10) as client:
         answers = [
             client.post(url, params=query, headers=headers, json={**body, "stream": stream}) for stream in (False, True)
         ]
+        ids = [a.headers["x-gateway-request-id"] for a in answers]
         assert [a.status_code for a in answers] == [200, 200]
         assert answers[0].headers["x-echo-key"] == UPSTREAM_KEY and UPSTREAM_KEY in answers[1].text  # transparent
         r = client.post(
             gw.url + "/openai/deployments/gpt-4o/chat/completions%3Fapi-key%3D" + CANARIES["path-key"],
             params={"api-version": "2024-10-21"},
-            headers={"api-key": CLIENT_KEY},
+            headers={"api-key": key},
             json=body,
         )
         assert r.status_code == 400
         r = client.post(
             url,
             params={"api-version": "2024-10-21"},
-            headers={"api-key": CLIENT_KEY, "content-type": "application/x-www-form-urlencoded"},
+            headers={"api-key": key, "content-type": "application/x-www-form-urlencoded"},
             content=f"prompt=hi&api_key={CANARIES['form']}".encode(),
         )
         assert r.status_code == 200
         r = client.post(
             url,
             params={"api-version": "2024-10-21"},
-            headers={"api-key": CLIENT_KEY, "content-type": "text/plain"},
+            headers={"api-key": key, "content-type": "text/plain"},
             content=f"use AccountKey={CANARIES['text']}; and\n{PEM}".encode(),
         )
         assert r.status_code == 200
         r = client.post(
             gw.url + "/openai/deployments/whisper/audio/transcriptions",
             params={"api-version": "2024-10-21"},
-            headers={"api-key": CLIENT_KEY},
+            headers={"api-key": key},
             data={"api_key": CANARIES["multipart"], "prompt": JWT},
             files={"file": ("a.wav", b"RIFF....WAVEfmt ", "audio/wav")},
         )
@@ -241,11 +304,24 @@ def test_no_canary_is_stored_or_logged_and_the_backend_got_everything(gw, caplog
         "q-subscription_key",
         "sk",
         "jwt",
+        "x-request-signature",
+        "x-custom-auth",
+        "body-sas",
+        "body-connection-string",
+        "body-key",
     ):
         assert CANARIES[name] in forwarded, name
+    assert PERSONAL["email"] in forwarded  # personal data reaches the backend at every level
     stored = _stored_text(gw)
     assert [c for c in ALL if c in stored] == []
     assert REDACTED in stored
+    sent = "\n".join(gw.sent[sent_before:])
+    assert len(gw.sent) > sent_before and [c for c in ALL if c in sent] == []
+    assert [v for v in PERSONAL.values() if v in sent] == []  # records never carry content
+    if level != "full":
+        ours = _stored_text(gw, ids)
+        assert [v for v in PERSONAL.values() if v in ours] == [], level
+        assert "canary.person" not in ours and "7946 0958" not in ours
     # The gateway's own log lines (the test's HTTP client and the echo double log what they send).
     ours = [r for r in caplog.records if not r.name.startswith(("httpx", "httpcore", "aiohttp.access"))]
     logged = "\n".join(r.getMessage() + (r.exc_text or "") for r in ours)

@@ -212,3 +212,47 @@ async def test_all_calls_run_on_one_worker_thread(db):
     names = await asyncio.gather(*(db.run(lambda c: threading.current_thread().name) for _ in range(20)))
     assert len(set(names)) == 1 and names[0].startswith("sqlite")
     assert names[0] != threading.current_thread().name
+
+
+async def test_concurrent_writes_share_batches_and_a_failing_write_spares_the_others(tmp_path, monkeypatch):
+    db = SqliteDatabase(tmp_path / "batch.db")
+    batches: list[int] = []
+    original = db._write_batch
+
+    def counting(fns):
+        batches.append(len(fns))
+        return original(fns)
+
+    monkeypatch.setattr(db, "_write_batch", counting)
+    await db.run(lambda c: c.execute("CREATE TABLE t (k INTEGER PRIMARY KEY)"))
+
+    def insert(k: int):
+        def _insert(conn):
+            if k == 13:
+                raise ValueError("unlucky")
+            conn.execute("INSERT INTO t (k) VALUES (?)", (k,))
+            return k
+
+        return _insert
+
+    results = await asyncio.gather(*(db.write(insert(k)) for k in range(40)), return_exceptions=True)
+    assert [r for r in results if isinstance(r, Exception)][0].args == ("unlucky",)
+    assert [r for r in results if not isinstance(r, Exception)] == [k for k in range(40) if k != 13]
+    rows = await db.run(lambda c: [r[0] for r in c.execute("SELECT k FROM t ORDER BY k")])
+    assert rows == [k for k in range(40) if k != 13]
+    assert sum(batches) == 40 and len(batches) < 40  # one hand-off per batch, not per write
+    await db.close()
+
+
+async def test_close_finishes_accepted_writes(tmp_path):
+    db = SqliteDatabase(tmp_path / "close.db")
+    await db.run(lambda c: c.execute("CREATE TABLE t (k INTEGER)"))
+    writes = [
+        asyncio.ensure_future(db.write(lambda c, k=k: c.execute("INSERT INTO t VALUES (?)", (k,)))) for k in range(5)
+    ]
+    await asyncio.sleep(0)
+    await db.close()
+    await asyncio.gather(*writes)
+    again = SqliteDatabase(tmp_path / "close.db")
+    assert await again.run(lambda c: c.execute("SELECT count(*) FROM t").fetchone()[0]) == 5
+    await again.close()

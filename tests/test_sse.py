@@ -19,7 +19,7 @@ def events_of(chunks):
     dec = SSEDecoder()
     out = []
     for c in chunks:
-        out += dec.feed(c)
+        out += dec.decode(c)
     return out + dec.flush()
 
 
@@ -121,7 +121,7 @@ def test_fast_path_gives_exactly_the_line_loop_events(seed):
     cuts = sorted(rng.sample(range(1, len(text)), rng.randint(0, 30)))
     chunks = [text[a:b] for a, b in zip([0, *cuts], [*cuts, len(text)], strict=False)]
     fast, slow = SSEDecoder(), _LineLoopOnly()
-    got = [e for c in chunks for e in fast.feed(c)] + fast.flush()
-    want = [e for c in chunks for e in slow.feed(c)] + slow.flush()
+    got = [e for c in chunks for e in fast.decode(c)] + fast.flush()
+    want = [e for c in chunks for e in slow.decode(c)] + slow.flush()
     assert got == want
     assert b"".join(e.raw for e in got) == text

@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from proxy.capture import ExchangeRecorder
 from proxy.handler import build_proxy
+from proxy.recorder import ExchangeRecorder
 from proxy.streams.safety import StreamSafety
 from shared.errors import ConfigurationError
 from shared.exchange import Identity
@@ -86,7 +86,6 @@ async def test_enforcing_product_gets_enforce_and_one_shared_client_closed_on_ac
     assert session is not None and session.closed and safety._analyser is None
 
 
-def test_wrong_settings_fail_when_the_proxy_is_built_not_per_request():
-    settings = Settings(content_safety_endpoint="http://127.0.0.1:9", content_safety_modes_json='{"kids": "block"}')
+def test_wrong_settings_fail_when_read_not_per_request():
     with pytest.raises(ConfigurationError, match="CONTENT_SAFETY_MODES"):
-        build_proxy(settings, lambda: None)  # type: ignore[arg-type,return-value]
+        Settings(content_safety_endpoint="http://127.0.0.1:9", content_safety_modes_json='{"kids": "block"}')

@@ -75,7 +75,7 @@ def test_text_mentioning_usage_is_not_the_usage_chunk():
 def test_filter_removes_only_the_usage_chunk_at_any_chunking(size):
     stream = CONTENT + USAGE + DONE
     f = UsageChunkFilter()
-    out = b"".join(f.feed(stream[i : i + size]) for i in range(0, len(stream), size)) + f.flush()
+    out = b"".join(f.decode(stream[i : i + size]) for i in range(0, len(stream), size)) + f.flush()
     assert out == CONTENT + DONE
     assert f.removed == 1
 
@@ -83,14 +83,14 @@ def test_filter_removes_only_the_usage_chunk_at_any_chunking(size):
 def test_filter_forwards_each_complete_event_at_once():
     f = UsageChunkFilter()
     first = CONTENT.split(b"\n\n")[0] + b"\n\n"
-    assert f.feed(first[:10]) == b""
-    assert f.feed(first[10:]) == first
+    assert f.decode(first[:10]) == b""
+    assert f.decode(first[10:]) == first
 
 
 def test_filter_passes_a_stream_without_usage_untouched_and_flushes_a_partial_tail():
     f = UsageChunkFilter()
     partial = b'data: {"choices":[{"delta":{"content":"cut'
-    assert f.feed(CONTENT) + f.feed(partial) + f.flush() == CONTENT + partial
+    assert f.decode(CONTENT) + f.decode(partial) + f.flush() == CONTENT + partial
     assert f.removed == 0
 
 
@@ -112,5 +112,5 @@ COMPLETION_USAGE = (
 def test_filter_removes_the_completions_usage_chunk(size):
     stream = COMPLETION_CONTENT + COMPLETION_USAGE + DONE
     f = UsageChunkFilter()
-    out = b"".join(f.feed(stream[i : i + size]) for i in range(0, len(stream), size)) + f.flush()
+    out = b"".join(f.decode(stream[i : i + size]) for i in range(0, len(stream), size)) + f.flush()
     assert out == COMPLETION_CONTENT + DONE and f.removed == 1

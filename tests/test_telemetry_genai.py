@@ -18,7 +18,7 @@ from opentelemetry.trace import SpanKind, StatusCode
 
 import function_app
 from devhost.simulator import SimulatorConfig
-from shared.telemetry import setup
+from shared.telemetry import ids, setup
 from shared.telemetry.spans import GenAITelemetry
 from tests.devhost_harness import DevHostGateway, dev_host
 
@@ -33,6 +33,7 @@ class Otel:
         self.spans = InMemorySpanExporter()
         tracer_provider = TracerProvider()
         tracer_provider.add_span_processor(SimpleSpanProcessor(self.spans))
+        ids.install(tracer_provider)  # as setup.configure does
         self.reader = InMemoryMetricReader()
         meter_provider = MeterProvider(metric_readers=[self.reader])
         # The running dev host's backends (the gateway fixture comes first in each test's arguments).
@@ -120,6 +121,9 @@ def test_streamed_chat(gw, otel):
     server, (client,) = _split(otel.for_trace(_trace(1)))
     assert server.parent.span_id == 0xB7AD6B7169203331 and server.parent.is_remote  # continues the caller's trace
     assert client.parent.span_id == server.context.span_id
+    # AOAI was told this very span is its parent (the exchange keeps the id the attempt sent upstream).
+    exchange = gw.call(function_app.ports().exchanges.load(r.headers["x-gateway-request-id"]))
+    assert f"{client.context.span_id:016x}" == exchange.attempts[0].span_id
     a = server.attributes
     assert a["gen_ai.operation.name"] == "chat" and a["gen_ai.provider.name"] == "azure.ai.openai"
     assert a["gen_ai.request.model"] == "gpt-4o" and a["gen_ai.response.model"] == record["model"]
@@ -187,3 +191,18 @@ def test_content_is_an_opt_in_event(gw, otel):
     (event,) = server.events
     assert event.name == "gen_ai.client.inference.operation.details"
     assert "secret plans" in event.attributes["gen_ai.input.messages"]
+
+
+@pytest.mark.parametrize(("level", "events"), [("full", 1), ("redacted", 0), ("metadata", 0), ("none", 0)])
+def test_content_events_only_at_capture_level_full(level, events):
+    from shared.normalize.usage import normalize
+    from tests.test_telemetry_otlp import _exchange
+
+    o = Otel()
+    o.telemetry.capture_content = True
+    exchange = _exchange()
+    record, details = normalize(exchange)
+    record["capture_level"] = level
+    o.telemetry.observe(exchange, record, details)
+    (server,) = [s for s in o.spans.get_finished_spans() if s.kind == SpanKind.SERVER]
+    assert len(server.events) == events

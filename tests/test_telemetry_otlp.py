@@ -88,7 +88,7 @@ def test_spans_and_metrics_reach_an_otlp_receiver(receiver, monkeypatch):
     settings = Settings.from_env(
         {
             "OTEL_EXPORTER_OTLP_ENDPOINT": receiver,
-            "GATEWAY_BACKENDS": '[{"name": "east", "endpoint": "https://east.openai.azure.com"}]',
+            "GATEWAY_BACKENDS": '[{"name": "east", "endpoint": "https://east.openai.azure.com", "deployments": ["*"]}]',
         }
     )
     setup.install(None)

@@ -40,6 +40,7 @@ def make_record(n: int, **fields: Any) -> dict[str, Any]:
         "attempts": 1,
         "region": "East US",
         "stream": False,
+        "outcome": "complete",
         "status_code": 200,
         "error_code": None,
         "latency_ms": 800.0,

@@ -25,6 +25,10 @@ param recordsContainerName string
 param deadlettersContainerName string
 @description('Container of Responses API affinity entries.')
 param affinityContainerName string
+@description('Container of exact response cache entries (COSMOS_CACHE_CONTAINER).')
+param cacheContainerName string
+@description('Container of budget ledgers, one item per budget and period (COSMOS_BUDGETS_CONTAINER).')
+param budgetsContainerName string
 @description('Container of stored-object owners (COSMOS_OWNERS_CONTAINER): which subscription created a response, file or batch.')
 param ownersContainerName string
 
@@ -116,6 +120,18 @@ var containers = [
     name: affinityContainerName
     partitionKey: '/id'
     // -1: TTL on; every affinity item carries its own ttl.
+    ttl: -1
+  }
+  {
+    name: cacheContainerName
+    partitionKey: '/id'
+    // -1: TTL on; every cache entry carries its audience's ttl (AUDIENCE_POLICIES cache.ttl_seconds).
+    ttl: -1
+  }
+  {
+    name: budgetsContainerName
+    partitionKey: '/id'
+    // -1: TTL on, no default: a ledger is kept until deleted (spend against budget is reported from it).
     ttl: -1
   }
   {

@@ -53,6 +53,12 @@ param cosmosDeadlettersContainerName string
 @description('Container of Responses API affinity entries (COSMOS_AFFINITY_CONTAINER).')
 param cosmosAffinityContainerName string
 
+@description('Container of exact response cache entries (COSMOS_CACHE_CONTAINER).')
+param cosmosCacheContainerName string
+
+@description('Per-audience allow-lists and response cache (AUDIENCE_POLICIES).')
+param audiencePolicies object
+
 @description('Container of stored-object owners (COSMOS_OWNERS_CONTAINER).')
 param cosmosOwnersContainerName string
 
@@ -87,6 +93,21 @@ param captureOutboxDir string
 @description('DEPLOYMENT_MODELS: deployment name -> {model, type} for cost.')
 param deploymentModels object
 
+@description('CAPTURE_LEVELS: product or subscription:<id> -> full | redacted | metadata | none.')
+param captureLevels object
+
+@description('RETENTION: product or subscription:<id> -> {exchanges_days, records_days}.')
+param retention object
+
+@description('BUDGETS: list of budgets (docs/budgets.md).')
+param budgets array
+
+@description('BUDGET_TEAMS: team name -> subscription ids.')
+param budgetTeams object
+
+@description('Container of budget ledgers (COSMOS_BUDGETS_CONTAINER).')
+param cosmosBudgetsContainerName string
+
 @description('PARSER_MAX_CONCURRENCY: events of one batch the parser handles at the same time.')
 param parserMaxConcurrency int
 
@@ -96,10 +117,15 @@ param contentSafetyEndpoint string
 @description('Content Safety options (see main.bicep contentSafetyOptions).')
 param contentSafety object
 
-@description('Maximum instances the app scales out to.')
-@minValue(1)
+@description('Maximum instances the app scales out to (Flex Consumption allows 40 to 1000).')
+@minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int
+
+@description('Concurrent HTTP requests per instance (Flex Consumption gives a Python app 1 when unset).')
+@minValue(1)
+@maxValue(1000)
+param perInstanceConcurrency int
 
 @description('Memory per instance in MB (2048 or 4096).')
 @allowed([
@@ -223,6 +249,18 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
           value: cosmosAffinityContainerName
         }
         {
+          name: 'COSMOS_CACHE_CONTAINER'
+          value: cosmosCacheContainerName
+        }
+        {
+          name: 'AUDIENCE_POLICIES'
+          value: string(audiencePolicies)
+        }
+        {
+          name: 'COSMOS_BUDGETS_CONTAINER'
+          value: cosmosBudgetsContainerName
+        }
+        {
           name: 'COSMOS_OWNERS_CONTAINER'
           value: cosmosOwnersContainerName
         }
@@ -288,6 +326,31 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
           value: captureOutboxDir
         }
         {
+          // Spilled exchanges survive the instance: the app's own storage account, by identity.
+          name: 'CAPTURE_SPILL_BLOB_URL'
+          value: storageBlobEndpoint
+        }
+        {
+          name: 'CAPTURE_SPILL_CONTAINER'
+          value: 'capture-spill'
+        }
+        {
+          name: 'RECONCILE_AFTER_SECONDS'
+          value: '300'
+        }
+        {
+          name: 'RECONCILE_LOOKBACK_SECONDS'
+          value: '3600'
+        }
+        {
+          name: 'PARSER_EXCHANGE_BUDGET_SECONDS'
+          value: '30'
+        }
+        {
+          name: 'PARSER_MAX_EXCHANGE_BYTES'
+          value: '64000000'
+        }
+        {
           name: 'GATEWAY_MAX_ATTEMPTS'
           value: string(routing.maxAttempts)
         }
@@ -314,6 +377,22 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
         {
           name: 'DEPLOYMENT_MODELS'
           value: string(deploymentModels)
+        }
+        {
+          name: 'CAPTURE_LEVELS'
+          value: string(captureLevels)
+        }
+        {
+          name: 'RETENTION'
+          value: string(retention)
+        }
+        {
+          name: 'BUDGETS'
+          value: string(budgets)
+        }
+        {
+          name: 'BUDGET_TEAMS'
+          value: string(budgetTeams)
         }
         {
           name: 'PARSER_MAX_CONCURRENCY'
@@ -406,6 +485,11 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
       scaleAndConcurrency: {
         maximumInstanceCount: maximumInstanceCount
         instanceMemoryMB: instanceMemoryMB
+        triggers: {
+          http: {
+            perInstanceConcurrency: perInstanceConcurrency
+          }
+        }
       }
       runtime: {
         name: 'python'

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import os
 import sys
@@ -29,7 +30,19 @@ from typing import Any
 
 import aiohttp
 
-from devhost.host import HttpRoute, Receive, Scope, Send, app_batches, compile_route, front_door, lifespan, stop_app
+from devhost.host import (
+    HttpRoute,
+    Receive,
+    Scope,
+    Send,
+    app_batches,
+    compile_route,
+    front_door,
+    lifespan,
+    start_timers,
+    stop_app,
+    timer_interval,
+)
 from devhost.runtime.worker import EventData, FunctionsWorker, LoadedFunction, failure
 from devhost.subscriptions import Subscription
 from shared.errors import ErrorResponse
@@ -64,6 +77,7 @@ class RuntimeDevHost:
         #: The serving event loop (set at start-up), for callers on other threads (tests, tools).
         self.loop: asyncio.AbstractEventLoop | None = None
         self._pump: asyncio.Task[None] | None = None
+        self._timer_tasks: list[asyncio.Task[None]] = []
         self._session: aiohttp.ClientSession | None = None
         self._sequence = 0
 
@@ -108,6 +122,12 @@ class RuntimeDevHost:
             for f in worker.by_trigger("httpTrigger")
             for template in [str(f.trigger.get("route") or f.name)]
         ]
+        self._timer_tasks = start_timers(
+            [
+                (f.name, timer_interval(str(f.trigger.get("schedule", ""))), functools.partial(self._run_timer, f))
+                for f in worker.by_trigger("timerTrigger")
+            ]
+        )
         functions = worker.by_trigger("eventHubTrigger")
         log.info("functions: %s", ", ".join(f"{f.name} ({f.trigger_type})" for f in worker.functions.values()))
         if not functions:
@@ -117,8 +137,22 @@ class RuntimeDevHost:
         if batches is not None:
             self._pump = asyncio.create_task(self._pump_batches(functions, batches))
 
+    async def _run_timer(self, function: LoadedFunction) -> None:
+        assert self.worker is not None
+        result = await self.worker.invoke_timer(function)
+        if (error := failure(result.result)) is not None:
+            raise RuntimeError(f"timer function {function.name} failed: {error}")
+
+    async def run_timers(self) -> None:
+        """Run every timer-triggered function once now, through the runtime (tools, tests)."""
+        assert self.worker is not None
+        for function in self.worker.by_trigger("timerTrigger"):
+            await self._run_timer(function)
+
     async def shutdown(self) -> None:
         """Finish captures, let the Event Hub functions handle what was announced, then close."""
+        for task in self._timer_tasks:
+            task.cancel()
         if self.module is not None:
             await stop_app(self.module, self._pump)
         if self._session is not None:

@@ -229,6 +229,12 @@ class FunctionsWorker:
         data = p.TypedData(collection_bytes=p.CollectionBytes(bytes=[e.body for e in events]))
         return await self.invoke(function, data, event_hub_metadata(events, function.trigger, partition_id))
 
+    async def invoke_timer(self, function: LoadedFunction) -> Any:
+        """A timer firing, as the host sends it (the `TimerInfo` JSON the timer converter reads)."""
+        p = self._protos
+        info = {"Schedule": {"AdjustForDST": True}, "ScheduleStatus": None, "IsPastDue": False}
+        return await self.invoke(function, p.TypedData(json=json.dumps(info)))
+
 
 def event_hub_metadata(events: Iterable[EventData], trigger: Mapping[str, Any], partition_id: str) -> dict[str, Any]:
     """The trigger metadata the host sends with a batch: per-event arrays and the partition context."""

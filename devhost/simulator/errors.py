@@ -6,7 +6,7 @@ from typing import Any
 
 import orjson
 
-from .filters import blocked_prompt
+from .filters import blocked_prompt, jailbreak_prompt
 
 _MESSAGES: dict[int, tuple[str, str]] = {
     400: ("BadRequest", "The request is invalid."),
@@ -51,9 +51,27 @@ DEPLOYMENT_NOT_FOUND = error_body(
     "The API deployment for this resource does not exist. If you created the deployment within the last "
     "5 minutes, please wait a moment and try again.",
 )
-MISSING_API_VERSION = error_body(
-    "MissingApiVersionParameter", "The api-version query parameter (?api-version=) is required for all requests."
+STREAM_OPTIONS_UNRECOGNIZED = orjson.dumps(
+    {
+        "error": {
+            "code": None,
+            "message": "Unrecognized request argument supplied: stream_options",
+            "param": None,
+            "type": "invalid_request_error",
+        }
+    }
 )
+
+
+def rate_limited_body(kind: str, *, operation: str, version: str, seconds: int) -> bytes:
+    """The 429 of a deployment whose `kind` ("call" or "token") rate limit is spent."""
+    return error_body(
+        "429",
+        f"Requests to the {operation} Operation under Azure OpenAI API version {version or 'v1'} have exceeded "
+        f"{kind} rate limit of your current OpenAI S0 pricing tier. Please retry after {seconds} seconds. Please go "
+        "here: https://aka.ms/oai/quotaincrease if you would like to further increase the default rate limit.",
+    )
+
 
 _FILTER_MESSAGE = (
     "The response was filtered due to the prompt triggering Azure OpenAI's content management policy. Please "
@@ -83,6 +101,34 @@ CONTENT_FILTER_RESPONSES = orjson.dumps(
             "param": "prompt",
             "code": "content_filter",
             "content_filters": [{"blocked": True, "source_type": "prompt", "content_filter_results": blocked_prompt()}],
+        }
+    }
+)
+
+#: A prompt Prompt Shields blocked (a deployment whose content filter runs the jailbreak model in
+#: block mode): the same 400, with `jailbreak` filtered and detected (documented shape).
+JAILBREAK = orjson.dumps(
+    {
+        "error": {
+            "message": _FILTER_MESSAGE,
+            "type": None,
+            "param": "prompt",
+            "code": "content_filter",
+            "status": 400,
+            "innererror": {"code": "ResponsibleAIPolicyViolation", "content_filter_result": jailbreak_prompt()},
+        }
+    }
+)
+JAILBREAK_RESPONSES = orjson.dumps(
+    {
+        "error": {
+            "message": _FILTER_MESSAGE,
+            "type": "invalid_request_error",
+            "param": "prompt",
+            "code": "content_filter",
+            "content_filters": [
+                {"blocked": True, "source_type": "prompt", "content_filter_results": jailbreak_prompt()}
+            ],
         }
     }
 )

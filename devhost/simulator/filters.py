@@ -33,5 +33,10 @@ def blocked_prompt() -> dict[str, Any]:
     return {**SAFE_PROMPT, "violence": {"filtered": True, "severity": "medium"}}
 
 
+def jailbreak_prompt() -> dict[str, Any]:
+    """A prompt the jailbreak shield blocked (block mode): detected and filtered."""
+    return {**SAFE_PROMPT, "jailbreak": {"filtered": True, "detected": True}}
+
+
 def blocked_completion() -> dict[str, Any]:
     return {**SAFE_COMPLETION, "violence": {"filtered": True, "severity": "medium"}}

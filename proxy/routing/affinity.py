@@ -110,11 +110,11 @@ class CreatedResponseWatcher:
     def done(self) -> bool:
         return self.response_id is not None or self._seen >= _MAX_EVENTS_SCANNED
 
-    def feed(self, chunk: bytes) -> str | None:
+    def decode(self, chunk: bytes) -> str | None:
         """Returns the id once, on the chunk that completes the event carrying it."""
         if self.done:
             return None
-        for event in self._decoder.feed(chunk):
+        for event in self._decoder.decode(chunk):
             found = response_id_from_event(event)
             if found:
                 self.response_id = found
@@ -125,6 +125,10 @@ class CreatedResponseWatcher:
                     return None
         return None
 
+    def flush(self) -> None:
+        """Nothing is held back: an event cut off at the end carries no usable id."""
+        return None
+
 
 #: A stream's `response.created` event is its first; stop looking after this many bytes.
 STREAM_SCAN_BYTES = 16_384
@@ -133,7 +137,8 @@ REMEMBER_WAIT_SECONDS = 2.0
 
 
 class CreatedIdTap:
-    """Watches one Responses API answer for the id of the response it created."""
+    """Watches one Responses API answer for the id of the response it created (a stream filter
+    that passes every chunk on unchanged; `settled` waits for the mapping's write at the end)."""
 
     __slots__ = ("_pinning", "_backend", "_stream", "_chunks", "_watcher", "_scanned", "_task")
 
@@ -152,19 +157,23 @@ class CreatedIdTap:
         """True while a stream is still being scanned for its id."""
         return self._watcher is not None
 
-    def feed(self, chunk: bytes) -> None:
-        """Called for each body chunk; does nothing once the stream's id is found or given up on."""
+    def decode(self, chunk: bytes) -> bytes:
+        """Looks at each body chunk until the stream's id is found or given up on; returns it as is."""
         watcher = self._watcher
         if watcher is None:
-            return
-        found = watcher.feed(chunk)
+            return chunk
+        found = watcher.decode(chunk)
         self._scanned += len(chunk)
         if found:
             self._task = self._pinning.remember_soon(found, self._backend)
         if found or watcher.done or self._scanned >= STREAM_SCAN_BYTES:
             self._watcher = None
+        return chunk
 
-    async def close(self) -> None:
+    def flush(self) -> bytes:
+        return b""
+
+    async def settled(self) -> None:
         """At the end of a complete answer: remember a JSON answer's id, wait for the write."""
         if not self._stream and self._task is None:
             found = created_response_id(b"".join(self._chunks))

@@ -8,14 +8,15 @@ first, default 1), "weight" (share within a priority, default 1) and "deployment
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Literal
 from urllib.parse import urlsplit
 
-import orjson
-
+from shared import setting_shapes as shapes
 from shared.errors import ConfigurationError
+from shared.settings import Settings, parse_json
 
 AuthType = Literal["managed_identity", "api_key"]
 COGNITIVE_SERVICES_SCOPE = "https://cognitiveservices.azure.com/.default"
@@ -65,81 +66,66 @@ class Backend:
         return self.deployment_map.get(deployment, deployment)
 
 
-def _fail(index: int, item: Any, why: str) -> ConfigurationError:
-    name = item.get("name") if isinstance(item, dict) else None
-    label = f"GATEWAY_BACKENDS[{index}]" + (f" ({name!r})" if name else "")
-    return ConfigurationError(f"{label}: {why}")
-
-
-def _parse_auth(index: int, item: dict[str, Any]) -> BackendAuth:
-    auth = item.get("auth", {"type": "managed_identity"})
-    if not isinstance(auth, dict):
-        raise _fail(index, item, "'auth' must be an object")
-    kind = auth.get("type")
-    if kind == "managed_identity":
-        return BackendAuth(
+def _backend(entry: shapes.BackendEntry) -> Backend:
+    auth = entry.auth
+    if isinstance(auth, shapes.ApiKeyAuth):
+        backend_auth = BackendAuth(type="api_key", setting=auth.setting, value=auth.value)
+    else:
+        backend_auth = BackendAuth(
             type="managed_identity",
-            client_id=auth.get("client_id"),
-            tenant_id=auth.get("tenant_id"),
-            scope=auth.get("scope") or COGNITIVE_SERVICES_SCOPE,
+            client_id=auth.client_id,
+            tenant_id=auth.tenant_id,
+            scope=auth.scope or COGNITIVE_SERVICES_SCOPE,
         )
-    if kind == "api_key":
-        setting, value = auth.get("setting"), auth.get("value")
-        if not (isinstance(setting, str) and setting) and not (isinstance(value, str) and value):
-            raise _fail(index, item, "api_key auth needs 'setting' (name of the app setting) or 'value'")
-        return BackendAuth(type="api_key", setting=setting, value=value)
-    raise _fail(index, item, f"auth type must be 'managed_identity' or 'api_key', got {kind!r}")
-
-
-def _positive_int(index: int, item: dict[str, Any], key: str, default: int, minimum: int) -> int:
-    value = item.get(key, default)
-    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
-        raise _fail(index, item, f"'{key}' must be an integer >= {minimum}")
-    return value
-
-
-def parse_backend(index: int, item: Any) -> Backend:
-    if not isinstance(item, dict):
-        raise _fail(index, item, "each backend must be an object")
-    name = item.get("name")
-    if not isinstance(name, str) or not name:
-        raise _fail(index, item, "'name' is required")
-    endpoint = item.get("endpoint")
-    parts = urlsplit(endpoint) if isinstance(endpoint, str) else None
-    if not isinstance(endpoint, str) or parts is None or parts.scheme not in {"http", "https"} or not parts.netloc:
-        raise _fail(index, item, f"'endpoint' must be an http(s) URL, got {endpoint!r}")
-    deployments = item.get("deployments", [])
-    if not isinstance(deployments, list) or not all(isinstance(d, str) and d for d in deployments):
-        raise _fail(index, item, "'deployments' must be a list of names (or [\"*\"])")
-    dmap = item.get("deployment_map", {})
-    if not isinstance(dmap, dict) or not all(isinstance(k, str) and isinstance(v, str) and v for k, v in dmap.items()):
-        raise _fail(index, item, "'deployment_map' must map public names to deployment names")
-    if not deployments and not dmap:
-        raise _fail(index, item, "serves no deployment: list 'deployments' (or [\"*\"]) or a 'deployment_map'")
     return Backend(
-        name=name,
-        endpoint=endpoint.rstrip("/"),
-        auth=_parse_auth(index, item),
-        deployments=frozenset(deployments),
-        priority=_positive_int(index, item, "priority", 1, 0),
-        weight=_positive_int(index, item, "weight", 1, 1),
-        deployment_map=dict(dmap),
+        name=entry.name,
+        endpoint=entry.endpoint.rstrip("/"),
+        auth=backend_auth,
+        deployments=frozenset(entry.deployments),
+        priority=entry.priority,
+        weight=entry.weight,
+        deployment_map=dict(entry.deployment_map),
     )
 
 
 def parse_backends(raw: str) -> tuple[Backend, ...]:
-    """Parse the `GATEWAY_BACKENDS` JSON; raises ConfigurationError naming the bad entry."""
-    try:
-        items = orjson.loads(raw or "[]")
-    except orjson.JSONDecodeError as exc:
-        raise ConfigurationError(f"GATEWAY_BACKENDS is not valid JSON: {exc}") from None
-    if not isinstance(items, list):
-        raise ConfigurationError("GATEWAY_BACKENDS must be a JSON list of backends")
-    backends = tuple(parse_backend(i, item) for i, item in enumerate(items))
+    """Parse the `GATEWAY_BACKENDS` JSON (its shape: shared/setting_shapes.py); raises
+    ConfigurationError naming the bad entry."""
+    backends = tuple(_backend(entry) for entry in parse_json("GATEWAY_BACKENDS", raw))
     names = [b.name for b in backends]
     dupes = sorted({n for n in names if names.count(n) > 1})
     if dupes:
         raise ConfigurationError(f"GATEWAY_BACKENDS: duplicate backend names {dupes}")
+    return backends
+
+
+#: Endpoint hosts that are a sample's placeholder, not an account (`<your-resource>`, YOUR-ACCOUNT, example).
+_PLACEHOLDER = re.compile(r"[<>{}]|your[-_]?(resource|account)|(^|\.)example(\.|$)", re.IGNORECASE)
+
+
+def unusable(backends: tuple[Backend, ...], env: Mapping[str, str]) -> str | None:
+    """Why the configured backends cannot serve a request, in one line, or None.
+
+    Checked at start-up: a sample's placeholder endpoint or an api_key backend whose `setting` is
+    not set would otherwise make every call a 502 with the cause only in the log.
+    """
+    for index, backend in enumerate(backends):
+        label = f"GATEWAY_BACKENDS[{index}] ({backend.name!r})"
+        host = urlsplit(backend.endpoint).hostname or ""
+        if _PLACEHOLDER.search(urlsplit(backend.endpoint).netloc) or _PLACEHOLDER.search(host):
+            return f"{label}: endpoint {backend.endpoint} is a placeholder: set your Azure OpenAI account's endpoint"
+        auth = backend.auth
+        if auth.type == "api_key" and not auth.value and not env.get(auth.setting or ""):
+            return f"{label}: auth.setting {auth.setting!r} names an app setting that is not set"
+    return None
+
+
+def check_backends(settings: Settings) -> tuple[Backend, ...]:
+    """The configured backends, or ConfigurationError (one line) when they could not serve a request."""
+    backends = parse_backends(settings.backends_json)
+    problem = unusable(backends, settings.extra)
+    if problem is not None:
+        raise ConfigurationError(problem)
     return backends
 
 

@@ -16,6 +16,9 @@ format: a chunk with `finish_reason: "content_filter"` and `data: [DONE]` (chat,
 Upstream closing: when this iterator stops it calls `aclose()` on `upstream_events` (if it has one).
 The proxy should therefore produce `upstream_events` from an async generator that releases the
 upstream HTTP response in its `finally` (or `async with`), so a cut stream also ends the AOAI call.
+
+One module because one stream's run state (held events, open windows, verdicts in flight) is what
+every step reads and writes; split, each part would reach into the others' internals.
 """
 
 from __future__ import annotations
@@ -127,11 +130,11 @@ async def enforce(
 async def _pump(upstream_events: AsyncIterator[bytes], run: _Run) -> None:
     try:
         async for chunk in upstream_events:
-            run.feed(chunk)
+            run.decode(chunk)
             run.wake.set()
             if run.blocked:
                 return
-        run.end_of_stream()
+        run.flush()
     finally:
         run.wake.set()
 
@@ -199,11 +202,11 @@ class _Run:
 
     # --- input ----------------------------------------------------------------------------------
 
-    def feed(self, chunk: bytes) -> None:
-        for event in self.decoder.feed(chunk):
+    def decode(self, chunk: bytes) -> None:
+        for event in self.decoder.decode(chunk):
             self._event(event)
 
-    def end_of_stream(self) -> None:
+    def flush(self) -> None:
         for event in self.decoder.flush():
             self._event(event)
         self.eof = True

@@ -43,8 +43,8 @@ def should_inject(route: ApiRoute, query: Mapping[str, str], body: Any) -> bool:
 
 
 def inject(body: dict[str, Any]) -> bytes | None:
-    """The request body with `stream_options.include_usage: true` (other options kept), or None when
-    it cannot be written back (JSON nested deeper than the serializer goes): then it is sent as it came."""
+    """The request body with `stream_options.include_usage: true` (other options kept); None when
+    the body cannot be written back (nested deeper than orjson writes): it then goes as sent."""
     options = dict(body.get("stream_options") or {})
     options["include_usage"] = True
     try:
@@ -88,8 +88,8 @@ class UsageChunkFilter:
         self._decoder = SSEDecoder()
         self.removed = 0
 
-    def feed(self, chunk: bytes) -> bytes:
-        return self._keep(self._decoder.feed(chunk))
+    def decode(self, chunk: bytes) -> bytes:
+        return self._keep(self._decoder.decode(chunk))
 
     def flush(self) -> bytes:
         return self._keep(self._decoder.flush())

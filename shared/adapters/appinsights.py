@@ -46,7 +46,7 @@ def is_measurement(name: str, value: Any) -> bool:
     """Token counts, latencies and cost: summed and charted in reports, so sent as numbers too."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
         return False
-    return name.endswith("_tokens") or name.endswith("_ms") or name == "cost"
+    return name.endswith("_tokens") or name.endswith("_ms") or name in ("cost", "cost_avoided")
 
 
 def _dimension(value: Any) -> str:

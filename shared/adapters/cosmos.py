@@ -1,19 +1,25 @@
 """The Azure stores: Cosmos DB for NoSQL (azure-cosmos aio) with an identity-based connection.
 
 Containers (created by bicep, not here: data-plane RBAC cannot create them):
-  exchanges    partition key /requestId, default TTL -1 (items carry `ttl` = EXCHANGE_TTL_SECONDS)
-  records      partition key /requestId (the record item and its details item side by side)
+  exchanges    partition key /requestId, default TTL -1 (items carry `ttl`: RETENTION, else EXCHANGE_TTL_SECONDS)
+  records      partition key /requestId (the record item and its details item side by side; details
+               carry the exchange retention as `ttl`, records RETENTION's records_days when set)
   deadletters  partition key /requestId
   affinity     partition key /id,        default TTL -1 (items carry their own `ttl`)
+  cache        partition key /id,        default TTL -1 (items carry the audience's cache `ttl`)
   owners       partition key /id,        default TTL -1 (items never expire)
+
+One module because the stores share one client, database and the item-size and retry rules of
+the service; each store class is a few calls.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -21,6 +27,7 @@ import orjson
 
 from shared.exchange import Exchange, from_items, to_items, utc_now_iso
 from shared.ports import UsageRecord
+from shared.privacy.policy import FOREVER, RetentionPolicy
 from shared.settings import Settings
 
 #: A transactional batch holds at most 100 operations and 2 MB of request; keep a margin for headers.
@@ -55,16 +62,31 @@ def _status(exc: BaseException) -> int | None:
 
 
 class CosmosExchangeStore:
-    def __init__(self, container: Container, ttl_seconds: int, warm_up: WarmUp = _no_warm_up) -> None:
+    """Every item carries its own `ttl` (the audience's exchange retention, else `ttl_seconds`) and
+    the caller's `userId` and `subscriptionId`, so an erasure finds split exchanges too."""
+
+    def __init__(
+        self,
+        container: Container,
+        ttl_seconds: int,
+        warm_up: WarmUp = _no_warm_up,
+        retention: RetentionPolicy | None = None,
+    ) -> None:
         self.container = container
         self.ttl_seconds = ttl_seconds
         self._warm_up = warm_up
+        self.retention = retention
 
     async def save(self, exchange: Exchange) -> None:
         # Splitting a multi-MB exchange is CPU work: keep it off the event loop.
         items = await asyncio.to_thread(to_items, exchange)
+        who = exchange.identity
+        ttl = self.ttl_seconds
+        if self.retention is not None:
+            ttl = self.retention.for_audience(who.product, who.subscription_id).exchanges_seconds
         for item in items:
-            item["ttl"] = self.ttl_seconds
+            item["ttl"] = ttl
+            item["userId"], item["subscriptionId"] = who.user_id, who.subscription_id
         await self._warm_up()
         rid = exchange.request_id
         if len(items) == 1:
@@ -96,30 +118,47 @@ class CosmosExchangeStore:
             return None
         return await asyncio.to_thread(from_items, items)
 
+    async def stored_between(self, since: float, until: float, limit: int) -> list[str]:
+        """By the items' `_ts` (seconds the item was last written), across partitions."""
+        await self._warm_up()
+        pages = self.container.query_items(
+            "SELECT TOP @limit c.requestId FROM c WHERE c.seq = 0 AND c._ts >= @since AND c._ts < @until"
+            " ORDER BY c._ts",
+            parameters=[
+                {"name": "@limit", "value": int(limit)},
+                {"name": "@since", "value": int(since)},
+                {"name": "@until", "value": int(until)},
+            ],
+        )
+        return [item["requestId"] async for item in pages]
+
+
+async def _existing(container: Container, kind_filter: str, field: str, keys: Sequence[str]) -> set[str]:
+    """Which `keys` have an item (cross-partition, ARRAY_CONTAINS over at most 100 ids per query)."""
+    found: set[str] = set()
+    wanted = list(dict.fromkeys(keys))
+    for start in range(0, len(wanted), 100):
+        pages = container.query_items(
+            f"SELECT VALUE c.{field} FROM c WHERE {kind_filter}ARRAY_CONTAINS(@ids, c.{field})",
+            parameters=[{"name": "@ids", "value": wanted[start : start + 100]}],
+        )
+        found.update([value async for value in pages])
+    return found
+
 
 class CosmosRecordStore:
     """Record item `id` = request id; details item `id` = "<request id>.details", written atomically together."""
 
-    def __init__(self, container: Container, warm_up: WarmUp = _no_warm_up) -> None:
+    def __init__(
+        self, container: Container, warm_up: WarmUp = _no_warm_up, retention: RetentionPolicy | None = None
+    ) -> None:
         self.container = container
         self._warm_up = warm_up
+        self.retention = retention
 
     async def add(self, record: UsageRecord, details: Mapping[str, Any]) -> bool:
         rid = record["request_id"]
-        details_json = orjson.dumps(dict(details))
-        details_item: dict[str, Any] = {"id": f"{rid}.details", "requestId": rid, "kind": "details"}
-        if len(details_json) <= DETAILS_MAX_BYTES:
-            details_item["details"] = dict(details)
-        else:
-            details_item["details"] = None
-            details_item["omitted"] = f"details of {len(details_json)} bytes exceed {DETAILS_MAX_BYTES}"
-        record_item = {
-            "id": rid,
-            "requestId": rid,
-            "kind": "record",
-            "timestamp": record["timestamp"],
-            "record": record,
-        }
+        record_item, details_item = self.items(record, details)
         await self._warm_up()
         try:
             # `create` fails with 409 when the record exists, and then the batch writes nothing.
@@ -132,6 +171,31 @@ class CosmosRecordStore:
             raise
         return True
 
+    def items(self, record: UsageRecord, details: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """The record item and the details item. Each carries its `ttl`: the record's retention, and
+        for the details (content) the exchange's, so content never outlives the exchange."""
+        rid = record["request_id"]
+        details_json = orjson.dumps(dict(details))
+        details_item: dict[str, Any] = {"id": f"{rid}.details", "requestId": rid, "kind": "details"}
+        if len(details_json) <= DETAILS_MAX_BYTES:
+            details_item["details"] = dict(details)
+        else:
+            details_item["details"] = None
+            details_item["omitted"] = f"details of {len(details_json)} bytes exceed {DETAILS_MAX_BYTES}"
+        record_item: dict[str, Any] = {
+            "id": rid,
+            "requestId": rid,
+            "kind": "record",
+            "timestamp": record["timestamp"],
+            "record": record,
+        }
+        retention = self.retention or RetentionPolicy()
+        kept = retention.for_audience(record.get("product"), record.get("subscription_id"))
+        details_item["ttl"] = kept.details_seconds
+        if kept.records_seconds != FOREVER:  # else the container's default TTL (bicep recordsTtlSeconds)
+            record_item["ttl"] = kept.records_seconds
+        return record_item, details_item
+
     async def get(self, request_id: str) -> UsageRecord | None:
         await self._warm_up()
         try:
@@ -141,6 +205,10 @@ class CosmosRecordStore:
                 return None
             raise
         return item["record"]
+
+    async def existing(self, request_ids: Sequence[str]) -> set[str]:
+        await self._warm_up()
+        return await _existing(self.container, "c.kind = 'record' AND ", "requestId", request_ids)
 
 
 class CosmosDeadLetterStore:
@@ -165,6 +233,19 @@ class CosmosDeadLetterStore:
                 "createdAt": utc_now_iso(),
             }
         )
+
+    async def reasons(self, keys: Sequence[str]) -> dict[str, list[str]]:
+        await self._warm_up()
+        found: dict[str, list[str]] = {}
+        wanted = list(dict.fromkeys(keys))
+        for start in range(0, len(wanted), 100):
+            pages = self.container.query_items(
+                "SELECT c.key, c.reason FROM c WHERE ARRAY_CONTAINS(@ids, c.key)",
+                parameters=[{"name": "@ids", "value": wanted[start : start + 100]}],
+            )
+            async for item in pages:
+                found.setdefault(item["key"], []).append(item["reason"])
+        return found
 
 
 class CosmosAffinityStore:
@@ -195,6 +276,42 @@ class CosmosAffinityStore:
         if float(item.get("expiresAt", 0)) <= self._clock():
             return None
         return item.get("backend")
+
+
+class CosmosResponseCache:
+    """Item `id` = cache key, partition key /id; the entry as base64 text and Cosmos' per-item `ttl`
+    = the audience's cache TTL, so the service deletes it; reads also check `expiresAt` (deletion
+    of expired items runs in the background)."""
+
+    def __init__(
+        self, container: Container, warm_up: WarmUp = _no_warm_up, clock: Callable[[], float] = time.time
+    ) -> None:
+        self.container = container
+        self._warm_up = warm_up
+        self._clock = clock
+
+    async def get(self, key: str) -> bytes | None:
+        await self._warm_up()
+        try:
+            item = await self.container.read_item(item=key, partition_key=key)
+        except Exception as exc:
+            if _status(exc) == 404:
+                return None
+            raise
+        if float(item.get("expiresAt", 0)) <= self._clock() or not isinstance(item.get("entry"), str):
+            return None
+        return base64.b64decode(item["entry"])
+
+    async def put(self, key: str, value: bytes, ttl_seconds: int) -> None:
+        await self._warm_up()
+        await self.container.upsert_item(
+            {
+                "id": key,
+                "entry": base64.b64encode(value).decode("ascii"),
+                "ttl": ttl_seconds,
+                "expiresAt": self._clock() + ttl_seconds,
+            }
+        )
 
 
 class CosmosOwnershipStore:
@@ -250,6 +367,7 @@ class CosmosStores:
     affinity: CosmosAffinityStore
     owners: CosmosOwnershipStore
     close: Callable[[], Awaitable[None]]
+    cache: CosmosResponseCache | None = None
 
 
 class _Once:
@@ -283,15 +401,20 @@ def open_cosmos_stores(settings: Settings, credential: Any, **client_options: An
     )
     database = client.get_database_client(settings.cosmos_database)
     warm_up = _Once(client)
+    retention = RetentionPolicy.parse(settings.retention_json, settings.exchange_ttl_seconds)
     return CosmosStores(
         exchanges=CosmosExchangeStore(
-            database.get_container_client(settings.cosmos_exchanges_container), settings.exchange_ttl_seconds, warm_up
+            database.get_container_client(settings.cosmos_exchanges_container),
+            settings.exchange_ttl_seconds,
+            warm_up,
+            retention,
         ),
-        records=CosmosRecordStore(database.get_container_client(settings.cosmos_records_container), warm_up),
+        records=CosmosRecordStore(database.get_container_client(settings.cosmos_records_container), warm_up, retention),
         deadletters=CosmosDeadLetterStore(
             database.get_container_client(settings.cosmos_deadletters_container), warm_up
         ),
         affinity=CosmosAffinityStore(database.get_container_client(settings.cosmos_affinity_container), warm_up),
         owners=CosmosOwnershipStore(database.get_container_client(settings.cosmos_owners_container), warm_up),
         close=client.close,
+        cache=CosmosResponseCache(database.get_container_client(settings.cosmos_cache_container), warm_up),
     )

@@ -35,5 +35,9 @@ class EventHubChannel:
 
         await self.producer.send_event(EventData(request_id.encode("utf-8")), partition_key=request_id)
 
+    async def publish_exchange(self, request_id: str, event: bytes) -> None:
+        """An event that carries its exchange (`shared.exchange.exchange_event`, at most 1 MB)."""
+        await self.producer.send_event(EventData(event), partition_key=request_id)
+
     async def close(self) -> None:
         await self.producer.close()

@@ -31,6 +31,10 @@ class LocalEventChannel:
         self.published_count += 1
         self._queue.put_nowait(request_id)
 
+    async def publish_exchange(self, request_id: str, event: bytes) -> None:
+        """An event that carries its exchange (`shared.exchange.exchange_event`): its JSON text."""
+        await self.publish(event.decode("utf-8"))
+
     async def batches(self, max_batch: int = 100, max_wait: float = 0.05) -> AsyncIterator[list[str]]:
         """Published ids in batches of up to `max_batch`, waiting at most `max_wait` s to fill one.
 

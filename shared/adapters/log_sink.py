@@ -21,7 +21,8 @@ class LogUsageSink:
 
     async def emit(self, record: UsageRecord) -> None:
         if self.logger.isEnabledFor(logging.DEBUG):
-            self.logger.debug("%s", orjson.dumps(record, option=orjson.OPT_SORT_KEYS).decode("utf-8"))
+            text = orjson.dumps(record, option=orjson.OPT_SORT_KEYS).decode("utf-8")
+            self.logger.debug("%s", text, extra={"usage_record": record})  # the dev host prints a line from it
 
     async def close(self) -> None:
         return None

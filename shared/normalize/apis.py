@@ -2,7 +2,7 @@
 
 `/openai/deployments/{deployment}/{operation}` (dated api-versions) and `/openai/v1/{operation}` or
 `/openai/responses` (where the deployment is the body's `model`). Detection looks at the path only,
-never at the body text (the seed's substring search misread prompts that mentioned a path).
+never at the body text (a prompt may mention any path).
 """
 
 from __future__ import annotations
@@ -56,6 +56,8 @@ def classify(path: str) -> ApiRoute | None:
     if m:
         op = m["op"]
         return ApiRoute(api=_OPERATIONS.get(op, "other"), surface="deployments", deployment=m["deployment"])
+    if path == "/openai/deployments":
+        return ApiRoute(api="other", surface="v1", deployment=None)  # the deployment list (GET)
     if path.startswith("/openai/deployments"):
         return None
     m = _V1_PATH.match(path)

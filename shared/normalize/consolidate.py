@@ -1,15 +1,15 @@
 """Stored event streams turned back into the body the same call would have returned without `stream`.
 
 Decoding goes through `shared.normalize.sse` and each event's JSON is parsed on its own, so content that
-contains `data: ` survives and a stream cut short still yields what arrived (the seed rewrote the
-stream into a JSON array by string replacement and lost both). Choices are consolidated per
+contains `data: ` survives and a stream cut short still yields what arrived. Choices are consolidated per
 index, tool calls per tool-call index, and AOAI's content-filter annotations (prompt annotation
 frames, asynchronous-filter frames after the stop chunk) are merged, never allowed to null the
 finish reason.
 
-Chat streams repeat one chunk shape hundreds of times with only a text fragment changing; those
-events are recognised by the text around the fragment and only the fragment is decoded (`_Shape`),
-which roughly halves the parser's cost for a long stream. Every other event takes the general path.
+Chat chunks of a shape already seen are matched as text and only their fragment is decoded
+(`shared/normalize/fast_path.py`); every other event takes the general path.
+
+One module because chat, completions and Responses share the choice state and the filter merging.
 """
 
 from __future__ import annotations
@@ -21,6 +21,8 @@ from typing import Any
 import orjson
 
 from shared.normalize import filter_results
+from shared.normalize.budget import check as check_budget
+from shared.normalize.fast_path import MAX_SHAPES, ChunkShape
 from shared.normalize.sse import decode_text
 
 
@@ -36,7 +38,7 @@ class Consolidated:
     #: Events whose data was not JSON (kept for the record's parse notes, never fatal).
     bad_events: int = 0
     events: int = 0
-    #: Events consolidated by the fast path (a learnt chunk shape; see `_Shape`).
+    #: Events consolidated by the fast path (a learnt chunk shape; see `fast_path.ChunkShape`).
     fast_events: int = 0
     notes: list[str] = field(default_factory=list)
 
@@ -69,7 +71,9 @@ def _payloads(events: list[tuple[str | None, str]], result: Consolidated) -> lis
     # One parse per event: joining events into one JSON array would let two broken events combine
     # into a valid one (`{"x": [1` + `2]}, 3`).
     parsed: list[Any] = []
-    for data in datas:
+    for position, data in enumerate(datas):
+        if not position & 255:
+            check_budget()
         try:
             parsed.append(orjson.loads(data))
         except orjson.JSONDecodeError:
@@ -247,7 +251,7 @@ def _consolidate_choices(
     prompt_filters: dict[int, dict[str, Any]] = {}
     header_missing = True
     # Chat streams repeat one chunk shape hundreds of times with only a text fragment changing:
-    # such events are matched as text against a shape learnt from a parsed one (see _Shape) and
+    # such events are matched as text against a shape learnt from a parsed one (see `shared/normalize/fast_path.py`) and
     # only the fragment is decoded. Anything else goes through the general path below.
     shapes: list[tuple[str, str, int, Callable[[str], None]]] = []
     learn = fast and choice_type is _ChatChoice
@@ -260,6 +264,8 @@ def _consolidate_choices(
             result.complete = True
             continue
         count += 1
+        if not count & 255:
+            check_budget()
         if shapes:
             # An event of a learnt shape: decode only its fragment. Inlined: this runs once per event.
             size = len(data)
@@ -320,8 +326,8 @@ def _consolidate_choices(
             if state is None:
                 state = choices[idx] = choice_type(idx)
             state.add(choice)
-        if learn and len(shapes) < _MAX_SHAPES:
-            shape = _Shape.learn(data, chunk, choices)
+        if learn and len(shapes) < MAX_SHAPES:
+            shape = ChunkShape.learn(data, chunk, choices)
             if shape is not None:
                 shapes.insert(0, (shape.prefix, shape.suffix, shape.minimum, shape.target.append))
     result.events = count
@@ -338,124 +344,6 @@ def _consolidate_choices(
     if not result.complete:
         result.notes.append("stream ended without [DONE]")
     return result
-
-
-_MAX_SHAPES = 4
-#: A string no real fragment is: substituted into a learnt shape to prove where the fragment is.
-_PROBE = "\u2603probe\u0001"
-_PROBE_LITERAL = orjson.dumps(_PROBE).decode()
-
-
-class _Shape:
-    """One chunk's text with its only varying part, a text fragment, cut out: `prefix`, `suffix`.
-
-    An event `prefix + literal + suffix` whose middle decodes as one JSON string parses to the
-    learnt chunk with that fragment in place (JSON's grammar treats a string token as atomic), so
-    such an event is handled by appending the decoded fragment to `target`, the list the general
-    path would append it to, without parsing the rest. A shape is learnt only from a chunk whose
-    every other effect is a no-op on a repeat (see `learn`), and only after a probe substituted at
-    the cut parses back to the same chunk, so a wrong cut never yields a shape.
-    """
-
-    __slots__ = ("prefix", "suffix", "target", "minimum")
-
-    def __init__(self, prefix: str, suffix: str, target: list[str]) -> None:
-        self.prefix = prefix
-        self.suffix = suffix
-        self.target = target
-        #: The shortest event of this shape: the cut holds at least an empty string, `""`.
-        self.minimum = len(prefix) + len(suffix) + 2
-
-    @staticmethod
-    def learn(data: str, chunk: dict[str, Any], choices: dict[int, Any]) -> _Shape | None:
-        """The shape of `chunk` (just consolidated from `data`), when a repeat of it with another
-        fragment would only append that fragment: one choice, no finish reason, logprobs, usage,
-        error or prompt annotations, an empty `content_filter_results` at most (merging `{}`
-        again changes nothing), and a delta that is only `content`, or only one tool call's
-        `arguments` (its id, type and name, set by an earlier chunk, are left alone)."""
-        if (
-            "prompt_filter_results" in chunk
-            or "prompt_annotations" in chunk
-            or chunk.get("usage")
-            or chunk.get("error")
-        ):
-            return None
-        chunk_choices = chunk.get("choices")
-        if type(chunk_choices) is not list or len(chunk_choices) != 1 or type(chunk_choices[0]) is not dict:
-            return None
-        choice = chunk_choices[0]
-        if choice.get("finish_reason") or choice.get("logprobs") or choice.get("content_filter_results", {}) != {}:
-            return None
-        idx = choice.get("index")
-        state = choices.get(idx if type(idx) is int else 0)
-        delta = choice.get("delta")
-        if state is None or type(delta) is not dict or len(delta) != 1:
-            return None
-        if type(delta.get("content")) is str:
-            key, target = "content", state.content
-        else:
-            calls = delta.get("tool_calls")
-            if type(calls) is not list or len(calls) != 1 or type(calls[0]) is not dict:
-                return None
-            call = calls[0]
-            fn = call.get("function")
-            if not set(call) <= {"index", "function"} or type(fn) is not dict or len(fn) != 1:
-                return None
-            if type(fn.get("arguments")) is not str:
-                return None
-            call_index = call.get("index")
-            current = state.tool_calls.get(call_index if type(call_index) is int else 0)
-            if current is None:
-                return None
-            key, target = "arguments", current["function"]["arguments"]
-        start = data.rfind(f'"{key}"')
-        if start < 0:
-            return None
-        start = _value_start(data, start + len(key) + 2)
-        end = _string_end(data, start) if start >= 0 else -1
-        if end < 0:
-            return None
-        prefix, suffix = data[:start], data[end:]
-        # Prove the cut: the probe in place parses to the same chunk with the probe as fragment.
-        try:
-            probe = orjson.loads(prefix + _PROBE_LITERAL + suffix)
-        except orjson.JSONDecodeError:
-            return None
-        expected = orjson.loads(data)
-        holder = expected["choices"][0]["delta"]
-        if key == "arguments":
-            holder = holder["tool_calls"][0]["function"]
-        holder[key] = _PROBE
-        if probe != expected:
-            return None
-        return _Shape(prefix, suffix, target)
-
-
-def _value_start(data: str, i: int) -> int:
-    """Where the string value after a key ending at `i` starts (`: ` and JSON whitespace), or -1."""
-    n = len(data)
-    while i < n and data[i] in " \t\n\r":
-        i += 1
-    if i >= n or data[i] != ":":
-        return -1
-    i += 1
-    while i < n and data[i] in " \t\n\r":
-        i += 1
-    return i if i < n and data[i] == '"' else -1
-
-
-def _string_end(data: str, start: int) -> int:
-    """The index just past the JSON string literal starting at `start`, or -1."""
-    i, n = start + 1, len(data)
-    while i < n:
-        c = data[i]
-        if c == "\\":
-            i += 2
-        elif c == '"':
-            return i + 1
-        else:
-            i += 1
-    return -1
 
 
 def _prompt_annotations(chunk: dict[str, Any], prompt_filters: dict[int, dict[str, Any]]) -> None:
@@ -478,7 +366,12 @@ def consolidate_responses(events: list[tuple[str | None, str]]) -> Consolidated:
     payloads = _payloads(events, result)
     response: dict[str, Any] = {}
     items: dict[int, dict[str, Any]] = {}
-    for event_name, payload in payloads:
+    ignored = 0
+    # No part index can exceed the number of events: each part needs an event to exist.
+    limit = len(payloads)
+    for position, (event_name, payload) in enumerate(payloads):
+        if not position & 255:
+            check_budget()
         kind = payload.get("type") or event_name
         if kind in _TERMINAL and isinstance(payload.get("response"), Mapping):
             result.body = dict(payload["response"])
@@ -496,7 +389,11 @@ def consolidate_responses(events: list[tuple[str | None, str]]) -> Consolidated:
                 else {k: payload.get(k) for k in ("code", "message", "param") if k in payload}
             )
         else:
-            _response_delta(kind, payload, items)
+            if not _response_delta(kind, payload, items, limit):
+                ignored += 1
+    if ignored:
+        result.notes.append(f"{ignored} stream event(s) had an index beyond what the stream holds and were ignored")
+    _join_pieces(items)
     response["output"] = [items[i] for i in sorted(items)]
     response.setdefault("object", "response")
     if response.get("status") in (None, "in_progress", "queued"):
@@ -506,27 +403,45 @@ def consolidate_responses(events: list[tuple[str | None, str]]) -> Consolidated:
     return result
 
 
-def _response_delta(kind: Any, payload: Mapping[str, Any], items: dict[int, dict[str, Any]]) -> None:
+def _response_delta(kind: Any, payload: Mapping[str, Any], items: dict[int, dict[str, Any]], limit: int) -> bool:
+    """Apply one delta event; False when its indexes are beyond `limit` (ignored, nothing allocated)."""
     oi = payload.get("output_index")
     if not isinstance(oi, int):
-        return
+        return True
+    ci = payload.get("content_index", 0)
+    if not 0 <= oi <= limit or (isinstance(ci, int) and not 0 <= ci <= limit):
+        return False
     if kind in ("response.output_item.added", "response.output_item.done") and isinstance(payload.get("item"), Mapping):
         items[oi] = dict(payload["item"])
-        return
+        return True
     item = items.setdefault(oi, {"type": "message", "role": "assistant", "content": []})
     if kind in ("response.output_text.delta", "response.refusal.delta"):
-        ci = payload.get("content_index", 0)
         content = item.setdefault("content", [])
         while len(content) <= (ci if isinstance(ci, int) else 0):
             content.append({"type": "output_text" if kind.endswith("text.delta") else "refusal"})
         part = content[ci if isinstance(ci, int) else 0]
-        field_name = "text" if part.get("type") == "output_text" else "refusal"
-        part[field_name] = str(part.get(field_name) or "") + str(payload.get("delta") or "")
+        part.setdefault(_PIECES, []).append(str(payload.get("delta") or ""))
     elif kind == "response.content_part.added" and isinstance(payload.get("part"), Mapping):
-        ci = payload.get("content_index", 0)
         content = item.setdefault("content", [])
         while len(content) <= (ci if isinstance(ci, int) else 0):
             content.append({})
         content[ci if isinstance(ci, int) else 0] = dict(payload["part"])
     elif kind == "response.function_call_arguments.delta":
-        item["arguments"] = str(item.get("arguments") or "") + str(payload.get("delta") or "")
+        item.setdefault(_PIECES, []).append(str(payload.get("delta") or ""))
+    return True
+
+
+#: Deltas are collected under this key and joined once at the end (`_join_pieces`): adding each
+#: delta to a growing string copies it every time, quadratic in a long stream.
+_PIECES = "\0pieces"
+
+
+def _join_pieces(items: dict[int, dict[str, Any]]) -> None:
+    for item in items.values():
+        if _PIECES in item:
+            item["arguments"] = str(item.get("arguments") or "") + "".join(item.pop(_PIECES))
+        content = item.get("content")
+        for part in content if isinstance(content, list) else []:
+            if isinstance(part, dict) and _PIECES in part:
+                field_name = "text" if part.get("type") == "output_text" else "refusal"
+                part[field_name] = str(part.get(field_name) or "") + "".join(part.pop(_PIECES))

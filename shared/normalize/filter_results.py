@@ -2,7 +2,7 @@
 
 Streams report them piecemeal (prompt annotation frames, per-chunk results, asynchronous-filter
 annotation frames after the stop chunk); the record keeps every category AOAI sends, including
-jailbreak, protected material, profanity and custom blocklists (the seed kept only four).
+jailbreak, protected material, profanity and custom blocklists.
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Vision input images: pixel size from a data URL's image header, and the tokens an image costs.
 
 Sizes come from the PNG/GIF/JPEG/WebP headers with the standard library only (no Pillow, no
-network: a remote URL is never fetched, unlike the seed, whose anonymous GETs failed on private
-images and lost the record). Token costs follow OpenAI's published "calculating costs" rules:
+network: a remote URL is never fetched; an anonymous GET would fail on private images and
+lose the record). Token costs follow OpenAI's published "calculating costs" rules:
 512-px tiles for gpt-4o-class models, 32-px patches for the mini/nano patch models.
 """
 

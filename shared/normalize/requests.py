@@ -1,7 +1,7 @@
 """Request bodies as plain dicts, normalized only where the usage record needs a fixed shape.
 
-Every field the client sent is kept, known or not (the seed's typed models dropped unknown fields
-and crashed on `stop` arrays, `logit_bias` objects, array prompts and `logprobs` objects). Only
+Every field the client sent is kept, known or not (typed request models would drop unknown fields
+and reject `stop` arrays, `logit_bias` objects, array prompts and `logprobs` objects). Only
 `stream`, `n`, `stop`, and the `prompt` / `input` of completions and embeddings are normalized, and
 those are tolerant: a value of an unexpected type is kept as sent and never raises.
 """

@@ -45,7 +45,7 @@ class SSEDecoder:
         self._id: str | None = None  # the last event id persists across events, per the spec
         self._retry: int | None = None
 
-    def feed(self, chunk: bytes) -> list[SSEEvent]:
+    def decode(self, chunk: bytes) -> list[SSEEvent]:
         buf = self._buf
         buf += chunk
         if not self._started:
@@ -151,7 +151,7 @@ def decode_all(text: str | bytes) -> list[SSEEvent]:
     """Decode a whole stored stream (the exchange's `response.sse`), trailing partial block included."""
     decoder = SSEDecoder()
     raw = text.encode("utf-8") if isinstance(text, str) else text
-    return decoder.feed(raw) + decoder.flush()
+    return decoder.decode(raw) + decoder.flush()
 
 
 def decode_text(text: str) -> list[tuple[str | None, str]]:

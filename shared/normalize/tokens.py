@@ -2,7 +2,7 @@
 
 Follows the OpenAI cookbook "How to count tokens with tiktoken": 3 tokens per chat message, 1 per
 `name`, 3 to prime the reply, tool definitions as `num_tokens_for_tools` counts them. The
-encoding is chosen per model (the seed used cl100k_base for every model, wrong for gpt-4o).
+encoding is chosen per model (o200k_base for the gpt-4o family and later, cl100k_base before).
 Encodings come from `shared.normalize.encodings` (offline, loaded once per process).
 """
 
@@ -16,9 +16,13 @@ import tiktoken
 import tiktoken.model
 
 from shared.normalize import images
+from shared.normalize.budget import check as check_budget
 from shared.normalize.encodings import SHIPPED, get_encoding
 
 FALLBACK_ENCODING = "o200k_base"
+#: Texts longer than this are encoded in pieces of about `_PIECE_CHARS` (see `TokenCounter.text`).
+_WHOLE_CHARS = 64_000
+_PIECE_CHARS = 16_000
 TOKENS_PER_MESSAGE = 3
 TOKENS_PER_NAME = 1
 REPLY_PRIMING = 3
@@ -68,9 +72,24 @@ class TokenCounter:
         self._enc = get_encoding(self.encoding_name)
 
     def text(self, value: Any) -> int:
-        if isinstance(value, str):
+        if not isinstance(value, str):
+            return 0
+        if len(value) <= _WHOLE_CHARS:
             return len(self._enc.encode(value, disallowed_special=()))
-        return 0
+        # A long text is counted in pieces cut before a space where there is one (where BPE words
+        # start, so counts stay exact for prose), checking the parser's budget in between. Pieces
+        # also keep BPE fast: one long run without spaces (tool-call arguments, base64) is a single
+        # pre-token whose merging grows much faster than its length.
+        total, start, size = 0, 0, len(value)
+        while start < size:
+            check_budget()
+            end = min(start + _PIECE_CHARS, size)
+            if end < size:
+                space = value.rfind(" ", start + _PIECE_CHARS // 2, end)
+                end = space if space > start else end
+            total += len(self._enc.encode(value[start:end], disallowed_special=()))
+            start = end
+        return total
 
     def note(self, text: str) -> None:
         if text not in self.notes:

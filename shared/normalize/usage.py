@@ -4,6 +4,9 @@
 and the rest of the record is still filled, so every request that reached the proxy is counted.
 The record follows `shared/normalize/schema/usage-record.schema.json` (documented in docs/usage-record.md);
 safety and cost fields are left to their own steps.
+
+One module because `normalize` is the one mapping from an exchange to a record and every helper
+here is a private step of it; counting (tokens, images) and consolidation live in their own modules.
 """
 
 from __future__ import annotations
@@ -11,12 +14,14 @@ from __future__ import annotations
 import base64
 import binascii
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Literal, cast
 
+from shared.errors import ParseBudgetExceeded
 from shared.exchange import Exchange, utc_now_iso
 from shared.normalize import filter_results
 from shared.normalize.apis import api_version, billable, classify, deployment_for, operation
 from shared.normalize.consolidate import consolidate
+from shared.normalize.record import CacheNote, Outcome, ShieldVerdict, UsageRecord
 from shared.normalize.requests import parse_request
 from shared.normalize.tokens import TokenCounter, encoding_name
 from shared.redaction import redact_body_secrets
@@ -30,18 +35,26 @@ _MAX_ERROR_CHARS = 1000
 _KEEP_DATA_URL_CHARS = 256
 
 
-def normalize(exchange: Exchange) -> tuple[dict[str, Any], dict[str, Any]]:
-    """The usage record and the details (normalized request, consolidated response) of an exchange."""
+def normalize(exchange: Exchange) -> tuple[UsageRecord, dict[str, Any]]:
+    """The usage record and the details (normalized request, consolidated response) of an exchange.
+
+    Below capture level `full` the proxy normalized the whole exchange before reducing it
+    (shared/privacy/capture.py): that record and those details are returned as they are."""
+    pre = exchange.normalized
+    if isinstance(pre, Mapping) and isinstance(pre.get("record"), Mapping) and isinstance(pre.get("details"), Mapping):
+        return cast(UsageRecord, {**pre["record"], "capture_level": exchange.capture_level}), dict(pre["details"])
     record = base_record(exchange)
     details: dict[str, Any] = {}
     try:
         _fill(record, details, exchange)
+    except ParseBudgetExceeded:
+        raise  # the parser writes the record for it, and dead-letters the exchange
     except Exception as exc:  # the boundary: a record with parse_error beats a lost record
         record["parse_error"] = f"{type(exc).__name__}: {exc}"[:_MAX_ERROR_CHARS]
     return record, details
 
 
-def base_record(exchange: Exchange) -> dict[str, Any]:
+def base_record(exchange: Exchange) -> UsageRecord:
     """The fields that need no parsing, with neutral values for everything else (valid on its own)."""
     identity = exchange.identity
     request = exchange.request
@@ -78,7 +91,9 @@ def base_record(exchange: Exchange) -> dict[str, Any]:
         "backend": backend,
         "attempts": len(exchange.attempts),
         "region": _header(response.headers, "x-ms-region") if response is not None else None,
+        # What the client was sent: an event stream, or not (a JSON error to a stream request).
         "stream": bool(response is not None and response.sse is not None),
+        "outcome": delivery_outcome(exchange),
         "status_code": status,
         "error_code": (exchange.gateway_error or {}).get("code"),
         "latency_ms": _ms(timings.last_byte_ms),
@@ -98,10 +113,35 @@ def base_record(exchange: Exchange) -> dict[str, Any]:
         "content_filter": {"prompt": {}, "completion": {}, "filtered": False},
         "client_disconnected": bool(exchange.client_disconnected),
         "parse_error": None,
+        "audience_rule": _str((exchange.audience or {}).get("rule"))
+        if isinstance(exchange.audience, Mapping)
+        else None,
+        "cache": _cache_note(exchange.cache),
+        "prompt_shields": {"jailbreak": None, "indirect_attack": None},
+        "prompt_blocked_reason": None,
+        "capture_level": _capture_level(exchange.capture_level),
     }
 
 
-def _fill(record: dict[str, Any], details: dict[str, Any], exchange: Exchange) -> None:
+def delivery_outcome(exchange: Exchange) -> Outcome:
+    """How the answer reached the client, from what the proxy saw (no parsing): `complete`,
+    `client_disconnected`, `upstream_broken` (AOAI's body broke after its first byte),
+    `timeout` (no answer, or a stream silent too long) or `blocked` (in-stream enforcement).
+    The parser refines `complete` from the body (content filter, a stream without its end)."""
+    if exchange.client_disconnected:
+        return "client_disconnected"
+    error = exchange.attempts[-1].error if exchange.attempts else None
+    if isinstance(error, str) and error.startswith("stream "):
+        return "timeout" if "timeout" in error else "upstream_broken"
+    if (exchange.gateway_error or {}).get("code") == "GatewayTimeout":
+        return "timeout"
+    enforcement = exchange.enforcement
+    if isinstance(enforcement, Mapping) and enforcement.get("action") == "blocked":
+        return "blocked"
+    return "complete"
+
+
+def _fill(record: UsageRecord, details: dict[str, Any], exchange: Exchange) -> None:
     req = exchange.request
     route = classify(req.path)
     api = route.api if route else "other"
@@ -110,7 +150,6 @@ def _fill(record: dict[str, Any], details: dict[str, Any], exchange: Exchange) -
     details["request"] = _scrub(request)
     if route is not None:
         record["deployment"] = deployment_for(route, request)
-    record["stream"] = record["stream"] or request.get("stream") is True
 
     response = exchange.response
     notes: list[str] = []
@@ -131,7 +170,21 @@ def _fill(record: dict[str, Any], details: dict[str, Any], exchange: Exchange) -
 
     record["error_code"] = record["error_code"] or _error_code(body.get("error"))
     _verdicts(record, api, body)
+    _shields(record)
     _choices(record, api, body)
+    if record["outcome"] == "complete":
+        if record["error_code"] == "content_filter" or "content_filter" in record["finish_reasons"]:
+            record["outcome"] = "blocked"
+        elif (
+            record["stream"]
+            and not stream_complete
+            and isinstance(record["status_code"], int)
+            and record["status_code"] < 400
+        ):
+            record["outcome"] = "upstream_broken"  # the stream ended without its terminal event
+    if record["cache"] is not None and record["cache"]["status"] == "hit":
+        _cache_hit(record, exchange)
+        return
     if not record["billable"]:
         # Reading, listing, deleting or cancelling a stored object does no model work: the usage
         # the object carries was billed when it was created, never again here.
@@ -140,6 +193,60 @@ def _fill(record: dict[str, Any], details: dict[str, Any], exchange: Exchange) -
     _usage(record, exchange, api, request, body, notes, stream_complete, model)
     if notes:
         record["estimation_notes"] = notes
+
+
+# --- audience: response cache, prompt shields ------------------------------------------------------
+
+
+def _cache_note(cache: Any) -> CacheNote | None:
+    """The record's `cache`: what the response cache did (None when the audience has no cache)."""
+    if not isinstance(cache, Mapping) or cache.get("status") not in ("hit", "miss", "bypass", "store"):
+        return None
+    stored = cache.get("stored")
+    age = cache.get("age_seconds")
+    return {
+        "status": cache["status"],
+        "stored": stored if isinstance(stored, bool) else None,
+        "reason": _str(cache.get("reason")),
+        "age_seconds": float(age) if isinstance(age, (int, float)) and not isinstance(age, bool) else None,
+        "tokens_avoided": None,
+    }
+
+
+def _cache_hit(record: UsageRecord, exchange: Exchange) -> None:
+    """A hit did no model work: zero billable tokens, `usage_source: "cache"`, and the usage the
+    stored answer cost when it was made kept as `cache.tokens_avoided` (priced as `cost_avoided`)."""
+    cache = exchange.cache if isinstance(exchange.cache, Mapping) else {}
+    record["billable"] = False
+    record["usage_source"] = "cache"
+    record["backend"] = None
+    avoided = _service_usage(cache.get("usage"))
+    note = record.get("cache")
+    if avoided is not None and note is not None:
+        note["tokens_avoided"] = {
+            k: avoided[k]
+            for k in ("prompt_tokens", "completion_tokens", "total_tokens", "cached_tokens", "reasoning_tokens")
+        }
+
+
+def _shields(record: UsageRecord) -> None:
+    """Prompt Shields' verdicts (`jailbreak`, `indirect_attack`) from AOAI's prompt filter results,
+    whatever the API reported them in (chat/completions `prompt_filter_results`, the Responses API's
+    `content_filters`, a 400 `content_filter` error); and, for a blocked prompt, which categories blocked it."""
+    prompt = record["content_filter"]["prompt"]
+    record["prompt_shields"] = {
+        "jailbreak": _shield(prompt.get("jailbreak")),
+        "indirect_attack": _shield(prompt.get("indirect_attack")),
+    }
+    if record["status_code"] == 400 and record["error_code"] == "content_filter":
+        reasons = sorted(k for k, v in prompt.items() if isinstance(v, Mapping) and v.get("filtered") is True)
+        record["prompt_blocked_reason"] = ",".join(reasons) or "content_filter"
+
+
+def _shield(verdict: Any) -> ShieldVerdict | None:
+    if not isinstance(verdict, Mapping):
+        return None  # not reported: the shield is off for this deployment
+    return {"detected": verdict.get("detected") is True, "filtered": verdict.get("filtered") is True}
 
 
 # --- response bodies ---------------------------------------------------------------------------
@@ -178,7 +285,7 @@ def _inner(error: Mapping[str, Any]) -> Mapping[str, Any]:
 # --- content filter, choices ---------------------------------------------------------------------
 
 
-def _verdicts(record: dict[str, Any], api: str, body: Mapping[str, Any]) -> None:
+def _verdicts(record: UsageRecord, api: str, body: Mapping[str, Any]) -> None:
     prompt: dict[str, Any] = {}
     completion: dict[str, Any] = {}
     blocked = False
@@ -213,7 +320,7 @@ def _verdicts(record: dict[str, Any], api: str, body: Mapping[str, Any]) -> None
     }
 
 
-def _choices(record: dict[str, Any], api: str, body: Mapping[str, Any]) -> None:
+def _choices(record: UsageRecord, api: str, body: Mapping[str, Any]) -> None:
     if api == "responses":
         output = [i for i in _list(body.get("output")) if isinstance(i, Mapping)]
         record["tool_call_count"] = sum(1 for i in output if str(i.get("type", "")).endswith("_call"))
@@ -247,7 +354,7 @@ def _choices(record: dict[str, Any], api: str, body: Mapping[str, Any]) -> None:
 
 
 def _usage(
-    record: dict[str, Any],
+    record: UsageRecord,
     exchange: Exchange,
     api: str,
     request: Mapping[str, Any],
@@ -261,7 +368,7 @@ def _usage(
         record["image_count"] = _input_images(request)
     service = _service_usage(body.get("usage"))
     if service is not None:
-        record.update(service)
+        record.update(cast(UsageRecord, service))
         record["usage_source"] = "service"
         if exchange.response is not None and exchange.response.sse is not None and not stream_complete:
             notes.append("usage reported before the stream ended")
@@ -433,3 +540,9 @@ def _summarize(value: Any) -> Any:
         head, _, rest = value.partition(",")
         return f"{head},[{len(rest)} chars omitted]"
     return value
+
+
+def _capture_level(value: Any) -> Literal["full", "redacted", "metadata", "none"]:
+    if value == "redacted" or value == "metadata" or value == "none":
+        return value
+    return "full"

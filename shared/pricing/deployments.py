@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from shared.errors import ConfigurationError
+from shared.settings import parse_json
 
 DEFAULT_DEPLOYMENT_TYPE = "global"
 
@@ -23,24 +22,8 @@ def parse_deployment_models(raw: str | None) -> dict[str, DeploymentModel]:
     AOAI reports generic model names for some deployments (and none on errors), so the platform
     team says what each deployment is; the type decides the price row and cannot be seen on the wire.
     """
-    if raw is None or not raw.strip():
-        return {}
-    try:
-        data = json.loads(raw)
-    except json.JSONDecodeError as exc:
-        raise ConfigurationError(f"DEPLOYMENT_MODELS is not valid JSON: {exc.msg}") from None
-    if not isinstance(data, Mapping):
-        raise ConfigurationError("DEPLOYMENT_MODELS must be a JSON object keyed by deployment name")
-    result: dict[str, DeploymentModel] = {}
-    for name, spec in data.items():
-        if not isinstance(spec, Mapping):
-            raise ConfigurationError(f"DEPLOYMENT_MODELS[{name!r}] must be an object with model and type")
-        model = spec.get("model")
-        dtype = spec.get("type", DEFAULT_DEPLOYMENT_TYPE)
-        if (model is not None and not isinstance(model, str)) or not isinstance(dtype, str):
-            raise ConfigurationError(f"DEPLOYMENT_MODELS[{name!r}]: model and type must be strings")
-        result[name] = DeploymentModel(model=model, type=dtype.strip().lower())
-    return result
+    entries = parse_json("DEPLOYMENT_MODELS", raw)
+    return {name: DeploymentModel(model=e.model, type=e.type) for name, e in entries.items()}
 
 
 def resolve_deployment(

@@ -22,12 +22,15 @@ from azure.core.pipeline.transport import AioHttpTransport
 from azure.core.rest import HttpRequest
 
 from shared.errors import ContentSafetyError
+from shared.settings import Settings
 
 if TYPE_CHECKING:
     import aiohttp
 
     from shared.safety.config import SafetyConfig
 
+#: The declared defaults (shared/settings.py), so no default is written twice.
+_DEFAULTS = Settings()
 ANALYZE_API_VERSION = "2023-10-01"
 SHIELD_API_VERSION = "2024-09-01"
 
@@ -81,12 +84,12 @@ class AzureContentSafety:
         credential: Any,
         *,
         session: aiohttp.ClientSession | None = None,
-        output_type: str = "FourSeverityLevels",
+        output_type: str = _DEFAULTS.content_safety_output_type,
         halt_on_blocklist_hit: bool = False,
-        max_retries: int = 3,
-        retry_backoff_seconds: float = 0.5,
-        max_retry_after_seconds: float = 10.0,
-        timeout_seconds: float = 10.0,
+        max_retries: int = _DEFAULTS.content_safety_max_retries,
+        retry_backoff_seconds: float = _DEFAULTS.content_safety_retry_backoff_seconds,
+        max_retry_after_seconds: float = _DEFAULTS.content_safety_max_retry_after_seconds,
+        timeout_seconds: float = _DEFAULTS.content_safety_timeout_seconds,
         owns_credential: bool = False,
     ) -> None:
         self._endpoint = endpoint.rstrip("/")

@@ -8,18 +8,18 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
-import orjson
+from typing import Literal
 
 from shared.errors import ConfigurationError
-from shared.safety.windows import MAX_WINDOW_CHARS, check_window
-from shared.settings import Settings
+from shared.safety.windows import check_window
+from shared.settings import Settings, parse_json
 
 CATEGORIES: tuple[str, ...] = ("Hate", "SelfHarm", "Sexual", "Violence")
-OUTPUT_TYPES = ("FourSeverityLevels", "EightSeverityLevels")
 #: Severity 4 is "medium" on both output scales.
 DEFAULT_THRESHOLD = 4
+
+#: The declared defaults (shared/settings.py), so no default is written twice.
+_DEFAULTS = Settings()
 
 Mode = Literal["monitor", "enforce"]
 FailMode = Literal["open", "closed"]
@@ -32,13 +32,13 @@ class StreamPolicy:
     mode: Mode = "monitor"
     thresholds: Mapping[str, int] = field(default_factory=lambda: dict.fromkeys(CATEGORIES, DEFAULT_THRESHOLD))
     #: Characters held back and analysed per window (each window also repeats `overlap_chars`).
-    window_chars: int = 1000
-    overlap_chars: int = 100
+    window_chars: int = _DEFAULTS.content_safety_stream_window_chars
+    overlap_chars: int = _DEFAULTS.content_safety_stream_window_overlap
     #: "closed": an analyser failure ends the stream with content_filter; "open": the text is released.
     fail: FailMode = "open"
     blocklists: tuple[str, ...] = ()
     #: Windows analysed at the same time while the stream keeps being read.
-    max_concurrency: int = 4
+    max_concurrency: int = _DEFAULTS.content_safety_max_concurrency
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,20 +52,20 @@ class SafetyConfig:
     thresholds: Mapping[str, Mapping[str, int]] = field(default_factory=dict)
     blocklists: tuple[str, ...] = ()
     halt_on_blocklist_hit: bool = False
-    output_type: str = "FourSeverityLevels"
-    window_chars: int = MAX_WINDOW_CHARS
-    window_overlap: int = 200
-    stream_window_chars: int = 1000
-    stream_window_overlap: int = 100
+    output_type: str = _DEFAULTS.content_safety_output_type
+    window_chars: int = _DEFAULTS.content_safety_window_chars
+    window_overlap: int = _DEFAULTS.content_safety_window_overlap
+    stream_window_chars: int = _DEFAULTS.content_safety_stream_window_chars
+    stream_window_overlap: int = _DEFAULTS.content_safety_stream_window_overlap
     #: product -> "monitor" | "enforce"
     modes: Mapping[str, str] = field(default_factory=dict)
     #: product -> "open" | "closed"
     fail_modes: Mapping[str, str] = field(default_factory=dict)
-    max_retries: int = 3
-    retry_backoff_seconds: float = 0.5
-    max_retry_after_seconds: float = 10.0
-    timeout_seconds: float = 10.0
-    max_concurrency: int = 4
+    max_retries: int = _DEFAULTS.content_safety_max_retries
+    retry_backoff_seconds: float = _DEFAULTS.content_safety_retry_backoff_seconds
+    max_retry_after_seconds: float = _DEFAULTS.content_safety_max_retry_after_seconds
+    timeout_seconds: float = _DEFAULTS.content_safety_timeout_seconds
+    max_concurrency: int = _DEFAULTS.content_safety_max_concurrency
 
     @property
     def enabled(self) -> bool:
@@ -103,11 +103,6 @@ class SafetyConfig:
                 raise ConfigurationError(
                     f"CONTENT_SAFETY_KEY_SETTING names {settings.content_safety_key_setting!r}, which is not set"
                 )
-        if settings.content_safety_output_type not in OUTPUT_TYPES:
-            raise ConfigurationError(
-                f"CONTENT_SAFETY_OUTPUT_TYPE must be one of {', '.join(OUTPUT_TYPES)}, "
-                f"got {settings.content_safety_output_type!r}"
-            )
         for name, size, overlap in (
             ("CONTENT_SAFETY_WINDOW", settings.content_safety_window_chars, settings.content_safety_window_overlap),
             (
@@ -125,7 +120,7 @@ class SafetyConfig:
             key=key,
             analyze_prompt=settings.content_safety_analyze_prompt,
             prompt_shields=settings.content_safety_prompt_shields,
-            thresholds=_thresholds(settings.content_safety_thresholds_json),
+            thresholds=parse_json("CONTENT_SAFETY_THRESHOLDS", settings.content_safety_thresholds_json),
             blocklists=tuple(b.strip() for b in settings.content_safety_blocklists.split(",") if b.strip()),
             halt_on_blocklist_hit=settings.content_safety_halt_on_blocklist_hit,
             output_type=settings.content_safety_output_type,
@@ -133,50 +128,11 @@ class SafetyConfig:
             window_overlap=settings.content_safety_window_overlap,
             stream_window_chars=settings.content_safety_stream_window_chars,
             stream_window_overlap=settings.content_safety_stream_window_overlap,
-            modes=_per_product("CONTENT_SAFETY_MODES", settings.content_safety_modes_json, ("monitor", "enforce")),
-            fail_modes=_per_product(
-                "CONTENT_SAFETY_FAIL_MODES", settings.content_safety_fail_modes_json, ("open", "closed")
-            ),
+            modes=parse_json("CONTENT_SAFETY_MODES", settings.content_safety_modes_json),
+            fail_modes=parse_json("CONTENT_SAFETY_FAIL_MODES", settings.content_safety_fail_modes_json),
             max_retries=settings.content_safety_max_retries,
             retry_backoff_seconds=settings.content_safety_retry_backoff_seconds,
             max_retry_after_seconds=settings.content_safety_max_retry_after_seconds,
             timeout_seconds=settings.content_safety_timeout_seconds,
-            max_concurrency=max(1, settings.content_safety_max_concurrency),
+            max_concurrency=settings.content_safety_max_concurrency,
         )
-
-
-def _json_object(name: str, raw: str) -> dict[str, Any]:
-    try:
-        value = orjson.loads(raw or "{}")
-    except orjson.JSONDecodeError as exc:
-        raise ConfigurationError(f"{name} is not valid JSON: {exc}") from None
-    if not isinstance(value, dict):
-        raise ConfigurationError(f"{name} must be a JSON object keyed by product")
-    return value
-
-
-def _thresholds(raw: str) -> dict[str, dict[str, int]]:
-    result: dict[str, dict[str, int]] = {}
-    for product, by_category in _json_object("CONTENT_SAFETY_THRESHOLDS", raw).items():
-        if not isinstance(by_category, dict):
-            raise ConfigurationError(f"CONTENT_SAFETY_THRESHOLDS[{product!r}] must be an object of category: severity")
-        for category, level in by_category.items():
-            if category not in CATEGORIES:
-                raise ConfigurationError(
-                    f"CONTENT_SAFETY_THRESHOLDS[{product!r}]: unknown category {category!r} "
-                    f"(expected {', '.join(CATEGORIES)})"
-                )
-            if not isinstance(level, int) or isinstance(level, bool) or not 0 <= level <= 7:
-                raise ConfigurationError(
-                    f"CONTENT_SAFETY_THRESHOLDS[{product!r}][{category!r}] must be an integer 0..7, got {level!r}"
-                )
-        result[product] = dict(by_category)
-    return result
-
-
-def _per_product(name: str, raw: str, allowed: tuple[str, ...]) -> dict[str, str]:
-    result = _json_object(name, raw)
-    for product, value in result.items():
-        if value not in allowed:
-            raise ConfigurationError(f"{name}[{product!r}] must be one of {', '.join(allowed)}, got {value!r}")
-    return result

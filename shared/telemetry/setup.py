@@ -13,14 +13,14 @@ attribute check per record, in the parser; the proxy never does telemetry work).
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Mapping
 from typing import Any
 
+from shared.errors import ConfigurationError
 from shared.exchange import Exchange
-from shared.settings import Settings
-from shared.telemetry import genai
+from shared.settings import Settings, parse_json
+from shared.telemetry import genai, ids
 from shared.telemetry.spans import SCOPE, GenAITelemetry
 
 log = logging.getLogger(__name__)
@@ -50,19 +50,11 @@ def observe(exchange: Exchange, record: Mapping[str, Any], details: Mapping[str,
 
 
 def backend_endpoints(backends_json: str) -> dict[str, str]:
+    """Backend name -> endpoint (the `server.address` of spans), from GATEWAY_BACKENDS' declared shape."""
     try:
-        entries = json.loads(backends_json or "[]")
-    except ValueError:
+        return {entry.name: entry.endpoint for entry in parse_json("GATEWAY_BACKENDS", backends_json)}
+    except ConfigurationError:  # the app refuses these at start-up; telemetry never fails because of them
         return {}
-    return (
-        {
-            str(e["name"]): str(e["endpoint"])
-            for e in entries
-            if isinstance(e, dict) and isinstance(e.get("name"), str) and isinstance(e.get("endpoint"), str)
-        }
-        if isinstance(entries, list)
-        else {}
-    )
 
 
 def enabled(settings: Settings) -> bool:
@@ -116,6 +108,7 @@ def configure(settings: Settings) -> GenAITelemetry | None:
             metrics.set_meter_provider(meter_provider)
         elif readers:  # Azure Monitor owns the global meter provider; ours feeds the extra readers
             meter_provider = _Fanout(meter_provider, MeterProvider(metric_readers=readers))
+    ids.install(tracer_provider)  # before get_tracer: client spans keep the ids the proxy sent upstream
     telemetry = GenAITelemetry(
         tracer_provider.get_tracer(SCOPE, schema_url=genai.SEMCONV_SCHEMA_URL),
         meter_provider.get_meter(SCOPE, schema_url=genai.SEMCONV_SCHEMA_URL),

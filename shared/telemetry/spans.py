@@ -4,7 +4,9 @@ Where spans are finished: the proxy knows timings and backends, the parser knows
 Both are in the stored exchange, so the parser emits the whole trace segment at once, with the
 proxy's measured times as explicit start/end timestamps: one SERVER span for the gateway request
 (parented to the caller's `traceparent`, so APIM → gateway → AOAI is one trace) and one CLIENT
-span per upstream attempt. The proxy's hot path does no telemetry work at all.
+span per upstream attempt, with the span id the proxy already named as AOAI's parent in that
+attempt's `traceparent` (`shared/telemetry/ids.py`). The proxy's hot path does no telemetry work
+beyond drawing that id.
 
 Attempt start times are reconstructed: attempts run one after another and the served (or last)
 one ends when the proxy got its response head, so each attempt ends where the next began.
@@ -22,7 +24,7 @@ from opentelemetry.metrics import Histogram, Meter
 from opentelemetry.trace import NonRecordingSpan, SpanContext, SpanKind, Status, StatusCode, TraceFlags, Tracer
 
 from shared.exchange import Exchange
-from shared.telemetry import genai
+from shared.telemetry import genai, ids
 
 SCOPE = "aoai-gateway"
 TOKEN_BUCKETS = (1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864)
@@ -96,7 +98,8 @@ class GenAITelemetry:
         )
         if "error.type" in common:
             server.set_status(Status(StatusCode.ERROR, common["error.type"]))
-        if self.capture_content:
+        # Content only where the audience keeps bodies at all (capture level `full`), and opted in.
+        if self.capture_content and record.get("capture_level", "full") == "full":
             _content_events(server, request, response, end_ns)
         self._attempt_spans(exchange, common, answered, request, server, start_ns)
         server.end(end_time=end_ns)
@@ -133,7 +136,13 @@ class GenAITelemetry:
             }
             if "gen_ai.request.model" in common:
                 attrs["gen_ai.request.model"] = common["gen_ai.request.model"]
-            attrs.update(_server_address(self.endpoints.get(attempt.backend)))
+            address = _server_address(self.endpoints.get(attempt.backend))
+            attrs.update(address)
+            # Azure Monitor's exporter names a dependency's type from the older `gen_ai.system` and
+            # its target from `peer.service`; without them the AOAI call shows as type "N/A", no target.
+            attrs["gen_ai.system"] = genai.PROVIDER
+            if address:
+                attrs["peer.service"] = address["server.address"]
             if attempt.status is not None:
                 attrs["http.response.status_code"] = attempt.status
             if served:
@@ -146,13 +155,14 @@ class GenAITelemetry:
             if error:
                 attrs["error.type"] = error
             name = f"{common['gen_ai.operation.name']} {common.get('gen_ai.request.model', '')}".strip()
-            span = self.tracer.start_span(
-                name,
-                context=ctx,
-                kind=SpanKind.CLIENT,
-                attributes=attrs,
-                start_time=start_ns + _ns(attempt_end - attempt.duration_ms),
-            )
+            with ids.preset_span_id(attempt.span_id):  # the id AOAI was told is its parent
+                span = self.tracer.start_span(
+                    name,
+                    context=ctx,
+                    kind=SpanKind.CLIENT,
+                    attributes=attrs,
+                    start_time=start_ns + _ns(attempt_end - attempt.duration_ms),
+                )
             if error:
                 span.set_status(Status(StatusCode.ERROR, error))
             # The served attempt lasts until its body ended; a failed one until the proxy moved on.

@@ -1,0 +1,1 @@
+"""Privacy: capture levels, PII redaction, retention and erasure (docs/privacy.md)."""
