@@ -32,7 +32,7 @@ import httpx
 from bench import peer, report
 from bench.checks import expected_from_chat, expected_from_stream
 from bench.estimates import exchange_census
-from bench.servers import ROOT, Server, free_port, start
+from bench.servers import ROOT, Server, free_port, process_tree, start
 
 DEPLOYMENT = "gpt-4o"
 PATH = f"/openai/deployments/{DEPLOYMENT}/chat/completions?api-version=2024-10-21"
@@ -143,6 +143,26 @@ def start_gateway(
     )
 
 
+def cpu_seconds(server: Server) -> float:
+    """User + system CPU time of the server's process tree so far (from /proc)."""
+    total = 0.0
+    for pid in process_tree(server.proc.pid):
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+def start_bare(workdir: Path, simulator_url: str) -> Server:
+    """The floor arm: `bench/bare_app.py` on the same dev host and Functions runtime as the gateway."""
+    port = free_port()
+    settings = gateway_settings(workdir, "bare", simulator_url, 1)
+    argv = [sys.executable, "-m", "devhost", "serve", "--port", str(port), "--settings", str(settings)]
+    return start("bare", argv + ["--app", "bench.bare_app"], port, workdir, {"PYTHONPATH": str(ROOT)})
+
+
 # ------------------------------------------------------------------------------------- load
 def drive(
     workdir: Path,
@@ -231,12 +251,14 @@ def interleaved(
     """Each arm's share of a cell, sent in rounds that alternate the arms (in a rotating order), so
     that the machine's background load falls on every arm alike. Only the first round warms up."""
     parts: dict[str, list[dict[str, Any]]] = {arm: [] for arm in arms}
+    cpu: dict[str, float] = {arm: 0.0 for arm in arms}
     names = list(arms)
     rounds = max(1, min(args.rounds, args.requests // max(conc, 1)))
     for r in range(rounds):
         count = args.requests // rounds + (1 if r < args.requests % rounds else 0)
         for arm in names[r % len(names) :] + names[: r % len(names)]:
             server, key = arms[arm]
+            before = cpu_seconds(server)
             parts[arm].append(
                 drive(
                     workdir,
@@ -250,7 +272,13 @@ def interleaved(
                     args.time_limit / rounds,
                 )
             )
-    return {arm: merge(p) for arm, p in parts.items()}
+            cpu[arm] += cpu_seconds(server) - before
+    merged = {arm: merge(p) for arm, p in parts.items()}
+    for arm, result in merged.items():
+        # Warm-up requests are served too: CPU per request counts every request the arm served.
+        served = result["sent"] + max(8, conc)
+        result["cpu_us_per_request"] = round(cpu[arm] * 1e6 / served) if served else None
+    return merged
 
 
 def matrix(
@@ -269,6 +297,7 @@ def matrix(
                     "arm": arm,
                     "stats": stats,
                     "rss_kb": server.rss_kb(),
+                    "cpu_us_per_request": raw[arm].get("cpu_us_per_request"),
                 }
                 if arm != "direct":
                     cell["added"] = report.added(stats, direct)
@@ -277,6 +306,7 @@ def matrix(
                     f"  {workload:6s} c={conc:<3d} {arm:8s} {stats['rps']:7.0f} req/s  errors {stats['errors']:3d}  "
                     f"TTFB p50 {stats['ttfb_ms']['p50']:.2f} p99 {stats['ttfb_ms']['p99']:.2f}  "
                     f"total p50 {stats['total_ms']['p50']:.2f} p99 {stats['total_ms']['p99']:.2f} ms"
+                    f"  CPU {cell['cpu_us_per_request']} µs/req"
                     + (f"  {stats['error_reasons']}" if stats["errors"] else "")
                 )
     return cells
@@ -468,6 +498,12 @@ def targets(
             }
         )
 
+    for workload in ("chat", "stream"):
+        gw, bare = _cell(cells, workload, 32, "gateway"), _cell(cells, workload, 32, "bare")
+        ratio = None
+        if gw and bare and gw.get("cpu_us_per_request") and bare.get("cpu_us_per_request"):
+            ratio = gw["cpu_us_per_request"] / bare["cpu_us_per_request"]
+        add(f"gateway/bare CPU per request, {workload}, c=32", ratio, 2.0, False, "×")
     gw = _cell(cells, "stream", 1, "gateway")
     add("added TTFB, stream, p50 at c=1", gw and gw["added"]["ttfb_ms"]["p50"], 1.0, False, "ms")
     gw = _cell(cells, "stream", 32, "gateway")
@@ -532,6 +568,43 @@ def markdown(run: dict[str, Any]) -> str:
         report.matrix_table(run["matrix"]),
         "",
     ]
+    cpu_rows = [c for c in run["matrix"] if c.get("cpu_us_per_request")]
+    if cpu_rows:
+        lines += [
+            "## CPU per request (user + system time of the arm's process tree while it served the cell)",
+            "",
+            "`bare` is `bench/bare_app.py`: a passthrough on the same dev host, Functions runtime, front door and "
+            "key check as the gateway, and nothing else (no routing, capture, injection, redaction or records); "
+            "`direct` is the simulator's own cost. The dev host's host emulation and the runtime are in both "
+            "`bare` and `gateway`, so `gateway − bare` is the gateway's own work.",
+            "",
+            "| workload | conc. | direct (simulator) µs | bare µs | gateway µs | gateway − bare µs | gateway / bare |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for workload in ("chat", "stream"):
+            for conc in run["settings"]["concurrency"]:
+                d, b, g = (_cell(run["matrix"], workload, conc, arm) for arm in ("direct", "bare", "gateway"))
+                if not (b and g and b.get("cpu_us_per_request") and g.get("cpu_us_per_request")):
+                    continue
+                lines.append(
+                    f"| {workload} | {conc} | {d and d.get('cpu_us_per_request')} | {b['cpu_us_per_request']} | "
+                    f"{g['cpu_us_per_request']} | {g['cpu_us_per_request'] - b['cpu_us_per_request']} | "
+                    f"{g['cpu_us_per_request'] / b['cpu_us_per_request']:.2f} |"
+                )
+        lines.append("")
+    gcr = run.get("gc")
+    if gcr:
+        per = gcr["per_10k"]
+        lines += [
+            "## Garbage collections in the gateway process",
+            "",
+            f"Over {gcr['requests']} timed requests (warm-ups aside), per 10,000 requests: "
+            + "; ".join(
+                f"generation {gen}: {v['count']} collections, longest {v['longest_ms']} ms" for gen, v in per.items()
+            )
+            + ". The warm heap is frozen after the first request (`proxy/gc_policy.py`).",
+            "",
+        ]
     peaks = run.get("peak_rss_kb") or {}
     if peaks:
         lines += ["Peak RSS over the run: " + ", ".join(f"{k} {v / 1024:.0f} MiB" for k, v in peaks.items()), ""]
@@ -649,6 +722,24 @@ def cache_hit() -> dict[str, Any]:
     return json.loads(done.stdout.strip().splitlines()[-1])
 
 
+def gc_report(path: Path, run: dict[str, Any]) -> dict[str, Any] | None:
+    """The gateway process's garbage collections over its life, per 10,000 requests it served."""
+    try:
+        stats = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    served = sum(c["stats"]["sent"] for c in run.get("matrix", []) if c["arm"] == "gateway")
+    served += sum(r["stats"]["sent"] for r in run.get("routing", []) if r["config"] == "1 backend")
+    per = 10_000 / served if served else 0.0
+    return {
+        "requests": served,
+        "per_10k": {
+            gen: {"count": round(v["count"] * per, 1), "longest_ms": v["longest_ms"]} for gen, v in stats.items()
+        },
+        "raw": stats,
+    }
+
+
 def cpu_model() -> str:
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
@@ -660,7 +751,16 @@ def cpu_model() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    argv = sys.argv[1:] if argv is None else argv
+    if argv and argv[0] in ("chaos", "throttle"):  # `python -m bench chaos|throttle [...]`: their own runs
+        from importlib import import_module
+
+        return int(import_module(f"bench.{argv[0]}").main(argv[1:]))
+    ap = argparse.ArgumentParser(
+        prog="python -m bench",
+        description=__doc__.splitlines()[0],
+        epilog="Also: python -m bench chaos (chaos soak), python -m bench throttle (throttle amplification).",
+    )
     ap.add_argument("--requests", type=int, default=300, help="timed requests per cell (default 300)")
     ap.add_argument("--concurrency", type=int, nargs="+", default=list(CONCURRENCY))
     ap.add_argument("--time-limit", type=float, default=60.0, help="seconds per cell and arm at most (default 60)")
@@ -717,9 +817,16 @@ def main(argv: list[str] | None = None) -> int:
             sim = start_simulator(workdir)
             servers.append(sim)
             expected = reference(sim.url)
-            gateway = start_gateway(workdir, "gateway", sim.url)
+            gc_stats = workdir / "gateway-gc.json"
+            gateway = start_gateway(workdir, "gateway", sim.url, extra={"BENCH_GC_STATS": str(gc_stats)})
             servers.append(gateway)
-            arms: dict[str, tuple[Server, str]] = {"direct": (sim, SIM_KEY), "gateway": (gateway, GATEWAY_KEY)}
+            bare = start_bare(workdir, sim.url)
+            servers.append(bare)
+            arms: dict[str, tuple[Server, str]] = {
+                "direct": (sim, SIM_KEY),
+                "bare": (bare, GATEWAY_KEY),
+                "gateway": (gateway, GATEWAY_KEY),
+            }
             if peer_python:
                 litellm = peer.start_peer(peer_python, free_port(), workdir, sim.url, DEPLOYMENT, SIM_KEY)
                 servers.append(litellm)
@@ -727,6 +834,7 @@ def main(argv: list[str] | None = None) -> int:
             say("latency and throughput (workload, concurrency, arm):")
             run["matrix"] = matrix(workdir, arms, expected, args)
             run["peak_rss_kb"] = {name: server.peak_rss_kb() for name, (server, _) in arms.items()}
+            bare.stop()
             if "routing" not in args.skip:
                 say("routing overhead: one backend vs three")
                 three = start_gateway(workdir, "gateway-3-backends", sim.url, backends=3)
@@ -742,6 +850,7 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for server in reversed(servers):
                 server.stop()
+        run["gc"] = gc_report(gc_stats, run)
         # How much of the bench's own traffic the parser would have to estimate, and why.
         run["estimated_records"] = exchange_census(workdir / "gateway.db")
         say(f"estimated records of the gateway arm: {run['estimated_records']}")

@@ -19,7 +19,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _tree(pid: int) -> list[int]:
+def process_tree(pid: int) -> list[int]:
     """The process and its descendants (a peer may run its server in a child process)."""
     found, frontier = [pid], [pid]
     while frontier:
@@ -53,11 +53,11 @@ class Server:
 
     def rss_kb(self) -> int:
         """Resident set size now, summed over the process tree."""
-        return sum(_status_kb(p, "VmRSS") for p in _tree(self.proc.pid))
+        return sum(_status_kb(p, "VmRSS") for p in process_tree(self.proc.pid))
 
     def peak_rss_kb(self) -> int:
         """Peak resident set size (VmHWM) since start, summed over the process tree."""
-        return sum(_status_kb(p, "VmHWM") for p in _tree(self.proc.pid))
+        return sum(_status_kb(p, "VmHWM") for p in process_tree(self.proc.pid))
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -124,7 +124,7 @@ param openAiDeployments array = [
 @description('Existing AOAI endpoints, in GATEWAY_BACKENDS form (see proxy/routing/backends.py), e.g. [{"name": "aoai-swe", "endpoint": "https://my-aoai.openai.azure.com", "auth": {"type": "managed_identity"}, "deployments": ["*"], "priority": 2}].')
 param existingBackends array = []
 
-@description('Existing AOAI accounts that get the Cognitive Services OpenAI User role for the gateway: [{"resourceGroup": "rg-aoai", "accountName": "my-aoai"}] (same subscription).')
+@description('Existing AOAI accounts that get the Cognitive Services OpenAI User role for the gateway: [{"resourceGroup": "rg-aoai", "accountName": "my-aoai"}] ; add "subscriptionId" for an account in another subscription of the tenant.')
 param existingOpenAiAccounts array = []
 
 // ---- Data, telemetry, safety ----
@@ -253,8 +253,15 @@ param contentSafetyOptions object = {
   maxConcurrency: 4
 }
 
-@description('Maximum function app instances.')
+@description('Maximum function app instances (Flex Consumption allows 40 to 1000; the subscription\'s regional memory quota caps the total). Size with functionHttpPerInstanceConcurrency: docs/deploy.md "Sizing".')
+@minValue(40)
+@maxValue(1000)
 param functionMaximumInstanceCount int = 100
+
+@description('Concurrent HTTP requests (streams) one instance serves: functionAppConfig.scaleAndConcurrency.triggers.http.perInstanceConcurrency. Unset, Flex Consumption gives a Python app 1. 100 fits a 2048 MB (1 vCPU) instance with room to spare by bench/results/latest.md (about 2 ms CPU per second and at most 672 KB per concurrent stream); about 200 on 4096 MB. See docs/deploy.md "Sizing".')
+@minValue(1)
+@maxValue(1000)
+param functionHttpPerInstanceConcurrency int = 100
 
 @description('Memory per function app instance in MB.')
 @allowed([
@@ -262,6 +269,10 @@ param functionMaximumInstanceCount int = 100
   4096
 ])
 param functionInstanceMemoryMB int = 2048
+
+@description('Function key APIM sends as x-functions-key (at least 32 characters), written to the function app and to the APIM named value gateway-function-key at deployment. Empty: derived from the subscription, resource group and environmentName, so every re-deployment keeps it; pass your own secret to have a key nobody can derive, or a new one to rotate it (docs/deploy.md).')
+@secure()
+param gatewayFunctionKey string = ''
 
 @description('CIDR ranges allowed to reach the function app deployment (SCM) endpoint, e.g. ["203.0.113.7/32"] for the machine that runs func publish / azd deploy. Empty: the app has no public endpoint at all; deploy from inside the VNet.')
 param deploymentAllowedIpRanges array = []
@@ -288,8 +299,12 @@ var cosmosContainers = {
   affinity: 'affinity'
   cache: 'cache'
   budgets: 'budgets'
+  owners: 'owners'
 }
 var eventHubName = 'exchanges'
+// Chosen here, never read back from the app: a new Flex Consumption app has no host keys before its host ran code.
+var derivedFunctionKey = '${replace(guid(subscription().id, resourceGroup().id, environmentName, 'gateway-function-key'), '-', '')}${uniqueString(resourceGroup().id, environmentName, 'apim')}'
+var functionKeyValue = empty(gatewayFunctionKey) ? derivedFunctionKey : gatewayFunctionKey
 var deploymentContainerName = 'app-package'
 
 // ---- Modules ----
@@ -353,6 +368,7 @@ module cosmos 'modules/cosmos.bicep' = {
     affinityContainerName: cosmosContainers.affinity
     cacheContainerName: cosmosContainers.cache
     budgetsContainerName: cosmosContainers.budgets
+    ownersContainerName: cosmosContainers.owners
     recordsTtlSeconds: recordsTtlSeconds
     deadlettersTtlSeconds: deadlettersTtlSeconds
     privateEndpointSubnetId: network.outputs.privateEndpointSubnetId
@@ -436,6 +452,7 @@ module functionApp 'modules/function-app.bicep' = {
     cosmosCacheContainerName: cosmosContainers.cache
     audiencePolicies: audiencePolicies
     cosmosBudgetsContainerName: cosmosContainers.budgets
+    cosmosOwnersContainerName: cosmosContainers.owners
     appInsightsLoggerName: appInsightsLoggerName
     exchangeTtlSeconds: exchangeTtlSeconds
     eventHubsNamespace: eventHubs.outputs.fullyQualifiedNamespace
@@ -456,6 +473,7 @@ module functionApp 'modules/function-app.bicep' = {
     contentSafety: contentSafetyOptions
     maximumInstanceCount: functionMaximumInstanceCount
     instanceMemoryMB: functionInstanceMemoryMB
+    perInstanceConcurrency: functionHttpPerInstanceConcurrency
     deploymentAllowedIpRanges: deploymentAllowedIpRanges
     tags: tags
   }
@@ -481,7 +499,7 @@ module roles 'modules/roles.bicep' = {
 
 module existingOpenAiRoles 'modules/openai-role.bicep' = [for (account, i) in existingOpenAiAccounts: {
   name: 'openai-role-${i}'
-  scope: resourceGroup(account.resourceGroup)
+  scope: resourceGroup(contains(account, 'subscriptionId') ? account.subscriptionId : subscription().subscriptionId, account.resourceGroup)
   params: {
     accountName: account.accountName
     principalId: functionApp.outputs.principalId
@@ -501,6 +519,7 @@ module apim 'modules/apim.bicep' = {
     subnetId: network.outputs.apimSubnetId
     functionAppName: functionApp.outputs.name
     functionAppHostName: functionApp.outputs.defaultHostName
+    functionKey: functionKeyValue
     appInsightsId: monitoring.outputs.appInsightsId
     appInsightsInstrumentationKey: monitoring.outputs.instrumentationKey
     forwardTimeoutSeconds: forwardTimeoutSeconds
@@ -509,6 +528,20 @@ module apim 'modules/apim.bicep' = {
   }
   dependsOn: [
     roles
+  ]
+}
+
+// After the storage role (the host keeps its keys in blob storage with the app's identity) and after APIM,
+// whose creation (30-45 minutes on a first deployment) leaves that role assignment ample time to propagate.
+module functionKey 'modules/function-key.bicep' = {
+  name: 'function-key'
+  params: {
+    functionAppName: functionApp.outputs.name
+    keyValue: functionKeyValue
+  }
+  dependsOn: [
+    roles
+    apim
   ]
 }
 
@@ -533,3 +566,9 @@ output AZURE_FUNCTION_APP_NAME string = functionApp.outputs.name
 
 @description('Application Insights component name.')
 output AZURE_APPINSIGHTS_NAME string = monitoring.outputs.appInsightsName
+
+@description('Application Insights application id (python -m devhost smoke --appinsights-app-id).')
+output AZURE_APPINSIGHTS_APP_ID string = monitoring.outputs.appId
+
+@description('Cosmos DB endpoint (python -m devhost smoke --cosmos-endpoint, from inside the VNet).')
+output AZURE_COSMOS_ENDPOINT string = cosmos.outputs.endpoint

@@ -1,7 +1,8 @@
 """`python -m devhost [serve] [--host H] [--port P] [--settings FILE]`: run the gateway locally.
 
 Subcommands: `serve` (the default), `records`, `report` and `dashboard` (devhost/commands.py), `erase`
-and `purge` (devhost/privacy_commands.py), `budgets` (devhost/budgets_command.py).
+and `purge` (devhost/privacy_commands.py), `budgets` (devhost/budgets_command.py) and `smoke`
+(devhost/smoke.py).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from devhost import budgets_command, commands, privacy_commands
+from devhost import budgets_command, commands, privacy_commands, smoke
 from devhost.dashboard_app import DASHBOARD_PATH, DashboardApp
 from devhost.host import DevHost, load_settings_file, server_config
 from devhost.request_log import print_requests
@@ -36,6 +37,7 @@ from proxy.routing.backends import parse_backends
 from shared.errors import ConfigurationError
 
 SIMULATOR_KEY = "simulator-key"
+SIMULATOR_TOKEN_DELAY_MS = 15
 
 
 def _start_simulator() -> str | None:
@@ -44,7 +46,9 @@ def _start_simulator() -> str | None:
         from devhost.simulator import SimulatorConfig, run_in_thread
     except ImportError:
         return None
-    handle = run_in_thread(SimulatorConfig())
+    # Paced like a deployment (a token chunk every 15 ms), so a stream is seen arriving event by event,
+    # as `python -m devhost smoke` checks.
+    handle = run_in_thread(SimulatorConfig(token_delay_ms=SIMULATOR_TOKEN_DELAY_MS))
     return handle.url
 
 
@@ -224,6 +228,11 @@ COMMANDS["budgets"] = (
     "print every budget: spend, reservations in flight, remaining and reset time",
     budgets_command.budgets_arguments,
     budgets_command.budgets_command,
+)
+COMMANDS["smoke"] = (
+    "check a deployment end to end (chat, stream, embedding, headers, 401, usage records)",
+    smoke.arguments,
+    smoke.command,
 )
 
 

@@ -27,8 +27,10 @@ import azure.functions as func
 from starlette.requests import Request
 from starlette.responses import Response
 
+from devhost.guard import GuardedHttpTools, GuardLimits
 from devhost.subscriptions import Subscription, authorize_raw
 from shared.errors import ErrorResponse, MethodNotAllowed, NotFound
+from shared.settings import Settings
 
 log = logging.getLogger("devhost")
 
@@ -422,7 +424,8 @@ def server_config(host_app: DevHost, host: str, port: int, log_level: str = "war
         host=host,
         port=port,
         loop="uvloop",
-        http="httptools",
+        # httptools with the deadlines and bounds the Functions front end has in Azure (devhost/guard.py).
+        http=GuardedHttpTools.with_limits(GuardLimits.from_settings(Settings.from_env())),
         lifespan="on",
         log_level=log_level,
         access_log=False,

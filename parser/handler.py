@@ -12,6 +12,10 @@ Events of a batch are handled concurrently (at most `concurrency` at once, PARSE
 so that waiting on the stores or on Content Safety for one exchange does not hold up the others;
 repeats of one request id within a batch are handled one after the other. The result lists keep
 the order of the events.
+
+One module because the guarantees (one record per request, a dead letter once with its real
+reason, retries only for outages) are made by the order of these steps; normalization, pricing
+and safety live in their own modules.
 """
 
 from __future__ import annotations

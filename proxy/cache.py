@@ -19,7 +19,8 @@ from fastapi.responses import StreamingResponse
 
 from proxy import telemetry
 from proxy.call import REQUEST_ID_HEADER, ProxyCall, json_body_of
-from proxy.capture import CaptureWriter, ExchangeRecorder
+from proxy.capture import CaptureWriter
+from proxy.recorder import ExchangeRecorder
 from shared import response_cache
 from shared.audience import BODILESS_CAPTURE_LEVELS, AudiencePolicy, AudienceTable, CachePolicy, Resolved
 from shared.ports import ResponseCache

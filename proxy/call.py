@@ -19,15 +19,16 @@ import aiohttp
 import orjson
 from fastapi import Request
 
-from proxy.capture import ExchangeRecorder
 from proxy.credentials import Credentials
-from proxy.routing.affinity import CreatedIdTap, ResponsePinning
+from proxy.ownership import AnswerTap
+from proxy.recorder import ExchangeRecorder
+from proxy.routing.affinity import ResponsePinning
 from proxy.routing.backends import Backend
 from proxy.routing.failover import AiohttpAnswer, read_answer, run_failover
 from proxy.routing.pool import BackendPool
 from proxy.streams import usage as stream_usage
 from proxy.upstream import UpstreamClient, upstream_request_headers
-from shared.errors import BadRequest, NotFound, PayloadTooLarge, RealtimeNotSupported
+from shared.errors import BadRequest, HeadersTooLarge, NotFound, PayloadTooLarge, RealtimeNotSupported, RequestTimeout
 from shared.exchange import Identity
 from shared.normalize.apis import ApiRoute, classify, deployment_for, resolve_path
 from shared.redaction import forwardable_query
@@ -61,8 +62,10 @@ def identity_from(headers: Mapping[str, str]) -> tuple[str, Identity]:
     )
 
 
-async def read_body(request: Request, limit: int, declared: str | None = None) -> bytes:
-    """The whole request body, refusing (413) as soon as it exceeds `limit` bytes.
+async def read_body(request: Request, limit: int, declared: str | None = None, timeout: float | None = None) -> bytes:
+    """The whole request body, refusing (413) as soon as it exceeds `limit` bytes, and (408) when
+    it has not all arrived within `timeout` seconds: a body trickled a byte at a time must not
+    hold a connection and a task for ever.
 
     `declared` is the request's content-length when the caller already looked it up."""
     if declared is None:
@@ -70,11 +73,26 @@ async def read_body(request: Request, limit: int, declared: str | None = None) -
     if declared and declared.isdigit() and int(declared) > limit:
         raise PayloadTooLarge(f"The request body is larger than the gateway's limit of {limit} bytes.")
     buf = bytearray()
-    async for chunk in request.stream():
-        buf += chunk
-        if len(buf) > limit:
-            raise PayloadTooLarge(f"The request body is larger than the gateway's limit of {limit} bytes.")
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                buf += chunk
+                if len(buf) > limit:
+                    raise PayloadTooLarge(f"The request body is larger than the gateway's limit of {limit} bytes.")
+    except TimeoutError:
+        log.warning("request body not received within %gs (%d bytes so far): answered 408", timeout, len(buf))
+        raise RequestTimeout(f"The request body did not arrive within {timeout:g} seconds.") from None
     return bytes(buf)
+
+
+def check_header_size(header_items: list[tuple[str, str]], limit: int) -> None:
+    """Refuse (431) headers that would go upstream beyond `limit` bytes: a client must not make the
+    gateway send AOAI what AOAI's own front end would refuse, nor store it."""
+    size = 0
+    for name, value in header_items:
+        size += len(name) + len(value) + 4
+        if size > limit:
+            raise HeadersTooLarge(f"The request headers are larger than the gateway's limit of {limit} bytes.")
 
 
 def json_body_of(body: bytes, content_type: str | None) -> Any:
@@ -105,8 +123,9 @@ class ProxyCall:
     backend: Backend | None = None
     #: `x-gateway-backend` / `x-gateway-attempts` for the client, set by `attempt`.
     gateway_headers: dict[str, str] = field(default_factory=dict)
-    #: Watches a Responses API answer for the id it created (None for every other call).
-    created_id_tap: CreatedIdTap | None = None
+    #: Watches an answer for the ids it created (Responses API affinity, owners of stored objects;
+    #: None for every other call).
+    created_id_tap: AnswerTap | None = None
     #: Body bytes `attempt` already read from the response it returns (e.g. a whole error body
     #: that failover inspected); relayed before the rest of the body.
     head: bytes = b""
@@ -133,7 +152,10 @@ async def prepare(
         raise NotFound(f"Resource not found: {path} is not an Azure OpenAI data-plane path.")
     if route.api == "realtime" and first.get("upgrade", "").lower() == "websocket":
         raise RealtimeNotSupported(REALTIME_REFUSAL)
-    body = await read_body(request, settings.max_request_body_bytes, first.get("content-length", ""))
+    check_header_size(header_items, settings.max_request_header_bytes)
+    body = await read_body(
+        request, settings.max_request_body_bytes, first.get("content-length", ""), settings.request_body_timeout_seconds
+    )
     pairs = request.query_params.multi_items()
     rec.set_request(request.method, path, pairs, header_items, body)
     content_type = first.get("content-type")

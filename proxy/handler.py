@@ -12,15 +12,19 @@ import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import aiohttp
 from fastapi import Request, Response
+from starlette.requests import ClientDisconnect
 
 from proxy import gc_policy, telemetry
 from proxy.audience import AudienceGate, filter_list
 from proxy.budget_gate import BudgetGate
 from proxy.cache import CACHE_HEADER, CacheGate
-from proxy.call import REQUEST_ID_HEADER, UpstreamLeg, identity_from, prepare
-from proxy.capture import CaptureWriter, ExchangeRecorder
+from proxy.call import REQUEST_ID_HEADER, ProxyCall, UpstreamLeg, identity_from, prepare
+from proxy.capture import CaptureWriter
 from proxy.credentials import Credentials
+from proxy.ownership import Ownership, both, creates, listed_kind, referenced
+from proxy.recorder import ExchangeRecorder
 from proxy.relay import Relay, RelayResponse
 from proxy.routing.affinity import ResponsePinning
 from proxy.routing.backends import Backend, parse_backends
@@ -31,7 +35,7 @@ from proxy.upstream import Timeouts, UpstreamClient, client_response_headers
 from shared.audience import AudienceTable
 from shared.errors import ErrorResponse
 from shared.exchange import Exchange
-from shared.ports import AffinityStore, Ports, ResponseCache
+from shared.ports import AffinityStore, OwnershipStore, Ports, ResponseCache
 from shared.privacy.capture import CapturePrivacy
 from shared.privacy.language import language_stage
 from shared.privacy.pii import RECOGNIZERS, PiiRedactor
@@ -58,6 +62,7 @@ class Proxy:
         audience: AudienceTable | None = None,
         cache_store: Callable[[], ResponseCache | None] | None = None,
         budgets: BudgetGate | None = None,
+        owners: Callable[[], OwnershipStore | None] | None = None,
     ) -> None:
         self.settings = settings
         #: One pool per process: health, cooldowns and circuits are shared by every request.
@@ -74,6 +79,8 @@ class Proxy:
         self.safety = safety or StreamSafety.off()
         #: Budget admission before forwarding (None: no budgets).
         self.budgets = budgets
+        #: Tenant isolation of stored objects (None: every caller reaches every id, as in unit tests).
+        self.ownership = Ownership(owners) if owners is not None else None
         self.leg = UpstreamLeg(pool, upstream, credentials, self.pinning)
         #: Per-audience policy: allow-lists and the response cache (`AUDIENCE_POLICIES`).
         table = audience or AudienceTable.from_settings(
@@ -103,6 +110,9 @@ class Proxy:
         try:
             call = await prepare(self.settings, request, rec, path, header_items, first)
             resolved = self.audience.admit(call)
+            refs = referenced(call.method, call.path, call.json_body) if self.ownership is not None else []
+            if refs:
+                await self.ownership.check(refs, identity.subscription_id)  # type: ignore[union-attr]
             plan = self.cache.plan(call, resolved, first) if resolved.value.cache is not None else None
             if plan is not None:
                 entry = await self.cache.lookup(plan)
@@ -116,15 +126,24 @@ class Proxy:
                 # relayed as the head of the body.
                 call.head = filter_list(call.head + await resp.read(), resolved.value)
                 call.extra["body_rewritten"] = True
+            if self.ownership is not None:
+                await self._own_listing(call, resp, identity.subscription_id)
         except ErrorResponse as error:
             if rec.budget is not None:  # admitted, then no backend answered: the budget headers still go
                 error.headers.update(call.extra.get("budget_headers", ()))
             return self._answer(rec, error)
+        except ClientDisconnect:
+            # The client left while sending its body: nobody reads an answer, and the record says 499.
+            rec.client_disconnected = True
+            self.capture.submit(rec.finish())
+            return Response(status_code=499)
         except Exception as exc:  # a defect: still one exchange, still an AOAI-shaped answer
             log.exception("proxy failure for %s", rid)
             return self._answer(rec, ErrorResponse(f"The gateway failed to handle the request ({type(exc).__name__})."))
 
         headers = client_response_headers(resp.headers.items())
+        if call.extra.get("listing_filtered"):
+            headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
         headers.extend(call.gateway_headers.items())
         event_stream = resp.headers.get("content-type", "").startswith("text/event-stream")
         headers.extend(call.extra.get("budget_headers", ()))
@@ -150,12 +169,34 @@ class Proxy:
         if plan is not None:
             headers.append((CACHE_HEADER, self.cache.header_for(plan, resp.status)))
             call.before_capture = self.cache.after(plan, rec, resp.status, resp.headers.get("content-type", ""))
+        if self.ownership is not None and creates(
+            call.method, call.path, resp.status, any(r.via == "path" for r in refs), call.json_body
+        ):
+            stream = resp.headers.get("content-type", "").startswith("text/event-stream")
+            call.created_id_tap = both(
+                call.created_id_tap, self.ownership.tap(identity.subscription_id, stream, rec.chunks, call.path)
+            )
         headers.append((REQUEST_ID_HEADER, rid))
         headers.append(telemetry.stamp_overhead(rec, rec.first_byte or rec.elapsed_ms()))
         relay = Relay(call, resp, upstream=self.upstream, pool=self.pool, capture=self.capture, safety=self.safety)
         return RelayResponse(
             relay, resp.status, [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in headers]
         )
+
+    async def _own_listing(self, call: ProxyCall, resp: aiohttp.ClientResponse, subscription: str) -> None:
+        """A listing of files or batches keeps only the caller's: read whole (a page is small), filtered."""
+        kind = listed_kind(call.method, call.path)
+        if kind is None or not 200 <= resp.status < 300 or "json" not in resp.headers.get("content-type", ""):
+            return
+        assert self.ownership is not None
+        try:
+            async with asyncio.timeout(self.upstream.timeouts.idle):
+                body = call.head + await resp.read()
+            call.head = await self.ownership.filter_list(body, kind, subscription)
+        except BaseException:
+            resp.close()
+            raise
+        call.extra["listing_filtered"] = True
 
     def _answer(self, rec: ExchangeRecorder, error: ErrorResponse) -> Response:
         body = rec.answer_error(error)
@@ -171,6 +212,8 @@ class Proxy:
         await self.capture.aclose()
         if self.pinning is not None:
             await self.pinning.drain()
+        if self.ownership is not None:
+            await self.ownership.drain()
         await self.safety.aclose()
         await self.upstream.close()
         await self.credentials.close()
@@ -188,6 +231,7 @@ def build_proxy(settings: Settings, ports: Callable[[], Ports]) -> Proxy:
         safety=StreamSafety.from_settings(settings),
         cache_store=lambda: ports().cache,
         budgets=BudgetGate(lambda: ports().budgets),
+        owners=lambda: ports().owners,
     )
 
 

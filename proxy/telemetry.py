@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from shared.exchange import Attempt
 
 if TYPE_CHECKING:
-    from proxy.capture import ExchangeRecorder
+    from proxy.recorder import ExchangeRecorder
 
 OVERHEAD_HEADER = "x-gateway-overhead-ms"
 

@@ -68,8 +68,16 @@ class DeploymentNotAllowed(ErrorResponse):
     status, code = 403, "deployment_not_allowed"
 
 
+class RequestTimeout(ErrorResponse):
+    status, code = 408, "Timeout"
+
+
 class PayloadTooLarge(ErrorResponse):
     status, code = 413, "PayloadTooLarge"
+
+
+class HeadersTooLarge(ErrorResponse):
+    status, code = 431, "RequestHeaderFieldsTooLarge"
 
 
 class Throttled(ErrorResponse):
@@ -154,3 +162,11 @@ class EncodingDataError(GatewayError, RuntimeError):
 
 class BatchIncomplete(GatewayError, RuntimeError):
     """Some events were neither recorded nor dead-lettered; the batch must be delivered again."""
+
+
+class BudgetStoreDown(GatewayError):
+    """The budget store failed (after the adapter's own retries)."""
+
+
+class BudgetConflict(GatewayError, RuntimeError):
+    """A budget ledger step lost the optimistic-concurrency race too many times in a row."""

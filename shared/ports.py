@@ -103,6 +103,18 @@ class BudgetStore(Protocol):
     async def close(self) -> None: ...
 
 
+class OwnershipStore(Protocol):
+    """Which subscription created a stored object (a response, a file, a batch), by kind and id.
+
+    `claim` keeps the first owner of an id (a later claim by anyone is ignored); `owner` is None
+    for an id nobody claimed.
+    """
+
+    async def claim(self, kind: str, object_id: str, owner: str) -> None: ...
+
+    async def owner(self, kind: str, object_id: str) -> str | None: ...
+
+
 class SpillStore(Protocol):
     """Durable place for exchanges the log store could not take; drained back when it recovers."""
 
@@ -120,6 +132,7 @@ class SpillStore(Protocol):
 class Ports:
     """One of each port, as chosen by the wiring (`shared/wiring.py`) from app settings.
 
+    `owners` is None only for a partial set built by a test; the wiring always sets it.
     `safety` is the Content Safety analyser (`shared.safety.client.ContentSafety`), or None when
     CONTENT_SAFETY_ENDPOINT is not set: then records say `safety.status: "skipped"`.
     `budgets` admits and settles against BUDGETS (`shared.budgets.keeper.BudgetKeeper` over a
@@ -138,6 +151,7 @@ class Ports:
         "cache",
         "budgets",
         "spill",
+        "owners",
     )
 
     def __init__(
@@ -149,6 +163,7 @@ class Ports:
         sink: UsageSink,
         deadletters: DeadLetterStore,
         affinity: AffinityStore,
+        owners: OwnershipStore | None = None,
         safety: ContentSafety | None = None,
         cache: ResponseCache | None = None,
         budgets: BudgetKeeper | None = None,
@@ -160,6 +175,7 @@ class Ports:
         self.sink = sink
         self.deadletters = deadletters
         self.affinity = affinity
+        self.owners = owners
         self.safety = safety
         #: The exact response cache store (None: no audience enables the cache).
         self.cache = cache

@@ -125,10 +125,74 @@ _SHAPES = re.compile(
     r"sig|client_secret|api[-_]?key|access_token|subscription[-_]key)=)(?P<assign_value>[^;&\s\"'<>]+)",
     re.IGNORECASE,
 )
-#: Cheap pre-check: a string holding none of these cannot match `_SHAPES` (case-insensitive search).
-_MARKERS = re.compile(
-    r"-----BEGIN|eyJ|sk-|ek_|bearer|basic|key=|signature=|value=|password=|pwd=|sig=|secret=|token=", re.I
-)
+#: Every `_SHAPES` match contains one of these (case-insensitively), at most `_ANCHOR_BEFORE`
+#: characters after the match starts: the PEM, JWT, `sk-` and Bearer/Basic shapes start at their
+#: marker, an assignment (`SharedAccessSignature=`...) at most 22 characters before its `=`.
+_MARKERS: tuple[str, ...] = ("-----begin", "eyj", "sk-", "ek_", "bearer", "basic", "key=", "signature=", "value=")
+_MARKERS += ("password=", "pwd=", "sig=", "secret=", "token=")
+_ANCHOR_BEFORE = 24
+
+
+#: Every secret name (`is_secret_name`) contains one of these, lower-cased.
+_SECRET_NAME_PARTS: tuple[str, ...] = ("token", "secret", "pass", "pwd", "auth", "sig", "sas", "credential")
+_SECRET_NAME_PARTS += ("cookie", "key", "connection", "bearer")
+_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-")
+
+
+def _may_hold_secret_pair(lowered: str) -> bool:
+    """Whether a `"name": "string"` pair whose name may be secret occurs in `lowered` (a lower-cased
+    JSON text), found with `str.find`: `_JSON_PAIR`'s per-pair callback runs only then. A stream's
+    `"completion_tokens": 12` is no candidate: its value is not a string."""
+    n = len(lowered)
+    for part in _SECRET_NAME_PARTS:
+        at = lowered.find(part)
+        while at >= 0:
+            end = at + len(part)
+            while end < n and lowered[end] in _NAME_CHARS:
+                end += 1
+            if end < n and lowered[end] == '"':
+                rest = lowered[end + 1 : end + 40].lstrip()
+                if rest.startswith(":") and rest[1:].lstrip().startswith('"'):
+                    return True
+            at = lowered.find(part, at + 1)
+    return False
+
+
+def _redact_shapes(text: str) -> str:
+    """`_SHAPES.sub(_shape, text)`, without running the pattern over the whole text: the markers
+    are found with `str.find` on the lower-cased text, and the pattern is only tried (anchored,
+    `match`) where a match can start near one, in order, so the result is the same. A regex search
+    over a 100 KB stream costs milliseconds; this costs a lower() and a few finds."""
+    lowered = text.lower()
+    if len(lowered) != len(text):  # a character whose lower case is longer: positions would shift
+        return _SHAPES.sub(_shape, text)
+    starts: set[int] = set()
+    for marker in _MARKERS:
+        at = lowered.find(marker)
+        while at >= 0:
+            if marker.endswith("="):
+                starts.update(range(max(0, at + len(marker) - _ANCHOR_BEFORE), at + 1))
+            else:
+                starts.add(at)
+            at = lowered.find(marker, at + 1)
+    if not starts:
+        return text
+    out: list[str] = []
+    done = 0
+    for start in sorted(starts):
+        if start < done:
+            continue
+        m = _SHAPES.match(text, start)
+        if m is None or m.end() == m.start():
+            continue
+        out.append(text[done : m.start()])
+        out.append(_shape(m))
+        done = m.end()
+    if not out:
+        return text
+    out.append(text[done:])
+    return "".join(out)
+
 
 #: Credentials the gateway holds (longest first, so a key containing another is replaced whole).
 _known: list[str] = []
@@ -164,9 +228,7 @@ class Redactor:
 
     def text(self, value: str) -> str:
         """A string with every secret shape and known secret replaced (the same object when none)."""
-        out = value
-        if _MARKERS.search(out):
-            out = _SHAPES.sub(_shape, out)
+        out = _redact_shapes(value)
         for known in (_known, self._extra):
             for secret in known:
                 if secret in out:  # a substring search in C: cheap on long prompts
@@ -202,7 +264,7 @@ class Redactor:
     def event_text(self, raw: str) -> str:
         """A raw event stream (or any JSON-ish text): `"name": "value"` pairs with a secret name,
         and every secret shape."""
-        if '":' in raw:
+        if '":' in raw and _may_hold_secret_pair(raw.lower()):
             raw = _JSON_PAIR.sub(self._pair, raw)
         return self.text(raw)
 

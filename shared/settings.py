@@ -155,6 +155,12 @@ class Settings(BaseSettings):
         "ask AOAI for the usage chunk on streams (and hide it from clients that did not ask)",
     )
     max_request_body_bytes: PositiveInt = setting(26_214_400, "MAX_REQUEST_BODY_BYTES", "larger request bodies get 413")
+    request_body_timeout_seconds: PositiveFloat = setting(
+        120.0, "REQUEST_BODY_TIMEOUT_SECONDS", "seconds a client has to send its whole request body (408 past it)"
+    )
+    max_request_header_bytes: PositiveInt = setting(
+        32_768, "MAX_REQUEST_HEADER_BYTES", "bytes of request headers forwarded upstream (431 past it)"
+    )
     upstream_connect_timeout: PositiveFloat = setting(
         10.0, "UPSTREAM_CONNECT_TIMEOUT_SECONDS", "TCP/TLS connect to a backend"
     )
@@ -241,6 +247,9 @@ class Settings(BaseSettings):
         "affinity", "COSMOS_AFFINITY_CONTAINER", "Responses API affinity (response id -> backend) container"
     )
     cosmos_cache_container: str = setting("cache", "COSMOS_CACHE_CONTAINER", "response cache container (per-item TTL)")
+    cosmos_owners_container: str = setting(
+        "owners", "COSMOS_OWNERS_CONTAINER", "owners of stored objects (responses, files, batches) by subscription"
+    )
     cosmos_budgets_container: str = setting(
         "budgets", "COSMOS_BUDGETS_CONTAINER", "budget ledgers container (one item per budget and period)"
     )
@@ -407,6 +416,15 @@ class Settings(BaseSettings):
     )
 
     # --- dev host ----------------------------------------------------------------------------
+    devhost_header_timeout_seconds: PositiveFloat = setting(
+        10.0,
+        "DEVHOST_HEADER_TIMEOUT_SECONDS",
+        "seconds to send a request's head (the dev host's front end)",
+        scope="devhost",
+    )
+    devhost_max_connections: PositiveInt = setting(
+        1000, "DEVHOST_MAX_CONNECTIONS", "open connections served at once (503 past it)", scope="devhost"
+    )
     local_subscriptions_json: Annotated[str, JsonText(shapes.Subscriptions)] = setting(
         "{}",
         "LOCAL_SUBSCRIPTIONS",

@@ -20,6 +20,7 @@ from shared.ports import (
     DeadLetterStore,
     EventChannel,
     ExchangeStore,
+    OwnershipStore,
     Ports,
     RecordStore,
     ResponseCache,
@@ -177,6 +178,7 @@ def build_ports(settings: Settings) -> WiredPorts:
     deadletters: DeadLetterStore
     affinity: AffinityStore
     cache: ResponseCache
+    owners: OwnershipStore
     channel: EventChannel
     sink: UsageSink
     if settings.log_store == "cosmos":
@@ -192,12 +194,14 @@ def build_ports(settings: Settings) -> WiredPorts:
         )
         assert stores.cache is not None  # open_cosmos_stores always builds it
         cache = stores.cache
+        owners = stores.owners
     else:
         from shared.adapters.sqlite import (
             SqliteAffinityStore,
             SqliteDatabase,
             SqliteDeadLetterStore,
             SqliteExchangeStore,
+            SqliteOwnershipStore,
             SqliteRecordStore,
             SqliteResponseCache,
         )
@@ -210,6 +214,7 @@ def build_ports(settings: Settings) -> WiredPorts:
         exchanges, records = SqliteExchangeStore(db, retention=retention), SqliteRecordStore(db)
         deadletters, affinity = SqliteDeadLetterStore(db), SqliteAffinityStore(db)
         cache = SqliteResponseCache(db)
+        owners = SqliteOwnershipStore(db)
 
     if settings.event_channel == "eventhub":
         from shared.adapters.eventhub import EventHubChannel
@@ -252,6 +257,7 @@ def build_ports(settings: Settings) -> WiredPorts:
         sink=sink,
         deadletters=deadletters,
         affinity=affinity,
+        owners=owners,
         safety=safety,
         cache=cache,
         budgets=budgets,

@@ -100,6 +100,17 @@ class MemoryAffinityStore:
         return entry[0]
 
 
+class MemoryOwnershipStore:
+    def __init__(self) -> None:
+        self.owners: dict[tuple[str, str], str] = {}
+
+    async def claim(self, kind: str, object_id: str, owner: str) -> None:
+        self.owners.setdefault((kind, object_id), owner)
+
+    async def owner(self, kind: str, object_id: str) -> str | None:
+        return self.owners.get((kind, object_id))
+
+
 def memory_ports() -> Ports:
     return Ports(
         exchanges=MemoryExchangeStore(),
@@ -108,4 +119,5 @@ def memory_ports() -> Ports:
         sink=MemoryUsageSink(),
         deadletters=MemoryDeadLetterStore(),
         affinity=MemoryAffinityStore(),
+        owners=MemoryOwnershipStore(),
     )

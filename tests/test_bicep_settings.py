@@ -32,6 +32,8 @@ LOCAL_ONLY = {
     "SQLITE_PATH": "embedded store of the dev host; in Azure LOG_STORE is cosmos",
     "BUDGET_SQLITE_PATH": "embedded budget ledgers of the dev host; in Azure they are in COSMOS_BUDGETS_CONTAINER",
     "LOCAL_SUBSCRIPTIONS": "the dev host stands in for APIM; in Azure APIM sets the x-gateway-* identity headers",
+    "DEVHOST_HEADER_TIMEOUT_SECONDS": "the dev host's server; in Azure the Functions front end reads request heads",
+    "DEVHOST_MAX_CONNECTIONS": "the dev host's server; in Azure the Functions front end and scale-out bound connections",
     "CONTENT_SAFETY_KEY": "a secret: in Azure the function app reaches Content Safety with its managed identity "
     "(role Cognitive Services User); add it by hand (as a Key Vault reference) only if you must use a key",
     "PII_LANGUAGE_ENDPOINT": "optional second PII stage: an operator adds it with PII_LANGUAGE_KEY (a Key Vault "

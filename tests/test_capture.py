@@ -4,7 +4,8 @@ import asyncio
 
 import orjson
 
-from proxy.capture import CaptureWriter, ExchangeRecorder
+from proxy.capture import CaptureWriter
+from proxy.recorder import ExchangeRecorder
 from shared.errors import BadGateway
 from shared.exchange import Exchange, Identity
 from testing.memory import memory_ports

@@ -12,7 +12,8 @@ import base64
 from pathlib import Path
 
 from parser.handler import handle_batch
-from proxy.capture import CaptureWriter, ExchangeRecorder
+from proxy.capture import CaptureWriter
+from proxy.recorder import ExchangeRecorder
 from shared.adapters.blob_spill import BlobSpillStore
 from shared.adapters.sqlite import SqliteDatabase, SqliteDeadLetterStore, SqliteExchangeStore, SqliteRecordStore
 from shared.exchange import Exchange, Identity

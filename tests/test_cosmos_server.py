@@ -24,7 +24,13 @@ from shared.settings import Settings
 from tests.cosmos_server import KEY, cosmos_endpoint  # noqa: F401 - fixture
 
 MB2 = 2 * 1024 * 1024
-CONTAINERS = {"exchanges": "/requestId", "records": "/requestId", "deadletters": "/requestId", "affinity": "/id"}
+CONTAINERS = {
+    "exchanges": "/requestId",
+    "records": "/requestId",
+    "deadletters": "/requestId",
+    "affinity": "/id",
+    "owners": "/id",
+}
 
 
 @pytest_asyncio.fixture
@@ -135,3 +141,14 @@ async def test_affinity_remembers_and_forgets(stores: tuple[CosmosStores, list[i
     # 500 ("Cannot read properties of undefined"), so that case stays with the double.
     await s.affinity.remember("resp_2", "westus", 0)  # already expired: never routed on
     assert await s.affinity.lookup("resp_2") is None
+
+
+async def test_owners_keep_the_first_claim(stores: tuple[CosmosStores, list[int]]) -> None:
+    s, _ = stores
+    assert await s.owners.owner("response", "resp_1") is None  # unknown: nobody's
+    await s.owners.claim("response", "resp_1", "team-b")
+    await s.owners.claim("response", "resp_1", "team-a")  # 409 from the server: the first claim stands
+    assert await s.owners.owner("response", "resp_1") == "team-b"
+    assert await s.owners.owner("file", "resp_1") is None  # kinds are separate
+    await s.owners.claim("file", "a/b", "team-a")  # an id Cosmos cannot hold is nobody's, never an error
+    assert await s.owners.owner("file", "a/b") is None

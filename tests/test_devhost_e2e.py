@@ -16,6 +16,7 @@ from openai import AzureOpenAI
 
 import function_app
 from devhost.simulator import SimulatorConfig
+from devhost.simulator.catalog import DEFAULT_DEPLOYMENTS
 from shared.exchange import decode_body
 from tests.devhost_harness import DevHostGateway, dev_host
 
@@ -30,12 +31,16 @@ class Gateway(DevHostGateway):
         return AzureOpenAI(api_key=CLIENT_KEY, azure_endpoint=self.url, api_version=API_VERSION, max_retries=0, **kw)
 
 
+#: The simulator's usual deployments plus one that test_429_passed_through throttles on its own.
+SERVED = [*DEFAULT_DEPLOYMENTS, "gpt-4o-throttled"]
+
+
 @pytest.fixture(scope="module")
 def gw(tmp_path_factory):
     with dev_host(
         tmp_path_factory.mktemp("gw"),
         {CLIENT_KEY: {"id": "team-a", "name": "Team A", "product": "standard"}},
-        {"sim": SimulatorConfig(api_key=UPSTREAM_KEY, token_delay_ms=TOKEN_DELAY_MS)},
+        {"sim": SimulatorConfig(api_key=UPSTREAM_KEY, token_delay_ms=TOKEN_DELAY_MS, deployments=SERVED)},
         env={"INJECT_STREAM_USAGE": "true"},
         gateway=Gateway,
     ) as gateway:

@@ -132,3 +132,39 @@ def test_a_list_of_scalars_is_skipped_whole_but_a_mixed_list_is_walked():
     assert redact_body_secrets(mixed) == {"metadata": [1, "two", {"api_key": REDACTED}]}
     # A list under a secret name is a secret too (only an object, a schema, is looked into).
     assert redact_body_secrets({"password": ["hidden-2"]}) == {"password": REDACTED}
+
+
+def test_the_anchored_shape_search_equals_the_pattern_over_the_whole_text():
+    """`_redact_shapes` tries the pattern only near markers; seeded random texts built from secrets,
+    near-misses and separators give exactly what `_SHAPES.sub` over the whole text gives."""
+    import random
+
+    from shared import redaction as r
+
+    pieces = [
+        "sk-" + "A" * 20,
+        "xsk-" + "B" * 20,
+        "Bearer abc.def_ghi123",
+        "bearer authentication",
+        "AccountKey=abc123",
+        "SharedAccessSignature=sv=2020&sig=xyz",
+        "eyJhbGciOi.eyJzdWIiOi.sig",
+        "-----BEGIN RSA PRIVATE KEY-----\nMIIE\n-----END RSA PRIVATE KEY-----",
+        "api-key=zzz",
+        "password=hunter2",
+        "Pwd=p",
+        "client_secret=s3",
+        "access_token=t",
+        "subscription_key=q",
+        " basic ",
+        "token=",
+        "\u0130",  # lower-cases to two characters: the whole-text path
+        "SIG=ABC",
+    ]
+    rnd = random.Random(7)
+    for _ in range(5000):
+        text = "".join(
+            rnd.choice(pieces) if rnd.random() < 0.4 else rnd.choice("abc =-_.;&\"'\n")
+            for _ in range(rnd.randint(1, 30))
+        )
+        assert r._redact_shapes(text) == r._SHAPES.sub(r._shape, text), text

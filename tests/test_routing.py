@@ -64,6 +64,8 @@ def test_only_backends_serving_the_deployment():
 
 THROTTLE_FORMS = [
     ({"retry-after-ms": "1500"}, 1.5),
+    # AOAI sends both; the whole-second form is rounded up, so the precise one decides.
+    ({"retry-after": "1", "retry-after-ms": "200"}, 0.2),
     ({"retry-after": "7"}, 7.0),
     ("http-date", 42.0),
     ({"x-ratelimit-reset-requests": "1s"}, 1.0),

@@ -84,7 +84,8 @@ HELLO = [{"role": "user", "content": "Say hello"}]
 
 @pytest.fixture(scope="module")
 def sim() -> Iterator[SimulatorHandle]:
-    handle = run_in_thread(SimulatorConfig(completion_tokens=120))
+    # Any deployment name: these tests pick models (gpt-4, gpt-35-turbo, ...) by naming the deployment after them.
+    handle = run_in_thread(SimulatorConfig(completion_tokens=120, deployments=None))
     yield handle
     handle.stop()
 
@@ -519,7 +520,7 @@ def test_api_version_required_and_unknown_deployment(sim: SimulatorHandle) -> No
     r = httpx.post(
         f"{sim.url}/openai/deployments/gpt-4o/chat/completions", json={"messages": HELLO}, headers={"api-key": "k"}
     )
-    assert r.status_code == 400 and r.json()["error"]["code"] == "MissingApiVersionParameter"
+    assert r.status_code == 404 and r.json() == {"error": {"code": "404", "message": "Resource not found"}}
     with run_in_thread(SimulatorConfig(deployments=["gpt-4o"])) as other:
         r = httpx.post(chat_url(other, "missing"), json={"messages": HELLO}, headers={"api-key": "k"})
         assert r.status_code == 404 and r.json()["error"]["code"] == "DeploymentNotFound"
@@ -699,7 +700,7 @@ def test_stream_options_need_stream_and_dated_responses_path_needs_api_version(s
     )
     assert r.status_code == 400 and r.json()["error"]["param"] == "stream_options"
     r = httpx.post(f"{sim.url}/openai/responses", json={"model": "gpt-4o", "input": "hi"}, headers={"api-key": "k"})
-    assert r.status_code == 400 and r.json()["error"]["code"] == "MissingApiVersionParameter"
+    assert r.status_code == 404 and r.json()["error"]["message"] == "Resource not found"
     r = httpx.post(
         f"{sim.url}/openai/responses?api-version=2025-04-01-preview",
         json={"model": "gpt-4o", "input": "hi"},

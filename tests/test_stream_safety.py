@@ -6,8 +6,8 @@ from types import SimpleNamespace
 
 import pytest
 
-from proxy.capture import ExchangeRecorder
 from proxy.handler import build_proxy
+from proxy.recorder import ExchangeRecorder
 from proxy.streams.safety import StreamSafety
 from shared.errors import ConfigurationError
 from shared.exchange import Identity

@@ -191,3 +191,18 @@ def test_content_is_an_opt_in_event(gw, otel):
     (event,) = server.events
     assert event.name == "gen_ai.client.inference.operation.details"
     assert "secret plans" in event.attributes["gen_ai.input.messages"]
+
+
+@pytest.mark.parametrize(("level", "events"), [("full", 1), ("redacted", 0), ("metadata", 0), ("none", 0)])
+def test_content_events_only_at_capture_level_full(level, events):
+    from shared.normalize.usage import normalize
+    from tests.test_telemetry_otlp import _exchange
+
+    o = Otel()
+    o.telemetry.capture_content = True
+    exchange = _exchange()
+    record, details = normalize(exchange)
+    record["capture_level"] = level
+    o.telemetry.observe(exchange, record, details)
+    (server,) = [s for s in o.spans.get_finished_spans() if s.kind == SpanKind.SERVER]
+    assert len(server.events) == events

@@ -34,6 +34,10 @@ param subnetId string
 @description('Function app name: backend host and the function key.')
 param functionAppName string
 
+@description('Function key APIM sends as x-functions-key (the same value function-key.bicep writes to the app).')
+@secure()
+param functionKey string
+
 @description('Default host name of the function app (resolves to its private endpoint inside the VNet).')
 param functionAppHostName string
 
@@ -108,13 +112,13 @@ resource functionApp 'Microsoft.Web/sites@2023-12-01' existing = {
 
 // ---- Named values ------------------------------------------------------------------------------
 
-resource functionKey 'Microsoft.ApiManagement/service/namedValues@2023-05-01-preview' = {
+resource functionKeyNamedValue 'Microsoft.ApiManagement/service/namedValues@2023-05-01-preview' = {
   parent: service
   name: 'gateway-function-key'
   properties: {
     displayName: 'gateway-function-key'
     secret: true
-    value: listKeys('${functionApp.id}/host/default', '2023-12-01').functionKeys.default
+    value: functionKey
   }
 }
 
@@ -237,7 +241,7 @@ resource backendFragment 'Microsoft.ApiManagement/service/policyFragments@2023-0
     value: loadTextContent('../../policies/fragments/gateway-backend.xml')
   }
   dependsOn: [
-    functionKey
+    functionKeyNamedValue
     backend
   ]
 }

@@ -29,6 +29,8 @@ param affinityContainerName string
 param cacheContainerName string
 @description('Container of budget ledgers, one item per budget and period (COSMOS_BUDGETS_CONTAINER).')
 param budgetsContainerName string
+@description('Container of stored-object owners (COSMOS_OWNERS_CONTAINER): which subscription created a response, file or batch.')
+param ownersContainerName string
 
 @description('Default TTL of usage records in seconds; -1 keeps them until deleted.')
 param recordsTtlSeconds int
@@ -130,6 +132,12 @@ var containers = [
     name: budgetsContainerName
     partitionKey: '/id'
     // -1: TTL on, no default: a ledger is kept until deleted (spend against budget is reported from it).
+    ttl: -1
+  }
+  {
+    name: ownersContainerName
+    partitionKey: '/id'
+    // Owners outlive the objects they guard (an expired owner would make its object unreachable).
     ttl: -1
   }
 ]

@@ -59,6 +59,9 @@ param cosmosCacheContainerName string
 @description('Per-audience allow-lists and response cache (AUDIENCE_POLICIES).')
 param audiencePolicies object
 
+@description('Container of stored-object owners (COSMOS_OWNERS_CONTAINER).')
+param cosmosOwnersContainerName string
+
 @description('Logger the Azure Monitor handler sits on (PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME); empty = root logger.')
 param appInsightsLoggerName string
 
@@ -114,10 +117,15 @@ param contentSafetyEndpoint string
 @description('Content Safety options (see main.bicep contentSafetyOptions).')
 param contentSafety object
 
-@description('Maximum instances the app scales out to.')
-@minValue(1)
+@description('Maximum instances the app scales out to (Flex Consumption allows 40 to 1000).')
+@minValue(40)
 @maxValue(1000)
 param maximumInstanceCount int
+
+@description('Concurrent HTTP requests per instance (Flex Consumption gives a Python app 1 when unset).')
+@minValue(1)
+@maxValue(1000)
+param perInstanceConcurrency int
 
 @description('Memory per instance in MB (2048 or 4096).')
 @allowed([
@@ -253,6 +261,10 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
           value: cosmosBudgetsContainerName
         }
         {
+          name: 'COSMOS_OWNERS_CONTAINER'
+          value: cosmosOwnersContainerName
+        }
+        {
           name: 'EXCHANGE_TTL_SECONDS'
           value: string(exchangeTtlSeconds)
         }
@@ -279,6 +291,15 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
         {
           name: 'MAX_REQUEST_BODY_BYTES'
           value: string(maxRequestBodyBytes)
+        }
+        {
+          // A body trickled slower than this is cut (408): the front end does not bound it.
+          name: 'REQUEST_BODY_TIMEOUT_SECONDS'
+          value: '120'
+        }
+        {
+          name: 'MAX_REQUEST_HEADER_BYTES'
+          value: '32768'
         }
         {
           name: 'UPSTREAM_CONNECT_TIMEOUT_SECONDS'
@@ -464,6 +485,11 @@ resource site 'Microsoft.Web/sites@2023-12-01' = {
       scaleAndConcurrency: {
         maximumInstanceCount: maximumInstanceCount
         instanceMemoryMB: instanceMemoryMB
+        triggers: {
+          http: {
+            perInstanceConcurrency: perInstanceConcurrency
+          }
+        }
       }
       runtime: {
         name: 'python'

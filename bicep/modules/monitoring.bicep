@@ -44,3 +44,4 @@ output appInsightsId string = appInsights.id
 output appInsightsName string = appInsights.name
 output connectionString string = appInsights.properties.ConnectionString
 output instrumentationKey string = appInsights.properties.InstrumentationKey
+output appId string = appInsights.properties.AppId

@@ -8,6 +8,7 @@ import contextlib
 from collections.abc import Callable
 from typing import Any
 
+from .catalog import DEFAULT_DEPLOYMENTS
 from .config import SimulatorConfig
 from .server import serve
 
@@ -26,7 +27,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[SimulatorConfig, str, int
     p.add_argument("--fail-status", type=int, action="append", default=[], help="status to fail with (repeatable)")
     p.add_argument("--fail-rate", type=float, default=1.0, help="fraction of requests failed with --fail-status")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--deployment", action="append", default=None, help="served deployment (repeatable; default any)")
+    p.add_argument(
+        "--deployment",
+        action="append",
+        default=None,
+        help="served deployment (repeatable; default: the usual models, see devhost/simulator/catalog.py)",
+    )
+    p.add_argument(
+        "--any-deployment", action="store_true", help="serve any deployment name (no 404 DeploymentNotFound)"
+    )
     p.add_argument("--model", action="append", default=[], metavar="DEPLOYMENT=MODEL", help="model version map")
     p.add_argument("--completion-tokens", type=int, default=60)
     p.add_argument("--stream-chunks", type=int, default=12)
@@ -48,7 +57,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[SimulatorConfig, str, int
         fail_statuses=tuple(a.fail_status),
         fail_rate=a.fail_rate,
         seed=a.seed,
-        deployments=a.deployment,
+        deployments=None if a.any_deployment else (a.deployment or dict(DEFAULT_DEPLOYMENTS)),
         models=dict(m.split("=", 1) for m in a.model),
         completion_tokens=a.completion_tokens,
         stream_chunks=a.stream_chunks,

@@ -7,6 +7,7 @@ simulator serves exactly the AOAI URL shapes the gateway forwards.
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 import uuid
 from collections.abc import Callable
@@ -19,7 +20,7 @@ from aiohttp import web
 
 from shared.normalize.apis import ApiRoute, classify
 
-from . import audio, batches, chat, completions, embeddings, errors, images, responses
+from . import audio, batches, catalog, chat, completions, embeddings, errors, images, responses
 from .config import SimulatorConfig
 from .models import encoding_for, model_for
 from .state import LoggedRequest, SimulatorState
@@ -143,11 +144,13 @@ async def _handle(request: web.Request) -> web.StreamResponse:
         plan = Plan(status=reply.status, body=reply.body, headers=reply.headers)
     except BadRequest as exc:
         plan = Plan(status=400, body=errors.error_body(exc.code, exc.message, param=exc.param, type=None))
-    remaining_requests, remaining_tokens = state.spend(plan.tokens)
+    deployment = headers.get("x-ms-deployment-name", "")
+    remaining_requests, remaining_tokens = state.spend(deployment, plan.tokens, counted=plan.status != 429)
     if plan.status == 429:
         remaining_requests, remaining_tokens = 0, 0  # what a throttled deployment advertises
-    headers["x-ratelimit-limit-requests"] = str(config.ratelimit_requests)
-    headers["x-ratelimit-limit-tokens"] = str(config.ratelimit_tokens)
+    limit_requests, limit_tokens = state.limits(deployment)
+    headers["x-ratelimit-limit-requests"] = str(limit_requests)
+    headers["x-ratelimit-limit-tokens"] = str(limit_tokens)
     headers["x-ratelimit-remaining-requests"] = str(remaining_requests)
     headers["x-ratelimit-remaining-tokens"] = str(remaining_tokens)
     headers.update(plan.headers)
@@ -256,9 +259,12 @@ async def _dispatch(
 ) -> tuple[Plan, str | None]:
     config = state.config
     version = request.query.get("api-version", "")
-    # Dated surfaces need an api-version; only /openai/v1/... works without one.
-    if not version and (route.surface == "deployments" or not request.path.startswith("/openai/v1/")):
-        raise _Reply(400, errors.MISSING_API_VERSION)
+    # Dated surfaces need a known api-version; only /openai/v1/... works without one.
+    v1 = route.surface != "deployments" and request.path.startswith("/openai/v1/")
+    problem = catalog.api_version_problem(version, v1=v1)
+    if problem is not None:
+        refused, code, message = problem
+        raise _Reply(refused, errors.error_body(code, message))
     parts = [p for p in request.path.removeprefix("/openai/").removeprefix("v1/").split("/") if p]
     if route.surface == "v1" and parts and parts[0] in ("files", "batches"):
         make = batches.context_factory(config, state.rng, f"{request.scheme}://{request.host}")
@@ -312,8 +318,25 @@ async def _dispatch(
         headers["x-ms-deployment-name"] = deployment
     if route.surface == "v1" and not deployment:
         raise BadRequest("'model' is a required property.", param="model")
-    if config.deployments is not None and deployment not in config.deployments:
-        raise _Reply(404, errors.DEPLOYMENT_NOT_FOUND)
+    spec = None
+    if state.served is not None:
+        spec = state.served.get(deployment)
+        if spec is None:
+            raise _Reply(404, errors.DEPLOYMENT_NOT_FOUND)
+    operation = _OPERATION_NAMES.get(route.api, "Operation")
+    limited = state.throttled(deployment)
+    if limited is not None:
+        kind, wait = limited
+        seconds = max(1, math.ceil(wait))
+        raise _Reply(
+            429,
+            errors.rate_limited_body(kind, operation=operation, version=version, seconds=seconds),
+            {"retry-after": str(seconds), "retry-after-ms": str(max(1, math.ceil(wait * 1000)))},
+        )
+    if parsed.get("stream_options") is not None and route.api in ("chat.completions", "completions"):
+        known = v1 or catalog.version_at_least(version, catalog.STREAM_OPTIONS_SINCE)
+        if not known or (spec is not None and not spec.stream_usage):
+            raise _Reply(400, errors.STREAM_OPTIONS_UNRECOGNIZED)
 
     forced = _header_number(request, "x-sim-status")
     status = int(forced) if forced is not None else None
@@ -326,14 +349,16 @@ async def _dispatch(
         extra = {}
         if status == 429:
             extra = {"retry-after": str(seconds), "retry-after-ms": str(config.retry_after_ms)}
-        operation = _OPERATION_NAMES.get(route.api, "Operation")
         raise _Reply(status, errors.status_body(status, operation=operation, version=version, seconds=seconds), extra)
     if _JAILBREAK_MARKER in body:
         raise _Reply(400, errors.JAILBREAK_RESPONSES if route.api == "responses" else errors.JAILBREAK)
     if _CONTENT_FILTER_MARKER in body:
         raise _Reply(400, errors.CONTENT_FILTER_RESPONSES if route.api == "responses" else errors.CONTENT_FILTER)
 
-    model = model_for(deployment, config.models)
+    if spec is None or deployment in config.models:
+        model = model_for(deployment, config.models)
+    else:
+        model = spec.reported_model
     chunks = _header_number(request, "x-sim-chunks")
     large = _header_number(request, "x-sim-large-chunk")
     ctx = Context(
@@ -378,10 +403,15 @@ def _read(request: web.Request, state: SimulatorState, route: ApiRoute) -> Plan:
             if request.path.rstrip("/").endswith(route.response_id):
                 return Plan(body=stored.body)
     if route.api == "models" and request.method == "GET" and request.path.rstrip("/").endswith("/models"):
-        names = list(state.config.deployments or ("gpt-4o", "gpt-4o-mini", "gpt-4.1", "text-embedding-3-small"))
+        served = state.served or catalog.DEFAULT_DEPLOYMENTS
         data = [
-            {"id": model_for(n, state.config.models), "object": "model", "created": 0, "owned_by": "system"}
-            for n in names
+            {
+                "id": state.config.models.get(n) or served[n].reported_model,
+                "object": "model",
+                "created": 0,
+                "owned_by": "system",
+            }
+            for n in served
         ]
         return Plan(body=orjson.dumps({"object": "list", "data": data}))
     if route.api == "other" and request.method == "GET" and request.path.rstrip("/") == "/openai/deployments":

@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
+from .catalog import DEFAULT_DEPLOYMENTS, Deployment
+
 
 @dataclass(slots=True)
 class SimulatorConfig:
@@ -30,8 +32,11 @@ class SimulatorConfig:
     fail_rate: float = 1.0
     #: Seeds ids and the fault dice, so a run with the same requests in the same order repeats exactly.
     seed: int = 0
-    #: None: any deployment name is served; else an unknown one gets 404 DeploymentNotFound.
-    deployments: Sequence[str] | None = None
+    #: The deployments served, by name (`Deployment`: model, version, stream usage, enforced limits), or bare
+    #: names (models guessed from them); any other name gets 404 DeploymentNotFound. None serves any name.
+    deployments: Mapping[str, Deployment] | Sequence[str] | None = field(
+        default_factory=lambda: dict(DEFAULT_DEPLOYMENTS)
+    )
     #: Deployment -> model version reported in `model` (default: guessed from the deployment name).
     models: Mapping[str, str] = field(default_factory=dict)
     #: Approximate length of a generated answer, in tokens (capped by max_tokens in the request).

@@ -51,9 +51,27 @@ DEPLOYMENT_NOT_FOUND = error_body(
     "The API deployment for this resource does not exist. If you created the deployment within the last "
     "5 minutes, please wait a moment and try again.",
 )
-MISSING_API_VERSION = error_body(
-    "MissingApiVersionParameter", "The api-version query parameter (?api-version=) is required for all requests."
+STREAM_OPTIONS_UNRECOGNIZED = orjson.dumps(
+    {
+        "error": {
+            "code": None,
+            "message": "Unrecognized request argument supplied: stream_options",
+            "param": None,
+            "type": "invalid_request_error",
+        }
+    }
 )
+
+
+def rate_limited_body(kind: str, *, operation: str, version: str, seconds: int) -> bytes:
+    """The 429 of a deployment whose `kind` ("call" or "token") rate limit is spent."""
+    return error_body(
+        "429",
+        f"Requests to the {operation} Operation under Azure OpenAI API version {version or 'v1'} have exceeded "
+        f"{kind} rate limit of your current OpenAI S0 pricing tier. Please retry after {seconds} seconds. Please go "
+        "here: https://aka.ms/oai/quotaincrease if you would like to further increase the default rate limit.",
+    )
+
 
 _FILTER_MESSAGE = (
     "The response was filtered due to the prompt triggering Azure OpenAI's content management policy. Please "

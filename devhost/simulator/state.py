@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import orjson
 
 from .batches import FileStore
+from .catalog import Deployment, resolve
 from .config import SimulatorConfig
 
 if TYPE_CHECKING:
@@ -53,9 +54,9 @@ class SimulatorState:
         #: Files (batch input and output) and batches, for the Files and Batch APIs.
         self.files = FileStore()
         self._fail_turn = 0
-        self._window = 0
-        self._window_requests = 0
-        self._window_tokens = 0
+        #: The served deployments by name (None: any name).
+        self.served: dict[str, Deployment] | None = resolve(config.deployments)
+        self._windows: dict[str, _Window] = {}
 
     def roll(self, rate: float) -> bool:
         return rate > 0 and (rate >= 1 or self.faults.random() < rate)
@@ -68,14 +69,52 @@ class SimulatorState:
         self._fail_turn += 1
         return int(status)
 
-    def spend(self, tokens: int) -> tuple[int, int]:
-        """Account one request in the current 60 s window; return remaining (requests, tokens)."""
-        window = int(time.monotonic() // 60)
-        if window != self._window:
-            self._window, self._window_requests, self._window_tokens = window, 0, 0
-        self._window_requests += 1
-        self._window_tokens += tokens
+    def _window(self, deployment: str) -> _Window:
+        now = time.monotonic()
+        window = self._windows.get(deployment)
+        if window is None or now - window.start >= 60:
+            window = self._windows[deployment] = _Window(now)
+        return window
+
+    def limits(self, deployment: str) -> tuple[int, int]:
+        """(requests, tokens) per minute a deployment advertises: its own enforced limits, else the config's."""
+        spec = (self.served or {}).get(deployment)
+        requests = spec.requests_per_minute if spec and spec.requests_per_minute is not None else None
+        tokens = spec.tokens_per_minute if spec and spec.tokens_per_minute is not None else None
         return (
-            max(0, self.config.ratelimit_requests - self._window_requests),
-            max(0, self.config.ratelimit_tokens - self._window_tokens),
+            self.config.ratelimit_requests if requests is None else requests,
+            self.config.ratelimit_tokens if tokens is None else tokens,
         )
+
+    def throttled(self, deployment: str) -> tuple[str, float] | None:
+        """("call" | "token", seconds until its minute ends) when the deployment's enforced limit is spent."""
+        spec = (self.served or {}).get(deployment)
+        if spec is None:
+            return None
+        window = self._window(deployment)
+        if spec.requests_per_minute is not None and window.requests >= spec.requests_per_minute:
+            kind = "call"
+        elif spec.tokens_per_minute is not None and window.tokens >= spec.tokens_per_minute:
+            kind = "token"
+        else:
+            return None
+        return kind, max(0.001, 60 - (time.monotonic() - window.start))
+
+    def spend(self, deployment: str, tokens: int, *, counted: bool = True) -> tuple[int, int]:
+        """Account one request in the deployment's minute (a refused one is not counted); remaining
+        (requests, tokens)."""
+        window = self._window(deployment)
+        if counted:
+            window.requests += 1
+            window.tokens += tokens
+        requests, limit_tokens = self.limits(deployment)
+        return max(0, requests - window.requests), max(0, limit_tokens - window.tokens)
+
+
+@dataclass(slots=True)
+class _Window:
+    """One deployment's current minute, from its first request on."""
+
+    start: float
+    requests: int = 0
+    tokens: int = 0

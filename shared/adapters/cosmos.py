@@ -7,6 +7,10 @@ Containers (created by bicep, not here: data-plane RBAC cannot create them):
   deadletters  partition key /requestId
   affinity     partition key /id,        default TTL -1 (items carry their own `ttl`)
   cache        partition key /id,        default TTL -1 (items carry the audience's cache `ttl`)
+  owners       partition key /id,        default TTL -1 (items never expire)
+
+One module because the stores share one client, database and the item-size and retry rules of
+the service; each store class is a few calls.
 """
 
 from __future__ import annotations
@@ -310,12 +314,58 @@ class CosmosResponseCache:
         )
 
 
+class CosmosOwnershipStore:
+    """Item `id` = "<kind>:<object id>", partition key /id; created once, so the first claim stands.
+
+    Reads are queries, not point reads: an unknown id is an empty result on every Cosmos server
+    (a point read of a missing item is a 404 on Azure, a 500 on some emulators).
+    """
+
+    def __init__(self, container: Container, warm_up: WarmUp = _no_warm_up) -> None:
+        self.container = container
+        self._warm_up = warm_up
+
+    @staticmethod
+    def item_id(kind: str, object_id: str) -> str | None:
+        """The item id, or None for an object id Cosmos cannot hold in an id (nobody owns those)."""
+        if not object_id or any(c in object_id for c in "/\\?#") or len(object_id) > 200:
+            return None
+        return f"{kind}:{object_id}"
+
+    async def claim(self, kind: str, object_id: str, owner: str) -> None:
+        item_id = self.item_id(kind, object_id)
+        if item_id is None:
+            return
+        await self._warm_up()
+        try:
+            await self.container.create_item({"id": item_id, "kind": kind, "owner": owner, "createdAt": utc_now_iso()})
+        except Exception as exc:
+            if _status(exc) != 409:  # 409: claimed before, and the first claim stands
+                raise
+
+    async def owner(self, kind: str, object_id: str) -> str | None:
+        item_id = self.item_id(kind, object_id)
+        if item_id is None:
+            return None
+        await self._warm_up()
+        pages = self.container.query_items(
+            "SELECT c.owner FROM c WHERE c.id = @id",
+            parameters=[{"name": "@id", "value": item_id}],
+            partition_key=item_id,
+        )
+        async for item in pages:
+            owner = item.get("owner")
+            return owner if isinstance(owner, str) else None
+        return None
+
+
 @dataclass(slots=True)
 class CosmosStores:
     exchanges: CosmosExchangeStore
     records: CosmosRecordStore
     deadletters: CosmosDeadLetterStore
     affinity: CosmosAffinityStore
+    owners: CosmosOwnershipStore
     close: Callable[[], Awaitable[None]]
     cache: CosmosResponseCache | None = None
 
@@ -338,7 +388,7 @@ class _Once:
 
 
 def open_cosmos_stores(settings: Settings, credential: Any, **client_options: Any) -> CosmosStores:
-    """The four Cosmos stores over one client. No I/O until first use.
+    """The Cosmos stores over one client. No I/O until first use.
 
     `client_options` go to the SDK client as they are (an emulator's self-signed certificate:
     `connection_verify=False`; tests: request hooks)."""
@@ -364,6 +414,7 @@ def open_cosmos_stores(settings: Settings, credential: Any, **client_options: An
             database.get_container_client(settings.cosmos_deadletters_container), warm_up
         ),
         affinity=CosmosAffinityStore(database.get_container_client(settings.cosmos_affinity_container), warm_up),
+        owners=CosmosOwnershipStore(database.get_container_client(settings.cosmos_owners_container), warm_up),
         close=client.close,
         cache=CosmosResponseCache(database.get_container_client(settings.cosmos_cache_container), warm_up),
     )

@@ -17,6 +17,7 @@ import orjson
 from azure.core import MatchConditions
 
 from shared.adapters.cosmos import Container, WarmUp, _no_warm_up, _Once, _status
+from shared.errors import BudgetConflict
 from shared.settings import Settings
 
 T = TypeVar("T")
@@ -24,10 +25,6 @@ T = TypeVar("T")
 #: Conflicts tolerated for one step (64 requests on one budget at once stay far below).
 MAX_CONFLICTS = 100
 _SYSTEM = ("_rid", "_self", "_etag", "_attachments", "_ts")
-
-
-class BudgetConflict(RuntimeError):
-    """A step lost the race MAX_CONFLICTS times in a row."""
 
 
 async def _nothing() -> None:

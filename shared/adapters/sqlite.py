@@ -6,6 +6,9 @@ Writes are batched (`SqliteDatabase.write`): the writes that arrive while one ba
 go together in the next, one executor hop and one transaction per batch, each write in its own
 savepoint so one that fails leaves the others committed. Under load that is one hand-off per
 batch rather than one per request; alone, a write still runs at once.
+
+One module because every store shares the one connection, worker thread and write batch; each
+store class is a few queries.
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ CREATE TABLE IF NOT EXISTS affinity (response_id TEXT PRIMARY KEY, backend TEXT,
 CREATE INDEX IF NOT EXISTS affinity_expires ON affinity (expires_at);
 CREATE TABLE IF NOT EXISTS response_cache (key TEXT PRIMARY KEY, value BLOB NOT NULL, expires_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS response_cache_expires ON response_cache (expires_at);
+CREATE TABLE IF NOT EXISTS owners (
+    kind TEXT, id TEXT, owner TEXT NOT NULL, created_at TEXT, PRIMARY KEY (kind, id));
 """
 
 
@@ -404,3 +409,26 @@ class SqliteResponseCache:
                 conn.execute("DELETE FROM response_cache WHERE expires_at <= ?", (now,))
 
         await self.db.write(_put)
+
+
+class SqliteOwnershipStore:
+    """(kind, id) -> owning subscription; the first claim stands, so an id is never handed over."""
+
+    def __init__(self, db: SqliteDatabase) -> None:
+        self.db = db
+
+    async def claim(self, kind: str, object_id: str, owner: str) -> None:
+        def _claim(conn: sqlite3.Connection) -> None:
+            conn.execute(
+                "INSERT OR IGNORE INTO owners (kind, id, owner, created_at) VALUES (?, ?, ?, ?)",
+                (kind, object_id, owner, utc_now_iso()),
+            )
+
+        await self.db.write(_claim)
+
+    async def owner(self, kind: str, object_id: str) -> str | None:
+        def _owner(conn: sqlite3.Connection) -> str | None:
+            row = conn.execute("SELECT owner FROM owners WHERE kind = ? AND id = ?", (kind, object_id)).fetchone()
+            return row[0] if row else None
+
+        return await self.db.run(_owner)

@@ -5,6 +5,10 @@
     settle  when the usage record exists: replace each hold by the record's charge, once
 
 Both sides compute the same budget keys: the budget's name and the start of its period.
+
+One module because admission and settlement are the two halves of one ledger protocol (a hold
+taken by one is released or charged by the other, exactly once); the pure steps are in
+`ledger.py`, the periods and estimates beside it.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ from shared.budgets.ledger import (
     settle,
 )
 from shared.budgets.periods import stamp, window
-from shared.errors import BudgetExceeded, BudgetStoreUnavailable
+from shared.errors import BudgetExceeded, BudgetStoreDown, BudgetStoreUnavailable
 from shared.normalize.record import UsageRecord
 from shared.ports import BudgetStore
 from shared.pricing.book import PriceBook, load_book
@@ -62,10 +66,6 @@ HOLD_GRACE_SECONDS = 5.0
 @functools.cache
 def shipped_book() -> PriceBook:
     return load_book()
-
-
-class StoreDown(Exception):
-    """The budget store failed (after the adapter's own retries)."""
 
 
 @dataclass(slots=True)
@@ -159,7 +159,7 @@ class BudgetKeeper:
                 again = [first, *(b for b in self.book.applicable(subscription_id, product, target) if b is not first)]
                 tried = await self._hold_all(request_id, again, target, api, body, now)
                 downgraded_from = deployment
-        except StoreDown as exc:
+        except BudgetStoreDown as exc:
             closed = [b.name for b in budgets if b.on_store_error == "fail_closed"]
             if closed:
                 raise BudgetStoreUnavailable(
@@ -205,7 +205,7 @@ class BudgetKeeper:
                 if not got.ok:
                     return await self._undo(request_id, holds, _Attempt({}, left, budget))
                 holds[budget.name] = key
-        except StoreDown:
+        except BudgetStoreDown:
             await self._undo(request_id, holds, _Attempt({}, left))
             raise
         return _Attempt(holds, left)
@@ -221,7 +221,7 @@ class BudgetKeeper:
                 continue
             try:
                 await self._apply(key, self._fresh_for(budget, key), lambda ledger: release(ledger, request_id))
-            except StoreDown:  # the hold lapses at its deadline instead
+            except BudgetStoreDown:  # the hold lapses at its deadline instead
                 log.warning("could not release the hold of %s on %s", request_id, name)
         return result
 
@@ -244,7 +244,7 @@ class BudgetKeeper:
         try:
             return await self.store.apply(key, fresh, step)
         except Exception as exc:  # any failure of the store: the caller decides (closed, open, later)
-            raise StoreDown(f"{type(exc).__name__}: {exc}") from exc
+            raise BudgetStoreDown(f"{type(exc).__name__}: {exc}") from exc
 
     # --- settlement -------------------------------------------------------------------------------
 
@@ -293,7 +293,7 @@ class BudgetKeeper:
                 if result.crossed_soft:
                     crossed.append(name)
                     self._threshold_event(budget, key, rid, result)
-        except StoreDown as exc:
+        except BudgetStoreDown as exc:
             log.warning("budget store unavailable, settlement of %s deferred: %s", rid, exc)
             if requeue:
                 self._unsettled.append((record, dict(marks or {})))

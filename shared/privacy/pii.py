@@ -12,6 +12,9 @@ Placeholders are per exchange (`Placeholders`): the same value gets the same `<E
 request, the answer and the record's details, so a conversation stays readable. Secrets (keys,
 JWTs, connection strings, SAS signatures, PEM blocks) are the shared `Redactor`'s job and come out
 as `[REDACTED]` before any recognizer runs.
+
+One module because the recognizers share one scan (one pass over a text, overlaps resolved once)
+and one placeholder table; they are a list of small entries here, not separate concepts.
 """
 
 from __future__ import annotations

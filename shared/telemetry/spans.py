@@ -98,7 +98,8 @@ class GenAITelemetry:
         )
         if "error.type" in common:
             server.set_status(Status(StatusCode.ERROR, common["error.type"]))
-        if self.capture_content:
+        # Content only where the audience keeps bodies at all (capture level `full`), and opted in.
+        if self.capture_content and record.get("capture_level", "full") == "full":
             _content_events(server, request, response, end_ns)
         self._attempt_spans(exchange, common, answered, request, server, start_ns)
         server.end(end_time=end_ns)
