@@ -127,7 +127,10 @@ class GuardedHttpTools(HttpToolsProtocol):
         if not self._in_head and (self.cycle is None or self.cycle.response_complete):
             self._start_head()  # the first bytes of the next request on a kept-alive connection
         if self._in_head:
-            self._raw_head += len(data)
+            # Only the head counts: a client may send the head and the start of a large body (an
+            # audio or batch-file upload) in one write.
+            end = data.find(b"\r\n\r\n")
+            self._raw_head += len(data) if end < 0 else end + 4
             if self._raw_head > 2 * self.limits.max_header_bytes:
                 # Still no end of the head long past the bound: refuse without parsing more.
                 self._too_large()

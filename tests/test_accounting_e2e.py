@@ -16,6 +16,7 @@ import wave
 from typing import Any
 
 import httpx
+import openai
 import pytest
 from openai import AzureOpenAI
 
@@ -129,7 +130,7 @@ def test_speech_is_priced_per_input_character(gw):
 
 
 def test_a_batch_is_charged_back_per_line_at_the_batch_price_to_its_creator(gw):
-    creator, poller = gw.client(KEY_A), gw.client(KEY_B)
+    creator, other = gw.client(KEY_A), gw.client(KEY_B)
     lines = [
         {
             "custom_id": f"task-{i}",
@@ -153,7 +154,7 @@ def test_a_batch_is_charged_back_per_line_at_the_batch_price_to_its_creator(gw):
 
     statuses = []
     for _ in range(4):  # validating -> in_progress -> finalizing -> completed, one step per retrieve
-        raw = poller.batches.with_raw_response.retrieve(batch.id)
+        raw = creator.batches.with_raw_response.retrieve(batch.id)
         statuses.append(raw.parse().status)
         _not_billable(gw.record(_rid(raw)))
     assert statuses == ["in_progress", "finalizing", "completed", "completed"]
@@ -173,7 +174,7 @@ def test_a_batch_is_charged_back_per_line_at_the_batch_price_to_its_creator(gw):
             usage["prompt_tokens"],
             usage["completion_tokens"],
         )
-        assert record["subscription_id"] == "team-a", "lines belong to the batch's creator, not to the poller"
+        assert record["subscription_id"] == "team-a", "lines belong to the batch's creator"
         assert record["billable"] is True and record["deployment_type"] == "global_batch"
         # gpt-4o Global Batch: 1.25 input, 5.00 output per 1M (half the standard 2.50 / 10.00)
         expected = (usage["prompt_tokens"] * 1.25 + usage["completion_tokens"] * 5.0) / 1e6
@@ -183,7 +184,10 @@ def test_a_batch_is_charged_back_per_line_at_the_batch_price_to_its_creator(gw):
     assert summary["billable"] is False and summary["subscription_id"] == "team-a"
     assert summary["usage_details"]["batch"]["lines"] == 3
     # Polling again settles nothing twice.
-    poller.batches.retrieve(batch.id)
+    creator.batches.retrieve(batch.id)
+    # Another team cannot read the batch (tenant ownership), so it never sees, nor settles, its lines.
+    with pytest.raises(openai.NotFoundError):
+        other.batches.retrieve(batch.id)
     assert len([r for r in gw.records() if r.get("batch_id") == batch.id and r.get("custom_id")]) == 3
     cancel = creator.batches.with_raw_response.cancel(batch.id)
     assert gw.record(_rid(cancel))["operation"] == "cancel"

@@ -184,3 +184,25 @@ def test_a_client_that_leaves_while_sending_its_body_is_recorded_as_499(gw: DevH
         time.sleep(0.05)
     assert [r["status_code"] for r in left] == [499]
     assert left[0]["client_disconnected"] is True
+
+
+def test_a_large_body_sent_with_its_head_in_one_write_is_not_taken_for_a_large_head(gw: DevHostGateway) -> None:
+    """An upload (audio, a batch file) often leaves in the same write as its head: only the head counts."""
+    padding = " " * 200_000  # far past twice the header bound, all of it body
+    body = orjson.dumps({"messages": [{"role": "user", "content": "hi" + padding}]})
+    head = request_head(
+        "POST", PATH, [("api-key", KEY), ("content-type", "application/json"), ("content-length", str(len(body)))]
+    )
+
+    async def one_write():
+        host, port = _address(gw)
+        reader, writer = await asyncio.open_connection(host, port)
+        try:
+            writer.write(head + body)
+            await writer.drain()
+            return await read_response(reader)
+        finally:
+            writer.close()
+
+    response = gw.call(one_write(), timeout=30)
+    assert response is not None and response.status == 200, response
