@@ -850,10 +850,10 @@ def main(argv: list[str] | None = None) -> int:
         finally:
             for server in reversed(servers):
                 server.stop()
-        run["gc"] = gc_report(gc_stats, run)
         # How much of the bench's own traffic the parser would have to estimate, and why.
         run["estimated_records"] = exchange_census(workdir / "gateway.db")
         say(f"estimated records of the gateway arm: {run['estimated_records']}")
+        run["gc"] = gc_report(gc_stats, run)
     run["parser"] = [] if "parser" in args.skip else parser_throughput()
     if "cache" not in args.skip:
         say("response cache: the hit path")

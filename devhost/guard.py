@@ -126,16 +126,15 @@ class GuardedHttpTools(HttpToolsProtocol):
             return
         if not self._in_head and (self.cycle is None or self.cycle.response_complete):
             self._start_head()  # the first bytes of the next request on a kept-alive connection
-        if self._in_head:
-            # Only the head counts: a client may send the head and the start of a large body (an
-            # audio or batch-file upload) in one write.
-            end = data.find(b"\r\n\r\n")
-            self._raw_head += len(data) if end < 0 else end + 4
+        in_head = self._in_head
+        super().data_received(data)
+        # Only bytes that still belong to an unfinished head count: a read that also carries the end
+        # of the head and the body after it (an upload sent in one write) is not a long head.
+        if in_head and self._in_head and not self._refused:
+            self._raw_head += len(data)
             if self._raw_head > 2 * self.limits.max_header_bytes:
                 # Still no end of the head long past the bound: refuse without parsing more.
                 self._too_large()
-                return
-        super().data_received(data)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -166,7 +165,11 @@ class GuardedHttpTools(HttpToolsProtocol):
             super().on_message_complete()
 
     def on_response_complete(self) -> None:
-        if self.cycle is not None and self.cycle.more_body and not self.transport.is_closing():
+        cycle = self.cycle
+        # `self.cycle` may already be the next request (a client sends it once it holds a body of
+        # the announced length, before the server's last, empty body message): only the cycle that
+        # completed counts.
+        if cycle is not None and cycle.response_complete and cycle.more_body and not self.transport.is_closing():
             # Answered before its body ended (413, 408): the rest is not waited for.
             self.transport.close()
             return

@@ -126,7 +126,7 @@ _SHAPES = re.compile(
     re.IGNORECASE,
 )
 #: Every `_SHAPES` match contains one of these (case-insensitively), at most `_ANCHOR_BEFORE`
-#: characters after the match starts: the PEM, JWT, `sk-` and Bearer/Basic shapes start at their
+#: characters after the match starts: the PEM, JWT, `sk-`, `ek_` and Bearer/Basic shapes start at their
 #: marker, an assignment (`SharedAccessSignature=`...) at most 22 characters before its `=`.
 _MARKERS: tuple[str, ...] = ("-----begin", "eyj", "sk-", "ek_", "bearer", "basic", "key=", "signature=", "value=")
 _MARKERS += ("password=", "pwd=", "sig=", "secret=", "token=")

@@ -130,7 +130,8 @@ def test_speech_is_priced_per_input_character(gw):
 
 
 def test_a_batch_is_charged_back_per_line_at_the_batch_price_to_its_creator(gw):
-    creator, other = gw.client(KEY_A), gw.client(KEY_B)
+    creator, other_team = gw.client(KEY_A), gw.client(KEY_B)
+    poller = creator  # another subscription cannot see the batch at all (tenant isolation)
     lines = [
         {
             "custom_id": f"task-{i}",
@@ -151,10 +152,12 @@ def test_a_batch_is_charged_back_per_line_at_the_batch_price_to_its_creator(gw):
     assert (create_record["api"], create_record["operation"], create_record["billable"]) == ("batches", "create", False)
     assert create_record["batch_id"] == batch.id and gw.record(_rid(upload))["object_id"] == file_id
     gw.settle()  # the creator is remembered before anyone polls
+    with pytest.raises(openai.NotFoundError):
+        other_team.batches.retrieve(batch.id)
 
     statuses = []
     for _ in range(4):  # validating -> in_progress -> finalizing -> completed, one step per retrieve
-        raw = creator.batches.with_raw_response.retrieve(batch.id)
+        raw = poller.batches.with_raw_response.retrieve(batch.id)
         statuses.append(raw.parse().status)
         _not_billable(gw.record(_rid(raw)))
     assert statuses == ["in_progress", "finalizing", "completed", "completed"]
@@ -174,7 +177,7 @@ def test_a_batch_is_charged_back_per_line_at_the_batch_price_to_its_creator(gw):
             usage["prompt_tokens"],
             usage["completion_tokens"],
         )
-        assert record["subscription_id"] == "team-a", "lines belong to the batch's creator"
+        assert record["subscription_id"] == "team-a", "lines belong to the batch's creator, not to the poller"
         assert record["billable"] is True and record["deployment_type"] == "global_batch"
         # gpt-4o Global Batch: 1.25 input, 5.00 output per 1M (half the standard 2.50 / 10.00)
         expected = (usage["prompt_tokens"] * 1.25 + usage["completion_tokens"] * 5.0) / 1e6
@@ -184,10 +187,7 @@ def test_a_batch_is_charged_back_per_line_at_the_batch_price_to_its_creator(gw):
     assert summary["billable"] is False and summary["subscription_id"] == "team-a"
     assert summary["usage_details"]["batch"]["lines"] == 3
     # Polling again settles nothing twice.
-    creator.batches.retrieve(batch.id)
-    # Another team cannot read the batch (tenant ownership), so it never sees, nor settles, its lines.
-    with pytest.raises(openai.NotFoundError):
-        other.batches.retrieve(batch.id)
+    poller.batches.retrieve(batch.id)
     assert len([r for r in gw.records() if r.get("batch_id") == batch.id and r.get("custom_id")]) == 3
     cancel = creator.batches.with_raw_response.cancel(batch.id)
     assert gw.record(_rid(cancel))["operation"] == "cancel"

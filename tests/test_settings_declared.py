@@ -39,7 +39,11 @@ def test_each_declaration_is_complete_and_unique():
         "CONTENT_SAFETY_KEY",
         "PII_LANGUAGE_KEY",
     ]
-    assert {d.name for d in DECLARATIONS if d.scope == "devhost"} == {"LOCAL_SUBSCRIPTIONS"}
+    assert {d.name for d in DECLARATIONS if d.scope == "devhost"} == {
+        "LOCAL_SUBSCRIPTIONS",
+        "DEVHOST_HEADER_TIMEOUT_SECONDS",
+        "DEVHOST_MAX_CONNECTIONS",
+    }
 
 
 def test_settings_are_read_from_any_mapping_with_empty_meaning_default():

@@ -402,7 +402,7 @@ def _read(request: web.Request, state: SimulatorState, route: ApiRoute) -> Plan:
                 return Plan(body=responses.input_items_page(stored))
             if request.path.rstrip("/").endswith(route.response_id):
                 return Plan(body=stored.body)
-    if route.api == "models" and request.method == "GET" and request.path.rstrip("/").endswith("/models"):
+    if route.api in ("other", "models") and request.method == "GET" and request.path.rstrip("/").endswith("/models"):
         served = state.served or catalog.DEFAULT_DEPLOYMENTS
         data = [
             {
