@@ -134,6 +134,12 @@ class Settings(BaseSettings):
     otel_console: bool = setting(
         False, "GATEWAY_OTEL_CONSOLE", "print the GenAI spans and metrics on the console (devhost --otel console)"
     )
+    otel_traces_sampler: str | None = setting(
+        None,
+        "OTEL_TRACES_SAMPLER",
+        "trace sampler for Azure Monitor (unset: every span kept; docs/telemetry.md)",
+        scope="host",
+    )
     genai_capture_content: bool = setting(
         False,
         "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT",

@@ -137,4 +137,19 @@ def test_distro_is_configured_only_when_the_worker_does_not(monkeypatch):
         {"APPLICATIONINSIGHTS_CONNECTION_STRING": conn, "PYTHON_APPLICATIONINSIGHTS_LOGGER_NAME": "gw"}
     )
     assert configure_azure_monitor_once(local) is True
-    assert calls == [{"connection_string": conn, "logger_name": "gw", "enable_trace_based_sampling_for_logs": False}]
+    # every span kept (the distro's default rate limit drops spans one by one), logs never sampled
+    assert calls == [
+        {
+            "sampling_ratio": 1.0,
+            "connection_string": conn,
+            "logger_name": "gw",
+            "enable_trace_based_sampling_for_logs": False,
+        }
+    ]
+    calls.clear()
+    chosen = Settings.from_env(
+        {"APPLICATIONINSIGHTS_CONNECTION_STRING": conn, "OTEL_TRACES_SAMPLER": "microsoft.rate_limited"}
+    )
+    monkeypatch.setattr("opentelemetry._logs.get_logger_provider", lambda: None)
+    assert configure_azure_monitor_once(chosen) is True
+    assert "sampling_ratio" not in calls[0]  # the operator's sampler (read by the distro) stands

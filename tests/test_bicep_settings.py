@@ -22,6 +22,7 @@ FUNCTION_APP = BICEP_DIR / "modules" / "function-app.bicep"
 
 #: In local.settings.sample.json but deliberately not written by bicep.
 LOCAL_ONLY = {
+    "OTEL_TRACES_SAMPLER": "optional: an operator sets it (with OTEL_TRACES_SAMPLER_ARG) to sample traces; unset keeps every span",
     "OTEL_EXPORTER_OTLP_ENDPOINT": "optional: an operator adds it by hand to reach their own collector",
     "GATEWAY_OTEL_CONSOLE": "console telemetry is for the dev host",
     "OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT": "message content stays off in Azure unless added by hand",

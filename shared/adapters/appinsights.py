@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from typing import Any
@@ -145,7 +144,7 @@ def configure_azure_monitor_once(settings: Settings) -> bool:
     # The distro's default sampler is a rate limit (5 traces/s) that decides span by span: a gateway
     # sends far more, and a CLIENT span dropped while its SERVER span is kept breaks the trace. Keep
     # every span unless the operator chose a sampler (OTEL_TRACES_SAMPLER, docs/telemetry.md).
-    sampling: dict[str, float] = {} if os.environ.get("OTEL_TRACES_SAMPLER") else {"sampling_ratio": 1.0}
+    sampling: dict[str, float] = {} if settings.otel_traces_sampler else {"sampling_ratio": 1.0}
     configure_azure_monitor(
         **sampling,
         connection_string=settings.appinsights_connection_string,

@@ -52,6 +52,10 @@ CREATE TABLE IF NOT EXISTS owners (
 """
 
 
+#: Writes in one transaction at most (see `SqliteDatabase.write`).
+MAX_BATCH = 64
+
+
 class SqliteDatabase:
     """One database file, one connection, one worker thread. Shared by the four SQLite stores."""
 
@@ -81,7 +85,9 @@ class SqliteDatabase:
         return await future
 
     def _start_batch(self) -> None:
-        batch, self._pending = self._pending, []
+        # At most MAX_BATCH writes a transaction: after an outage the backlog goes in bounded steps,
+        # so the exchanges being serialized at once (and the memory for them) stay bounded too.
+        batch, self._pending = self._pending[:MAX_BATCH], self._pending[MAX_BATCH:]
         self._writing = True
         done = asyncio.get_running_loop().run_in_executor(self._executor, self._write_batch, [fn for fn, _ in batch])
 
