@@ -40,6 +40,8 @@ DRAIN_BACKOFF = (1.0, 60.0)
 #: With nothing spilled here, how often the shared spill store is looked at anyway: an instance
 #: recycled or scaled in leaves its spilled exchanges there for the others to drain.
 DRAIN_IDLE_SECONDS = 60.0
+#: Exchanges being written to the store at once, at most; more wait in the spill places (disk).
+MAX_SAVING = 256
 
 
 class CaptureWriter:
@@ -63,6 +65,7 @@ class CaptureWriter:
         record_in_place: Callable[[Exchange], Awaitable[object]] | None = None,
         drain_backoff: tuple[float, float] = DRAIN_BACKOFF,
         drain_idle_seconds: float = DRAIN_IDLE_SECONDS,
+        max_saving: int = MAX_SAVING,
     ) -> None:
         """`privacy` applies CAPTURE_LEVELS to each exchange before it is stored; an exchange at
         level `none` goes to `record_in_place` (the parser's record step) instead of the store."""
@@ -84,6 +87,9 @@ class CaptureWriter:
         self._no_relays: asyncio.Event | None = None  # made by `drain`, inside the running loop
         self._privacy = privacy
         self._record_in_place = record_in_place
+        #: Store writes in flight, and the bound past which new exchanges go to the spill places.
+        self._saving = 0
+        self._max_saving = max_saving
 
     def relay_started(self) -> None:
         """A response is on its way to the client; its exchange comes with `submit(..., relay=True)`.
@@ -167,6 +173,18 @@ class CaptureWriter:
                 await self._record_in_place(exchange)
                 return
         ports = self._ports()
+        if self._saving >= self._max_saving:
+            # The store is behind (after an outage, or under more load than it takes): keep the
+            # exchange on disk for the drain task rather than one more in memory; memory stays bounded.
+            await self._spill(exchange, "backlog")
+            return
+        self._saving += 1
+        try:
+            await self._store(ports, exchange)
+        finally:
+            self._saving -= 1
+
+    async def _store(self, ports: Ports, exchange: Exchange) -> None:
         delay = self._backoff
         for attempt in range(1, self._store_attempts + 1):
             try:

@@ -307,3 +307,54 @@ async def test_with_the_store_down_the_exchange_rides_on_the_event_and_is_record
     # An exchange too large for one event is only spilled.
     big = recorder("big-1", b'{"messages":[{"role":"user","content":"' + b"x" * 1_000_000 + b'"}]}').finish()
     assert exchange_event("big-1", big.to_json()) is None
+
+
+class Gate:
+    """An exchange store that holds every save until `open()` (a store far behind its load)."""
+
+    def __init__(self, tmp: Path) -> None:
+        self.inner = SqliteExchangeStore(SqliteDatabase(tmp / "gate.db"))
+        self.opened = asyncio.Event()
+        self.waiting = 0
+
+    def open(self) -> None:
+        self.opened.set()
+
+    async def save(self, exchange: Exchange) -> None:
+        self.waiting += 1
+        await self.opened.wait()
+        await self.inner.save(exchange)
+
+    async def load(self, request_id: str) -> Exchange | None:
+        return await self.inner.load(request_id)
+
+
+async def test_a_store_far_behind_holds_a_bounded_number_of_exchanges_in_memory(tmp_path: Path) -> None:
+    """Past `max_saving` writes in flight, exchanges go to the outbox (disk), and the drain task
+    stores and announces them once the store keeps up: nothing lost, memory bounded."""
+    ports = memory_ports()
+    gate = Gate(tmp_path)
+    ports.exchanges = gate
+    writer = CaptureWriter(lambda: ports, tmp_path / "outbox", max_saving=2, drain_backoff=(0.01, 0.05))
+    for i in range(6):
+        writer.submit(recorder(f"held-{i}", b'{"messages":[]}'))
+    outbox = tmp_path / "outbox"
+    await until(lambda: _true(gate.waiting >= 2 and len(list(outbox.glob("*.json"))) >= 3), "spilled")
+    await asyncio.sleep(0.2)
+    # Two saves in flight, one more the drain task took from the outbox (it replays one at a time),
+    # the rest on disk: never all six in memory.
+    assert gate.waiting <= 3 and len(list(outbox.glob("*.json"))) >= 3
+    gate.open()
+    await until(
+        lambda: _all_stored(gate, [f"held-{i}" for i in range(6)]), "every exchange stored once the store keeps up"
+    )
+    await until(lambda: _true(len(ports.channel.published) == 6), "every exchange announced")
+    await writer.aclose()
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+async def _all_stored(store: Gate, ids: list[str]) -> bool:
+    return all([await store.load(i) is not None for i in ids])
