@@ -141,9 +141,7 @@ class Proxy:
             log.exception("proxy failure for %s", rid)
             return self._answer(rec, ErrorResponse(f"The gateway failed to handle the request ({type(exc).__name__})."))
 
-        headers = client_response_headers(resp.headers.items())
-        if call.extra.get("listing_filtered"):
-            headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
+        headers = client_response_headers(resp.headers.items())  # without AOAI's framing headers
         headers.extend(call.gateway_headers.items())
         event_stream = resp.headers.get("content-type", "").startswith("text/event-stream")
         headers.extend(call.extra.get("budget_headers", ()))
@@ -196,7 +194,7 @@ class Proxy:
         except BaseException:
             resp.close()
             raise
-        call.extra["listing_filtered"] = True
+        call.extra["body_rewritten"] = True
 
     def _answer(self, rec: ExchangeRecorder, error: ErrorResponse) -> Response:
         body = rec.answer_error(error)
