@@ -131,28 +131,41 @@ _SHAPES = re.compile(
 _MARKERS: tuple[str, ...] = ("-----begin", "eyj", "sk-", "ek_", "bearer", "basic", "key=", "signature=", "value=")
 _MARKERS += ("password=", "pwd=", "sig=", "secret=", "token=")
 _ANCHOR_BEFORE = 24
+_MARKERS_B = tuple(marker.encode() for marker in _MARKERS)
 
 
 #: Every secret name (`is_secret_name`) contains one of these, lower-cased.
 _SECRET_NAME_PARTS: tuple[str, ...] = ("token", "secret", "pass", "pwd", "auth", "sig", "sas", "credential")
 _SECRET_NAME_PARTS += ("cookie", "key", "connection", "bearer")
-_NAME_CHARS = frozenset("abcdefghijklmnopqrstuvwxyz0123456789_.-")
+_NAME_BYTES = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789_.-")
 
 
-def _may_hold_secret_pair(lowered: str) -> bool:
+_SECRET_NAME_PARTS_B = tuple(part.encode() for part in _SECRET_NAME_PARTS)
+
+
+def _lowered_bytes(text: str) -> bytes | None:
+    """`text` as lower-cased UTF-8 bytes (ASCII letters only: every marker and name part is ASCII),
+    where searching is a memchr-fast scan; None when the text cannot be encoded (lone surrogates)."""
+    try:
+        return text.encode("utf-8").lower()
+    except UnicodeEncodeError:
+        return None
+
+
+def _may_hold_secret_pair(lowered: bytes) -> bool:
     """Whether a `"name": "string"` pair whose name may be secret occurs in `lowered` (a lower-cased
-    JSON text), found with `str.find`: `_JSON_PAIR`'s per-pair callback runs only then. A stream's
+    JSON text as bytes): `_JSON_PAIR`'s per-pair callback runs only then. A stream's
     `"completion_tokens": 12` is no candidate: its value is not a string."""
     n = len(lowered)
-    for part in _SECRET_NAME_PARTS:
+    for part in _SECRET_NAME_PARTS_B:
         at = lowered.find(part)
         while at >= 0:
             end = at + len(part)
-            while end < n and lowered[end] in _NAME_CHARS:
+            while end < n and lowered[end] in _NAME_BYTES:
                 end += 1
-            if end < n and lowered[end] == '"':
+            if end < n and lowered[end] == 0x22:  # '"'
                 rest = lowered[end + 1 : end + 40].lstrip()
-                if rest.startswith(":") and rest[1:].lstrip().startswith('"'):
+                if rest.startswith(b":") and rest[1:].lstrip().startswith(b'"'):
                     return True
             at = lowered.find(part, at + 1)
     return False
@@ -163,6 +176,9 @@ def _redact_shapes(text: str) -> str:
     are found with `str.find` on the lower-cased text, and the pattern is only tried (anchored,
     `match`) where a match can start near one, in order, so the result is the same. A regex search
     over a 100 KB stream costs milliseconds; this costs a lower() and a few finds."""
+    quick = _lowered_bytes(text)
+    if quick is not None and not any(marker in quick for marker in _MARKERS_B):
+        return text  # the common case, decided by a few memchr-fast scans of the bytes
     lowered = text.lower()
     if len(lowered) != len(text):  # a character whose lower case is longer: positions would shift
         return _SHAPES.sub(_shape, text)
@@ -264,7 +280,8 @@ class Redactor:
     def event_text(self, raw: str) -> str:
         """A raw event stream (or any JSON-ish text): `"name": "value"` pairs with a secret name,
         and every secret shape."""
-        if '":' in raw and _may_hold_secret_pair(raw.lower()):
+        lowered = _lowered_bytes(raw) if '":' in raw else b""
+        if lowered is None or (lowered and _may_hold_secret_pair(lowered)):
             raw = _JSON_PAIR.sub(self._pair, raw)
         return self.text(raw)
 
