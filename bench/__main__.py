@@ -32,7 +32,7 @@ import httpx
 from bench import peer, report
 from bench.checks import expected_from_chat, expected_from_stream
 from bench.estimates import exchange_census
-from bench.servers import ROOT, Server, free_port, process_tree, start
+from bench.servers import ROOT, Server, free_port, process_tree, start, start_devhost
 
 DEPLOYMENT = "gpt-4o"
 PATH = f"/openai/deployments/{DEPLOYMENT}/chat/completions?api-version=2024-10-21"
@@ -120,27 +120,8 @@ def gateway_settings(
 def start_gateway(
     workdir: Path, name: str, simulator_url: str, backends: int = 1, extra: dict[str, str] | None = None
 ) -> Server:
-    port = free_port()
-    settings = gateway_settings(workdir, name, simulator_url, backends, extra)
     # The proxy alone, as deployed: the parser runs on its own instances in Azure (bench/gateway_app.py).
-    return start(
-        name,
-        [
-            sys.executable,
-            "-m",
-            "devhost",
-            "serve",
-            "--port",
-            str(port),
-            "--settings",
-            str(settings),
-            "--app",
-            "bench.gateway_app",
-        ],
-        port,
-        workdir,
-        {"PYTHONPATH": str(ROOT)},
-    )
+    return start_devhost(name, gateway_settings(workdir, name, simulator_url, backends, extra), workdir)
 
 
 def cpu_seconds(server: Server) -> float:
@@ -157,10 +138,7 @@ def cpu_seconds(server: Server) -> float:
 
 def start_bare(workdir: Path, simulator_url: str) -> Server:
     """The floor arm: `bench/bare_app.py` on the same dev host and Functions runtime as the gateway."""
-    port = free_port()
-    settings = gateway_settings(workdir, "bare", simulator_url, 1)
-    argv = [sys.executable, "-m", "devhost", "serve", "--port", str(port), "--settings", str(settings)]
-    return start("bare", argv + ["--app", "bench.bare_app"], port, workdir, {"PYTHONPATH": str(ROOT)})
+    return start_devhost("bare", gateway_settings(workdir, "bare", simulator_url, 1), workdir, app="bench.bare_app")
 
 
 # ------------------------------------------------------------------------------------- load

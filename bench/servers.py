@@ -6,6 +6,7 @@ import os
 import signal
 import socket
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -97,3 +98,10 @@ def start(
             time.sleep(0.1)
     proc.kill()
     raise RuntimeError(f"{name} did not listen on {port} within {timeout:.0f} s; see {log_path}")
+
+
+def start_devhost(name: str, settings: Path, workdir: Path, app: str | None = "bench.gateway_app") -> Server:
+    """`python -m devhost serve` with a Core Tools settings file, serving `app` (None: function_app)."""
+    port = free_port()
+    argv = [sys.executable, "-m", "devhost", "serve", "--port", str(port), "--settings", str(settings)]
+    return start(name, argv + (["--app", app] if app else []), port, workdir, {"PYTHONPATH": str(ROOT)})

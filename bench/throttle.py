@@ -30,7 +30,7 @@ from typing import Any
 
 import aiohttp
 
-from bench.servers import ROOT, free_port, start
+from bench.servers import ROOT, free_port, start, start_devhost
 
 SIM_KEY = "simulator-key"
 GATEWAY_KEY = "bench-subscription-key"
@@ -112,25 +112,7 @@ def scenario(workdir: Path, p: float, retry_ms: int, rate: float, seconds: float
     }
     settings = workdir / f"{name}.settings.json"
     settings.write_text(json.dumps({"IsEncrypted": False, "Values": values}))
-    port = free_port()
-    gateway = start(
-        name,
-        [
-            sys.executable,
-            "-m",
-            "devhost",
-            "serve",
-            "--port",
-            str(port),
-            "--settings",
-            str(settings),
-            "--app",
-            "bench.gateway_app",
-        ],
-        port,
-        workdir,
-        {"PYTHONPATH": str(ROOT)},
-    )
+    gateway = start_devhost(name, settings, workdir)
     try:
         counts = asyncio.run(_open_loop(gateway.url, rate, seconds))
     finally:

@@ -210,18 +210,8 @@ class ExchangeRecorder:
                 body_encoding=request_encoding,
                 body_bytes=len(body),
             ),
-            timings=Timings(
-                received_at=self.received_at,
-                upstream_first_byte_ms=self.first_byte,
-                last_byte_ms=self.last_byte,
-                gateway_overhead_ms=self.overhead_ms,
-            ),
-            identity=self.identity,
             response=response,
-            backend=self.backend,
-            attempts=self.attempts,
-            client_disconnected=self.client_disconnected,
-            usage_injected=self.usage_injected,
+            **self._common(),
         )
 
     def finish(self) -> Exchange:
@@ -263,21 +253,28 @@ class ExchangeRecorder:
         return Exchange(
             request_id=self.request_id,
             request=self._captured_request(redactor),
-            timings=Timings(
+            response=response,
+            gateway_error=gateway_error,
+            enforcement=self.enforcement,
+            **self._common(),
+        )
+
+    def _common(self) -> dict[str, Any]:
+        """What every exchange of this request carries, however it was built (`finish`, `fallback`):
+        timings, identity, attempts, and the decisions taken on the way (audience, cache, budget)."""
+        return {
+            "timings": Timings(
                 received_at=self.received_at,
                 upstream_first_byte_ms=self.first_byte,
                 last_byte_ms=self.last_byte,
                 gateway_overhead_ms=self.overhead_ms,
             ),
-            identity=self.identity,
-            response=response,
-            backend=self.backend,
-            attempts=self.attempts,
-            client_disconnected=self.client_disconnected,
-            gateway_error=gateway_error,
-            usage_injected=self.usage_injected,
-            enforcement=self.enforcement,
-            audience=self.audience,
-            cache=self.cache,
-            budget=self.budget,
-        )
+            "identity": self.identity,
+            "backend": self.backend,
+            "attempts": self.attempts,
+            "client_disconnected": self.client_disconnected,
+            "usage_injected": self.usage_injected,
+            "audience": self.audience,
+            "cache": self.cache,
+            "budget": self.budget,
+        }
