@@ -28,6 +28,7 @@ from typing import Any, Literal, Protocol
 import orjson
 
 from proxy.routing.affinity import CreatedResponseWatcher
+from proxy.streams.id_tap import IdTap, IdWatcher
 from shared.background import BackgroundTasks
 from shared.errors import ErrorResponse
 from shared.normalize.sse import SSEDecoder
@@ -53,10 +54,6 @@ _CREATES = re.compile(r"/(?P<collection>responses|files|batches)/?$")
 _LISTS = re.compile(r"^/openai/(?:v1/)?(?P<collection>files|batches|chat/completions)/?$")
 #: Owner look-ups of one listing at the same time.
 LIST_LOOKUPS = 16
-#: A stream's `response.created` is its first event; stop looking after this many bytes.
-STREAM_SCAN_BYTES = 16_384
-#: How long the end of an answer waits for its claim to be stored.
-CLAIM_WAIT_SECONDS = 2.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -308,55 +305,30 @@ def both(first: AnswerTap | None, second: AnswerTap) -> AnswerTap:
     return second if first is None else BothTaps(first, second)
 
 
-class OwnerTap:
+class OwnerTap(IdTap):
     """Claims, for the caller, the ids one answer makes known (stream: from its first events)."""
 
-    __slots__ = ("_ownership", "_subscription", "_stream", "_chunks", "_watcher", "_kind", "_scanned", "_task")
+    __slots__ = ("_ownership", "_subscription", "_kind")
+    what = "an owner"
 
     def __init__(
         self, ownership: Ownership, subscription: str, stream: bool, chunks: list[bytes], chat: bool = False
     ) -> None:
+        watcher: IdWatcher | None = None
+        if stream:
+            watcher = ChatChunkWatcher() if chat else CreatedResponseWatcher()
+        super().__init__(stream, chunks, watcher)
         self._ownership = ownership
         self._subscription = subscription
-        self._stream = stream
-        #: The recorder's chunk list (a JSON answer is parsed from it at the end, never copied).
-        self._chunks = chunks
-        self._watcher: CreatedResponseWatcher | ChatChunkWatcher | None = None
-        if stream:
-            self._watcher = ChatChunkWatcher() if chat else CreatedResponseWatcher()
         self._kind: Kind = "chat.completion" if chat else "response"
-        self._scanned = 0
-        self._task: asyncio.Task[None] | None = None
 
-    def decode(self, chunk: bytes) -> bytes:
-        watcher = self._watcher
-        if watcher is None:
-            return chunk
-        found = watcher.decode(chunk)
-        self._scanned += len(chunk)
-        if found:
-            self._task = self._ownership.claim_soon([(self._kind, found)], self._subscription)
-        if found or watcher.done or self._scanned >= STREAM_SCAN_BYTES:
-            self._watcher = None
-        return chunk
+    def _store_streamed(self, found: str) -> asyncio.Task[None] | None:
+        return self._ownership.claim_soon([(self._kind, found)], self._subscription)
 
-    def flush(self) -> bytes:
-        return b""
-
-    async def settled(self) -> None:
-        """At the end of a complete answer: claim a JSON answer's ids, wait for the write."""
-        if not self._stream and self._task is None:
-            try:
-                payload = orjson.loads(b"".join(self._chunks))
-            except orjson.JSONDecodeError:
-                payload = None
-            found = created(payload)
-            if found:
-                self._task = self._ownership.claim_soon(found, self._subscription)
-        task = self._task
-        if task is None or task.done():
-            return
+    def _store_body(self, body: bytes) -> asyncio.Task[None] | None:
         try:
-            await asyncio.wait_for(asyncio.shield(task), CLAIM_WAIT_SECONDS)
-        except TimeoutError:
-            log.warning("storing an owner took longer than %.1fs; finishing without it", CLAIM_WAIT_SECONDS)
+            payload = orjson.loads(body)
+        except orjson.JSONDecodeError:
+            return None
+        found = created(payload)
+        return self._ownership.claim_soon(found, self._subscription) if found else None

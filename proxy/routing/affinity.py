@@ -33,6 +33,7 @@ from typing import Any
 
 import orjson
 
+from proxy.streams.id_tap import IdTap
 from shared.background import BackgroundTasks
 from shared.normalize.apis import ApiRoute
 from shared.normalize.sse import SSEDecoder, SSEEvent
@@ -141,64 +142,24 @@ class CreatedResponseWatcher:
         return None
 
 
-#: A stream's `response.created` event is its first; stop looking after this many bytes.
-STREAM_SCAN_BYTES = 16_384
-#: How long the end of a response waits for its mapping to be stored before letting it finish.
-REMEMBER_WAIT_SECONDS = 2.0
+class CreatedIdTap(IdTap):
+    """Watches one Responses API answer for the id of the response it created and remembers which
+    account holds it (a stream filter; `settled` waits for the mapping's write at the end)."""
 
-
-class CreatedIdTap:
-    """Watches one Responses API answer for the id of the response it created (a stream filter
-    that passes every chunk on unchanged; `settled` waits for the mapping's write at the end)."""
-
-    __slots__ = ("_pinning", "_backend", "_stream", "_chunks", "_watcher", "_scanned", "_task")
+    __slots__ = ("_pinning", "_backend")
+    what = "a response affinity"
 
     def __init__(self, pinning: ResponsePinning, backend: str, stream: bool, chunks: list[bytes]) -> None:
+        super().__init__(stream, chunks, CreatedResponseWatcher() if stream else None)
         self._pinning = pinning
         self._backend = backend
-        self._stream = stream
-        #: The recorder's chunk list (a JSON answer is parsed from it at the end, never copied).
-        self._chunks = chunks
-        self._watcher: CreatedResponseWatcher | None = CreatedResponseWatcher() if stream else None
-        self._scanned = 0
-        self._task: asyncio.Task[None] | None = None
 
-    @property
-    def watching(self) -> bool:
-        """True while a stream is still being scanned for its id."""
-        return self._watcher is not None
+    def _store_streamed(self, found: str) -> asyncio.Task[None] | None:
+        return self._pinning.remember_soon(found, self._backend)
 
-    def decode(self, chunk: bytes) -> bytes:
-        """Looks at each body chunk until the stream's id is found or given up on; returns it as is."""
-        watcher = self._watcher
-        if watcher is None:
-            return chunk
-        found = watcher.decode(chunk)
-        self._scanned += len(chunk)
-        if found:
-            self._task = self._pinning.remember_soon(found, self._backend)
-        if found or watcher.done or self._scanned >= STREAM_SCAN_BYTES:
-            self._watcher = None
-        return chunk
-
-    def flush(self) -> bytes:
-        return b""
-
-    async def settled(self) -> None:
-        """At the end of a complete answer: remember a JSON answer's id, wait for the write."""
-        if not self._stream and self._task is None:
-            found = created_response_id(b"".join(self._chunks))
-            if found:
-                self._task = self._pinning.remember_soon(found, self._backend)
-        task = self._task
-        if task is None or task.done():
-            return
-        try:
-            await asyncio.wait_for(asyncio.shield(task), REMEMBER_WAIT_SECONDS)
-        except TimeoutError:
-            log.warning(
-                "storing a response affinity took longer than %.1fs; finishing without it", REMEMBER_WAIT_SECONDS
-            )
+    def _store_body(self, body: bytes) -> asyncio.Task[None] | None:
+        found = created_response_id(body)
+        return self._pinning.remember_soon(found, self._backend) if found else None
 
 
 class ResponsePinning:
