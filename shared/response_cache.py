@@ -229,18 +229,7 @@ def _chat_events(body: dict[str, Any], include_usage: bool) -> list[dict[str, An
     }
     if include_usage:
         base["usage"] = None
-    events: list[dict[str, Any]] = []
-    if body.get("prompt_filter_results") is not None:
-        events.append(
-            {
-                "choices": [],
-                "created": 0,
-                "id": "",
-                "model": "",
-                "object": "",
-                "prompt_filter_results": body["prompt_filter_results"],
-            }
-        )
+    events: list[dict[str, Any]] = _prompt_annotation(body)
     for choice in _list(body.get("choices")):
         index = choice.get("index", 0)
         message = choice.get("message") or {}
@@ -276,6 +265,22 @@ def _chat_events(body: dict[str, Any], include_usage: bool) -> list[dict[str, An
     return events
 
 
+def _prompt_annotation(body: dict[str, Any]) -> list[dict[str, Any]]:
+    """Azure's first event when the answer has prompt filter results: empty id, model and object."""
+    if body.get("prompt_filter_results") is None:
+        return []
+    return [
+        {
+            "choices": [],
+            "created": 0,
+            "id": "",
+            "model": "",
+            "object": "",
+            "prompt_filter_results": body["prompt_filter_results"],
+        }
+    ]
+
+
 def _completion_events(body: dict[str, Any], include_usage: bool) -> list[dict[str, Any]]:
     base: dict[str, Any] = {
         "created": body.get("created"),
@@ -285,18 +290,7 @@ def _completion_events(body: dict[str, Any], include_usage: bool) -> list[dict[s
     }
     if include_usage:
         base["usage"] = None
-    events: list[dict[str, Any]] = []
-    if body.get("prompt_filter_results") is not None:
-        events.append(
-            {
-                "choices": [],
-                "created": 0,
-                "id": "",
-                "model": "",
-                "object": "",
-                "prompt_filter_results": body["prompt_filter_results"],
-            }
-        )
+    events: list[dict[str, Any]] = _prompt_annotation(body)
     for choice in _list(body.get("choices")):
         events.append(
             {
