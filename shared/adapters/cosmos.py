@@ -61,6 +61,16 @@ def _status(exc: BaseException) -> int | None:
     return getattr(exc, "status_code", None)
 
 
+async def _point_read(container: Container, item_id: str) -> dict[str, Any] | None:
+    """The item whose id is also its partition key, or None when there is none (404)."""
+    try:
+        return await container.read_item(item=item_id, partition_key=item_id)
+    except Exception as exc:
+        if _status(exc) == 404:
+            return None
+        raise
+
+
 class CosmosExchangeStore:
     """Every item carries its own `ttl` (the audience's exchange retention, else `ttl_seconds`) and
     the caller's `userId` and `subscriptionId`, so an erasure finds split exchanges too."""
@@ -198,12 +208,9 @@ class CosmosRecordStore:
 
     async def get(self, request_id: str) -> UsageRecord | None:
         await self._warm_up()
-        try:
-            item = await self.container.read_item(item=request_id, partition_key=request_id)
-        except Exception as exc:
-            if _status(exc) == 404:
-                return None
-            raise
+        item = await _point_read(self.container, request_id)
+        if item is None:
+            return None
         return item["record"]
 
     async def existing(self, request_ids: Sequence[str]) -> set[str]:
@@ -266,12 +273,9 @@ class CosmosAffinityStore:
 
     async def lookup(self, response_id: str) -> str | None:
         await self._warm_up()
-        try:
-            item = await self.container.read_item(item=response_id, partition_key=response_id)
-        except Exception as exc:
-            if _status(exc) == 404:
-                return None
-            raise
+        item = await _point_read(self.container, response_id)
+        if item is None:
+            return None
         # Cosmos deletes expired items in the background; never route on a stale entry meanwhile.
         if float(item.get("expiresAt", 0)) <= self._clock():
             return None
@@ -292,12 +296,9 @@ class CosmosResponseCache:
 
     async def get(self, key: str) -> bytes | None:
         await self._warm_up()
-        try:
-            item = await self.container.read_item(item=key, partition_key=key)
-        except Exception as exc:
-            if _status(exc) == 404:
-                return None
-            raise
+        item = await _point_read(self.container, key)
+        if item is None:
+            return None
         if float(item.get("expiresAt", 0)) <= self._clock() or not isinstance(item.get("entry"), str):
             return None
         return base64.b64decode(item["entry"])
