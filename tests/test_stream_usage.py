@@ -114,3 +114,57 @@ def test_filter_removes_the_completions_usage_chunk(size):
     f = UsageChunkFilter()
     out = b"".join(f.decode(stream[i : i + size]) for i in range(0, len(stream), size)) + f.flush()
     assert out == COMPLETION_CONTENT + DONE and f.removed == 1
+
+
+def _decoded_reference(pieces: list[bytes]) -> tuple[list[bytes], int]:
+    """What the filter forwards when every piece goes through the SSE decoder (the exact reading)."""
+    from shared.normalize.sse import SSEDecoder
+
+    decoder, out, removed = SSEDecoder(), [], 0
+
+    def keep(events) -> bytes:
+        nonlocal removed
+        kept = [e.raw for e in events if not is_usage_chunk(e)]
+        removed += len(events) - len(kept)
+        return b"".join(kept)
+
+    for piece in pieces:
+        out.append(keep(decoder.decode(piece)))
+    out.append(keep(decoder.flush()))
+    return out, removed
+
+
+def test_the_byte_fast_path_forwards_what_the_decoder_would_at_every_step():
+    """Seeded random streams (usage chunks anywhere, CRLF and CR line ends, a BOM, comments, blank
+    lines, a tail without its blank line) cut at random: piece for piece the same bytes out, and
+    the same usage chunks removed, as decoding every event."""
+    import random
+
+    usage = b'data: {"choices":[],"usage":{"total_tokens":3}}'
+    blocks = [
+        b'data: {"choices":[{"delta":{"content":"a"}}],"usage":null}',
+        b'data: {"choices":[{"delta":{"content":"caf\xc3\xa9 \\"choices\\": []"}}]}',
+        usage,
+        b'data: {"choices": [ ],"usage": {"x":1}}',
+        b": keep-alive",
+        b"event: x\ndata: 1\ndata: 2",
+        b'data: {"choices":[],"usage":null}',
+        b"data: [DONE]",
+        b'\xef\xbb\xbfdata: {"choices":[],"usage":{"total_tokens":3}}',  # a BOM mid-stream is no BOM
+    ]
+    rnd = random.Random(5)
+    for _ in range(800):
+        end = rnd.choice([b"\n", b"\n", b"\n", b"\r\n", b"\r"])
+        chosen = [rnd.choice(blocks) for _ in range(rnd.randint(1, 8))]
+        stream = b"".join(block.replace(b"\n", end) + end + end for block in chosen)
+        if rnd.random() < 0.1:
+            stream = b"\xef\xbb\xbf" + stream
+        if rnd.random() < 0.2:
+            stream += b"\n"
+        if rnd.random() < 0.2:
+            stream += usage  # the stream ends before the blank line
+        cuts = sorted(rnd.sample(range(1, len(stream)), min(len(stream) - 1, rnd.randint(0, 6))))
+        pieces = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+        fast = UsageChunkFilter()
+        out = [fast.decode(piece) for piece in pieces] + [fast.flush()]
+        assert (out, fast.removed) == _decoded_reference(pieces), (stream, cuts)

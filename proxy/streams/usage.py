@@ -76,22 +76,69 @@ def is_usage_chunk(event: SSEEvent) -> bool:
     return isinstance(payload, dict) and payload.get("choices") == [] and isinstance(payload.get("usage"), dict)
 
 
+def _last_boundary(data: bytes | bytearray) -> int:
+    """Where the last whole block of an LF-only stream ends in `data`, which starts at a block
+    boundary (0: none ends). A blank line ends a block, and one at the very start is a block."""
+    cut = data.rfind(b"\n\n") + 2
+    if cut >= 2:
+        return cut
+    return 1 if data[:1] == b"\n" else 0
+
+
 class UsageChunkFilter:
     """Incremental filter: bytes in as they arrive, the bytes to forward out (usage chunk removed).
 
-    Whole events pass byte for byte; a partial event waits for its end (at most one event).
+    Whole events pass byte for byte; a partial event waits for its end (at most one event). Events
+    are only decoded where a piece holds an empty `choices` list: every other piece of an LF-only
+    stream (all of AOAI's) is split at its last blank line and forwarded as it came. A stream with a
+    CR in it goes through the SSE decoder from there on, which knows every line ending.
     """
 
-    __slots__ = ("_decoder", "removed")
+    __slots__ = ("_held", "_decoder", "_started", "removed")
 
     def __init__(self) -> None:
-        self._decoder = SSEDecoder()
+        self._held = bytearray()  # the start of an event whose blank line has not come yet
+        self._decoder: SSEDecoder | None = None
+        self._started = False  # a block was forwarded (a BOM can only come before)
         self.removed = 0
 
     def decode(self, chunk: bytes) -> bytes:
-        return self._keep(self._decoder.decode(chunk))
+        if self._decoder is not None:
+            return self._keep(self._decoder.decode(chunk))
+        if b"\r" in chunk:
+            self._decoder = SSEDecoder(mid_stream=self._started)
+            start, self._held = bytes(self._held), bytearray()
+            return self._keep(self._decoder.decode(start + chunk))
+        held = self._held
+        ready: bytes
+        if held:
+            held += chunk
+            cut = _last_boundary(held)
+            if not cut:
+                return b""
+            ready = bytes(held[:cut])
+            del held[:cut]
+        else:
+            cut = _last_boundary(chunk)
+            if not cut:
+                held += chunk
+                return b""
+            ready = chunk if cut == len(chunk) else chunk[:cut]
+            if cut < len(chunk):
+                held += chunk[cut:]
+        started, self._started = self._started, True
+        if _EMPTY_CHOICES.search(ready) is None:
+            return ready
+        # Whole blocks without a CR: a fresh decoder reads them as the stream's own would.
+        return self._keep(SSEDecoder(mid_stream=started).decode(ready))
 
     def flush(self) -> bytes:
+        if self._decoder is None:
+            if not self._held:
+                return b""
+            self._decoder = SSEDecoder(mid_stream=self._started)
+            start, self._held = bytes(self._held), bytearray()
+            return self._keep(self._decoder.decode(start) + self._decoder.flush())
         return self._keep(self._decoder.flush())
 
     def _keep(self, events: list[SSEEvent]) -> bytes:

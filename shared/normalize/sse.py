@@ -35,11 +35,12 @@ class SSEDecoder:
 
     __slots__ = ("_buf", "_pos", "_skip_lf", "_started", "_data", "_event", "_id", "_retry")
 
-    def __init__(self) -> None:
+    def __init__(self, *, mid_stream: bool = False) -> None:
+        """`mid_stream`: the bytes start at a block boundary after the stream's start (no BOM there)."""
         self._buf = bytearray()  # raw bytes of the current, not yet dispatched block
         self._pos = 0  # start of the current line within _buf
         self._skip_lf = False  # the last byte seen was a CR: an LF next completes that CRLF
-        self._started = False
+        self._started = mid_stream
         self._data: list[str] = []
         self._event: str | None = None
         self._id: str | None = None  # the last event id persists across events, per the spec
