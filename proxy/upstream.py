@@ -149,9 +149,15 @@ class UpstreamClient:
         At most READ_BYTES at a time: when the backend is faster than the client (a burst of
         events already buffered), the first piece still goes out at once instead of after the
         whole burst has been filtered and copied (the bench saw 55 KB first reads, ~1 ms).
+        What has already arrived is taken without arming the timer (a timer per read was ~4%
+        of a stream's CPU under load, when the next piece is nearly always there already).
         """
+        content = response.content
+        chunk = content.read_nowait(READ_BYTES)
+        if chunk or content.at_eof():
+            return chunk
         async with asyncio.timeout(self.timeouts.idle):
-            return await response.content.read(READ_BYTES)
+            return await content.read(READ_BYTES)
 
     async def close(self) -> None:
         if self._session is not None:

@@ -245,9 +245,24 @@ def to_items(exchange: Exchange, max_item_bytes: int = MAX_ITEM_BYTES) -> list[d
     """Store items for one exchange: one readable item when it fits, else base64 pieces in order."""
     rid = exchange.request_id
     raw, replaced = exchange._dumps()
-    data = orjson.loads(raw) if replaced else exchange.to_dict()
     if len(raw) <= max_item_bytes - 1000:
+        data = orjson.loads(raw) if replaced else exchange.to_dict()
         return [{"id": f"{rid}.0", "requestId": rid, "seq": 0, "count": 1, "exchange": data}]
+    return _pieces(rid, raw, max_item_bytes)
+
+
+def to_item_rows(exchange: Exchange, max_item_bytes: int = MAX_ITEM_BYTES) -> list[tuple[int, int, bytes]]:
+    """`to_items` as (seq, count, JSON) for a store that keeps items as JSON text: the exchange's
+    JSON goes into its item as written, never turned back into objects and written again."""
+    rid = exchange.request_id
+    raw, _ = exchange._dumps()
+    if len(raw) <= max_item_bytes - 1000:
+        head = orjson.dumps({"id": f"{rid}.0", "requestId": rid, "seq": 0, "count": 1})
+        return [(0, 1, head[:-1] + b',"exchange":' + raw + b"}")]
+    return [(it["seq"], it["count"], orjson.dumps(it)) for it in _pieces(rid, raw, max_item_bytes)]
+
+
+def _pieces(rid: str, raw: bytes, max_item_bytes: int) -> list[dict[str, Any]]:
     piece = min(_PIECE_BYTES, (max_item_bytes - 1000) // 4 * 3)
     pieces = [raw[i : i + piece] for i in range(0, len(raw), piece)]
     return [

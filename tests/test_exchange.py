@@ -76,6 +76,25 @@ def test_large_exchange_splits_into_items_under_one_megabyte_and_joins_back():
     assert decode_body(back.request.body, back.request.body_encoding) == audio
 
 
+def test_item_rows_are_the_items_as_json_for_small_large_and_unserializable_exchanges():
+    deep: object = []
+    for _ in range(300):
+        deep = [deep]
+    small, large = make_exchange(), make_exchange(os.urandom(3_000_000), "application/octet-stream")
+    unserializable = make_exchange()
+    unserializable.request.body = deep  # orjson writes 255 levels at most: the body is replaced
+    import orjson
+
+    from shared.exchange import to_item_rows
+
+    for ex in (small, large, unserializable):
+        rows = to_item_rows(ex)
+        items = to_items(ex)
+        assert [(seq, count) for seq, count, _ in rows] == [(it["seq"], it["count"]) for it in items]
+        assert [orjson.loads(item) for _, _, item in rows] == items
+        assert [item for _, _, item in rows] == [orjson.dumps(it) for it in items]  # same bytes, same order
+
+
 def test_missing_item_is_reported_not_silently_joined():
     items = to_items(make_exchange(os.urandom(3_000_000), "application/octet-stream"))
     with pytest.raises(IncompleteExchange):

@@ -26,7 +26,7 @@ from typing import Any, TypeVar
 import orjson
 
 from shared.errors import PoisonExchange
-from shared.exchange import Exchange, from_items, to_items, utc_now_iso
+from shared.exchange import Exchange, from_items, to_item_rows, utc_now_iso
 from shared.ports import UsageRecord
 from shared.privacy.policy import RetentionPolicy
 from shared.privacy.retention import purge
@@ -137,6 +137,9 @@ class SqliteDatabase:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         # Autocommit mode: transactions are explicit, one per write batch (`_write_batch`).
         conn = sqlite3.connect(self.path, isolation_level=None)
+        # 16 KB pages (a new file only): a 128 KB exchange is 8 overflow pages, not 32; its write
+        # costs about a third less CPU, and a small row about the same as with 4 KB pages.
+        conn.execute("PRAGMA page_size=16384")
         conn.execute("PRAGMA journal_mode=WAL")
         # NORMAL is durable against application crashes in WAL mode; only an OS crash can lose
         # the last transactions, acceptable for a local log store and much faster than FULL.
@@ -169,7 +172,7 @@ def _dumps(value: Any) -> str:
 
 
 class SqliteExchangeStore:
-    """Exchanges as `shared.exchange.to_items` items, one row per item, one transaction per save.
+    """Exchanges as `shared.exchange.to_item_rows` items, one row per item, one transaction per save.
 
     Given a retention policy, a save purges what is past its retention (shared/privacy/retention.py)
     once every PURGE_INTERVAL: the embedded stand-in for Cosmos DB's item TTLs."""
@@ -191,11 +194,10 @@ class SqliteExchangeStore:
     async def save(self, exchange: Exchange) -> None:
         def _save(conn: sqlite3.Connection) -> None:
             # Serializing a 5 MB exchange takes milliseconds: do it here, off the event loop.
-            items = to_items(exchange)
             now = utc_now_iso()
             # JSON bytes bound as TEXT by SQLite itself: no Python str copy (4 bytes per character
             # once a stream holds an emoji), which made 64 streams ending at once cost ~40 MB.
-            rows = [(exchange.request_id, it["seq"], it["count"], orjson.dumps(it), now) for it in items]
+            rows = [(exchange.request_id, seq, count, item, now) for seq, count, item in to_item_rows(exchange)]
             # A re-save replaces the exchange whole, even when it now has fewer items.
             conn.execute("DELETE FROM exchange_items WHERE request_id = ?", (exchange.request_id,))
             conn.executemany(
