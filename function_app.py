@@ -11,6 +11,7 @@ import azure.functions as func
 import orjson
 from azurefunctions.extensions.http.fastapi import Request, Response
 
+from proxy import gc_policy
 from proxy.credentials import quiet_azure_sdk_logs
 from proxy.handler import Proxy, build_proxy
 from proxy.routing.backends import check_backends
@@ -167,3 +168,8 @@ def _batch_files():
 
     built = proxy()
     return UpstreamFiles(built.pool, built.upstream, built.credentials)
+
+
+# Last: the app is imported, its long-lived heap built; keep it out of every collection, before
+# any request rather than during the first one (proxy/gc_policy.py).
+gc_policy.freeze_loaded_heap()

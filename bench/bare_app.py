@@ -31,7 +31,6 @@ def _backend() -> tuple[str, str]:
 
 @functools.cache
 def _session() -> aiohttp.ClientSession:
-    gc_policy.freeze_warm_heap()  # the same collector settings as the gateway
     return aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0), auto_decompress=False)
 
 
@@ -59,6 +58,9 @@ async def passthrough(req: Request) -> Response:
             upstream.release()
 
     return StreamingResponse(body(), status_code=upstream.status, headers=headers)
+
+
+gc_policy.freeze_loaded_heap()  # the same collector settings as the gateway (function_app.py)
 
 
 async def shutdown() -> None:

@@ -16,7 +16,7 @@ import aiohttp
 from fastapi import Request, Response
 from starlette.requests import ClientDisconnect
 
-from proxy import gc_policy, telemetry
+from proxy import telemetry
 from proxy.audience import AudienceGate, filter_list
 from proxy.budget_gate import BudgetGate
 from proxy.cache import CACHE_HEADER, CacheGate
@@ -94,7 +94,6 @@ class Proxy:
         """First-request work off the hot path: managed-identity tokens, the spilled-exchange drain."""
         self.capture.start()
         await self.credentials.warm(self.backends)
-        gc_policy.freeze_warm_heap()  # the long-lived heap is built: keep it out of every collection
 
     async def handle(self, request: Request) -> Response:
         if self._warm_up is None:

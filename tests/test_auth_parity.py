@@ -71,3 +71,19 @@ def test_wrong_or_missing_key_is_401(gw):
         == 401
     )
     assert httpx.post(f"{gw.url}/openai/v1/chat/completions", json=CHAT).status_code == 401
+
+
+def test_the_host_emulation_counts_its_cpu_for_requests_it_lets_through_only(gw):
+    """`/_devhost/cpu` (devhost/runtime/emulation.py): the CPU the dev host spends as the Functions
+    host, for the bench to report apart from the app's; a request the key check refuses never
+    reaches the app and is not counted."""
+    before = httpx.get(f"{gw.url}/_devhost/cpu", timeout=10).json()
+    assert httpx.post(f"{gw.url}/openai/v1/chat/completions?api-key=wrong", json=CHAT, timeout=10).status_code == 401
+    for _ in range(3):
+        r = httpx.post(f"{gw.url}/openai/v1/chat/completions", json=CHAT, headers={"api-key": CLIENT_KEY}, timeout=10)
+        assert r.status_code == 200, r.text
+    after = httpx.get(f"{gw.url}/_devhost/cpu", timeout=10).json()
+    assert after["requests"] - before["requests"] == 3
+    spent = after["emulation_cpu_s"] - before["emulation_cpu_s"]
+    assert 0 < spent < 0.5, spent  # the host's part of three requests: microseconds, not the requests' whole
+    gw.settle()

@@ -364,3 +364,36 @@ def test_responses_stream_broken_events_never_combine_into_one():
     stream = 'event: response.created\ndata: {"x": [1\n\nevent: response.created\ndata: 2]}, 3\n\n'
     result = consolidate("responses", stream)
     assert result.bad_events == 2 and result.events == 2
+
+
+def test_repeated_filter_verdicts_merge_as_if_each_were_merged():
+    """Azure repeats a chunk's verdicts on every chunk; a repeat is not merged again. Seeded random
+    sequences (repeats, a worse severity in between, null, a blocklist hit, the first verdict coming
+    back) give exactly the fold of `filter_results.merge` over every chunk's verdicts."""
+    import random
+
+    from shared.normalize import filter_results
+
+    safe = {"hate": {"filtered": False, "severity": "safe"}, "violence": {"filtered": False, "severity": "safe"}}
+    verdicts = [
+        safe,
+        {"hate": {"filtered": False, "severity": "low"}, "violence": {"filtered": False, "severity": "safe"}},
+        {"violence": {"filtered": True, "severity": "high"}},
+        None,
+        {},
+        {"custom_blocklists": {"filtered": True, "details": [{"id": "bl1", "filtered": True}]}},
+        {"custom_blocklists": {"filtered": False, "details": [{"id": "bl2", "filtered": False}]}},
+        {"protected_material_code": {"filtered": False, "detected": True, "citation": {"URL": "u"}}},
+    ]
+    rnd = random.Random(3)
+    for _ in range(300):
+        chosen = [rnd.choice(verdicts[:2]) if rnd.random() < 0.7 else rnd.choice(verdicts) for _ in range(12)]
+        chunks = [
+            {**chunk([delta(content=str(i))]), "choices": [{**delta(content=str(i)), "content_filter_results": v}]}
+            for i, v in enumerate(chosen)
+        ]
+        expected: dict = {}
+        for v in chosen:
+            expected = filter_results.merge(expected, json.loads(json.dumps(v)))
+        choice = consolidate("chat.completions", sse(*chunks)).body["choices"][0]
+        assert choice["content_filter_results"] == expected, chosen

@@ -221,10 +221,11 @@ def _bench_numbers() -> dict[str, float]:
     cpus = re.search(r"machine: (\d+) CPUs", text)
     assert peak and idle and rows and cpus, "bench/results/latest.md lost a number the sizing rests on"
     best = max(int(rps) for _, rps in rows)
-    # The gateway's own CPU per streamed request where the bench measured it (its CPU table:
-    # workload, concurrency, direct, bare, gateway µs), the most of any concurrency; else an upper
-    # bound from throughput (the load generator and the simulator ran on the same cores).
-    measured = re.findall(r"^\| stream \| \d+ \| \d+ \| \d+ \| (\d+) \|", text, re.M)
+    # The gateway's CPU per streamed request where the bench measured it (its CPU table: workload,
+    # concurrency, direct, bare, gateway µs, each dev host figure with its host emulation in brackets,
+    # counted in: an upper bound), the most of any concurrency; else an upper bound from throughput
+    # (the load generator and the simulator ran on the same cores).
+    measured = re.findall(r"^\| stream \| \d+ \| \d+ \| \d+(?: \(\d+\))? \| (\d+)(?: \(\d+\))? \|", text, re.M)
     cpu_ms = max(int(us) for us in measured) / 1000 if measured else int(cpus.group(1)) * 1000 / best
     return {
         "peak_kb_per_stream": float(peak.group(2)),

@@ -43,6 +43,7 @@ from devhost.host import (
     stop_app,
     timer_interval,
 )
+from devhost.runtime import emulation
 from devhost.runtime.worker import EventData, FunctionsWorker, LoadedFunction, failure
 from devhost.subscriptions import Subscription
 from shared.errors import ErrorResponse
@@ -65,8 +66,10 @@ class RuntimeDevHost:
         over_http: bool = False,
     ) -> None:
         self.app_dir = app_dir
+        #: CPU spent on the host's part of requests (`devhost/runtime/emulation.py`).
+        self.emulation = emulation.EmulationClock()
         #: Path prefix -> ASGI app the dev host serves besides the function routes (the dashboard).
-        self.mounts = dict(mounts or {})
+        self.mounts: dict[str, ASGIApp] = {emulation.PATH: self.emulation, **(mounts or {})}
         #: None: no key check (requests go in as they come, like `func start`).
         self.subscriptions = dict(subscriptions) if subscriptions is not None else None
         self.over_http = over_http
@@ -160,10 +163,13 @@ class RuntimeDevHost:
 
     # ------------------------------------------------------------------------------- HTTP
     async def _http(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = self.emulation.now()
         found = await front_door(
             scope, receive, send, mounts=self.mounts, routes=self.routes, subscriptions=self.subscriptions
         )
-        if found is not None:
+        if found is not None:  # a request it lets through never waited on the way (no yield to time across)
+            self.emulation.add(started)
+            self.emulation.requests += 1
             route, scope, params = found
             await self._invoke_http(route.function, scope, receive, send, scope["headers"], params)
 
@@ -177,7 +183,8 @@ class RuntimeDevHost:
         params: dict[str, str],
     ) -> None:
         assert self.worker is not None
-        invocation_id = str(uuid.uuid4())
+        started = self.emulation.now()
+        invocation_id = str(uuid.UUID(bytes=os.urandom(16), version=4))
         query = scope.get("query_string", b"").decode("latin-1")
         url = (
             (self.worker.http_uri or "http://127.0.0.1")
@@ -185,11 +192,11 @@ class RuntimeDevHost:
             + (f"?{query}" if query else "")
         )
         traceparent = next((v.decode("latin-1") for k, v in headers if k == b"traceparent"), "")
-        invocation = asyncio.create_task(
-            self.worker.invoke_http(
-                function, invocation_id, method=scope["method"], url=url, route_params=params, traceparent=traceparent
-            )
+        message = self.worker.http_invocation(
+            function, invocation_id, method=scope["method"], url=url, route_params=params, traceparent=traceparent
         )
+        invocation = asyncio.create_task(self.worker.run(message))
+        self.emulation.add(started)
         try:
             if self.over_http:
                 await self._forward(invocation_id, url, scope, receive, send, headers)

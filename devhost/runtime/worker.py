@@ -15,8 +15,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
 import sys
-import uuid
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -132,7 +132,7 @@ class FunctionsWorker:
 
     def _message(self, **content: Any) -> SimpleNamespace:
         return SimpleNamespace(
-            request=self._protos.StreamingMessage(request_id=uuid.uuid4().hex, **content),
+            request=self._protos.StreamingMessage(request_id=os.urandom(16).hex(), **content),
             properties={"host": self.host, "protos": self._protos},
         )
 
@@ -186,6 +186,30 @@ class FunctionsWorker:
     def by_trigger(self, trigger_type: str) -> list[LoadedFunction]:
         return [f for f in self.functions.values() if f.trigger_type == trigger_type]
 
+    def invocation(
+        self,
+        function: LoadedFunction,
+        data: Any,
+        trigger_metadata: Mapping[str, Any] | None = None,
+        *,
+        invocation_id: str | None = None,
+        traceparent: str = "",
+    ) -> SimpleNamespace:
+        """One `InvocationRequest` message, as the host would send it (`run` delivers it)."""
+        p = self._protos
+        request = p.InvocationRequest(
+            invocation_id=invocation_id or os.urandom(16).hex(),
+            function_id=function.function_id,
+            input_data=[p.ParameterBinding(name=function.trigger["name"], data=data)],
+            trigger_metadata=dict(trigger_metadata or {}),
+            trace_context=p.RpcTraceContext(trace_parent=traceparent),
+        )
+        return self._message(invocation_request=request)
+
+    async def run(self, message: SimpleNamespace) -> Any:
+        """Deliver an `invocation` message; returns the runtime's `InvocationResponse`."""
+        return await self._events.invocation_request(message)
+
     async def invoke(
         self,
         function: LoadedFunction,
@@ -196,17 +220,12 @@ class FunctionsWorker:
         traceparent: str = "",
     ) -> Any:
         """One `InvocationRequest`; returns the runtime's `InvocationResponse`."""
-        p = self._protos
-        request = p.InvocationRequest(
-            invocation_id=invocation_id or uuid.uuid4().hex,
-            function_id=function.function_id,
-            input_data=[p.ParameterBinding(name=function.trigger["name"], data=data)],
-            trigger_metadata=dict(trigger_metadata or {}),
-            trace_context=p.RpcTraceContext(trace_parent=traceparent),
+        message = self.invocation(
+            function, data, trigger_metadata, invocation_id=invocation_id, traceparent=traceparent
         )
-        return await self._events.invocation_request(self._message(invocation_request=request))
+        return await self.run(message)
 
-    async def invoke_http(
+    def http_invocation(
         self,
         function: LoadedFunction,
         invocation_id: str,
@@ -215,11 +234,12 @@ class FunctionsWorker:
         url: str,
         route_params: Mapping[str, str],
         traceparent: str = "",
-    ) -> Any:
+    ) -> SimpleNamespace:
         """The invocation half of an HTTP v2 call: the body and the answer go through the web app."""
-        p = self._protos
-        http = p.RpcHttp(method=method, url=url, params=dict(route_params))
-        return await self.invoke(function, p.TypedData(http=http), invocation_id=invocation_id, traceparent=traceparent)
+        http = self._protos.RpcHttp(method=method, url=url, params=dict(route_params))
+        return self.invocation(
+            function, self._protos.TypedData(http=http), invocation_id=invocation_id, traceparent=traceparent
+        )
 
     async def invoke_event_hub(
         self, function: LoadedFunction, events: Sequence[EventData], partition_id: str = "0"

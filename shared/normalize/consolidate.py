@@ -92,16 +92,21 @@ _HEADER_KEYS = ("id", "model", "system_fingerprint")
 _DELTA_KEYS = frozenset(("role", "content", "refusal", "tool_calls", "function_call"))
 
 
+_UNSEEN = object()
+
+
 class _Choice:
     """What chat and legacy-completions choices merge alike: finish_reason, logprobs, filter results."""
 
-    __slots__ = ("index", "finish", "logprobs", "filters")
+    __slots__ = ("index", "finish", "logprobs", "filters", "last_filters")
 
     def __init__(self, index: int) -> None:
         self.index = index
         self.finish: str | None = None
         self.logprobs: dict[str, list[Any]] | None = None
         self.filters: dict[str, Any] | None = None
+        #: The last `content_filter_results` merged: Azure repeats the same verdicts on every chunk.
+        self.last_filters: Any = _UNSEEN
 
     def _outcome(self, choice: dict[str, Any]) -> None:
         reason = choice.get("finish_reason")
@@ -113,7 +118,12 @@ class _Choice:
         if logprobs:
             self.logprobs = _merge_logprobs(self.logprobs, logprobs)
         if "content_filter_results" in choice:
-            self.filters = filter_results.merge(self.filters or {}, choice["content_filter_results"])
+            results = choice["content_filter_results"]
+            # Merging is idempotent (flags or-ed, the worst severity, lists united): the same
+            # verdicts again change nothing, and comparing them costs a tenth of merging.
+            if results != self.last_filters:
+                self.filters = filter_results.merge(self.filters or {}, results)
+                self.last_filters = results
 
     def _finish(self, out: dict[str, Any]) -> dict[str, Any]:
         """`out` (index and body already in place) with finish_reason, logprobs and filter results."""
