@@ -211,19 +211,10 @@ class FunctionsWorker:
         return await self._events.invocation_request(message)
 
     async def invoke(
-        self,
-        function: LoadedFunction,
-        data: Any,
-        trigger_metadata: Mapping[str, Any] | None = None,
-        *,
-        invocation_id: str | None = None,
-        traceparent: str = "",
+        self, function: LoadedFunction, data: Any, trigger_metadata: Mapping[str, Any] | None = None
     ) -> Any:
-        """One `InvocationRequest`; returns the runtime's `InvocationResponse`."""
-        message = self.invocation(
-            function, data, trigger_metadata, invocation_id=invocation_id, traceparent=traceparent
-        )
-        return await self.run(message)
+        """One `InvocationRequest`, delivered; returns the runtime's `InvocationResponse`."""
+        return await self.run(self.invocation(function, data, trigger_metadata))
 
     def http_invocation(
         self,
