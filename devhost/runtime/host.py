@@ -168,10 +168,9 @@ class RuntimeDevHost:
             scope, receive, send, mounts=self.mounts, routes=self.routes, subscriptions=self.subscriptions
         )
         if found is not None:  # a request it lets through never waited on the way (no yield to time across)
-            self.emulation.add(started)
             self.emulation.requests += 1
             route, scope, params = found
-            await self._invoke_http(route.function, scope, receive, send, scope["headers"], params)
+            await self._invoke_http(route.function, scope, receive, send, scope["headers"], params, started)
 
     async def _invoke_http(
         self,
@@ -181,9 +180,11 @@ class RuntimeDevHost:
         send: Send,
         headers: list[tuple[bytes, bytes]],
         params: dict[str, str],
+        started: int,
     ) -> None:
+        """`started`: the emulation clock when the host took the request; it stops once the
+        invocation is started (no yield on the way), before the runtime's web app runs."""
         assert self.worker is not None
-        started = self.emulation.now()
         invocation_id = str(uuid.UUID(bytes=os.urandom(16), version=4))
         query = scope.get("query_string", b"").decode("latin-1")
         url = (
