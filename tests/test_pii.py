@@ -117,3 +117,31 @@ def test_a_thousand_deep_body_does_not_exhaust_the_stack() -> None:
     for _ in range(1000):
         out = out[0]
     assert out == ["<EMAIL_1>"]
+
+
+def test_texts_found_clean_are_remembered_and_nothing_else():
+    """Header values recur on every request: a text the patterns found nothing in is not scanned
+    again (same answer), a text with personal data is never taken for clean, the memo is bounded,
+    and a redactor with a second stage (or secrets) keeps no memo at all."""
+    from shared.privacy import pii
+
+    redactor = PiiRedactor(secrets=False)
+    names = Placeholders()
+    assert redactor.text("keep-alive", names) == "keep-alive"
+    assert redactor.text("keep-alive", Placeholders()) == "keep-alive"  # answered from the memo
+    assert redactor._clean is not None and "keep-alive" in redactor._clean
+    for _ in range(2):  # the second time too: a finding is never remembered as clean
+        assert redactor.text("from 192.168.10.20", Placeholders()) == "from <IP_ADDRESS_1>"
+    assert "from 192.168.10.20" not in redactor._clean
+    for i in range(pii.CLEAN_TEXTS + 10):
+        redactor.text(f"request-{i:x}", names)
+    assert len(redactor._clean) <= pii.CLEAN_TEXTS
+
+    class SecondStage:
+        kind, priority = "PERSON", 0
+
+        def find(self, text: str) -> list[pii.Finding]:
+            return []
+
+    assert PiiRedactor([*pii.RECOGNIZERS, SecondStage()], secrets=False)._clean is None
+    assert PiiRedactor(secrets=True)._clean is None

@@ -345,6 +345,10 @@ def _canonical(kind: str, value: str) -> str:
     return re.sub(r"[\s().\-/]", "", value).upper()
 
 
+#: The clean-text memo of a `PiiRedactor`: texts up to CLEAN_TEXT_CHARS, at most CLEAN_TEXTS of them.
+CLEAN_TEXT_CHARS, CLEAN_TEXTS = 256, 4096
+
+
 class Placeholders:
     """`<KIND_n>` per distinct value within one exchange."""
 
@@ -377,6 +381,12 @@ class PiiRedactor:
         """`secrets=False` when the text went through the shared `Redactor` already (the capture)."""
         self.recognizers = tuple(recognizers)
         self.secrets = Redactor() if secrets is True else secrets or None
+        #: Short texts the pattern recognizers found nothing in (header values recur on every
+        #: request): a finding depends on the text alone, so the answer is the same next time.
+        #: Only without a second stage (its answers are not ours to keep) and without secrets.
+        self._clean: dict[str, None] | None = (
+            {} if self.secrets is None and all(isinstance(r, Recognizer) for r in self.recognizers) else None
+        )
 
     def prefetch(self, value: Any) -> None:
         """Give a second stage every text of a JSON value at once, so it can batch its calls."""
@@ -392,11 +402,18 @@ class PiiRedactor:
         done = placeholders.done.get(value)
         if done is not None:
             return done
+        clean = self._clean
+        if clean is not None and value in clean:
+            return value
         original = value
         if self.secrets is not None:
             value = self.secrets.text(value)
         findings = find(value, self.recognizers)
         if not findings:
+            if clean is not None and len(value) <= CLEAN_TEXT_CHARS:
+                if len(clean) >= CLEAN_TEXTS:
+                    clean.clear()  # bounded: unique values (request ids) must not grow it for ever
+                clean[value] = None
             if len(original) > 64:
                 placeholders.done[original] = value
             return value
