@@ -127,10 +127,15 @@ class UsageChunkFilter:
             if cut < len(chunk):
                 held += chunk[cut:]
         started, self._started = self._started, True
-        if _EMPTY_CHOICES.search(ready) is None:
+        found = _EMPTY_CHOICES.search(ready)
+        if found is None:
             return ready
-        # Whole blocks without a CR: a fresh decoder reads them as the stream's own would.
-        return self._keep(SSEDecoder(mid_stream=started).decode(ready))
+        # Whole blocks without a CR: the ones before the block with the match pass as they are (a
+        # burst can hold a hundred), the rest is read by a fresh decoder as the stream's own would.
+        block = ready.rfind(b"\n\n", 0, found.start()) + 2
+        block = block if block >= 2 else 0
+        decoder = SSEDecoder(mid_stream=started or block > 0)
+        return ready[:block] + self._keep(decoder.decode(ready[block:]))
 
     def flush(self) -> bytes:
         if self._decoder is None:
