@@ -636,6 +636,32 @@ def markdown(run: dict[str, Any]) -> str:
                     + (f"{cpu(m)} | {meta / b['cpu_us_per_request']:.2f} |" if m and meta else "– | – |")
                 )
         lines.append("")
+        runtime_rows = [
+            (workload, conc, g, i)
+            for workload in ("chat", "stream")
+            for conc in run["settings"]["concurrency"]
+            for g, i in [(_cell(run["matrix"], workload, conc, a) for a in ("gateway", "gateway-inprocess"))]
+            if g and i and g.get("cpu_us_per_request") and i.get("cpu_us_per_request")
+        ]
+        if runtime_rows:
+            lines += [
+                "The Functions runtime's own cost, for comparison: the same gateway called in-process by the dev "
+                "host (`python -m devhost serve --direct`, `gateway-inprocess`), without azure-functions-runtime "
+                "and its FastAPI app in the path. Azure runs the runtime path; the targets are for it. The runtime's "
+                "cost is per request (the invocation message, its web app's routing and middleware), not per "
+                "event, so for a stream it is within the noise of the two figures and can come out negative.",
+                "",
+                "| workload | conc. | gateway µs | gateway in-process µs | the runtime's part µs | "
+                "gateway req/s | in-process req/s |",
+                "|---|---|---|---|---|---|---|",
+            ]
+            for workload, conc, g, i in runtime_rows:
+                lines.append(
+                    f"| {workload} | {conc} | {g['cpu_us_per_request']} | {i['cpu_us_per_request']} | "
+                    f"{g['cpu_us_per_request'] - i['cpu_us_per_request']} | {g['stats']['rps']:.0f} | "
+                    f"{i['stats']['rps']:.0f} |"
+                )
+            lines.append("")
     gcr = run.get("gc")
     if gcr:
         per = gcr["per_10k"]
@@ -891,11 +917,18 @@ def main(argv: list[str] | None = None) -> int:
             # record is still computed from the whole exchange, before the bodies are dropped.
             metadata = start_gateway(workdir, "gateway-metadata", sim.url, extra={"CAPTURE_LEVELS": METADATA})
             servers.append(metadata)
+            # For comparison only: the same gateway called in-process by the dev host (`--direct`), not
+            # through the Functions runtime Azure runs; the difference is the runtime's own cost.
+            inprocess = start_devhost(
+                "gateway-inprocess", gateway_settings(workdir, "gateway-inprocess", sim.url, 1), workdir, direct=True
+            )
+            servers.append(inprocess)
             arms: dict[str, tuple[Server, str]] = {
                 "direct": (sim, SIM_KEY),
                 "bare": (bare, GATEWAY_KEY),
                 "gateway": (gateway, GATEWAY_KEY),
                 "gateway-metadata": (metadata, GATEWAY_KEY),
+                "gateway-inprocess": (inprocess, GATEWAY_KEY),
             }
             if peer_python:
                 litellm = peer.start_peer(peer_python, free_port(), workdir, sim.url, DEPLOYMENT, SIM_KEY)
@@ -906,6 +939,7 @@ def main(argv: list[str] | None = None) -> int:
             run["peak_rss_kb"] = {name: server.peak_rss_kb() for name, (server, _) in arms.items()}
             bare.stop()
             metadata.stop()
+            inprocess.stop()
             if "routing" not in args.skip:
                 say("routing overhead: one backend vs three")
                 three = start_gateway(workdir, "gateway-3-backends", sim.url, backends=3)

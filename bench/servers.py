@@ -100,8 +100,12 @@ def start(
     raise RuntimeError(f"{name} did not listen on {port} within {timeout:.0f} s; see {log_path}")
 
 
-def start_devhost(name: str, settings: Path, workdir: Path, app: str | None = "bench.gateway_app") -> Server:
-    """`python -m devhost serve` with a Core Tools settings file, serving `app` (None: function_app)."""
+def start_devhost(
+    name: str, settings: Path, workdir: Path, app: str | None = "bench.gateway_app", *, direct: bool = False
+) -> Server:
+    """`python -m devhost serve` with a Core Tools settings file, serving `app` (None: function_app);
+    `direct`: the functions called in-process by the dev host, not through the Functions runtime."""
     port = free_port()
     argv = [sys.executable, "-m", "devhost", "serve", "--port", str(port), "--settings", str(settings)]
-    return start(name, argv + (["--app", app] if app else []), port, workdir, {"PYTHONPATH": str(ROOT)})
+    argv += (["--app", app] if app else []) + (["--direct"] if direct else [])
+    return start(name, argv, port, workdir, {"PYTHONPATH": str(ROOT)})
