@@ -636,13 +636,12 @@ def markdown(run: dict[str, Any]) -> str:
                     + (f"{cpu(m)} | {meta / b['cpu_us_per_request']:.2f} |" if m and meta else "– | – |")
                 )
         lines.append("")
-        runtime_rows = [
-            (workload, conc, g, i)
-            for workload in ("chat", "stream")
-            for conc in run["settings"]["concurrency"]
-            for g, i in [(_cell(run["matrix"], workload, conc, a) for a in ("gateway", "gateway-inprocess"))]
-            if g and i and g.get("cpu_us_per_request") and i.get("cpu_us_per_request")
-        ]
+        runtime_rows = []
+        for workload in ("chat", "stream"):
+            for conc in run["settings"]["concurrency"]:
+                g, i = (_cell(run["matrix"], workload, conc, arm) for arm in ("gateway", "gateway-inprocess"))
+                if g and i and g.get("cpu_us_per_request") and i.get("cpu_us_per_request"):
+                    runtime_rows.append((workload, conc, g, i))
         if runtime_rows:
             lines += [
                 "The Functions runtime's own cost, for comparison: the same gateway called in-process by the dev "
