@@ -19,6 +19,7 @@ and a store that cannot answer gives a 503 rather than a guess.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -28,7 +29,7 @@ from typing import Any, Literal, Protocol
 import orjson
 
 from proxy.routing.affinity import CreatedResponseWatcher
-from proxy.streams.id_tap import IdTap, IdWatcher
+from proxy.streams.id_tap import WRITE_WAIT_SECONDS, IdTap, IdWatcher
 from shared.background import BackgroundTasks
 from shared.errors import ErrorResponse
 from shared.normalize.sse import SSEDecoder
@@ -166,6 +167,10 @@ class Ownership:
     def __init__(self, store: Callable[[], OwnershipStore | None]) -> None:
         self._get_store = store
         self._tasks = BackgroundTasks()
+        #: Claims being written, by object: a follow-up naming one waits for its claim. A client
+        #: reading a stream stops at its last event, before the response ends and so before the
+        #: end of the answer waited for the claim; its next request can arrive while it is written.
+        self._claiming: dict[tuple[str, str], asyncio.Task[None]] = {}
 
     def _store(self) -> OwnershipStore:
         store = self._get_store()
@@ -176,6 +181,10 @@ class Ownership:
     async def check(self, refs: list[ObjectRef], subscription: str) -> None:
         """Raise the unknown-id answer for the first object `subscription` does not own."""
         for ref in refs:
+            claiming = self._claiming.get((ref.kind, ref.id))
+            if claiming is not None:  # `_claim` never raises; a slow one is not waited for long
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(claiming), WRITE_WAIT_SECONDS)
             try:
                 owner = await self._store().owner(ref.kind, ref.id)
             except Exception as exc:  # noqa: BLE001 - an outage must not let anyone through
@@ -221,7 +230,18 @@ class Ownership:
         return orjson.dumps(out)
 
     def claim_soon(self, found: list[tuple[Kind, str]], subscription: str) -> asyncio.Task[None]:
-        return self._tasks.spawn(self._claim(found, subscription))
+        task: asyncio.Task[None] = self._tasks.spawn(self._claim(found, subscription))
+        keys = [(str(kind), oid) for kind, oid in found]
+        for key in keys:
+            self._claiming[key] = task
+
+        def written(done: asyncio.Task[None]) -> None:
+            for key in keys:
+                if self._claiming.get(key) is done:
+                    del self._claiming[key]
+
+        task.add_done_callback(written)
+        return task
 
     async def _claim(self, found: list[tuple[Kind, str]], subscription: str) -> None:
         for kind, oid in found:

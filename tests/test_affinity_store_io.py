@@ -71,3 +71,24 @@ async def test_json_tap_parses_the_whole_answer_at_the_end():
     assert store.entries == {}
     await tap.settled()
     assert await store.lookup("resp_7") == "west"
+
+
+async def test_a_follow_up_is_routed_by_a_mapping_still_being_written():
+    """A client reading a stream stops at its last event and may continue the response at once,
+    while the mapping is still on its way to the store: it goes to the backend that holds it."""
+    import asyncio
+
+    release = asyncio.Event()
+
+    class Slow(MemoryAffinityStore):
+        async def remember(self, response_id: str, backend: str, ttl_seconds: int) -> None:
+            await release.wait()
+            await super().remember(response_id, backend, ttl_seconds)
+
+    store = Slow()
+    pinning = ResponsePinning(lambda: store, 60)
+    task = pinning.remember_soon("resp_9", "east")
+    assert await pinning.lookup(CREATE, {"previous_response_id": "resp_9"}) == "east"
+    release.set()
+    await task
+    assert pinning._remembering == {} and await pinning.lookup(CREATE, {"previous_response_id": "resp_9"}) == "east"

@@ -99,6 +99,30 @@ async def test_only_the_owner_passes_and_an_unclaimed_id_is_nobodys() -> None:
         await ownership.check([ObjectRef("response", "resp_unclaimed")], "team-b")
 
 
+async def test_a_follow_up_waits_for_the_claim_still_being_written() -> None:
+    """A client reading a stream stops at its last event and may ask for the object at once, while
+    the claim is still on its way to the store: the check waits for it (the creator passes, anyone
+    else still gets the unknown-id answer), and nothing is left behind once it is written."""
+    release = asyncio.Event()
+
+    class Slow(MemoryOwnershipStore):
+        async def claim(self, kind: str, object_id: str, owner: str) -> None:
+            await release.wait()
+            await super().claim(kind, object_id, owner)
+
+    store = Slow()
+    ownership = Ownership(lambda: store)
+    ownership.claim_soon([("chat.completion", "chatcmpl-1")], "team-b")
+    checking = asyncio.create_task(ownership.check([ObjectRef("chat.completion", "chatcmpl-1")], "team-b"))
+    await asyncio.sleep(0.01)
+    assert not checking.done()  # waiting for the claim, not answering from a store that lacks it
+    release.set()
+    await checking
+    with pytest.raises(NotOwned):
+        await ownership.check([ObjectRef("chat.completion", "chatcmpl-1")], "team-a")
+    assert ownership._claiming == {}
+
+
 async def test_a_store_that_cannot_answer_refuses_with_503() -> None:
     class Down:
         async def claim(self, kind: str, object_id: str, owner: str) -> None:

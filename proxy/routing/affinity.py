@@ -169,12 +169,17 @@ class ResponsePinning:
         self._store = store
         self.ttl_seconds = ttl_seconds
         self._tasks = BackgroundTasks()
+        #: Mappings being written (response id -> backend): a follow-up sent as soon as a stream's
+        #: last event arrived, before the write is done, is routed by them.
+        self._remembering: dict[str, str] = {}
 
     async def lookup(self, route: ApiRoute, body: Any) -> str | None:
         """The backend that holds the response this request refers to, or None (normal selection)."""
         response_id = affinity_key(route, body)
         if response_id is None:
             return None
+        if response_id in self._remembering:
+            return self._remembering[response_id]
         try:
             return await self._store().lookup(response_id)
         except Exception as exc:  # noqa: BLE001 - a store outage must not fail the request
@@ -200,7 +205,15 @@ class ResponsePinning:
         return CreatedIdTap(self, backend, stream, chunks)
 
     def remember_soon(self, response_id: str, backend: str) -> asyncio.Task[None]:
-        return self._tasks.spawn(self._remember(response_id, backend))
+        self._remembering[response_id] = backend
+        task: asyncio.Task[None] = self._tasks.spawn(self._remember(response_id, backend))
+
+        def written(_: asyncio.Task[None]) -> None:
+            if self._remembering.get(response_id) == backend:
+                del self._remembering[response_id]
+
+        task.add_done_callback(written)
+        return task
 
     async def _remember(self, response_id: str, backend: str) -> None:
         try:
