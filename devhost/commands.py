@@ -59,8 +59,8 @@ def _missing(db_path: Path) -> int:
     return 1
 
 
-def _records_since(args: argparse.Namespace, example: str = "") -> tuple[Path, list[dict[str, Any]]] | int:
-    """The database and its records from `--since` on, or the exit code once the user has been told why not."""
+def _database_since(args: argparse.Namespace, example: str = "") -> tuple[Path, str | None] | int:
+    """The database and the `--since` filter, or the exit code once the user has been told why not."""
     db_path = database_path(args.settings)
     try:
         since = since_filter(args.since) if args.since else None
@@ -69,6 +69,15 @@ def _records_since(args: argparse.Namespace, example: str = "") -> tuple[Path, l
         return 2
     if not db_path.is_file():
         return _missing(db_path)
+    return db_path, since
+
+
+def _records_since(args: argparse.Namespace, example: str = "") -> tuple[Path, list[dict[str, Any]]] | int:
+    """The database and its records from `--since` on, or the exit code once the user has been told why not."""
+    found = _database_since(args, example)
+    if isinstance(found, int):
+        return found
+    db_path, since = found
     return db_path, read_records(db_path, since)
 
 
@@ -153,14 +162,10 @@ def exchanges_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def exchanges_command(args: argparse.Namespace) -> int:
-    db_path = database_path(args.settings)
-    try:
-        since = since_filter(args.since) if args.since else None
-    except ValueError:
-        print(f"--since: {args.since!r} is not an ISO-8601 date or time", file=sys.stderr)
-        return 2
-    if not db_path.is_file():
-        return _missing(db_path)
+    found = _database_since(args)
+    if isinstance(found, int):
+        return found
+    db_path, since = found
     exchanges = asyncio.run(export_exchanges(db_path, since, args.subscription))
     out = open(args.out, "w", encoding="utf-8") if args.out else sys.stdout  # noqa: SIM115 - stdout is not ours to close
     try:
